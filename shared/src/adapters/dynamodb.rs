@@ -1,0 +1,482 @@
+//! DynamoDB single-table adapter for jobs and idempotency records.
+//!
+//! Items (table keys `pk`/`sk`, see [`crate::resources`]):
+//! - job: `pk = OWNER#{owner}`, `sk = JOB#{ulid}`, the [`Job`] fields, plus `lease_token` and
+//!   `lease_until` (Unix seconds) while processing;
+//! - idempotency record: `pk = OWNER#{owner}`, `sk = IDEM#{key}`, `request_hash`, `job_id`,
+//!   `expires_at`.
+//!
+//! Every state change is an `UpdateItem` with a condition on `status` (and the lease), so two
+//! processors can never both run or finish a job.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::collections::HashMap;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use ulid::Ulid;
+
+use crate::core::{
+    Claim, Created, Idempotency, JobPage, JobStore, JobTransitions, Lease, ListQuery, Probe,
+};
+use crate::error::{Error, Result};
+use crate::job::{Job, JobError, JobResult, JobStatus, OwnerId};
+use crate::resources::{TABLE_PARTITION_KEY as PK, TABLE_SORT_KEY as SK};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// How long an idempotency key is remembered: one day, as Stripe and the IETF draft suggest.
+const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
+
+/// The jobs table.
+#[derive(Debug, Clone)]
+pub struct DynamoJobs {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn pk(owner: &OwnerId) -> String {
+    format!("OWNER#{owner}")
+}
+
+fn job_sk(id: Ulid) -> String {
+    format!("JOB#{id}")
+}
+
+fn idem_sk(key: &str) -> String {
+    format!("IDEM#{key}")
+}
+
+fn rfc3339(t: OffsetDateTime) -> AttributeValue {
+    s(t.format(&Rfc3339).expect("UTC timestamps always format as RFC 3339"))
+}
+
+fn decode_job(item: Item) -> Result<Job> {
+    serde_dynamo::from_item(item).map_err(|e| Error::Corrupt {
+        what: "job record",
+        message: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(what: &'static str, v: &T) -> Result<AttributeValue> {
+    serde_dynamo::to_attribute_value(v).map_err(|e| Error::Corrupt {
+        what,
+        message: e.to_string(),
+    })
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::unavailable("dynamodb", e)
+}
+
+/// The cursor is the last returned job's sort key, base64url-encoded: opaque to clients,
+/// meaningless across owners (the partition comes from the caller, never from the cursor).
+fn encode_cursor(id: Ulid) -> String {
+    URL_SAFE_NO_PAD.encode(job_sk(id))
+}
+
+fn decode_cursor(cursor: &str) -> Result<Ulid> {
+    let bad = || Error::Invalid {
+        code: "invalid_cursor",
+        message: "cursor is malformed: pass the next_cursor of a previous page unchanged".into(),
+    };
+    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+    let sk = String::from_utf8(raw).map_err(|_| bad())?;
+    let id = sk.strip_prefix("JOB#").ok_or_else(bad)?;
+    Ulid::from_string(id).map_err(|_| bad())
+}
+
+impl DynamoJobs {
+    /// Wraps a client for `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    fn job_item(&self, job: &Job) -> Result<Item> {
+        let mut item: Item = serde_dynamo::to_item(job).map_err(|e| Error::Corrupt {
+            what: "job record",
+            message: e.to_string(),
+        })?;
+        item.insert(PK.into(), s(pk(&job.owner)));
+        item.insert(SK.into(), s(job_sk(job.id)));
+        Ok(item)
+    }
+
+    fn key(owner: &OwnerId, sk: String) -> Item {
+        HashMap::from([(PK.to_owned(), s(pk(owner))), (SK.to_owned(), s(sk))])
+    }
+
+    async fn idempotency_record(&self, owner: &OwnerId, key: &str) -> Result<Option<(String, Ulid)>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, idem_sk(key))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.into_service_error()))?;
+        let Some(item) = out.item else { return Ok(None) };
+        let hash = item.get("request_hash").and_then(|v| v.as_s().ok()).cloned();
+        let job_id = item
+            .get("job_id")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|v| Ulid::from_string(v).ok());
+        match (hash, job_id) {
+            (Some(h), Some(id)) => Ok(Some((h, id))),
+            _ => Err(Error::Corrupt {
+                what: "idempotency record",
+                message: "missing request_hash or job_id".into(),
+            }),
+        }
+    }
+
+    /// Resolves an idempotency key already stored: the same request gets its job back.
+    async fn replay(&self, owner: &OwnerId, idem: &Idempotency) -> Result<Option<Job>> {
+        let Some((hash, id)) = self.idempotency_record(owner, &idem.key).await? else {
+            return Ok(None);
+        };
+        if hash != idem.request_hash {
+            return Err(Error::IdempotencyMismatch);
+        }
+        self.get(owner, id)
+            .await?
+            .map(Some)
+            .ok_or_else(|| Error::Conflict("the job of this Idempotency-Key is gone".into()))
+    }
+}
+
+#[async_trait]
+impl JobStore for DynamoJobs {
+    async fn create(&self, job: &Job, idempotency: Option<&Idempotency>) -> Result<Created> {
+        let item = self.job_item(job)?;
+        let Some(idem) = idempotency else {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .send()
+                .await
+                .map_err(|e| {
+                    let e = e.into_service_error();
+                    if e.is_conditional_check_failed_exception() {
+                        Error::Conflict(format!("job {} already exists", job.id))
+                    } else {
+                        unavailable(e)
+                    }
+                })?;
+            return Ok(Created::New(job.clone()));
+        };
+        let job_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(unavailable)?;
+        let mut idem_item = Self::key(&job.owner, idem_sk(&idem.key));
+        idem_item.insert("request_hash".into(), s(&idem.request_hash));
+        idem_item.insert("job_id".into(), s(job.id.to_string()));
+        idem_item.insert(
+            crate::resources::TABLE_TTL_ATTRIBUTE.into(),
+            n((job.created_at + IDEMPOTENCY_TTL).unix_timestamp()),
+        );
+        let idem_put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(idem_item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .build()
+            .map_err(unavailable)?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(job_put).build())
+            .transact_items(TransactWriteItem::builder().put(idem_put).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Created::New(job.clone())),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_transaction_canceled_exception() {
+                    // Lost a race with the same key: resolve it like any replay.
+                    match self.replay(&job.owner, idem).await? {
+                        Some(existing) => Ok(Created::Replayed(existing)),
+                        None => Err(Error::Conflict("concurrent request with the same key".into())),
+                    }
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+
+    async fn find_idempotent(&self, owner: &OwnerId, idem: &Idempotency) -> Result<Option<Job>> {
+        self.replay(owner, idem).await
+    }
+
+    async fn get(&self, owner: &OwnerId, id: Ulid) -> Result<Option<Job>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.into_service_error()))?;
+        out.item.map(decode_job).transpose()
+    }
+
+    async fn list(&self, owner: &OwnerId, query: &ListQuery) -> Result<JobPage> {
+        let limit = query.limit.clamp(1, 100) as usize;
+        let mut start = match &query.cursor {
+            Some(c) => Some(Self::key(owner, job_sk(decode_cursor(c)?))),
+            None => None,
+        };
+        let mut jobs = Vec::with_capacity(limit);
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", s(pk(owner)))
+                .expression_attribute_values(":prefix", s("JOB#"))
+                .scan_index_forward(false)
+                .limit((limit - jobs.len()) as i32)
+                .set_exclusive_start_key(start.take());
+            if let Some(status) = query.status {
+                req = req
+                    .filter_expression("#status = :status")
+                    .expression_attribute_names("#status", "status")
+                    .expression_attribute_values(":status", s(status.as_str()));
+            }
+            let out = req.send().await.map_err(|e| unavailable(e.into_service_error()))?;
+            for item in out.items.unwrap_or_default() {
+                jobs.push(decode_job(item)?);
+            }
+            start = out.last_evaluated_key;
+            if jobs.len() >= limit || start.is_none() {
+                break;
+            }
+        }
+        // A full page may be followed by more; the next page starts after its last job.
+        let next_cursor = match start {
+            Some(_) => jobs.last().map(|j| encode_cursor(j.id)),
+            None => None,
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn discard(&self, owner: &OwnerId, id: Ulid, idempotency_key: Option<&str>) -> Result<()> {
+        let mut req = self.client.transact_write_items().transact_items(
+            TransactWriteItem::builder()
+                .delete(
+                    Delete::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(Self::key(owner, job_sk(id))))
+                        .build()
+                        .map_err(unavailable)?,
+                )
+                .build(),
+        );
+        if let Some(key) = idempotency_key {
+            req = req.transact_items(
+                TransactWriteItem::builder()
+                    .delete(
+                        Delete::builder()
+                            .table_name(&self.table)
+                            .set_key(Some(Self::key(owner, idem_sk(key))))
+                            .build()
+                            .map_err(unavailable)?,
+                    )
+                    .build(),
+            );
+        }
+        req.send()
+            .await
+            .map_err(|e| unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobTransitions for DynamoJobs {
+    async fn claim(&self, owner: &OwnerId, id: Ulid, lease: &Lease, now: OffsetDateTime) -> Result<Claim> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression(
+                "SET #status = :processing, lease_token = :token, lease_until = :until, \
+                 attempts = if_not_exists(attempts, :zero) + :one, \
+                 started_at = if_not_exists(started_at, :now), updated_at = :now",
+            )
+            .condition_expression(
+                "attribute_exists(#pk) AND (#status = :queued OR \
+                 (#status = :processing AND (attribute_not_exists(lease_until) OR lease_until < :now_secs)))",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
+            .expression_attribute_values(":token", s(&lease.token))
+            .expression_attribute_values(":until", n(lease.until))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":now", rfc3339(now))
+            .expression_attribute_values(":now_secs", n(now.unix_timestamp()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(Claim::Claimed(decode_job(out.attributes.unwrap_or_default())?)),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                    match c.item {
+                        None => Ok(Claim::Missing),
+                        Some(item) => {
+                            let job = decode_job(item)?;
+                            Ok(if job.status.is_terminal() {
+                                Claim::Terminal(job)
+                            } else {
+                                Claim::Leased(job)
+                            })
+                        }
+                    }
+                }
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
+    async fn complete(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        result: &JobResult,
+        now: OffsetDateTime,
+    ) -> Result<Job> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression(
+                "SET #status = :succeeded, #result = :result, finished_at = :now, updated_at = :now \
+                 REMOVE lease_token, lease_until",
+            )
+            .condition_expression("#status = :processing AND lease_token = :token")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#result", "result")
+            .expression_attribute_values(":succeeded", s(JobStatus::Succeeded.as_str()))
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":result", encode("job result", result)?)
+            .expression_attribute_values(":token", s(lease_token))
+            .expression_attribute_values(":now", rfc3339(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Error::Conflict(format!("job {id} is no longer held by this lease"))
+                } else {
+                    unavailable(e)
+                }
+            })?;
+        decode_job(out.attributes.unwrap_or_default())
+    }
+
+    async fn fail(&self, owner: &OwnerId, id: Ulid, error: &JobError, now: OffsetDateTime) -> Result<Option<Job>> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression(
+                "SET #status = :failed, #error = :error, finished_at = :now, updated_at = :now \
+                 REMOVE lease_token, lease_until",
+            )
+            .condition_expression("#status IN (:queued, :processing)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":failed", s(JobStatus::Failed.as_str()))
+            .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":error", encode("job error", error)?)
+            .expression_attribute_values(":now", rfc3339(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(Some(decode_job(out.attributes.unwrap_or_default())?)),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(None)
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Probe for DynamoJobs {
+    fn name(&self) -> &'static str {
+        "table"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let id = Ulid::from_string("01JD0000000000000000000000").unwrap();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        for bad in ["", "!!!", &URL_SAFE_NO_PAD.encode("IDEM#x"), &URL_SAFE_NO_PAD.encode("JOB#nope")] {
+            let err = decode_cursor(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_cursor", "{bad}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! AWS and HTTP implementations of the ports in [`crate::core`].
+
+mod dynamodb;
+mod s3;
+mod segmenter;
+mod sqs;
+
+pub use dynamodb::DynamoJobs;
+pub use s3::S3Blobs;
+pub use segmenter::HttpSegmenter;
+pub use sqs::SqsJobQueue;
+
+use crate::config::{Settings, uses_custom_endpoint};
+use crate::error::Result;
+
+/// The AWS adapters every function needs, built once per cold start.
+#[derive(Debug, Clone)]
+pub struct Aws {
+    /// Jobs table.
+    pub jobs: DynamoJobs,
+    /// Jobs queue.
+    pub queue: SqsJobQueue,
+    /// Images bucket.
+    pub blobs: S3Blobs,
+}
+
+impl Aws {
+    /// Builds the clients from the environment's SDK configuration.
+    ///
+    /// # Errors
+    /// [`crate::Error::Config`] when no region is configured.
+    pub async fn from_settings(settings: &Settings) -> Result<Self> {
+        let sdk = crate::config::aws_sdk_config().await?;
+        Ok(Self::with_sdk_config(&sdk, settings))
+    }
+
+    /// Builds the clients from a given SDK configuration.
+    pub fn with_sdk_config(sdk: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        let s3_config = aws_sdk_s3::config::Builder::from(sdk)
+            // The emulator serves path-style URLs only; AWS serves both.
+            .force_path_style(uses_custom_endpoint())
+            .build();
+        Self {
+            jobs: DynamoJobs::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
+            queue: SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url),
+            blobs: S3Blobs::new(aws_sdk_s3::Client::from_conf(s3_config), &settings.bucket),
+        }
+    }
+}

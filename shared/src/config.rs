@@ -1,0 +1,112 @@
+//! Configuration from the environment (the Lambda functions' variables in `template.yaml`, or
+//! the local runner's), and the AWS SDK configuration.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::imaging::ImageLimits;
+use crate::models;
+
+/// Everything the functions read from their environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `JOBS_TABLE`: DynamoDB table name.
+    pub table: String,
+    /// `JOBS_QUEUE_URL`: SQS jobs queue URL.
+    pub queue_url: String,
+    /// `IMAGES_BUCKET`: S3 bucket for inputs and results.
+    pub bucket: String,
+    /// `SEGMENTER_URL`: base URL of the segmenter container (processor only).
+    pub segmenter_url: Option<String>,
+    /// `SEGMENTER_TIMEOUT_SECONDS` (default 50; below the processor's 60 s Lambda timeout).
+    pub segmenter_timeout: Duration,
+    /// `DEFAULT_MODEL`: engine used when a request names none (default `u2net`).
+    pub default_model: String,
+    /// `MAX_RECEIVE_COUNT`: the jobs queue's redrive `maxReceiveCount` (default 5).
+    pub max_receive_count: u32,
+    /// `JOB_TTL_DAYS`: how long job records are kept (default 30, matching the S3 lifecycle).
+    pub job_ttl: time::Duration,
+    /// `RESULT_URL_TTL_SECONDS`: lifetime of presigned result URLs (default 900).
+    pub result_url_ttl: Duration,
+    /// `MAX_IMAGE_BYTES`, `MAX_IMAGE_PIXELS`, `MAX_IMAGE_SIDE`.
+    pub image_limits: ImageLimits,
+    /// `ALLOW_HTTP_URLS`: accept `http://` input URLs (local development only; default false).
+    pub allow_http_urls: bool,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn required(name: &str) -> Result<String> {
+    var(name).ok_or_else(|| Error::Config(format!("environment variable {name} is not set")))
+}
+
+fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| Error::Config(format!("environment variable {name}='{v}' is not valid"))),
+    }
+}
+
+impl Settings {
+    /// Reads the settings.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the missing or malformed variable.
+    pub fn from_env() -> Result<Self> {
+        let defaults = ImageLimits::default();
+        let default_model = var("DEFAULT_MODEL").unwrap_or_else(|| "u2net".into());
+        if !models::is_known(&default_model) {
+            return Err(Error::Config(format!(
+                "DEFAULT_MODEL='{default_model}' is not a known model ({})",
+                models::known_names().join(", ")
+            )));
+        }
+        Ok(Self {
+            table: required("JOBS_TABLE")?,
+            queue_url: required("JOBS_QUEUE_URL")?,
+            bucket: required("IMAGES_BUCKET")?,
+            segmenter_url: var("SEGMENTER_URL"),
+            segmenter_timeout: Duration::from_secs(parsed("SEGMENTER_TIMEOUT_SECONDS", 50)?),
+            default_model,
+            max_receive_count: parsed(
+                "MAX_RECEIVE_COUNT",
+                crate::resources::JOBS_QUEUE_MAX_RECEIVE_COUNT,
+            )?,
+            job_ttl: time::Duration::days(parsed("JOB_TTL_DAYS", 30)?),
+            result_url_ttl: Duration::from_secs(parsed("RESULT_URL_TTL_SECONDS", 900)?),
+            image_limits: ImageLimits {
+                max_bytes: parsed("MAX_IMAGE_BYTES", defaults.max_bytes)?,
+                max_pixels: parsed("MAX_IMAGE_PIXELS", defaults.max_pixels)?,
+                max_side: parsed("MAX_IMAGE_SIDE", defaults.max_side)?,
+            },
+            allow_http_urls: parsed("ALLOW_HTTP_URLS", false)?,
+        })
+    }
+}
+
+/// Loads the AWS SDK configuration (credentials chain, region, and `AWS_ENDPOINT_URL` for the
+/// emulator).
+///
+/// # Errors
+/// [`Error::Config`] when no region is configured: the SDK would otherwise fail later with an
+/// unhelpful dispatch error.
+pub async fn aws_sdk_config() -> Result<aws_config::SdkConfig> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    if config.region().is_none() {
+        return Err(Error::Config(
+            "no AWS region configured: set AWS_REGION (e.g. us-east-1)".into(),
+        ));
+    }
+    Ok(config)
+}
+
+/// Whether an endpoint override is in effect (the emulator), which needs path-style S3 URLs.
+pub fn uses_custom_endpoint() -> bool {
+    var("AWS_ENDPOINT_URL").is_some() || var("AWS_ENDPOINT_URL_S3").is_some()
+}

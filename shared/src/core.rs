@@ -1,0 +1,217 @@
+//! Ports: what the handlers need from the outside world, one small trait per capability. The
+//! AWS and HTTP implementations live in [`crate::adapters`]; tests and the local runner use the
+//! same adapters against the emulator.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::time::Duration;
+use time::OffsetDateTime;
+use ulid::Ulid;
+
+use crate::error::Result;
+use crate::job::{Job, JobError, JobMessage, JobResult, JobStatus, OwnerId};
+use crate::params::RemoveBackgroundParams;
+
+/// A client-chosen idempotency key with the hash of the request it was first used for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The `Idempotency-Key` header value (1–255 printable ASCII characters).
+    pub key: String,
+    /// SHA-256 hex of the canonical request (operation, params, input bytes).
+    pub request_hash: String,
+}
+
+/// What [`JobStore::create`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// The job was written.
+    New(Job),
+    /// The idempotency key was already used for the same request: this is that job.
+    Replayed(Job),
+}
+
+/// One page of jobs, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    /// The jobs on this page.
+    pub jobs: Vec<Job>,
+    /// Opaque cursor for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters and paging of [`JobStore::list`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListQuery {
+    /// Page size, 1–100.
+    pub limit: u32,
+    /// Cursor from a previous page.
+    pub cursor: Option<String>,
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+}
+
+/// Creating, reading and discarding job records.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Writes a new `queued` job (and its idempotency record, atomically).
+    ///
+    /// # Errors
+    /// [`crate::Error::IdempotencyMismatch`] when the key was used for another request.
+    async fn create(&self, job: &Job, idempotency: Option<&Idempotency>) -> Result<Created>;
+    /// The job an idempotency key already points at, if the key was used before.
+    ///
+    /// # Errors
+    /// [`crate::Error::IdempotencyMismatch`] when it was used for a different request.
+    async fn find_idempotent(&self, owner: &OwnerId, idempotency: &Idempotency)
+    -> Result<Option<Job>>;
+    /// The owner's job, or `None` (also for another owner's id).
+    async fn get(&self, owner: &OwnerId, id: Ulid) -> Result<Option<Job>>;
+    /// The owner's jobs, newest first.
+    ///
+    /// # Errors
+    /// [`crate::Error::Corrupt`] with `what = "cursor"` for a cursor this store did not issue.
+    async fn list(&self, owner: &OwnerId, query: &ListQuery) -> Result<JobPage>;
+    /// Removes a job that was never enqueued (compensation when the queue refuses it), with its
+    /// idempotency record.
+    async fn discard(&self, owner: &OwnerId, id: Ulid, idempotency_key: Option<&str>)
+    -> Result<()>;
+}
+
+/// A processor's exclusive, time-bounded right to run a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Random token; only its holder may complete the job.
+    pub token: String,
+    /// Unix seconds after which another processor may take the job over.
+    pub until: i64,
+}
+
+/// What [`JobTransitions::claim`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// Now `processing` under the given lease (first run, or a takeover of an expired lease).
+    Claimed(Job),
+    /// Another processor holds a live lease (a duplicate delivery): leave it alone.
+    Leased(Job),
+    /// Already finished: nothing to do.
+    Terminal(Job),
+    /// No such job.
+    Missing,
+}
+
+/// The job state machine's conditional writes.
+#[async_trait]
+pub trait JobTransitions: Send + Sync {
+    /// `queued → processing`, or takes over a `processing` job whose lease expired.
+    async fn claim(&self, owner: &OwnerId, id: Ulid, lease: &Lease, now: OffsetDateTime)
+    -> Result<Claim>;
+    /// `processing → succeeded`, only for the lease holder.
+    ///
+    /// # Errors
+    /// [`crate::Error::Conflict`] when the lease was lost or the job is no longer processing.
+    async fn complete(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        result: &JobResult,
+        now: OffsetDateTime,
+    ) -> Result<Job>;
+    /// Any non-terminal state `→ failed`. `None` when the job was already terminal or missing.
+    async fn fail(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        error: &JobError,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>>;
+}
+
+/// Sending work to the jobs queue.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Enqueues a message, visible after `delay` (SQS allows at most 15 minutes).
+    async fn send(&self, message: &JobMessage, delay: Duration) -> Result<()>;
+}
+
+/// Metadata of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObjectInfo {
+    /// Size in bytes.
+    pub size: u64,
+    /// Stored `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// User metadata (`x-amz-meta-*`), keys lower-case without the prefix.
+    pub metadata: HashMap<String, String>,
+    /// Entity tag, quotes removed.
+    pub etag: Option<String>,
+}
+
+/// The images bucket.
+#[async_trait]
+pub trait BlobStore: Send + Sync {
+    /// The bucket's name (for `s3://` references).
+    fn bucket(&self) -> &str;
+    /// Stores an object.
+    async fn put(&self, key: &str, body: Bytes, content_type: &str) -> Result<()>;
+    /// Reads a whole object; [`crate::Error::NotFound`] when absent.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    /// Object metadata, or `None` when absent.
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
+    /// Deletes an object; a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+    /// A presigned GET URL valid for `expires_in`.
+    async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String>;
+}
+
+/// The segmenter's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cutout {
+    /// Encoded image.
+    pub bytes: Bytes,
+    /// Its MIME type.
+    pub content_type: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Engine that produced it.
+    pub engine: String,
+}
+
+/// How a segmenter call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SegmenterError {
+    /// The request can never succeed (bad image, unavailable model): fail the job with `code`.
+    #[error("{code}: {message}")]
+    Permanent {
+        /// Stable code reported by the segmenter.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// Worth retrying (5xx, timeout, connection refused).
+    #[error("segmenter unavailable: {0}")]
+    Transient(String),
+}
+
+/// Background removal (the GPU container's HTTP contract; see `containers/segmenter/README.md`).
+#[async_trait]
+pub trait Segmenter: Send + Sync {
+    /// Removes the background of `image` with `params`.
+    async fn remove_background(
+        &self,
+        image: Bytes,
+        params: &RemoveBackgroundParams,
+    ) -> std::result::Result<Cutout, SegmenterError>;
+}
+
+/// A dependency the health check can probe.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// Short name reported by `/health` (`table`, `queue`, `bucket`, `segmenter`).
+    fn name(&self) -> &'static str;
+    /// Succeeds when the dependency answers.
+    async fn ping(&self) -> Result<()>;
+}

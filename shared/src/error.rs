@@ -1,0 +1,87 @@
+//! The one error type of the shared crate: what a port can fail with.
+
+/// Errors of the ports and adapters. `code()` gives the stable code the API and job records use.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The record or object does not exist (or belongs to another owner).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A conditional write lost: the record is not in the expected state.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Same idempotency key, different request.
+    #[error("the Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+    /// A dependency (DynamoDB, SQS, S3, segmenter) failed in a way worth retrying.
+    #[error("{service} is unavailable: {message}")]
+    Unavailable {
+        /// Which dependency.
+        service: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// A stored record or message could not be read.
+    #[error("corrupt {what}: {message}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it failed.
+        message: String,
+    },
+    /// The request is invalid: a stable `code` (e.g. `invalid_image`, `invalid_params`,
+    /// `input_not_found`) and a message saying what to change.
+    #[error("{message}")]
+    Invalid {
+        /// Stable code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Missing or invalid configuration.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::IdempotencyMismatch => "idempotency_key_reused",
+            Self::Unavailable { .. } => "dependency_unavailable",
+            Self::Invalid { code, .. } => code,
+            Self::Corrupt { .. } => "internal",
+            Self::Config(_) => "internal",
+        }
+    }
+
+    /// Wraps an SDK or client error as [`Error::Unavailable`], keeping the most useful text.
+    pub fn unavailable(service: &'static str, err: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            service,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<crate::params::ParamError> for Error {
+    fn from(e: crate::params::ParamError) -> Self {
+        Self::Invalid {
+            code: e.code,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::imaging::ImageRejection> for Error {
+    fn from(e: crate::imaging::ImageRejection) -> Self {
+        Self::Invalid {
+            code: e.code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Result alias of the shared crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

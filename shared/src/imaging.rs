@@ -1,0 +1,244 @@
+//! Input image checks done before any job is written: format sniffed from the bytes, size and
+//! pixel limits read from the header (so a decompression bomb is refused without decoding it),
+//! then one full decode to catch truncated and corrupt files. Pure: no I/O.
+
+use image::{ImageFormat, ImageReader};
+use std::io::Cursor;
+
+/// Limits on accepted input images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest accepted encoded size, in bytes.
+    pub max_bytes: u64,
+    /// Largest accepted width × height.
+    pub max_pixels: u64,
+    /// Largest accepted width or height, in pixels.
+    pub max_side: u32,
+}
+
+impl Default for ImageLimits {
+    /// 25 MiB, 40 megapixels, 12 000 px a side.
+    fn default() -> Self {
+        Self {
+            max_bytes: 25 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            max_side: 12_000,
+        }
+    }
+}
+
+/// What a valid input image is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Sniffed format.
+    pub format: ImageFormat,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl ImageInfo {
+    /// MIME type of the format.
+    pub fn content_type(&self) -> &'static str {
+        self.format.to_mime_type()
+    }
+
+    /// Usual file extension of the format.
+    pub fn extension(&self) -> &'static str {
+        match self.format {
+            ImageFormat::Jpeg => "jpg",
+            ImageFormat::Png => "png",
+            ImageFormat::WebP => "webp",
+            _ => "bin",
+        }
+    }
+}
+
+/// Why an input image was refused. Each variant has a stable code ([`ImageRejection::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRejection {
+    /// Zero bytes.
+    #[error("the image is empty (0 bytes)")]
+    Empty,
+    /// Not JPEG, PNG or WebP.
+    #[error("the file is not a supported image: accepted formats are JPEG, PNG and WebP{0}")]
+    Unsupported(String),
+    /// Over [`ImageLimits::max_bytes`].
+    #[error("the image is {actual} bytes; the limit is {limit} bytes")]
+    TooManyBytes {
+        /// Size received.
+        actual: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// Over the pixel or side limit (decompression-bomb guard).
+    #[error("the image is {width}×{height} px; the limits are {max_pixels} pixels and {max_side} px a side")]
+    TooLarge {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// Pixel limit.
+        max_pixels: u64,
+        /// Side limit.
+        max_side: u32,
+    },
+    /// Truncated or corrupt data.
+    #[error("the image could not be decoded: {0}")]
+    Corrupt(String),
+}
+
+impl ImageRejection {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty_image",
+            Self::Unsupported(_) => "unsupported_image",
+            Self::TooManyBytes { .. } => "payload_too_large",
+            Self::TooLarge { .. } => "image_too_large",
+            Self::Corrupt(_) => "invalid_image",
+        }
+    }
+}
+
+/// Sniffs, bounds and fully decodes `bytes` once.
+///
+/// # Errors
+/// [`ImageRejection`] naming the first check that failed, in the order: empty, byte limit,
+/// format, declared dimensions, decode.
+pub fn probe(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageRejection> {
+    if bytes.is_empty() {
+        return Err(ImageRejection::Empty);
+    }
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(ImageRejection::TooManyBytes {
+            actual: bytes.len() as u64,
+            limit: limits.max_bytes,
+        });
+    }
+    let format = match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP)) => f,
+        Ok(other) => {
+            return Err(ImageRejection::Unsupported(format!(
+                " (got {})",
+                other.to_mime_type()
+            )));
+        }
+        Err(_) => return Err(ImageRejection::Unsupported(String::new())),
+    };
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .map_err(|e| ImageRejection::Corrupt(e.to_string()))?;
+    if width > limits.max_side
+        || height > limits.max_side
+        || u64::from(width) * u64::from(height) > limits.max_pixels
+    {
+        return Err(ImageRejection::TooLarge {
+            width,
+            height,
+            max_pixels: limits.max_pixels,
+            max_side: limits.max_side,
+        });
+    }
+    // The JPEG decoder pads a truncated scan with grey instead of failing, so a missing
+    // end-of-image marker is the reliable sign of a cut-off upload.
+    if format == ImageFormat::Jpeg && !has_jpeg_eoi(bytes) {
+        return Err(ImageRejection::Corrupt(
+            "JPEG data is truncated (no end-of-image marker)".into(),
+        ));
+    }
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut decode_limits = image::Limits::default();
+    decode_limits.max_image_width = Some(limits.max_side);
+    decode_limits.max_image_height = Some(limits.max_side);
+    // RGBA8 of the largest accepted image, plus headroom for the decoder's own buffers.
+    decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(4).saturating_add(64 << 20));
+    reader.limits(decode_limits);
+    reader
+        .decode()
+        .map_err(|e| ImageRejection::Corrupt(e.to_string()))?;
+    Ok(ImageInfo {
+        format,
+        width,
+        height,
+    })
+}
+
+/// Whether the JPEG's end-of-image marker (FF D9) ends the data, allowing the trailing padding
+/// some cameras append.
+fn has_jpeg_eoi(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageEncoder, RgbImage};
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7) as u8, (y * 3) as u8, 90]));
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+            .unwrap();
+        out
+    }
+
+    fn png_header_claiming(w: u32, h: u32) -> Vec<u8> {
+        // A well-formed PNG whose IHDR claims a huge image, followed by a tiny IDAT: a few
+        // hundred bytes that would decode to tens of gigabytes.
+        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+            let mut body = kind.to_vec();
+            body.extend_from_slice(data);
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(&crc32(&body).to_be_bytes());
+        }
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        chunk(&mut out, b"IHDR", &ihdr);
+        chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]);
+        chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn accepts_a_real_jpeg() {
+        let info = probe(&jpeg(64, 48), &ImageLimits::default()).unwrap();
+        assert_eq!((info.format, info.width, info.height), (ImageFormat::Jpeg, 64, 48));
+        assert_eq!(info.content_type(), "image/jpeg");
+    }
+
+    #[test]
+    fn refuses_each_kind_of_bad_input() {
+        let l = ImageLimits::default();
+        assert_eq!(probe(b"", &l).unwrap_err().code(), "empty_image");
+        assert_eq!(probe(b"hello, not an image", &l).unwrap_err().code(), "unsupported_image");
+        assert_eq!(probe(b"GIF89a\x01\x00\x01\x00", &l).unwrap_err().code(), "unsupported_image");
+        let full = jpeg(64, 48);
+        let truncated = &full[..full.len() / 2];
+        assert_eq!(probe(truncated, &l).unwrap_err().code(), "invalid_image");
+        let bomb = png_header_claiming(100_000, 100_000);
+        assert_eq!(probe(&bomb, &l).unwrap_err().code(), "image_too_large");
+        let small = ImageLimits { max_bytes: 100, ..l };
+        assert_eq!(probe(&full, &small).unwrap_err().code(), "payload_too_large");
+        let few_pixels = ImageLimits { max_pixels: 1000, ..l };
+        assert_eq!(probe(&full, &few_pixels).unwrap_err().code(), "image_too_large");
+    }
+}

@@ -1,0 +1,391 @@
+//! The job model and its state machine. Pure: no I/O.
+//!
+//! `queued → processing → succeeded | failed | canceled`; a terminal job never changes again.
+//! The store enforces every transition with a conditional write; the functions here decide
+//! what a transition *is*, so the rule lives in one place.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use time::OffsetDateTime;
+use ulid::Ulid;
+
+use crate::params::RemoveBackgroundParams;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Accepted and enqueued; nothing has run yet.
+    Queued,
+    /// Claimed by a processor under a lease.
+    Processing,
+    /// Finished with a result (terminal).
+    Succeeded,
+    /// Finished with an error (terminal).
+    Failed,
+    /// Canceled by its owner (terminal).
+    Canceled,
+}
+
+impl JobStatus {
+    /// All statuses, in life order.
+    pub const ALL: [JobStatus; 5] = [
+        Self::Queued,
+        Self::Processing,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Canceled,
+    ];
+
+    /// Whether the job can never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+
+    /// Lower-case API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                format!("'{s}' is not one of queued, processing, succeeded, failed, canceled")
+            })
+    }
+}
+
+/// What a job does, with its typed parameters. Serialised as
+/// `{"operation": "remove_background", "params": {…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "operation", content = "params", rename_all = "snake_case")]
+pub enum Operation {
+    /// Cut the subject out of `inputs.image` (segmenter engines, see [`crate::models`]).
+    RemoveBackground(RemoveBackgroundParams),
+}
+
+impl Operation {
+    /// The operation's API name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::RemoveBackground(_) => "remove_background",
+        }
+    }
+}
+
+/// Operation names accepted by the API and by S3 ingest paths.
+pub const OPERATION_NAMES: &[&str] = &["remove_background"];
+
+/// Where an input came from (kept for audit; the bytes are always in our bucket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputSource {
+    /// Multipart upload through the API.
+    Upload,
+    /// An `s3://` reference to this deployment's bucket.
+    S3,
+    /// An `https://` URL fetched once by the API.
+    Url,
+    /// An object dropped under `inbox/` (ingest).
+    Inbox,
+}
+
+/// One input image, stored in our bucket and already validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputImage {
+    /// S3 object key in the images bucket.
+    pub key: String,
+    /// Sniffed MIME type (`image/jpeg`, `image/png`, `image/webp`).
+    pub content_type: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Where it came from.
+    pub source: InputSource,
+}
+
+/// The finished output of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// S3 object key (`results/{owner}/{job_id}.{ext}`).
+    pub key: String,
+    /// MIME type of the stored object.
+    pub content_type: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Engine that produced it (e.g. `plain-background`, `u2net`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+}
+
+/// Why a job failed: a stable machine-readable code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    /// Stable code, e.g. `invalid_image`, `retries_exhausted`, `model_unavailable`.
+    pub code: String,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+impl JobError {
+    /// Builds an error from a code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The owner's id, validated: 1–128 characters of `A–Z a–z 0–9 _ - . @`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct OwnerId(String);
+
+impl OwnerId {
+    /// Validates and wraps an owner id.
+    ///
+    /// # Errors
+    /// A message naming the rule when `raw` is empty, too long, or has other characters.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 128
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'));
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(format!(
+                "owner id '{raw}' must be 1–128 characters of A–Z a–z 0–9 _ - . @"
+            ))
+        }
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for OwnerId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<OwnerId> for String {
+    fn from(o: OwnerId) -> Self {
+        o.0
+    }
+}
+
+impl fmt::Display for OwnerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job: what to do, on which inputs, for whom, and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// ULID: time-ordered, so newest-first is key order.
+    pub id: Ulid,
+    /// Whose job it is; every read is scoped by it.
+    pub owner: OwnerId,
+    /// The operation and its parameters.
+    #[serde(flatten)]
+    pub operation: Operation,
+    /// Current state.
+    pub status: JobStatus,
+    /// Named inputs (`image` for `remove_background`).
+    pub inputs: BTreeMap<String, InputImage>,
+    /// Set once `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    /// Set once `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    /// Processing attempts started so far (a lease claim counts one).
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the job was accepted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last change of any field.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// First claim by a processor.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<OffsetDateTime>,
+    /// When it reached a terminal state.
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<OffsetDateTime>,
+    /// Unix seconds after which the record may be deleted (DynamoDB TTL; S3 lifecycle rules
+    /// expire the objects on the same schedule).
+    pub expires_at: i64,
+}
+
+impl Job {
+    /// A new `queued` job. `ttl` is how long the record and its objects are kept.
+    pub fn new(
+        id: Ulid,
+        owner: OwnerId,
+        operation: Operation,
+        inputs: BTreeMap<String, InputImage>,
+        now: OffsetDateTime,
+        ttl: time::Duration,
+    ) -> Self {
+        Self {
+            id,
+            owner,
+            operation,
+            status: JobStatus::Queued,
+            inputs,
+            result: None,
+            error: None,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            expires_at: (now + ttl).unix_timestamp(),
+        }
+    }
+
+    /// Processing time in milliseconds, once terminal and started.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some((self.finished_at? - self.started_at?).whole_milliseconds() as i64)
+    }
+}
+
+/// S3 key of a job's input object: `inputs/{owner}/{job_id}/{name}.{ext}`.
+pub fn input_key(owner: &OwnerId, id: Ulid, name: &str, extension: &str) -> String {
+    format!("inputs/{owner}/{id}/{name}.{extension}")
+}
+
+/// S3 key of a job's result: `results/{owner}/{job_id}.{ext}` (deterministic, so a retried
+/// attempt overwrites rather than duplicates).
+pub fn result_key(owner: &OwnerId, id: Ulid, extension: &str) -> String {
+    format!("results/{owner}/{id}.{extension}")
+}
+
+/// A message on the jobs queue. JSON, `{"kind": "run", "owner": …, "job_id": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum JobMessage {
+    /// Run (or resume) the job.
+    Run {
+        /// The job's owner (part of the record's key).
+        owner: OwnerId,
+        /// The job id.
+        job_id: Ulid,
+    },
+}
+
+impl JobMessage {
+    /// The job this message is about.
+    pub fn job(&self) -> (&OwnerId, Ulid) {
+        match self {
+            Self::Run { owner, job_id } => (owner, *job_id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::RemoveBackgroundParams;
+
+    fn job() -> Job {
+        Job::new(
+            Ulid::from_string("01JD0000000000000000000000").unwrap(),
+            OwnerId::parse("team-a").unwrap(),
+            Operation::RemoveBackground(RemoveBackgroundParams::with_model("u2net")),
+            BTreeMap::new(),
+            time::macros::datetime!(2026-11-21 10:00 UTC),
+            time::Duration::days(30),
+        )
+    }
+
+    #[test]
+    fn job_json_shape_is_flat_operation_and_params() {
+        let v = serde_json::to_value(job()).unwrap();
+        assert_eq!(v["operation"], "remove_background");
+        assert_eq!(v["params"]["model"], "u2net");
+        assert_eq!(v["status"], "queued");
+        assert_eq!(v["created_at"], "2026-11-21T10:00:00Z");
+        assert_eq!(v["expires_at"], 1_797_847_200);
+        let back: Job = serde_json::from_value(v).unwrap();
+        assert_eq!(back, job());
+    }
+
+    #[test]
+    fn terminal_states() {
+        assert!(!JobStatus::Queued.is_terminal());
+        assert!(!JobStatus::Processing.is_terminal());
+        for s in [JobStatus::Succeeded, JobStatus::Failed, JobStatus::Canceled] {
+            assert!(s.is_terminal());
+            assert_eq!(s.as_str().parse::<JobStatus>().unwrap(), s);
+        }
+        assert!("done".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn owner_ids_are_restricted() {
+        assert!(OwnerId::parse("a.b@c-d_e").is_ok());
+        for bad in ["", "a/b", "a b", "OWNER#x", &"x".repeat(129)] {
+            assert!(OwnerId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_are_scoped_by_owner() {
+        let j = job();
+        assert_eq!(
+            result_key(&j.owner, j.id, "png"),
+            "results/team-a/01JD0000000000000000000000.png"
+        );
+        assert_eq!(
+            input_key(&j.owner, j.id, "image", "jpg"),
+            "inputs/team-a/01JD0000000000000000000000/image.jpg"
+        );
+    }
+
+    #[test]
+    fn message_round_trips() {
+        let m = JobMessage::Run {
+            owner: OwnerId::parse("o").unwrap(),
+            job_id: Ulid::nil(),
+        };
+        let s = serde_json::to_string(&m).unwrap();
+        assert_eq!(s, r#"{"kind":"run","owner":"o","job_id":"00000000000000000000000000"}"#);
+        assert_eq!(serde_json::from_str::<JobMessage>(&s).unwrap(), m);
+    }
+}

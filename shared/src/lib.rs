@@ -1,0 +1,26 @@
+//! imagejobs shared library: the job domain (pure), the ports, and the AWS/HTTP adapters.
+//!
+//! - [`job`], [`params`], [`models`], [`imaging`], [`resources`]: the pure domain.
+//! - [`core`]: the ports (one small trait per capability).
+//! - [`adapters`]: DynamoDB, SQS, S3 and segmenter implementations (feature `aws`).
+//! - [`service`]: job submission shared by the API and ingest (feature `aws`).
+
+pub mod error;
+pub mod imaging;
+pub mod job;
+pub mod models;
+pub mod params;
+pub mod resources;
+
+#[cfg(feature = "aws")]
+pub mod adapters;
+#[cfg(feature = "aws")]
+pub mod config;
+#[cfg(feature = "aws")]
+pub mod core;
+#[cfg(feature = "aws")]
+pub mod service;
+#[cfg(feature = "aws")]
+pub mod telemetry;
+
+pub use error::{Error, Result};

@@ -1,0 +1,50 @@
+//! Names and shapes of the AWS resources, shared by the functions (through configuration), the
+//! local provisioning and the test that holds `template.yaml` to the same values.
+
+/// Partition key attribute of the jobs table (string): `OWNER#{owner}`.
+pub const TABLE_PARTITION_KEY: &str = "pk";
+/// Sort key attribute of the jobs table (string): `JOB#{ulid}` or `IDEM#{key}`.
+pub const TABLE_SORT_KEY: &str = "sk";
+/// DynamoDB TTL attribute (Unix seconds).
+pub const TABLE_TTL_ATTRIBUTE: &str = "expires_at";
+
+/// The processor's Lambda timeout, in seconds.
+pub const PROCESSOR_TIMEOUT_SECONDS: u32 = 60;
+/// Jobs queue visibility timeout: 6× the processor timeout, as AWS recommends for SQS event
+/// sources, so a batch still running is never delivered twice.
+pub const JOBS_QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 6 * PROCESSOR_TIMEOUT_SECONDS;
+/// Receives before a message moves to the dead-letter queue; on the last one the processor fails
+/// the job with `retries_exhausted` instead of retrying.
+pub const JOBS_QUEUE_MAX_RECEIVE_COUNT: u32 = 5;
+/// Jobs queue message retention (4 days).
+pub const JOBS_QUEUE_RETENTION_SECONDS: u32 = 4 * 24 * 3600;
+/// Dead-letter queue message retention (14 days, the SQS maximum).
+pub const DEAD_LETTER_QUEUE_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
+
+/// Prefix of objects that become jobs (`inbox/{owner}/{operation}/{file}`).
+pub const INBOX_PREFIX: &str = "inbox/";
+/// Prefix of stored job inputs.
+pub const INPUTS_PREFIX: &str = "inputs/";
+/// Prefix of job results.
+pub const RESULTS_PREFIX: &str = "results/";
+/// Days before `inbox/` objects expire.
+pub const INBOX_EXPIRATION_DAYS: u32 = 7;
+/// Days before `inputs/` objects expire.
+pub const INPUTS_EXPIRATION_DAYS: u32 = 30;
+/// Days before `results/` objects expire; job records carry the same TTL.
+pub const RESULTS_EXPIRATION_DAYS: u32 = 30;
+
+/// Local resource names used by provisioning against the emulator.
+pub mod local {
+    /// Jobs table.
+    pub const TABLE: &str = "imagejobs-jobs";
+    /// Jobs queue.
+    pub const QUEUE: &str = "imagejobs-jobs";
+    /// Dead-letter queue of the jobs queue.
+    pub const DEAD_LETTER_QUEUE: &str = "imagejobs-jobs-dlq";
+    /// Images bucket.
+    pub const BUCKET: &str = "imagejobs-local";
+    /// Local-only queue that receives the bucket's `inbox/` notifications (on AWS, S3 invokes
+    /// the ingest function directly).
+    pub const INGEST_QUEUE: &str = "imagejobs-ingest-events";
+}

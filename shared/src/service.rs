@@ -1,0 +1,341 @@
+//! Job submission, shared by the API (uploads, `s3://` and `https://` references) and ingest
+//! (objects dropped under `inbox/`).
+//!
+//! Order of work, so that a rejected request leaves nothing behind: validate the parameters
+//! (already typed) → answer an idempotent replay → read and probe the image → store it → write
+//! the job (with its idempotency record, atomically) → enqueue. If the queue refuses, the job
+//! record, the idempotency record and the stored input are removed again.
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use ulid::Ulid;
+
+use crate::config::Settings;
+use crate::core::{BlobStore, Created, Idempotency, JobQueue, JobStore};
+use crate::error::{Error, Result};
+use crate::imaging::{self, ImageInfo};
+use crate::job::{self, InputImage, InputSource, Job, JobMessage, Operation, OwnerId};
+
+/// Where the input image of a new job comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputRef {
+    /// Bytes uploaded with the request.
+    Upload(Bytes),
+    /// `s3://bucket/key`; the bucket must be this deployment's.
+    S3Uri(String),
+    /// An `https://` URL, fetched once into the bucket.
+    Url(String),
+    /// A key in this bucket under `inbox/` (ingest).
+    Inbox(String),
+}
+
+impl InputRef {
+    /// Parses a JSON `input` reference: `s3://…` or `https://…` (`http://` too; whether it is
+    /// allowed is decided at fetch time).
+    ///
+    /// # Errors
+    /// `invalid_input_reference` for anything else.
+    pub fn parse_reference(raw: &str) -> Result<Self> {
+        let raw = raw.trim();
+        if raw.starts_with("s3://") {
+            Ok(Self::S3Uri(raw.to_owned()))
+        } else if raw.starts_with("https://") || raw.starts_with("http://") {
+            Ok(Self::Url(raw.to_owned()))
+        } else {
+            Err(Error::Invalid {
+                code: "invalid_input_reference",
+                message: format!("input '{raw}' must be an s3:// URI in this deployment's bucket or an https:// URL"),
+            })
+        }
+    }
+
+    /// What identifies this input for idempotency: the bytes' hash, or the reference itself.
+    fn fingerprint(&self) -> String {
+        match self {
+            Self::Upload(b) => format!("sha256:{}", hex::encode(Sha256::digest(b))),
+            Self::S3Uri(u) | Self::Url(u) | Self::Inbox(u) => u.clone(),
+        }
+    }
+}
+
+/// A request to create a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    /// Who asks.
+    pub owner: OwnerId,
+    /// What to do.
+    pub operation: Operation,
+    /// On which image.
+    pub input: InputRef,
+    /// `Idempotency-Key` header, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// Creates jobs through the ports.
+#[derive(Clone)]
+pub struct JobSubmitter {
+    store: Arc<dyn JobStore>,
+    queue: Arc<dyn JobQueue>,
+    blobs: Arc<dyn BlobStore>,
+    settings: Arc<Settings>,
+    http: reqwest::Client,
+}
+
+/// The longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Checks an `Idempotency-Key` value: 1–255 printable ASCII characters.
+///
+/// # Errors
+/// `invalid_idempotency_key`.
+pub fn validate_idempotency_key(key: &str) -> Result<()> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !key.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(Error::Invalid {
+            code: "invalid_idempotency_key",
+            message: format!(
+                "Idempotency-Key must be 1–{MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters without spaces"
+            ),
+        });
+    }
+    Ok(())
+}
+
+impl JobSubmitter {
+    /// Builds a submitter over the given ports.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the HTTP client for URL inputs cannot be built.
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        queue: Arc<dyn JobQueue>,
+        blobs: Arc<dyn BlobStore>,
+        settings: Arc<Settings>,
+    ) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            store,
+            queue,
+            blobs,
+            settings,
+            http,
+        })
+    }
+
+    /// Validates, stores and enqueues a job.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for bad input (image codes from [`imaging::ImageRejection`],
+    /// `input_not_found`, `invalid_input_reference`), [`Error::IdempotencyMismatch`], and
+    /// [`Error::Unavailable`] when a dependency fails (nothing is left behind then).
+    pub async fn submit(&self, sub: Submission) -> Result<Created> {
+        let idempotency = match &sub.idempotency_key {
+            Some(key) => {
+                validate_idempotency_key(key)?;
+                let canonical = serde_json::to_string(&sub.operation).map_err(|e| Error::Corrupt {
+                    what: "operation",
+                    message: e.to_string(),
+                })?;
+                let mut h = Sha256::new();
+                h.update(canonical.as_bytes());
+                h.update(b"\n");
+                h.update(sub.input.fingerprint().as_bytes());
+                Some(Idempotency {
+                    key: key.clone(),
+                    request_hash: hex::encode(h.finalize()),
+                })
+            }
+            None => None,
+        };
+        if let Some(idem) = &idempotency
+            && let Some(job) = self.store.find_idempotent(&sub.owner, idem).await?
+        {
+            return Ok(Created::Replayed(job));
+        }
+
+        let id = Ulid::new();
+        let (bytes, existing_key, source) = self.resolve(&sub.input).await?;
+        let info = imaging::probe(&bytes, &self.settings.image_limits)?;
+        let size = bytes.len() as u64;
+        let (key, stored_here) = match existing_key {
+            Some(key) => (key, false),
+            None => {
+                let key = job::input_key(&sub.owner, id, "image", info.extension());
+                self.blobs.put(&key, bytes, info.content_type()).await?;
+                (key, true)
+            }
+        };
+        let job = Job::new(
+            id,
+            sub.owner.clone(),
+            sub.operation,
+            BTreeMap::from([("image".to_owned(), input_image(key.clone(), &info, size, source))]),
+            OffsetDateTime::now_utc(),
+            self.settings.job_ttl,
+        );
+        let created = match self.store.create(&job, idempotency.as_ref()).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.forget_input(stored_here, &key).await;
+                return Err(e);
+            }
+        };
+        if let Created::Replayed(_) = created {
+            self.forget_input(stored_here, &key).await;
+            return Ok(created);
+        }
+        let message = JobMessage::Run {
+            owner: job.owner.clone(),
+            job_id: job.id,
+        };
+        if let Err(e) = self.queue.send(&message, Duration::ZERO).await {
+            tracing::error!(job_id = %job.id, error = %e, "enqueue failed; removing the job again");
+            let key_ref = idempotency.as_ref().map(|i| i.key.as_str());
+            if let Err(undo) = self.store.discard(&job.owner, job.id, key_ref).await {
+                tracing::error!(job_id = %job.id, error = %undo, "could not remove the unqueued job");
+            }
+            self.forget_input(stored_here, &key).await;
+            return Err(e);
+        }
+        tracing::info!(job_id = %job.id, owner = %job.owner, operation = job.operation.name(), "job queued");
+        Ok(created)
+    }
+
+    async fn forget_input(&self, stored_here: bool, key: &str) {
+        if stored_here && let Err(e) = self.blobs.delete(key).await {
+            tracing::warn!(key, error = %e, "could not delete an orphaned input object");
+        }
+    }
+
+    /// The input's bytes, its key when it already lives in the bucket, and its source.
+    async fn resolve(&self, input: &InputRef) -> Result<(Bytes, Option<String>, InputSource)> {
+        match input {
+            InputRef::Upload(b) => Ok((b.clone(), None, InputSource::Upload)),
+            InputRef::Inbox(key) => Ok((self.read_object(key).await?, Some(key.clone()), InputSource::Inbox)),
+            InputRef::S3Uri(uri) => {
+                let rest = uri.trim_start_matches("s3://");
+                let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket != self.blobs.bucket() || key.is_empty() {
+                    return Err(Error::Invalid {
+                        code: "invalid_input_reference",
+                        message: format!(
+                            "'{uri}' is not an object in this deployment's bucket (s3://{}/…)",
+                            self.blobs.bucket()
+                        ),
+                    });
+                }
+                Ok((self.read_object(key).await?, Some(key.to_owned()), InputSource::S3))
+            }
+            InputRef::Url(url) => Ok((self.fetch(url).await?, None, InputSource::Url)),
+        }
+    }
+
+    async fn read_object(&self, key: &str) -> Result<Bytes> {
+        let limit = self.settings.image_limits.max_bytes;
+        match self.blobs.head(key).await? {
+            None => Err(Error::Invalid {
+                code: "input_not_found",
+                message: format!("s3://{}/{key} does not exist", self.blobs.bucket()),
+            }),
+            Some(info) if info.size > limit => Err(imaging::ImageRejection::TooManyBytes {
+                actual: info.size,
+                limit,
+            }
+            .into()),
+            Some(_) => self.blobs.get(key).await.map_err(|e| match e {
+                Error::NotFound(what) => Error::Invalid {
+                    code: "input_not_found",
+                    message: format!("{what} does not exist"),
+                },
+                other => other,
+            }),
+        }
+    }
+
+    /// Downloads a URL with a byte cap enforced while streaming.
+    async fn fetch(&self, url: &str) -> Result<Bytes> {
+        let invalid = |message: String| Error::Invalid {
+            code: "input_fetch_failed",
+            message,
+        };
+        let parsed = reqwest::Url::parse(url).map_err(|e| invalid(format!("'{url}' is not a valid URL: {e}")))?;
+        match parsed.scheme() {
+            "https" => {}
+            "http" if self.settings.allow_http_urls => {}
+            _ => {
+                return Err(Error::Invalid {
+                    code: "invalid_input_reference",
+                    message: format!("'{url}': only https:// URLs are fetched"),
+                });
+            }
+        }
+        let mut resp = self
+            .http
+            .get(parsed)
+            .send()
+            .await
+            .map_err(|e| invalid(format!("could not fetch '{url}': {e}")))?;
+        if !resp.status().is_success() {
+            return Err(invalid(format!("fetching '{url}' answered HTTP {}", resp.status())));
+        }
+        let limit = self.settings.image_limits.max_bytes;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| invalid(format!("reading '{url}' failed: {e}")))?
+        {
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(imaging::ImageRejection::TooManyBytes {
+                    actual: (body.len() + chunk.len()) as u64,
+                    limit,
+                }
+                .into());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    }
+}
+
+fn input_image(key: String, info: &ImageInfo, bytes: u64, source: InputSource) -> InputImage {
+    InputImage {
+        key,
+        content_type: info.content_type().to_owned(),
+        width: info.width,
+        height: info.height,
+        bytes,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_s3_or_http() {
+        assert!(matches!(InputRef::parse_reference("s3://b/k").unwrap(), InputRef::S3Uri(_)));
+        assert!(matches!(InputRef::parse_reference(" https://x/y.jpg ").unwrap(), InputRef::Url(_)));
+        let err = InputRef::parse_reference("file:///etc/passwd").unwrap_err();
+        assert_eq!(err.code(), "invalid_input_reference");
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded() {
+        assert!(validate_idempotency_key("order-42").is_ok());
+        for bad in ["", "has space", &"k".repeat(256), "tab\there"] {
+            assert_eq!(validate_idempotency_key(bad).unwrap_err().code(), "invalid_idempotency_key");
+        }
+    }
+}
