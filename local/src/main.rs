@@ -1,1 +1,136 @@
-fn main() {}
+//! `imagejobs-local`: provision the emulator, serve the whole stack locally, inspect results.
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use imagejobs_local::provision::{ResourceNames, provision};
+use imagejobs_local::runner::{Stack, StackConfig};
+use shared::config::Settings;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Run imagejobs locally against the AWS emulator (AWS_ENDPOINT_URL)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the table, queues and bucket on the emulator; print the functions' environment.
+    Provision,
+    /// Provision, then serve the API and run the processor and ingest handlers until Ctrl-C.
+    Serve {
+        /// Address the API listens on.
+        #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:3000")]
+        addr: SocketAddr,
+        /// Base URL of the segmenter container.
+        #[arg(long, env = "SEGMENTER_URL", default_value = "http://127.0.0.1:8080")]
+        segmenter_url: String,
+        /// Engine used when a request names none (the neural models need weights in the
+        /// segmenter's MODEL_DIR; plain-background needs none).
+        #[arg(long, env = "DEFAULT_MODEL", default_value = shared::models::PLAIN_BACKGROUND)]
+        default_model: String,
+        /// Accept http:// input URLs (never in production).
+        #[arg(long, env = "ALLOW_HTTP_URLS")]
+        allow_http_urls: bool,
+    },
+    /// Print the dimensions and alpha statistics of an image file as JSON.
+    Inspect {
+        /// The image.
+        file: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    shared::telemetry::init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imagejobs-local: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Inspect { file } => {
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let stats = imagejobs_local::inspect::alpha_stats(&bytes)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&stats).map_err(|e| e.to_string())?
+            );
+            Ok(())
+        }
+        Command::Provision => {
+            let sdk = emulator_sdk_config().await?;
+            let p = provision(&sdk, &ResourceNames::local())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("export JOBS_TABLE={}", p.names.table);
+            println!("export JOBS_QUEUE_URL={}", p.queue_url);
+            println!("export IMAGES_BUCKET={}", p.names.bucket);
+            println!("export DEAD_LETTER_QUEUE_ARN={}", p.dead_letter_queue_arn);
+            Ok(())
+        }
+        Command::Serve {
+            addr,
+            segmenter_url,
+            default_model,
+            allow_http_urls,
+        } => {
+            if !shared::models::is_known(&default_model) {
+                return Err(format!("unknown DEFAULT_MODEL '{default_model}'"));
+            }
+            let sdk = emulator_sdk_config().await?;
+            let provisioned = provision(&sdk, &ResourceNames::local())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut settings = Settings::new(
+                &provisioned.names.table,
+                &provisioned.queue_url,
+                &provisioned.names.bucket,
+            );
+            settings.segmenter_url = Some(segmenter_url);
+            settings.default_model = default_model;
+            settings.allow_http_urls = allow_http_urls;
+            let stack = Stack::start(
+                &sdk,
+                StackConfig {
+                    api_addr: addr,
+                    settings,
+                    provisioned,
+                    poll_wait: Duration::from_secs(2),
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            tracing::info!(api = %format!("http://{}", stack.api_addr), "local stack up; Ctrl-C to stop");
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("stopping");
+            stack.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+/// The local runner only ever targets the emulator: refuse to provision real AWS by accident.
+async fn emulator_sdk_config() -> Result<aws_config::SdkConfig, String> {
+    if !shared::config::uses_custom_endpoint() {
+        return Err(
+            "AWS_ENDPOINT_URL is not set: the local runner targets the AWS emulator (see README)"
+                .into(),
+        );
+    }
+    shared::config::aws_sdk_config()
+        .await
+        .map_err(|e| e.to_string())
+}

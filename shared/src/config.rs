@@ -52,6 +52,28 @@ fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
 }
 
 impl Settings {
+    /// Settings for the given resources with every other value at its default (the local
+    /// runner and tests; the functions use [`Settings::from_env`]).
+    pub fn new(
+        table: impl Into<String>,
+        queue_url: impl Into<String>,
+        bucket: impl Into<String>,
+    ) -> Self {
+        Self {
+            table: table.into(),
+            queue_url: queue_url.into(),
+            bucket: bucket.into(),
+            segmenter_url: None,
+            segmenter_timeout: Duration::from_secs(50),
+            default_model: "u2net".into(),
+            max_receive_count: crate::resources::JOBS_QUEUE_MAX_RECEIVE_COUNT,
+            job_ttl: time::Duration::days(30),
+            result_url_ttl: Duration::from_secs(900),
+            image_limits: ImageLimits::default(),
+            allow_http_urls: false,
+        }
+    }
+
     /// Reads the settings.
     ///
     /// # Errors

@@ -63,8 +63,11 @@ pub trait JobStore: Send + Sync {
     ///
     /// # Errors
     /// [`crate::Error::IdempotencyMismatch`] when it was used for a different request.
-    async fn find_idempotent(&self, owner: &OwnerId, idempotency: &Idempotency)
-    -> Result<Option<Job>>;
+    async fn find_idempotent(
+        &self,
+        owner: &OwnerId,
+        idempotency: &Idempotency,
+    ) -> Result<Option<Job>>;
     /// The owner's job, or `None` (also for another owner's id).
     async fn get(&self, owner: &OwnerId, id: Ulid) -> Result<Option<Job>>;
     /// The owner's jobs, newest first.
@@ -104,8 +107,13 @@ pub enum Claim {
 #[async_trait]
 pub trait JobTransitions: Send + Sync {
     /// `queued → processing`, or takes over a `processing` job whose lease expired.
-    async fn claim(&self, owner: &OwnerId, id: Ulid, lease: &Lease, now: OffsetDateTime)
-    -> Result<Claim>;
+    async fn claim(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease: &Lease,
+        now: OffsetDateTime,
+    ) -> Result<Claim>;
     /// `processing → succeeded`, only for the lease holder.
     ///
     /// # Errors

@@ -73,7 +73,9 @@ pub enum ImageRejection {
         limit: u64,
     },
     /// Over the pixel or side limit (decompression-bomb guard).
-    #[error("the image is {width}×{height} px; the limits are {max_pixels} pixels and {max_side} px a side")]
+    #[error(
+        "the image is {width}×{height} px; the limits are {max_pixels} pixels and {max_side} px a side"
+    )]
     TooLarge {
         /// Declared width.
         width: u32,
@@ -202,7 +204,11 @@ mod tests {
         ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
         let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
         chunk(&mut out, b"IHDR", &ihdr);
-        chunk(&mut out, b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]);
+        chunk(
+            &mut out,
+            b"IDAT",
+            &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+        );
         chunk(&mut out, b"IEND", &[]);
         out
     }
@@ -212,7 +218,11 @@ mod tests {
         for &b in data {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -221,7 +231,10 @@ mod tests {
     #[test]
     fn accepts_a_real_jpeg() {
         let info = probe(&jpeg(64, 48), &ImageLimits::default()).unwrap();
-        assert_eq!((info.format, info.width, info.height), (ImageFormat::Jpeg, 64, 48));
+        assert_eq!(
+            (info.format, info.width, info.height),
+            (ImageFormat::Jpeg, 64, 48)
+        );
         assert_eq!(info.content_type(), "image/jpeg");
     }
 
@@ -229,16 +242,34 @@ mod tests {
     fn refuses_each_kind_of_bad_input() {
         let l = ImageLimits::default();
         assert_eq!(probe(b"", &l).unwrap_err().code(), "empty_image");
-        assert_eq!(probe(b"hello, not an image", &l).unwrap_err().code(), "unsupported_image");
-        assert_eq!(probe(b"GIF89a\x01\x00\x01\x00", &l).unwrap_err().code(), "unsupported_image");
+        assert_eq!(
+            probe(b"hello, not an image", &l).unwrap_err().code(),
+            "unsupported_image"
+        );
+        assert_eq!(
+            probe(b"GIF89a\x01\x00\x01\x00", &l).unwrap_err().code(),
+            "unsupported_image"
+        );
         let full = jpeg(64, 48);
         let truncated = &full[..full.len() / 2];
         assert_eq!(probe(truncated, &l).unwrap_err().code(), "invalid_image");
         let bomb = png_header_claiming(100_000, 100_000);
         assert_eq!(probe(&bomb, &l).unwrap_err().code(), "image_too_large");
-        let small = ImageLimits { max_bytes: 100, ..l };
-        assert_eq!(probe(&full, &small).unwrap_err().code(), "payload_too_large");
-        let few_pixels = ImageLimits { max_pixels: 1000, ..l };
-        assert_eq!(probe(&full, &few_pixels).unwrap_err().code(), "image_too_large");
+        let small = ImageLimits {
+            max_bytes: 100,
+            ..l
+        };
+        assert_eq!(
+            probe(&full, &small).unwrap_err().code(),
+            "payload_too_large"
+        );
+        let few_pixels = ImageLimits {
+            max_pixels: 1000,
+            ..l
+        };
+        assert_eq!(
+            probe(&full, &few_pixels).unwrap_err().code(),
+            "image_too_large"
+        );
     }
 }

@@ -242,10 +242,18 @@ pub struct Job {
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
     /// First claim by a processor.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub started_at: Option<OffsetDateTime>,
     /// When it reached a terminal state.
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub finished_at: Option<OffsetDateTime>,
     /// Unix seconds after which the record may be deleted (DynamoDB TTL; S3 lifecycle rules
     /// expire the objects on the same schedule).
@@ -385,7 +393,10 @@ mod tests {
             job_id: Ulid::nil(),
         };
         let s = serde_json::to_string(&m).unwrap();
-        assert_eq!(s, r#"{"kind":"run","owner":"o","job_id":"00000000000000000000000000"}"#);
+        assert_eq!(
+            s,
+            r#"{"kind":"run","owner":"o","job_id":"00000000000000000000000000"}"#
+        );
         assert_eq!(serde_json::from_str::<JobMessage>(&s).unwrap(), m);
     }
 }

@@ -78,7 +78,12 @@ pub const CATALOG: &[ModelSpec] = &[
         sigmoid: false,
     },
     imagenet("birefnet-general", "birefnet-general.onnx", 1024, true),
-    imagenet("birefnet-general-lite", "birefnet-general-lite.onnx", 1024, true),
+    imagenet(
+        "birefnet-general-lite",
+        "birefnet-general-lite.onnx",
+        1024,
+        true,
+    ),
     imagenet("birefnet-portrait", "birefnet-portrait.onnx", 1024, true),
     imagenet("birefnet-dis", "birefnet-dis.onnx", 1024, true),
     imagenet("birefnet-hrsod", "birefnet-hrsod.onnx", 1024, true),

@@ -367,7 +367,10 @@ mod tests {
         assert_eq!(err(&[("model", "nope")]).code, "unknown_model");
         assert_eq!(err(&[("output_format", "gif")]).field, "output_format");
         assert_eq!(err(&[("output_format", "jpeg")]).field, "background_color");
-        assert_eq!(err(&[("background_color", "#12345")]).field, "background_color");
+        assert_eq!(
+            err(&[("background_color", "#12345")]).field,
+            "background_color"
+        );
         assert_eq!(err(&[("only_mask", "maybe")]).field, "only_mask");
         assert_eq!(err(&[("colour", "red")]).field, "colour");
     }
@@ -385,10 +388,14 @@ mod tests {
 
     #[test]
     fn json_uses_the_same_rules() {
-        let p: RemoveBackgroundParams =
-            serde_json::from_str(r##"{"model":"u2netp","output_format":"jpg","background_color":"#fff000"}"##)
-                .unwrap();
+        let p: RemoveBackgroundParams = serde_json::from_str(
+            r##"{"model":"u2netp","output_format":"jpg","background_color":"#fff000"}"##,
+        )
+        .unwrap();
         assert_eq!(p.background_color.unwrap().to_rgba(), [255, 240, 0, 255]);
-        assert!(serde_json::from_str::<RemoveBackgroundParams>(r#"{"model":"u2net","bogus":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<RemoveBackgroundParams>(r#"{"model":"u2net","bogus":1}"#)
+                .is_err()
+        );
     }
 }

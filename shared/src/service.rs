@@ -48,7 +48,9 @@ impl InputRef {
         } else {
             Err(Error::Invalid {
                 code: "invalid_input_reference",
-                message: format!("input '{raw}' must be an s3:// URI in this deployment's bucket or an https:// URL"),
+                message: format!(
+                    "input '{raw}' must be an s3:// URI in this deployment's bucket or an https:// URL"
+                ),
             })
         }
     }
@@ -142,10 +144,11 @@ impl JobSubmitter {
         let idempotency = match &sub.idempotency_key {
             Some(key) => {
                 validate_idempotency_key(key)?;
-                let canonical = serde_json::to_string(&sub.operation).map_err(|e| Error::Corrupt {
-                    what: "operation",
-                    message: e.to_string(),
-                })?;
+                let canonical =
+                    serde_json::to_string(&sub.operation).map_err(|e| Error::Corrupt {
+                        what: "operation",
+                        message: e.to_string(),
+                    })?;
                 let mut h = Sha256::new();
                 h.update(canonical.as_bytes());
                 h.update(b"\n");
@@ -179,7 +182,10 @@ impl JobSubmitter {
             id,
             sub.owner.clone(),
             sub.operation,
-            BTreeMap::from([("image".to_owned(), input_image(key.clone(), &info, size, source))]),
+            BTreeMap::from([(
+                "image".to_owned(),
+                input_image(key.clone(), &info, size, source),
+            )]),
             OffsetDateTime::now_utc(),
             self.settings.job_ttl,
         );
@@ -221,7 +227,11 @@ impl JobSubmitter {
     async fn resolve(&self, input: &InputRef) -> Result<(Bytes, Option<String>, InputSource)> {
         match input {
             InputRef::Upload(b) => Ok((b.clone(), None, InputSource::Upload)),
-            InputRef::Inbox(key) => Ok((self.read_object(key).await?, Some(key.clone()), InputSource::Inbox)),
+            InputRef::Inbox(key) => Ok((
+                self.read_object(key).await?,
+                Some(key.clone()),
+                InputSource::Inbox,
+            )),
             InputRef::S3Uri(uri) => {
                 let rest = uri.trim_start_matches("s3://");
                 let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
@@ -234,7 +244,11 @@ impl JobSubmitter {
                         ),
                     });
                 }
-                Ok((self.read_object(key).await?, Some(key.to_owned()), InputSource::S3))
+                Ok((
+                    self.read_object(key).await?,
+                    Some(key.to_owned()),
+                    InputSource::S3,
+                ))
             }
             InputRef::Url(url) => Ok((self.fetch(url).await?, None, InputSource::Url)),
         }
@@ -268,7 +282,8 @@ impl JobSubmitter {
             code: "input_fetch_failed",
             message,
         };
-        let parsed = reqwest::Url::parse(url).map_err(|e| invalid(format!("'{url}' is not a valid URL: {e}")))?;
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| invalid(format!("'{url}' is not a valid URL: {e}")))?;
         match parsed.scheme() {
             "https" => {}
             "http" if self.settings.allow_http_urls => {}
@@ -286,7 +301,10 @@ impl JobSubmitter {
             .await
             .map_err(|e| invalid(format!("could not fetch '{url}': {e}")))?;
         if !resp.status().is_success() {
-            return Err(invalid(format!("fetching '{url}' answered HTTP {}", resp.status())));
+            return Err(invalid(format!(
+                "fetching '{url}' answered HTTP {}",
+                resp.status()
+            )));
         }
         let limit = self.settings.image_limits.max_bytes;
         let mut body = Vec::new();
@@ -325,8 +343,14 @@ mod tests {
 
     #[test]
     fn references_are_s3_or_http() {
-        assert!(matches!(InputRef::parse_reference("s3://b/k").unwrap(), InputRef::S3Uri(_)));
-        assert!(matches!(InputRef::parse_reference(" https://x/y.jpg ").unwrap(), InputRef::Url(_)));
+        assert!(matches!(
+            InputRef::parse_reference("s3://b/k").unwrap(),
+            InputRef::S3Uri(_)
+        ));
+        assert!(matches!(
+            InputRef::parse_reference(" https://x/y.jpg ").unwrap(),
+            InputRef::Url(_)
+        ));
         let err = InputRef::parse_reference("file:///etc/passwd").unwrap_err();
         assert_eq!(err.code(), "invalid_input_reference");
     }
@@ -335,7 +359,10 @@ mod tests {
     fn idempotency_keys_are_bounded() {
         assert!(validate_idempotency_key("order-42").is_ok());
         for bad in ["", "has space", &"k".repeat(256), "tab\there"] {
-            assert_eq!(validate_idempotency_key(bad).unwrap_err().code(), "invalid_idempotency_key");
+            assert_eq!(
+                validate_idempotency_key(bad).unwrap_err().code(),
+                "invalid_idempotency_key"
+            );
         }
     }
 }

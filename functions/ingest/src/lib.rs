@@ -1,1 +1,8 @@
+//! The imagejobs ingest function (`functions/ingest`): S3 `ObjectCreated` under `inbox/` →
+//! jobs. See [`event_handler`].
 
+mod error;
+pub mod event_handler;
+
+pub use error::IngestError;
+pub use event_handler::{Ingest, IngestOutcome};

@@ -62,7 +62,8 @@ fn idem_sk(key: &str) -> String {
 }
 
 fn rfc3339(t: OffsetDateTime) -> AttributeValue {
-    s(t.format(&Rfc3339).expect("UTC timestamps always format as RFC 3339"))
+    s(t.format(&Rfc3339)
+        .expect("UTC timestamps always format as RFC 3339"))
 }
 
 fn decode_job(item: Item) -> Result<Job> {
@@ -123,7 +124,11 @@ impl DynamoJobs {
         HashMap::from([(PK.to_owned(), s(pk(owner))), (SK.to_owned(), s(sk))])
     }
 
-    async fn idempotency_record(&self, owner: &OwnerId, key: &str) -> Result<Option<(String, Ulid)>> {
+    async fn idempotency_record(
+        &self,
+        owner: &OwnerId,
+        key: &str,
+    ) -> Result<Option<(String, Ulid)>> {
         let out = self
             .client
             .get_item()
@@ -133,8 +138,13 @@ impl DynamoJobs {
             .send()
             .await
             .map_err(|e| unavailable(e.into_service_error()))?;
-        let Some(item) = out.item else { return Ok(None) };
-        let hash = item.get("request_hash").and_then(|v| v.as_s().ok()).cloned();
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let hash = item
+            .get("request_hash")
+            .and_then(|v| v.as_s().ok())
+            .cloned();
         let job_id = item
             .get("job_id")
             .and_then(|v| v.as_s().ok())
@@ -222,7 +232,9 @@ impl JobStore for DynamoJobs {
                     // Lost a race with the same key: resolve it like any replay.
                     match self.replay(&job.owner, idem).await? {
                         Some(existing) => Ok(Created::Replayed(existing)),
-                        None => Err(Error::Conflict("concurrent request with the same key".into())),
+                        None => Err(Error::Conflict(
+                            "concurrent request with the same key".into(),
+                        )),
                     }
                 } else {
                     Err(unavailable(e))
@@ -274,7 +286,10 @@ impl JobStore for DynamoJobs {
                     .expression_attribute_names("#status", "status")
                     .expression_attribute_values(":status", s(status.as_str()));
             }
-            let out = req.send().await.map_err(|e| unavailable(e.into_service_error()))?;
+            let out = req
+                .send()
+                .await
+                .map_err(|e| unavailable(e.into_service_error()))?;
             for item in out.items.unwrap_or_default() {
                 jobs.push(decode_job(item)?);
             }
@@ -291,7 +306,12 @@ impl JobStore for DynamoJobs {
         Ok(JobPage { jobs, next_cursor })
     }
 
-    async fn discard(&self, owner: &OwnerId, id: Ulid, idempotency_key: Option<&str>) -> Result<()> {
+    async fn discard(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        idempotency_key: Option<&str>,
+    ) -> Result<()> {
         let mut req = self.client.transact_write_items().transact_items(
             TransactWriteItem::builder()
                 .delete(
@@ -325,7 +345,13 @@ impl JobStore for DynamoJobs {
 
 #[async_trait]
 impl JobTransitions for DynamoJobs {
-    async fn claim(&self, owner: &OwnerId, id: Ulid, lease: &Lease, now: OffsetDateTime) -> Result<Claim> {
+    async fn claim(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease: &Lease,
+        now: OffsetDateTime,
+    ) -> Result<Claim> {
         let out = self
             .client
             .update_item()
@@ -414,7 +440,13 @@ impl JobTransitions for DynamoJobs {
         decode_job(out.attributes.unwrap_or_default())
     }
 
-    async fn fail(&self, owner: &OwnerId, id: Ulid, error: &JobError, now: OffsetDateTime) -> Result<Option<Job>> {
+    async fn fail(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        error: &JobError,
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>> {
         let out = self
             .client
             .update_item()
@@ -474,7 +506,12 @@ mod tests {
     fn cursors_round_trip_and_refuse_garbage() {
         let id = Ulid::from_string("01JD0000000000000000000000").unwrap();
         assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
-        for bad in ["", "!!!", &URL_SAFE_NO_PAD.encode("IDEM#x"), &URL_SAFE_NO_PAD.encode("JOB#nope")] {
+        for bad in [
+            "",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("IDEM#x"),
+            &URL_SAFE_NO_PAD.encode("JOB#nope"),
+        ] {
             let err = decode_cursor(bad).unwrap_err();
             assert_eq!(err.code(), "invalid_cursor", "{bad}");
         }

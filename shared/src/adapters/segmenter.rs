@@ -101,12 +101,17 @@ impl Segmenter for HttpSegmenter {
             });
         }
         let text = resp.text().await.unwrap_or_default();
-        let detail = serde_json::from_str::<ErrorBody>(&text).ok().map(|b| b.error);
+        let detail = serde_json::from_str::<ErrorBody>(&text)
+            .ok()
+            .map(|b| b.error);
         // 4xx: this request can never succeed (bad image, unknown model); 5xx and 429: retry.
         if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
             let (code, message) = match detail {
                 Some(d) => (d.code, d.message),
-                None => ("segmenter_rejected".into(), format!("HTTP {status}: {text}")),
+                None => (
+                    "segmenter_rejected".into(),
+                    format!("HTTP {status}: {text}"),
+                ),
             };
             Err(SegmenterError::Permanent { code, message })
         } else {
@@ -134,7 +139,10 @@ impl Probe for HttpSegmenter {
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(Error::unavailable("segmenter", format!("ping: HTTP {}", resp.status())))
+            Err(Error::unavailable(
+                "segmenter",
+                format!("ping: HTTP {}", resp.status()),
+            ))
         }
     }
 }

@@ -1,0 +1,294 @@
+//! The local stack: the API Router over plain HTTP, the processor fed from the jobs queue and
+//! its dead-letter queue by SQS long polling, and ingest fed from the bucket's `inbox/`
+//! notifications. The handlers are the same code the Lambda functions run; this module only
+//! plays the part of API Gateway and the Lambda event source mappings.
+
+use aws_lambda_events::event::s3::S3Event;
+use aws_lambda_events::event::sqs::SqsEvent;
+use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use imagejobs_api::AppState;
+use imagejobs_ingest::Ingest;
+use imagejobs_processor::{Processor, ProcessorOptions};
+use shared::adapters::Aws;
+use shared::config::Settings;
+
+use crate::provision::Provisioned;
+
+/// How the local stack is wired.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Where the API listens (use port 0 for any free port).
+    pub api_addr: SocketAddr,
+    /// Function settings (resource names, segmenter URL, default model, limits).
+    pub settings: Settings,
+    /// The provisioned resources.
+    pub provisioned: Provisioned,
+    /// Long-poll wait per receive (1–20 s).
+    pub poll_wait: Duration,
+}
+
+/// A running local stack; dropping it without [`Stack::shutdown`] aborts its tasks.
+pub struct Stack {
+    /// The API's bound address.
+    pub api_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// A handler could not be built.
+    #[error("{0}")]
+    Handler(String),
+    /// The API port could not be bound.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+impl Stack {
+    /// Starts the API and the queue workers.
+    ///
+    /// # Errors
+    /// [`StackError`] when a handler cannot be built or the port is taken.
+    pub async fn start(
+        sdk: &aws_config::SdkConfig,
+        config: StackConfig,
+    ) -> Result<Self, StackError> {
+        let aws = Aws::with_sdk_config(sdk, &config.settings);
+        let api = AppState::new(config.settings.clone(), &aws)
+            .map_err(|e| StackError::Handler(e.to_string()))?;
+        let processor = Processor::with_aws(
+            &config.settings,
+            &aws,
+            ProcessorOptions {
+                lease: Duration::from_secs(90),
+                dead_letter_queue_arn: Some(config.provisioned.dead_letter_queue_arn.clone()),
+            },
+        )
+        .map_err(|e| StackError::Handler(e.to_string()))?;
+        let ingest = Ingest::with_aws(config.settings.clone(), &aws)
+            .map_err(|e| StackError::Handler(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(config.api_addr)
+            .await
+            .map_err(|source| StackError::Bind {
+                addr: config.api_addr,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(|source| StackError::Bind {
+            addr: config.api_addr,
+            source,
+        })?;
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let mut stop = shutdown.subscribe();
+        let app = imagejobs_api::router(api);
+        tasks.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        });
+
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let p = &config.provisioned;
+        for (url, arn) in [
+            (p.queue_url.clone(), p.queue_arn.clone()),
+            (
+                p.dead_letter_queue_url.clone(),
+                p.dead_letter_queue_arn.clone(),
+            ),
+        ] {
+            let worker = QueueWorker {
+                sqs: sqs.clone(),
+                url,
+                arn,
+                wait: config.poll_wait,
+            };
+            let processor = processor.clone();
+            let stop = shutdown.subscribe();
+            tasks.spawn(async move { worker.run_processor(processor, stop).await });
+        }
+        let worker = QueueWorker {
+            sqs,
+            url: p.ingest_queue_url.clone(),
+            arn: String::new(),
+            wait: config.poll_wait,
+        };
+        let stop = shutdown.subscribe();
+        tasks.spawn(async move { worker.run_ingest(ingest, stop).await });
+
+        Ok(Self {
+            api_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting requests and lets in-flight batches finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+struct QueueWorker {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    arn: String,
+    wait: Duration,
+}
+
+impl QueueWorker {
+    async fn receive(&self, stop: &mut watch::Receiver<bool>) -> Option<Vec<Message>> {
+        let request = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(self.wait.as_secs().clamp(1, 20) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send();
+        tokio::select! {
+            _ = stop.changed() => None,
+            out = request => match out {
+                Ok(out) => Some(out.messages.unwrap_or_default()),
+                Err(e) => {
+                    tracing::warn!(queue = %self.url, error = %e.into_service_error(), "receive failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Some(Vec::new())
+                }
+            },
+        }
+    }
+
+    async fn delete(&self, message: &Message) {
+        if let Some(handle) = &message.receipt_handle
+            && let Err(e) = self
+                .sqs
+                .delete_message()
+                .queue_url(&self.url)
+                .receipt_handle(handle)
+                .send()
+                .await
+        {
+            tracing::warn!(error = %e.into_service_error(), "delete failed; the message will be redelivered");
+        }
+    }
+
+    /// Plays the SQS event source mapping with `ReportBatchItemFailures`.
+    async fn run_processor(self, processor: Processor, mut stop: watch::Receiver<bool>) {
+        while let Some(messages) = self.receive(&mut stop).await {
+            if messages.is_empty() {
+                continue;
+            }
+            let event = sqs_event(&messages, &self.arn);
+            let response = processor.handle(event).await;
+            let failed: HashSet<String> = response
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect();
+            for m in &messages {
+                if !m.message_id.as_ref().is_some_and(|id| failed.contains(id)) {
+                    self.delete(m).await;
+                }
+            }
+        }
+    }
+
+    /// Plays S3's invocation of the ingest function.
+    async fn run_ingest(self, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+        while let Some(messages) = self.receive(&mut stop).await {
+            for m in &messages {
+                let Some(event) = m.body.as_deref().and_then(s3_event) else {
+                    // The s3:TestEvent S3 sends when notifications are configured, or noise.
+                    self.delete(m).await;
+                    continue;
+                };
+                match ingest.handle(event).await {
+                    Ok(_) => self.delete(m).await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ingest failed; the event will be redelivered")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The SQS event Lambda would deliver for these messages.
+pub fn sqs_event(messages: &[Message], source_arn: &str) -> SqsEvent {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            let attributes: serde_json::Map<String, Value> = m
+                .attributes
+                .iter()
+                .flatten()
+                .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
+                .collect();
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": m.receipt_handle,
+                "body": m.body,
+                "md5OfBody": m.md5_of_body,
+                "attributes": attributes,
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": source_arn,
+                "awsRegion": "us-east-1",
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("the SQS event shape is fixed")
+}
+
+/// Parses an S3 notification as Lambda receives it. The emulator's records lack
+/// `userIdentity`, `requestParameters`, `responseElements` and `sequencer`, which AWS always
+/// sends; they are filled with empty values here so the handler sees AWS's shape. `None` for
+/// `s3:TestEvent` and anything that is not a notification.
+pub fn s3_event(body: &str) -> Option<S3Event> {
+    let mut value: Value = serde_json::from_str(body).ok()?;
+    let records = value.get_mut("Records")?.as_array_mut()?;
+    for record in records.iter_mut() {
+        let obj = record.as_object_mut()?;
+        obj.entry("userIdentity")
+            .or_insert_with(|| json!({"principalId": ""}));
+        obj.entry("requestParameters")
+            .or_insert_with(|| json!({"sourceIPAddress": ""}));
+        obj.entry("responseElements").or_insert_with(|| json!({}));
+        if let Some(object) = obj
+            .get_mut("s3")
+            .and_then(|s| s.get_mut("object"))
+            .and_then(Value::as_object_mut)
+        {
+            object.entry("sequencer").or_insert_with(|| json!(""));
+        }
+    }
+    match serde_json::from_value(value) {
+        Ok(event) => Some(event),
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable S3 notification");
+            None
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Shared set-up of the integration tests: one emulator per test (killed when dropped), fresh
+//! resources, and helpers to serve the real handlers on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use imagejobs_local::emulator::{self, Emulator};
+use imagejobs_local::provision::{Provisioned, ResourceNames, provision};
+use imagejobs_local::runner::{Stack, StackConfig};
+use shared::adapters::Aws;
+use shared::config::Settings;
+
+/// An emulator with provisioned resources and the settings that point at them.
+pub struct TestEnv {
+    pub emulator: Emulator,
+    pub sdk: aws_config::SdkConfig,
+    pub provisioned: Provisioned,
+    pub settings: Settings,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let emulator = Emulator::start().expect("emulator (run `bash scripts/setup.sh` first)");
+        let sdk = emulator::sdk_config(&emulator.endpoint).await;
+        let names = ResourceNames::with_suffix(&ulid::Ulid::new().to_string()[16..]);
+        let provisioned = provision(&sdk, &names).await.expect("provisioning");
+        let mut settings = Settings::new(&names.table, &provisioned.queue_url, &names.bucket);
+        settings.default_model = shared::models::PLAIN_BACKGROUND.into();
+        Self {
+            emulator,
+            sdk,
+            provisioned,
+            settings,
+        }
+    }
+
+    pub fn aws(&self) -> Aws {
+        Aws::with_sdk_config(&self.sdk, &self.settings)
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.sdk)
+                .force_path_style(true)
+                .build(),
+        )
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+
+    /// Serves only the API Router (no workers: jobs stay queued).
+    pub async fn serve_api(&self) -> String {
+        let state = imagejobs_api::AppState::new(self.settings.clone(), &self.aws()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, imagejobs_api::router(state)).await });
+        format!("http://{addr}")
+    }
+
+    /// Starts the whole local stack (API + processor + ingest) against `segmenter_url`.
+    pub async fn start_stack(&mut self, segmenter_url: &str) -> Stack {
+        self.settings.segmenter_url = Some(segmenter_url.to_owned());
+        Stack::start(
+            &self.sdk,
+            StackConfig {
+                api_addr: "127.0.0.1:0".parse().unwrap(),
+                settings: self.settings.clone(),
+                provisioned: self.provisioned.clone(),
+                poll_wait: Duration::from_secs(1),
+            },
+        )
+        .await
+        .expect("local stack")
+    }
+
+    /// Number of rows in the jobs table (jobs and idempotency records).
+    pub async fn table_items(&self) -> usize {
+        let out = self
+            .dynamodb()
+            .scan()
+            .table_name(&self.settings.table)
+            .send()
+            .await
+            .unwrap();
+        out.items.unwrap_or_default().len()
+    }
+
+    /// Messages waiting or in flight on the jobs queue.
+    pub async fn queued_messages(&self) -> usize {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(&self.provisioned.queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .unwrap();
+        out.attributes
+            .unwrap_or_default()
+            .values()
+            .map(|v| v.parse::<usize>().unwrap())
+            .sum()
+    }
+
+    /// Objects in the bucket.
+    pub async fn objects(&self) -> Vec<String> {
+        let out = self
+            .s3()
+            .list_objects_v2()
+            .bucket(&self.settings.bucket)
+            .send()
+            .await
+            .unwrap();
+        out.contents
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| o.key)
+            .collect()
+    }
+}
+
+/// The bundled sample photograph (a real JPEG, 640×427).
+pub fn sample_photo() -> Vec<u8> {
+    std::fs::read(emulator::workspace_root().join("assets/sample-rocket.jpg")).unwrap()
+}
+
+/// Starts the real segmenter in-process with no weights (plain-background only).
+pub async fn start_segmenter() -> (String, tempdir::Dir) {
+    let dir = tempdir::Dir::new();
+    let mut config = imagejobs_segmenter::Config::new(dir.path());
+    config.host = "127.0.0.1".parse().unwrap();
+    config.port = 0;
+    let (addr, _task): (SocketAddr, _) = imagejobs_segmenter::spawn(config).await.unwrap();
+    (format!("http://{addr}"), dir)
+}
+
+/// A unique empty directory under the target dir, removed on drop.
+pub mod tempdir {
+    use super::PathBuf;
+
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("imagejobs-test-{}", ulid::Ulid::new()));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Asserts an error response: status, the stable code, and the JSON shape.
+pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    let got = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.expect("error bodies are JSON");
+    assert_eq!(got, status, "status for {body}");
+    assert_eq!(body["error"]["code"], code, "code in {body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "message in {body}"
+    );
+    body
+}
