@@ -104,10 +104,18 @@ pub async fn provision(
     let (dlq_url, dlq_arn) = create_queue(
         &sqs,
         &names.dead_letter_queue,
-        HashMap::from([(
-            QueueAttributeName::MessageRetentionPeriod,
-            r::DEAD_LETTER_QUEUE_RETENTION_SECONDS.to_string(),
-        )]),
+        HashMap::from([
+            (
+                QueueAttributeName::MessageRetentionPeriod,
+                r::DEAD_LETTER_QUEUE_RETENTION_SECONDS.to_string(),
+            ),
+            // The processor consumes the dead-letter queue too, and Lambda requires a queue's
+            // visibility timeout to cover the function timeout.
+            (
+                QueueAttributeName::VisibilityTimeout,
+                r::JOBS_QUEUE_VISIBILITY_TIMEOUT_SECONDS.to_string(),
+            ),
+        ]),
     )
     .await?;
     let redrive = serde_json::json!({

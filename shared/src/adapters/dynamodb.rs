@@ -364,7 +364,7 @@ impl JobTransitions for DynamoJobs {
             )
             .condition_expression(
                 "attribute_exists(#pk) AND (#status = :queued OR \
-                 (#status = :processing AND (attribute_not_exists(lease_until) OR lease_until < :now_secs)))",
+                 (#status = :processing AND (attribute_not_exists(lease_until) OR lease_until <= :now_secs)))",
             )
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#status", "status")
