@@ -468,3 +468,32 @@ async fn health_names_the_dependency_that_is_down() {
     assert_eq!(body["checks"]["segmenter"], "unavailable");
     assert_eq!(body["checks"]["bucket"], "ok");
 }
+
+#[tokio::test]
+async fn when_the_queue_refuses_the_job_is_removed_again() {
+    let mut env = TestEnv::new().await;
+    env.settings.queue_url = format!("{}/123456789012/no-such-queue", env.emulator.endpoint);
+    let base = env.serve_api().await;
+    let resp = http()
+        .post(format!("{base}/v1/jobs"))
+        .header("idempotency-key", "k-1")
+        .multipart(upload(sample_photo()))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().contains_key("retry-after"));
+    let body = assert_error(resp, 503, "dependency_unavailable").await;
+    assert!(
+        !body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-queue"),
+        "no internals: {body}"
+    );
+    assert_eq!(
+        env.table_items().await,
+        0,
+        "job and idempotency record removed"
+    );
+    assert!(env.objects().await.is_empty(), "stored input removed");
+}

@@ -272,9 +272,13 @@ async fn a_dead_lettered_message_fails_its_job() {
     let (url, calls) = ScriptedSegmenter::start(vec![(200, "")]).await;
     let p = processor(&env, &url, Duration::from_secs(90));
     let job = submit(&env).await;
-    let response = p
-        .handle(event(&job, 6, &env.provisioned.dead_letter_queue_arn))
-        .await;
+    // The dead-letter fixture, pointed at this test's job and dead-letter queue.
+    let mut dlq: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(include_str!("../../events/sqs-dlq.json")).unwrap();
+    let template = event(&job, 5, &env.provisioned.dead_letter_queue_arn);
+    dlq.records[0].body = template.records[0].body.clone();
+    dlq.records[0].event_source_arn = template.records[0].event_source_arn.clone();
+    let response = p.handle(dlq).await;
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(
         calls.load(Ordering::SeqCst),
