@@ -2,7 +2,10 @@
 //! See [`http_handler::router`] for the routes.
 
 mod error;
+mod health;
 pub mod http_handler;
+mod identity;
+pub mod jobs;
 
 pub use error::ApiError;
 pub use http_handler::{AppState, router};

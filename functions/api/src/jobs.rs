@@ -1,0 +1,444 @@
+//! The job routes: create, read, list, result.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use ulid::Ulid;
+
+use shared::core::{Created, ListQuery};
+use shared::job::{Job, JobStatus, Operation, OwnerId};
+use shared::params::RemoveBackgroundParams;
+use shared::service::{InputRef, Submission};
+
+use crate::error::ApiError;
+use crate::http_handler::AppState;
+use crate::identity::owner;
+
+/// Longest `Prefer: wait=N` honoured, in seconds (API Gateway's integration timeout is 30 s).
+pub const MAX_WAIT_SECONDS: u64 = 25;
+/// How often a waiting request re-reads the job.
+const WAIT_POLL: Duration = Duration::from_millis(200);
+
+/// A job as the API shows it: the record plus links.
+#[derive(Serialize)]
+struct JobView<'a> {
+    #[serde(flatten)]
+    job: &'a Job,
+    links: Links,
+}
+
+#[derive(Serialize)]
+struct Links {
+    #[serde(rename = "self")]
+    this: String,
+    result: String,
+}
+
+fn job_path(id: Ulid) -> String {
+    format!("/v1/jobs/{id}")
+}
+
+fn view(job: &Job) -> JobView<'_> {
+    JobView {
+        job,
+        links: Links {
+            this: job_path(job.id),
+            result: format!("{}/result", job_path(job.id)),
+        },
+    }
+}
+
+/// Parses `Prefer: wait=N` (RFC 7240); `None` when absent.
+fn prefer_wait(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("prefer") else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid_prefer", "Prefer header is not ASCII"))?;
+    for pref in text.split([',', ';']) {
+        if let Some(n) = pref.trim().strip_prefix("wait=") {
+            let secs: u64 = n.trim().parse().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_prefer",
+                    format!("Prefer: wait={n} is not a whole number of seconds"),
+                )
+            })?;
+            if secs > MAX_WAIT_SECONDS {
+                return Err(ApiError::bad_request(
+                    "invalid_prefer",
+                    format!("Prefer: wait={secs} is over the {MAX_WAIT_SECONDS} s maximum"),
+                ));
+            }
+            return Ok(Some(secs));
+        }
+    }
+    Ok(None)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateJobJson {
+    #[serde(default)]
+    operation: Option<String>,
+    input: String,
+    #[serde(default)]
+    params: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn operation_from_pairs(
+    name: Option<&str>,
+    pairs: &[(String, String)],
+    default_model: &str,
+) -> Result<Operation, ApiError> {
+    match name.unwrap_or("remove_background") {
+        "remove_background" => Ok(Operation::RemoveBackground(
+            RemoveBackgroundParams::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                default_model,
+            )
+            .map_err(shared::Error::from)?,
+        )),
+        other => Err(unknown_operation(other)),
+    }
+}
+
+fn operation_from_json(
+    name: Option<&str>,
+    params: Option<serde_json::Map<String, serde_json::Value>>,
+    default_model: &str,
+) -> Result<Operation, ApiError> {
+    match name.unwrap_or("remove_background") {
+        "remove_background" => {
+            let mut params = params.unwrap_or_default();
+            params
+                .entry("model")
+                .or_insert_with(|| json!(default_model));
+            let p: RemoveBackgroundParams =
+                serde_json::from_value(serde_json::Value::Object(params))
+                    .map_err(|e| ApiError::bad_request("invalid_params", format!("params: {e}")))?;
+            p.validate().map_err(shared::Error::from)?;
+            Ok(Operation::RemoveBackground(p))
+        }
+        other => Err(unknown_operation(other)),
+    }
+}
+
+fn unknown_operation(name: &str) -> ApiError {
+    ApiError::bad_request(
+        "unknown_operation",
+        format!(
+            "unknown operation '{name}'; accepted: {}",
+            shared::job::OPERATION_NAMES.join(", ")
+        ),
+    )
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge(format!("request body is over the limit: {}", e.body_text()))
+    } else {
+        ApiError::bad_request("invalid_multipart", e.body_text())
+    }
+}
+
+/// Reads the request into a submission: multipart (`file` + fields) or JSON (`input`
+/// reference + `params`).
+async fn read_submission(
+    state: &AppState,
+    owner: OwnerId,
+    idempotency_key: Option<String>,
+    req: Request,
+) -> Result<Submission, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let default_model = state.settings.default_model.as_str();
+    let (operation, input) = if content_type.starts_with("multipart/form-data") {
+        let mut multipart = Multipart::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+        let mut file: Option<Bytes> = None;
+        let mut reference: Option<String> = None;
+        let mut op_name: Option<String> = None;
+        let mut pairs = Vec::new();
+        while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
+            let name = field.name().unwrap_or_default().to_owned();
+            match name.as_str() {
+                "file" => file = Some(field.bytes().await.map_err(multipart_error)?),
+                "input" => reference = Some(field.text().await.map_err(multipart_error)?),
+                "operation" => op_name = Some(field.text().await.map_err(multipart_error)?),
+                _ => {
+                    let value = field.text().await.map_err(multipart_error)?;
+                    pairs.push((name, value));
+                }
+            }
+        }
+        let operation = operation_from_pairs(op_name.as_deref(), &pairs, default_model)?;
+        let input = match (file, reference) {
+            (Some(bytes), None) => InputRef::Upload(bytes),
+            (None, Some(r)) => InputRef::parse_reference(&r)?,
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_input",
+                    "send either a file or an input reference, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::bad_request(
+                    "missing_input",
+                    "multipart field 'file' (the image) is required",
+                ));
+            }
+        };
+        (operation, input)
+    } else if content_type.starts_with("application/json") {
+        let limit = state.settings.image_limits.max_bytes as usize;
+        let body = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge("JSON body is over the limit".into()))?;
+        let parsed: CreateJobJson = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
+        let operation =
+            operation_from_json(parsed.operation.as_deref(), parsed.params, default_model)?;
+        (operation, InputRef::parse_reference(&parsed.input)?)
+    } else {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type '{content_type}' is not accepted: use multipart/form-data (field 'file') or application/json (field 'input')"
+        )));
+    };
+    Ok(Submission {
+        owner,
+        operation,
+        input,
+        idempotency_key,
+    })
+}
+
+/// `POST /v1/jobs`: 202 with the job and `Location`; 200 when it is already finished (an
+/// idempotent replay, or `Prefer: wait=N` and it finished in time).
+pub(crate) async fn create_job(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let headers = req.headers().clone();
+    let owner = owner(&headers)?;
+    let wait = prefer_wait(&headers)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key is not ASCII")
+                })?
+                .to_owned(),
+        ),
+    };
+    let submission = read_submission(&state, owner, idempotency_key, req).await?;
+    let (mut job, replayed) = match state.submitter.submit(submission).await? {
+        Created::New(job) => (job, false),
+        Created::Replayed(job) => (job, true),
+    };
+    if let Some(secs) = wait.filter(|s| *s > 0) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !job.status.is_terminal() && Instant::now() < deadline {
+            tokio::time::sleep(WAIT_POLL).await;
+            if let Some(j) = state.store.get(&job.owner, job.id).await? {
+                job = j;
+            }
+        }
+    }
+    let status = if job.status.is_terminal() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let mut resp = (status, Json(view(&job))).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&job_path(job.id)).expect("ULIDs are ASCII"),
+    );
+    if replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if let Some(secs) = wait {
+        h.insert(
+            "preference-applied",
+            HeaderValue::from_str(&format!("wait={secs}")).expect("ASCII"),
+        );
+    }
+    Ok(resp)
+}
+
+fn parse_job_id(raw: &str) -> Result<Ulid, ApiError> {
+    // Anything that is not a ULID cannot be a job of ours: same answer as an unknown id.
+    Ulid::from_string(raw).map_err(|_| ApiError::JobNotFound(raw.to_owned()))
+}
+
+async fn load_job(state: &AppState, headers: &HeaderMap, raw_id: &str) -> Result<Job, ApiError> {
+    let owner = owner(headers)?;
+    let id = parse_job_id(raw_id)?;
+    state
+        .store
+        .get(&owner, id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(raw_id.to_owned()))
+}
+
+/// `GET /v1/jobs/{id}`.
+pub(crate) async fn get_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load_job(&state, &headers, &id).await?;
+    Ok(Json(view(&job)).into_response())
+}
+
+/// `GET /v1/jobs/{id}/result`: 303 to a presigned URL, 423 while unfinished, 409 when failed.
+pub(crate) async fn get_result(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load_job(&state, &headers, &id).await?;
+    match job.status {
+        JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotFinished(job.status)),
+        JobStatus::Failed => {
+            Err(ApiError::JobFailed(job.error.unwrap_or_else(|| {
+                shared::job::JobError::new("failed", "the job failed")
+            })))
+        }
+        JobStatus::Canceled => Err(ApiError::JobCanceled),
+        JobStatus::Succeeded => {
+            let result = job.result.ok_or_else(|| shared::Error::Corrupt {
+                what: "job record",
+                message: "succeeded without a result".into(),
+            })?;
+            let url = state
+                .blobs
+                .presign_get(&result.key, state.settings.result_url_ttl)
+                .await?;
+            let mut resp = StatusCode::SEE_OTHER.into_response();
+            resp.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_str(&url).map_err(|_| shared::Error::Corrupt {
+                    what: "presigned URL",
+                    message: "not a valid header value".into(),
+                })?,
+            );
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(resp)
+        }
+    }
+}
+
+/// `GET /v1/jobs?limit=&cursor=&status=`: newest first.
+pub(crate) async fn list_jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let owner = owner(&headers)?;
+    let mut q = ListQuery {
+        limit: 20,
+        ..ListQuery::default()
+    };
+    for (key, value) in &query {
+        match key.as_str() {
+            "limit" => {
+                q.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=100).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_params",
+                            format!("limit '{value}' must be an integer 1–100"),
+                        )
+                    })?;
+            }
+            "cursor" => q.cursor = Some(value.clone()),
+            "status" => {
+                q.status = Some(value.parse().map_err(|m: String| {
+                    ApiError::bad_request("invalid_params", format!("status: {m}"))
+                })?);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_params",
+                    format!("unknown query parameter '{other}'; accepted: limit, cursor, status"),
+                ));
+            }
+        }
+    }
+    let page = state.store.list(&owner, &q).await?;
+    let jobs: Vec<_> = page.jobs.iter().map(view).collect();
+    Ok(Json(json!({"jobs": jobs, "next_cursor": page.next_cursor})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn prefer_wait_is_bounded() {
+        assert_eq!(prefer_wait(&headers(&[])).unwrap(), None);
+        assert_eq!(
+            prefer_wait(&headers(&[("prefer", "respond-async, wait=10")])).unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            prefer_wait(&headers(&[("prefer", "wait=26")]))
+                .unwrap_err()
+                .code(),
+            "invalid_prefer"
+        );
+        assert_eq!(
+            prefer_wait(&headers(&[("prefer", "wait=soon")]))
+                .unwrap_err()
+                .code(),
+            "invalid_prefer"
+        );
+    }
+
+    #[test]
+    fn json_params_get_the_default_model_and_validation() {
+        let op = operation_from_json(None, None, "plain-background").unwrap();
+        let Operation::RemoveBackground(p) = op;
+        assert_eq!(p.model, "plain-background");
+        let params = serde_json::from_value(json!({"scale": 3.0})).unwrap();
+        assert_eq!(
+            operation_from_json(None, Some(params), "u2net")
+                .unwrap_err()
+                .code(),
+            "invalid_params"
+        );
+        assert_eq!(
+            operation_from_json(Some("paint"), None, "u2net")
+                .unwrap_err()
+                .code(),
+            "unknown_operation"
+        );
+    }
+}
