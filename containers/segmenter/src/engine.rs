@@ -1,0 +1,268 @@
+//! The engine abstraction (anything that turns an RGB image into a foreground mask) and the
+//! registry of engines loaded at start-up, each with its own bounded queue.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use image::{GrayImage, RgbImage};
+use serde::Serialize;
+use shared::models::{self, CATALOG, PLAIN_BACKGROUND};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Config;
+use crate::error::{ServiceError, StartupError};
+use crate::onnx::{OnnxEngine, OrtOptions};
+use crate::plain_background::PlainBackground;
+
+/// A failure inside an engine (maps to `500 internal`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct EngineError(pub String);
+
+/// Something that segments the foreground of an image.
+///
+/// Implementations are shared between requests (`&self`), so they synchronise internally; calls
+/// are blocking and CPU/GPU-heavy, so callers run them on a blocking thread.
+pub trait Engine: Send + Sync + 'static {
+    /// The public model name (as in the catalog).
+    fn name(&self) -> &str;
+
+    /// The foreground mask of `image`: same width × height, 0 = background, 255 = foreground,
+    /// values in between for soft edges.
+    ///
+    /// # Errors
+    /// A runtime failure (e.g. ONNX Runtime refusing the input).
+    fn segment(&self, image: &RgbImage) -> Result<GrayImage, EngineError>;
+}
+
+/// One loaded engine and its queue.
+#[derive(Clone)]
+pub struct LoadedEngine {
+    /// The engine.
+    pub engine: Arc<dyn Engine>,
+    queue: Arc<Semaphore>,
+    depth: usize,
+}
+
+impl LoadedEngine {
+    /// Wraps an engine with a queue admitting `depth` requests in flight (running + waiting).
+    pub fn new(engine: Arc<dyn Engine>, depth: usize) -> Self {
+        Self {
+            engine,
+            queue: Arc::new(Semaphore::new(depth.max(1))),
+            depth: depth.max(1),
+        }
+    }
+
+    /// A place in this engine's queue, held for the whole request (decode → inference → encode).
+    ///
+    /// # Errors
+    /// [`ServiceError::Overloaded`] (503) when `depth` requests are already in flight.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, ServiceError> {
+        self.queue
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ServiceError::Overloaded {
+                model: self.engine.name().to_owned(),
+                depth: self.depth,
+            })
+    }
+}
+
+/// Availability of one model, as listed by `GET /models`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelInfo {
+    /// Public name.
+    pub name: &'static str,
+    /// `builtin` (no weights) or `onnx`.
+    pub kind: &'static str,
+    /// Whether this container can serve it now.
+    pub available: bool,
+    /// Whether it is the model used when a request names none.
+    pub default: bool,
+    /// Weights file expected in `MODEL_DIR` (`null` for the built-in engine).
+    pub file: Option<&'static str>,
+    /// Network input width in px (`null` for the built-in engine, which works at full size).
+    pub input_width: Option<u32>,
+    /// Network input height in px.
+    pub input_height: Option<u32>,
+}
+
+/// Every engine this process can serve, loaded once at start-up and shared by all requests.
+pub struct Registry {
+    engines: BTreeMap<String, LoadedEngine>,
+    default_model: String,
+    model_dir: PathBuf,
+}
+
+impl Registry {
+    /// Loads `plain-background` plus one ONNX session for every catalog model whose file exists
+    /// in `config.model_dir`, then resolves the default model.
+    ///
+    /// Blocking (ONNX session creation takes up to seconds per model).
+    ///
+    /// # Errors
+    /// [`StartupError`] if any model file is present but ONNX Runtime cannot be loaded (missing
+    /// `ORT_DYLIB_PATH`, wrong path, incompatible version), if a model file does not load, or if
+    /// `DEFAULT_MODEL` is unknown or not loaded. An empty or missing `MODEL_DIR` is fine: the
+    /// server then runs with `plain-background` only and never touches ONNX Runtime.
+    pub fn load(config: &Config) -> Result<Self, StartupError> {
+        let present: Vec<_> = CATALOG
+            .iter()
+            .filter(|spec| config.model_dir.join(spec.file).is_file())
+            .collect();
+        let mut engines: Vec<Arc<dyn Engine>> = vec![Arc::new(PlainBackground::default())];
+        if !present.is_empty() {
+            let names: Vec<_> = present.iter().map(|s| s.file).collect();
+            let dylib = config.ort_dylib_path.clone().ok_or_else(|| {
+                StartupError::Runtime(format!(
+                    "MODEL_DIR {} holds {} but ORT_DYLIB_PATH is not set; point it at libonnxruntime.so.<version> \
+                     (pip install onnxruntime / onnxruntime-gpu)",
+                    config.model_dir.display(),
+                    names.join(", ")
+                ))
+            })?;
+            let options = OrtOptions {
+                dylib,
+                intra_threads: config.ort_intra_threads,
+                use_cuda: config.use_cuda,
+            };
+            crate::onnx::init_runtime(&options.dylib)?;
+            for spec in present {
+                let path = config.model_dir.join(spec.file);
+                let started = std::time::Instant::now();
+                let engine = OnnxEngine::load(spec, &path, &options)?;
+                tracing::info!(
+                    model = spec.name,
+                    path = %path.display(),
+                    ms = started.elapsed().as_millis() as u64,
+                    "model loaded"
+                );
+                engines.push(Arc::new(engine));
+            }
+        } else {
+            tracing::info!(
+                model_dir = %config.model_dir.display(),
+                "no catalog model in MODEL_DIR: serving plain-background only"
+            );
+        }
+        Self::from_engines(
+            engines,
+            config.default_model.as_deref(),
+            config.queue_depth,
+            &config.model_dir,
+        )
+    }
+
+    /// A registry over already-built engines (tests, benches, embedding). `default_model`
+    /// `None` picks `u2net` if present, else `plain-background`.
+    ///
+    /// # Errors
+    /// [`StartupError::Config`] if `default_model` is not among `engines` or unknown.
+    pub fn from_engines(
+        engines: Vec<Arc<dyn Engine>>,
+        default_model: Option<&str>,
+        queue_depth: usize,
+        model_dir: &Path,
+    ) -> Result<Self, StartupError> {
+        let engines: BTreeMap<String, LoadedEngine> = engines
+            .into_iter()
+            .map(|e| (e.name().to_owned(), LoadedEngine::new(e, queue_depth)))
+            .collect();
+        let default_model = match default_model {
+            Some(name) if !models::is_known(name) => {
+                return Err(StartupError::Config(format!(
+                    "DEFAULT_MODEL '{name}' is not a known model; known: {}",
+                    models::known_names().join(", ")
+                )));
+            }
+            Some(name) if !engines.contains_key(name) => {
+                return Err(StartupError::Config(format!(
+                    "DEFAULT_MODEL '{name}' is not loaded: {}",
+                    missing_reason(name, model_dir)
+                )));
+            }
+            Some(name) => name.to_owned(),
+            None if engines.contains_key("u2net") => "u2net".to_owned(),
+            None if engines.contains_key(PLAIN_BACKGROUND) => PLAIN_BACKGROUND.to_owned(),
+            None => engines.keys().next().cloned().unwrap_or_default(),
+        };
+        Ok(Self {
+            engines,
+            default_model,
+            model_dir: model_dir.to_path_buf(),
+        })
+    }
+
+    /// The engine for `name`.
+    ///
+    /// # Errors
+    /// `model_unavailable` (422) for a known model that is not loaded here (the message names
+    /// the missing `MODEL_DIR` file); `unknown_model` (400) otherwise.
+    pub fn get(&self, name: &str) -> Result<&LoadedEngine, ServiceError> {
+        if let Some(e) = self.engines.get(name) {
+            return Ok(e);
+        }
+        if models::is_known(name) {
+            Err(ServiceError::ModelUnavailable {
+                model: name.to_owned(),
+                reason: missing_reason(name, &self.model_dir),
+            })
+        } else {
+            Err(ServiceError::Params(shared::params::ParamError {
+                field: "model".into(),
+                message: format!("unknown model '{name}'"),
+                code: "unknown_model",
+            }))
+        }
+    }
+
+    /// Names of the loaded engines, `plain-background` first, then catalog order.
+    pub fn available(&self) -> Vec<&'static str> {
+        models::known_names()
+            .into_iter()
+            .filter(|n| self.engines.contains_key(*n))
+            .collect()
+    }
+
+    /// The model used when a request names none.
+    pub fn default_model(&self) -> &str {
+        &self.default_model
+    }
+
+    /// Every known model (built-in first, then the catalog) with its availability.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        let builtin = ModelInfo {
+            name: PLAIN_BACKGROUND,
+            kind: "builtin",
+            available: self.engines.contains_key(PLAIN_BACKGROUND),
+            default: self.default_model == PLAIN_BACKGROUND,
+            file: None,
+            input_width: None,
+            input_height: None,
+        };
+        std::iter::once(builtin)
+            .chain(CATALOG.iter().map(|spec| ModelInfo {
+                name: spec.name,
+                kind: "onnx",
+                available: self.engines.contains_key(spec.name),
+                default: self.default_model == spec.name,
+                file: Some(spec.file),
+                input_width: Some(spec.input_width),
+                input_height: Some(spec.input_height),
+            }))
+            .collect()
+    }
+}
+
+fn missing_reason(name: &str, model_dir: &Path) -> String {
+    match models::find(name) {
+        Some(spec) => format!(
+            "weights file {} is not in MODEL_DIR ({})",
+            spec.file,
+            model_dir.display()
+        ),
+        None => "the built-in engine is disabled".into(),
+    }
+}
