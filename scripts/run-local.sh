@@ -32,7 +32,7 @@ log "setup (Python tools in .venv; first run installs them)"
 bash scripts/setup.sh --no-sam
 
 log "build (debug profile; image crates optimised)"
-cargo build -p imagejobs-local -p imagejobs-segmenter
+cargo build -p imagejobs-local -p imagejobs-segmenter -p imagejobs-admin
 
 mkdir -p .local/logs "$MODEL_DIR" out
 pids=()
@@ -67,8 +67,6 @@ pids+=($!)
 api="http://127.0.0.1:$API_PORT"
 wait_http "$api/health" 60 "local runner" "${pids[-1]}"
 
-log "submitting $SAMPLE"
-job=$(curl -sS -H 'Prefer: wait=20' -F "file=@$SAMPLE" "$api/v1/jobs")
 jget() { # jget KEY [KEY...] < json: prints that field
   python3 -c 'import json, sys
 d = json.load(sys.stdin)
@@ -76,21 +74,28 @@ for k in sys.argv[1:]:
     d = d[k]
 print(d)' "$@"
 }
+log "API key for owner 'demo' (imagejobs-admin keys create)"
+key=$(JOBS_TABLE=imagejobs-jobs target/debug/imagejobs-admin keys create --owner demo --name run-local 2>/dev/null | jget key)
+auth="Authorization: Bearer $key"
+echo "$key" > .local/api-key
+
+log "submitting $SAMPLE"
+job=$(curl -sS -H "$auth" -H 'Prefer: wait=20' -F "file=@$SAMPLE" "$api/v1/jobs")
 id=$(printf '%s' "$job" | jget id)
 for _ in $(seq 1 60); do
   status=$(printf '%s' "$job" | jget status)
   case "$status" in succeeded|failed|canceled) break ;; esac
   sleep 1
-  job=$(curl -sS "$api/v1/jobs/$id")
+  job=$(curl -sS -H "$auth" "$api/v1/jobs/$id")
 done
 printf '%s\n' "$job" | python3 -m json.tool
 if [ "$status" != succeeded ]; then
   echo "error: job $id ended $status (logs in .local/logs/)" >&2
   exit 1
 fi
-key=$(printf '%s' "$job" | jget result key)
-out="out/$id.${key##*.}"
-curl -sS -L -o "$out" "$api/v1/jobs/$id/result"
+result_key=$(printf '%s' "$job" | jget result key)
+out="out/$id.${result_key##*.}"
+curl -sS -L -H "$auth" -o "$out" "$api/v1/jobs/$id/result"
 
 log "before: $SAMPLE"
 target/debug/imagejobs-local inspect "$SAMPLE"
@@ -100,12 +105,16 @@ target/debug/imagejobs-local inspect "$out"
 cat <<EOT
 
 Done: the cutout is in $out.
-Next request (paste it; add -H 'X-Owner-Id: you' to use another owner):
+Your API key (owner 'demo', also in .local/api-key): $key
+Next request (paste it):
 
-  curl -sS -H 'Prefer: wait=20' -F file=@$SAMPLE -F output_format=webp -F scale=0.5 $api/v1/jobs
+  curl -sS -H 'Authorization: Bearer $key' -H 'Prefer: wait=20' \\
+    -F file=@$SAMPLE -F output_format=webp -F scale=0.5 $api/v1/jobs
 
-Then: curl -sS $api/v1/jobs | python3 -m json.tool
-      curl -sS -L -o result.png $api/v1/jobs/<id>/result
+Then: curl -sS -H 'Authorization: Bearer $key' $api/v1/jobs | python3 -m json.tool
+      curl -sS -L -H 'Authorization: Bearer $key' -o result.png $api/v1/jobs/<id>/result
+More keys: JOBS_TABLE=imagejobs-jobs AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION \\
+      target/debug/imagejobs-admin keys create --owner you
 Logs: .local/logs/{moto,segmenter,runner}.log
 EOT
 

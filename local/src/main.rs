@@ -39,6 +39,12 @@ enum Command {
         /// Accept http:// input URLs (never in production).
         #[arg(long, env = "ALLOW_HTTP_URLS")]
         allow_http_urls: bool,
+        /// HS256 secret for `POST /v1/auth/token` (default: a random one per run).
+        #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<String>,
+        /// Comma-separated origins allowed by CORS (e.g. http://localhost:5173).
+        #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+        cors_allowed_origins: Vec<String>,
     },
     /// Print the dimensions and alpha statistics of an image file as JSON.
     Inspect {
@@ -86,6 +92,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             segmenter_url,
             default_model,
             allow_http_urls,
+            jwt_secret,
+            cors_allowed_origins,
         } => {
             if !shared::models::is_known(&default_model) {
                 return Err(format!("unknown DEFAULT_MODEL '{default_model}'"));
@@ -102,6 +110,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             settings.segmenter_url = Some(segmenter_url);
             settings.default_model = default_model;
             settings.allow_http_urls = allow_http_urls;
+            settings.cors_allowed_origins = cors_allowed_origins;
+            settings.jwt_secret = Some(match jwt_secret {
+                Some(s) => s,
+                None => shared::auth::generate_api_key()?.hash,
+            });
             let stack = Stack::start(
                 &sdk,
                 StackConfig {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{TestEnv, assert_error, http, sample_photo};
+use common::{TestEnv, assert_error, sample_photo};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -22,7 +22,7 @@ async fn bad_input_is_refused_with_clear_codes_and_nothing_is_left_behind() {
     let mut env = TestEnv::new().await;
     env.settings.image_limits.max_pixels = 2_000_000;
     let base = env.serve_api().await;
-    let c = http();
+    let c = env.client("anonymous").await;
     let jobs = format!("{base}/v1/jobs");
     let photo = sample_photo();
 
@@ -152,15 +152,6 @@ async fn bad_input_is_refused_with_clear_codes_and_nothing_is_left_behind() {
         .unwrap();
     assert_error(resp, 400, "invalid_prefer").await;
 
-    let resp = c
-        .post(&jobs)
-        .header("x-owner-id", "../etc")
-        .multipart(upload(photo.clone()))
-        .send()
-        .await
-        .unwrap();
-    assert_error(resp, 400, "invalid_owner").await;
-
     assert_nothing_left(&env).await;
 
     // Read-side errors.
@@ -207,7 +198,9 @@ async fn byte_limit_is_enforced_with_413() {
     let base = env.serve_api().await;
     let photo = sample_photo();
     assert!(photo.len() > 50_000);
-    let resp = http()
+    let resp = env
+        .client("anonymous")
+        .await
         .post(format!("{base}/v1/jobs"))
         .multipart(upload(photo))
         .send()
@@ -221,10 +214,9 @@ async fn byte_limit_is_enforced_with_413() {
 async fn a_job_is_accepted_stored_enqueued_and_readable() {
     let env = TestEnv::new().await;
     let base = env.serve_api().await;
-    let c = http();
+    let c = env.client("team-a").await;
     let resp = c
         .post(format!("{base}/v1/jobs"))
-        .header("x-owner-id", "team-a")
         .multipart(
             upload(sample_photo())
                 .text("output_format", "webp")
@@ -254,7 +246,6 @@ async fn a_job_is_accepted_stored_enqueued_and_readable() {
 
     let got: Value = c
         .get(format!("{base}{location}"))
-        .header("x-owner-id", "team-a")
         .send()
         .await
         .unwrap()
@@ -265,9 +256,10 @@ async fn a_job_is_accepted_stored_enqueued_and_readable() {
     assert_eq!(got["links"]["result"], format!("/v1/jobs/{id}/result"));
 
     // Another owner cannot see it.
-    let resp = c
+    let resp = env
+        .client("team-b")
+        .await
         .get(format!("{base}{location}"))
-        .header("x-owner-id", "team-b")
         .send()
         .await
         .unwrap();
@@ -276,7 +268,6 @@ async fn a_job_is_accepted_stored_enqueued_and_readable() {
     // Not finished yet: 423 with the status.
     let resp = c
         .get(format!("{base}{location}/result"))
-        .header("x-owner-id", "team-a")
         .send()
         .await
         .unwrap();
@@ -288,7 +279,7 @@ async fn a_job_is_accepted_stored_enqueued_and_readable() {
 async fn idempotency_key_returns_the_same_job_and_refuses_a_different_body() {
     let env = TestEnv::new().await;
     let base = env.serve_api().await;
-    let c = http();
+    let c = env.client("anonymous").await;
     let post = |form: Form| {
         c.post(format!("{base}/v1/jobs"))
             .header("idempotency-key", "order-42")
@@ -315,12 +306,11 @@ async fn idempotency_key_returns_the_same_job_and_refuses_a_different_body() {
 async fn listing_is_newest_first_with_cursor_and_status_filter() {
     let env = TestEnv::new().await;
     let base = env.serve_api().await;
-    let c = http();
+    let c = env.client("lister").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
         let job: Value = c
             .post(format!("{base}/v1/jobs"))
-            .header("x-owner-id", "lister")
             .multipart(upload(sample_photo()))
             .send()
             .await
@@ -336,15 +326,7 @@ async fn listing_is_newest_first_with_cursor_and_status_filter() {
     let mut seen = Vec::new();
     let mut url = format!("{base}/v1/jobs?limit=2");
     loop {
-        let page: Value = c
-            .get(&url)
-            .header("x-owner-id", "lister")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
         let jobs = page["jobs"].as_array().unwrap();
         assert!(jobs.len() <= 2);
         seen.extend(jobs.iter().map(|j| j["id"].as_str().unwrap().to_owned()));
@@ -356,7 +338,6 @@ async fn listing_is_newest_first_with_cursor_and_status_filter() {
     assert_eq!(seen, ids, "every job once, newest first");
     let queued: Value = c
         .get(format!("{base}/v1/jobs?status=queued&limit=100"))
-        .header("x-owner-id", "lister")
         .send()
         .await
         .unwrap()
@@ -366,7 +347,6 @@ async fn listing_is_newest_first_with_cursor_and_status_filter() {
     assert_eq!(queued["jobs"].as_array().unwrap().len(), 5);
     let done: Value = c
         .get(format!("{base}/v1/jobs?status=succeeded"))
-        .header("x-owner-id", "lister")
         .send()
         .await
         .unwrap()
@@ -374,9 +354,10 @@ async fn listing_is_newest_first_with_cursor_and_status_filter() {
         .await
         .unwrap();
     assert!(done["jobs"].as_array().unwrap().is_empty());
-    let other: Value = c
+    let other: Value = env
+        .client("someone-else")
+        .await
         .get(format!("{base}/v1/jobs"))
-        .header("x-owner-id", "someone-else")
         .send()
         .await
         .unwrap()
@@ -402,7 +383,7 @@ async fn inputs_by_s3_reference_and_by_url() {
         .await
         .unwrap();
     let base = env.serve_api().await;
-    let c = http();
+    let c = env.client("anonymous").await;
     let input = format!("s3://{}/uploads/photo.jpg", env.settings.bucket);
     let resp = c
         .post(format!("{base}/v1/jobs"))
@@ -449,7 +430,8 @@ async fn inputs_by_s3_reference_and_by_url() {
 async fn health_names_the_dependency_that_is_down() {
     let mut env = TestEnv::new().await;
     let base = env.serve_api().await;
-    let resp = http().get(format!("{base}/health")).send().await.unwrap();
+    let c = env.client("ops").await;
+    let resp = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "ok");
@@ -458,15 +440,25 @@ async fn health_names_the_dependency_that_is_down() {
     assert_eq!(body["checks"]["bucket"], "ok");
 
     env.settings.segmenter_url = Some("http://127.0.0.1:9".into());
-    env.settings.table = "no-such-table".into();
+    env.settings.bucket = "no-such-bucket".into();
     let base = env.serve_api().await;
-    let resp = http().get(format!("{base}/health")).send().await.unwrap();
+    let resp = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], "degraded");
-    assert_eq!(body["checks"]["table"], "unavailable");
+    assert_eq!(body["checks"]["bucket"], "unavailable");
     assert_eq!(body["checks"]["segmenter"], "unavailable");
-    assert_eq!(body["checks"]["bucket"], "ok");
+    assert_eq!(body["checks"]["table"], "ok");
+
+    // Without credentials: the status word only, no internals.
+    let resp = common::http()
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body, json!({"status": "degraded"}));
 }
 
 #[tokio::test]
@@ -474,7 +466,9 @@ async fn when_the_queue_refuses_the_job_is_removed_again() {
     let mut env = TestEnv::new().await;
     env.settings.queue_url = format!("{}/123456789012/no-such-queue", env.emulator.endpoint);
     let base = env.serve_api().await;
-    let resp = http()
+    let resp = env
+        .client("anonymous")
+        .await
         .post(format!("{base}/v1/jobs"))
         .header("idempotency-key", "k-1")
         .multipart(upload(sample_photo()))

@@ -3,28 +3,27 @@
 
 mod common;
 
-use common::{TestEnv, assert_error, http, sample_photo, start_segmenter};
+use common::{TestEnv, assert_error, sample_photo, start_segmenter};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use std::time::Duration;
 
 use imagejobs_local::inspect::alpha_stats;
 
-async fn fetch_result(base: &str, job: &Value, owner: &str) -> (String, Vec<u8>) {
-    let c = http();
+async fn fetch_result(c: &reqwest::Client, base: &str, job: &Value) -> (String, Vec<u8>) {
     let resp = c
         .get(format!(
             "{base}/v1/jobs/{}/result",
             job["id"].as_str().unwrap()
         ))
-        .header("x-owner-id", owner)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 303);
     let url = resp.headers()["location"].to_str().unwrap().to_owned();
     assert!(url.contains("X-Amz-Signature="), "presigned: {url}");
-    let object = c.get(&url).send().await.unwrap();
+    // The presigned URL carries its own authorisation: fetch it like a browser would.
+    let object = reqwest::get(&url).await.unwrap();
     assert_eq!(object.status(), 200);
     let content_type = object.headers()["content-type"]
         .to_str()
@@ -39,9 +38,10 @@ async fn a_real_photo_goes_through_the_whole_pipeline() {
     let (segmenter, _models) = start_segmenter().await;
     let stack = env.start_stack(&segmenter).await;
     let base = format!("http://{}", stack.api_addr);
+    let c = env.client("anonymous").await;
 
     let form = Form::new().part("file", Part::bytes(sample_photo()).file_name("rocket.jpg"));
-    let resp = http()
+    let resp = c
         .post(format!("{base}/v1/jobs"))
         .header("prefer", "wait=20")
         .multipart(form)
@@ -61,7 +61,7 @@ async fn a_real_photo_goes_through_the_whole_pipeline() {
     );
     assert_eq!(result["engine"], "plain-background");
 
-    let (content_type, png) = fetch_result(&base, &job, "anonymous").await;
+    let (content_type, png) = fetch_result(&c, &base, &job).await;
     assert_eq!(content_type, "image/png");
     assert_eq!(png.len() as u64, result["bytes"].as_u64().unwrap());
     let stats = alpha_stats(&png).unwrap();
@@ -97,7 +97,7 @@ async fn a_real_photo_goes_through_the_whole_pipeline() {
         env.settings.bucket,
         job["inputs"]["image"]["key"].as_str().unwrap()
     );
-    let resp = http()
+    let resp = c
         .post(format!("{base}/v1/jobs"))
         .header("prefer", "wait=20")
         .json(&json!({"input": input, "params": {"output_format": "jpeg", "background_color": "#ffffff", "scale": 0.5, "quality": 80}}))
@@ -107,7 +107,7 @@ async fn a_real_photo_goes_through_the_whole_pipeline() {
     assert_eq!(resp.status(), 200);
     let job: Value = resp.json().await.unwrap();
     assert_eq!(job["status"], "succeeded", "{job}");
-    let (content_type, jpeg) = fetch_result(&base, &job, "anonymous").await;
+    let (content_type, jpeg) = fetch_result(&c, &base, &job).await;
     assert_eq!(content_type, "image/jpeg");
     let img = image::load_from_memory(&jpeg).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (320, 214));
@@ -144,12 +144,11 @@ async fn uploads_to_the_inbox_become_jobs() {
         .await
         .unwrap();
 
-    let c = http();
+    let c = env.client("camera-7").await;
     let mut jobs = Vec::new();
     for _ in 0..100 {
         let page: Value = c
             .get(format!("{base}/v1/jobs"))
-            .header("x-owner-id", "camera-7")
             .send()
             .await
             .unwrap()
@@ -177,7 +176,7 @@ async fn uploads_to_the_inbox_become_jobs() {
         "inbox/camera-7/remove_background/shot 1.jpg"
     );
     assert_eq!(ok["params"]["output_format"], "webp");
-    let (content_type, webp) = fetch_result(&base, ok, "camera-7").await;
+    let (content_type, webp) = fetch_result(&c, &base, ok).await;
     assert_eq!(content_type, "image/webp");
     let stats = alpha_stats(&webp).unwrap();
     assert_eq!((stats.width, stats.height), (320, 214));
@@ -196,7 +195,6 @@ async fn uploads_to_the_inbox_become_jobs() {
             "{base}/v1/jobs/{}/result",
             bad["id"].as_str().unwrap()
         ))
-        .header("x-owner-id", "camera-7")
         .send()
         .await
         .unwrap();

@@ -32,6 +32,23 @@ pub struct Settings {
     pub image_limits: ImageLimits,
     /// `ALLOW_HTTP_URLS`: accept `http://` input URLs (local development only; default false).
     pub allow_http_urls: bool,
+    /// `ALLOW_PRIVATE_URLS`: let input URLs reach private, loopback and link-local addresses
+    /// (local development only; default false — the SSRF guard).
+    pub allow_private_urls: bool,
+    /// `JWT_SECRET`: HS256 signing secret for `POST /v1/auth/token`; without it only API keys
+    /// authenticate.
+    pub jwt_secret: Option<String>,
+    /// `JWT_TTL_SECONDS`: lifetime of issued tokens (default 3600).
+    pub jwt_ttl: time::Duration,
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins allowed to call the API from a browser
+    /// (default none; `*` allows any).
+    pub cors_allowed_origins: Vec<String>,
+    /// `MAX_JOBS_IN_FLIGHT`: queued + processing jobs an owner may have (default 50).
+    pub max_jobs_in_flight: u32,
+    /// `MAX_JOBS_PER_MINUTE`: jobs an owner may create per calendar minute (default 120).
+    pub max_jobs_per_minute: u32,
+    /// `UPLOAD_URL_TTL_SECONDS`: lifetime of presigned upload URLs (default 600).
+    pub upload_url_ttl: Duration,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -71,6 +88,13 @@ impl Settings {
             result_url_ttl: Duration::from_secs(900),
             image_limits: ImageLimits::default(),
             allow_http_urls: false,
+            allow_private_urls: false,
+            jwt_secret: None,
+            jwt_ttl: time::Duration::hours(1),
+            cors_allowed_origins: Vec::new(),
+            max_jobs_in_flight: 50,
+            max_jobs_per_minute: 120,
+            upload_url_ttl: Duration::from_secs(600),
         }
     }
 
@@ -106,6 +130,20 @@ impl Settings {
                 max_side: parsed("MAX_IMAGE_SIDE", defaults.max_side)?,
             },
             allow_http_urls: parsed("ALLOW_HTTP_URLS", false)?,
+            allow_private_urls: parsed("ALLOW_PRIVATE_URLS", false)?,
+            jwt_secret: var("JWT_SECRET"),
+            jwt_ttl: time::Duration::seconds(parsed("JWT_TTL_SECONDS", 3600)?),
+            cors_allowed_origins: var("CORS_ALLOWED_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            max_jobs_in_flight: parsed("MAX_JOBS_IN_FLIGHT", 50)?,
+            max_jobs_per_minute: parsed("MAX_JOBS_PER_MINUTE", 120)?,
+            upload_url_ttl: Duration::from_secs(parsed("UPLOAD_URL_TTL_SECONDS", 600)?),
         })
     }
 }

@@ -223,3 +223,18 @@ pub trait Probe: Send + Sync {
     /// Succeeds when the dependency answers.
     async fn ping(&self) -> Result<()>;
 }
+
+/// API keys, stored by hash.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    /// Stores a new key record.
+    async fn put_key(&self, record: &crate::auth::ApiKeyRecord) -> Result<()>;
+    /// The record of the key with this SHA-256 hex hash.
+    async fn find_key(&self, hash: &str) -> Result<Option<crate::auth::ApiKeyRecord>>;
+    /// All keys, or one owner's.
+    async fn list_keys(&self, owner: Option<&OwnerId>) -> Result<Vec<crate::auth::ApiKeyRecord>>;
+    /// Revokes a key by its public id; `false` when there is no such key.
+    async fn revoke_key(&self, key_id: &str) -> Result<bool>;
+    /// Records a use (at most one write a minute per key).
+    async fn touch_key(&self, hash: &str, now: OffsetDateTime) -> Result<()>;
+}

@@ -15,6 +15,8 @@ pub mod resources;
 #[cfg(feature = "aws")]
 pub mod adapters;
 #[cfg(feature = "aws")]
+pub mod auth;
+#[cfg(feature = "aws")]
 pub mod config;
 #[cfg(feature = "aws")]
 pub mod core;

@@ -13,6 +13,9 @@ pub enum ApiError {
     /// A failure from the job domain or its adapters.
     #[error(transparent)]
     Domain(#[from] shared::Error),
+    /// Authentication or authorisation failed (401, or 403 for a missing scope).
+    #[error(transparent)]
+    Auth(#[from] shared::auth::AuthError),
     /// A malformed request: bad parameter, header or body (400).
     #[error("{message}")]
     BadRequest {
@@ -60,6 +63,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Domain(e) => domain_status(e),
+            Self::Auth(shared::auth::AuthError::InsufficientScope(_)) => StatusCode::FORBIDDEN,
+            Self::Auth(shared::auth::AuthError::TokensDisabled) => StatusCode::UNAUTHORIZED,
+            Self::Auth(_) => StatusCode::UNAUTHORIZED,
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -74,6 +80,7 @@ impl ApiError {
     pub fn code(&self) -> &str {
         match self {
             Self::Domain(e) => e.code(),
+            Self::Auth(e) => e.code(),
             Self::BadRequest { code, .. } => code,
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::PayloadTooLarge(_) => "payload_too_large",
@@ -130,6 +137,16 @@ impl IntoResponse for ApiError {
             body["error"]["status"] = json!(s);
         }
         let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                self.code()
+            );
+            if let Ok(v) = axum::http::HeaderValue::from_str(&challenge) {
+                resp.headers_mut()
+                    .insert(axum::http::header::WWW_AUTHENTICATE, v);
+            }
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -4,17 +4,23 @@
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::routing::{get, post};
 use std::sync::Arc;
 use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use shared::adapters::{Aws, HttpSegmenter};
 use shared::config::Settings;
-use shared::core::{BlobStore, JobStore, Probe};
+use shared::core::{ApiKeyStore, BlobStore, JobStore, Probe};
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{health, jobs};
+use crate::{auth, health, jobs};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -26,6 +32,7 @@ pub struct AppState {
     pub(crate) store: Arc<dyn JobStore>,
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
+    pub(crate) keys: Arc<dyn ApiKeyStore>,
     pub(crate) settings: Arc<Settings>,
 }
 
@@ -58,6 +65,7 @@ impl AppState {
             store,
             blobs,
             probes,
+            keys: Arc::new(aws.keys.clone()),
             settings,
         })
     }
@@ -80,11 +88,73 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/result", get(jobs::get_result))
+        .route("/v1/auth/token", post(auth::issue_token))
         .route("/health", get(health::health))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(cors(&state.settings.cors_allowed_origins))
+        // Every response: the API serves JSON and redirects only, never pages.
+        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header_layer(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=31536000; includeSubDomains",
+        ))
+        .layer(header_layer(
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, UlidRequestId))
         .with_state(state)
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Gives each request without an `X-Request-Id` a ULID; the id is echoed on the response.
+#[derive(Clone, Copy)]
+struct UlidRequestId;
+
+impl MakeRequestId for UlidRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&ulid::Ulid::new().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Browser access for the configured origins only (`*` for any); none configured, none allowed.
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("prefer"),
+            HeaderName::from_static("x-api-key"),
+            X_REQUEST_ID,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::RETRY_AFTER,
+            HeaderName::from_static("idempotent-replayed"),
+            HeaderName::from_static("preference-applied"),
+            X_REQUEST_ID,
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
 }

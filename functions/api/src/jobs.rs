@@ -19,7 +19,8 @@ use shared::service::{InputRef, Submission};
 
 use crate::error::ApiError;
 use crate::http_handler::AppState;
-use crate::identity::owner;
+use crate::identity::Caller;
+use shared::auth::{Principal, Scope};
 
 /// Longest `Prefer: wait=N` honoured, in seconds (API Gateway's integration timeout is 30 s).
 pub const MAX_WAIT_SECONDS: u64 = 25;
@@ -229,10 +230,12 @@ async fn read_submission(
 /// idempotent replay, or `Prefer: wait=N` and it finished in time).
 pub(crate) async fn create_job(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     req: Request,
 ) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsWrite)?;
+    let owner = caller.owner;
     let headers = req.headers().clone();
-    let owner = owner(&headers)?;
     let wait = prefer_wait(&headers)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
@@ -286,12 +289,13 @@ fn parse_job_id(raw: &str) -> Result<Ulid, ApiError> {
     Ulid::from_string(raw).map_err(|_| ApiError::JobNotFound(raw.to_owned()))
 }
 
-async fn load_job(state: &AppState, headers: &HeaderMap, raw_id: &str) -> Result<Job, ApiError> {
-    let owner = owner(headers)?;
+async fn load_job(state: &AppState, caller: &Principal, raw_id: &str) -> Result<Job, ApiError> {
+    caller.require(Scope::JobsRead)?;
+    let owner = &caller.owner;
     let id = parse_job_id(raw_id)?;
     state
         .store
-        .get(&owner, id)
+        .get(owner, id)
         .await?
         .ok_or_else(|| ApiError::JobNotFound(raw_id.to_owned()))
 }
@@ -299,20 +303,20 @@ async fn load_job(state: &AppState, headers: &HeaderMap, raw_id: &str) -> Result
 /// `GET /v1/jobs/{id}`.
 pub(crate) async fn get_job(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = load_job(&state, &headers, &id).await?;
+    let job = load_job(&state, &caller, &id).await?;
     Ok(Json(view(&job)).into_response())
 }
 
 /// `GET /v1/jobs/{id}/result`: 303 to a presigned URL, 423 while unfinished, 409 when failed.
 pub(crate) async fn get_result(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let job = load_job(&state, &headers, &id).await?;
+    let job = load_job(&state, &caller, &id).await?;
     match job.status {
         JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotFinished(job.status)),
         JobStatus::Failed => {
@@ -348,10 +352,11 @@ pub(crate) async fn get_result(
 /// `GET /v1/jobs?limit=&cursor=&status=`: newest first.
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Caller(caller): Caller,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let owner = owner(&headers)?;
+    caller.require(Scope::JobsRead)?;
+    let owner = caller.owner;
     let mut q = ListQuery {
         limit: 20,
         ..ListQuery::default()

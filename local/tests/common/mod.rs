@@ -28,6 +28,7 @@ impl TestEnv {
         let provisioned = provision(&sdk, &names).await.expect("provisioning");
         let mut settings = Settings::new(&names.table, &provisioned.queue_url, &names.bucket);
         settings.default_model = shared::models::PLAIN_BACKGROUND.into();
+        settings.jwt_secret = Some("integration-test-signing-secret-0123456789".into());
         Self {
             emulator,
             sdk,
@@ -56,6 +57,30 @@ impl TestEnv {
         aws_sdk_dynamodb::Client::new(&self.sdk)
     }
 
+    /// Creates an API key for `owner` with `scopes` (comma-separated) and returns the key.
+    pub async fn api_key_with(&self, owner: &str, scopes: &str) -> String {
+        use shared::core::ApiKeyStore;
+        let key = shared::auth::generate_api_key().unwrap();
+        let record = shared::auth::ApiKeyRecord {
+            key_id: key.key_id.clone(),
+            hash: key.hash.clone(),
+            owner: shared::job::OwnerId::parse(owner).unwrap(),
+            name: "test".into(),
+            scopes: shared::auth::parse_scopes(scopes).unwrap(),
+            created_at: time::OffsetDateTime::now_utc(),
+            last_used_at: None,
+            revoked: false,
+        };
+        self.aws().keys.put_key(&record).await.unwrap();
+        key.secret
+    }
+
+    /// An HTTP client that authenticates as `owner` (jobs:read + jobs:write) and does not
+    /// follow redirects.
+    pub async fn client(&self, owner: &str) -> reqwest::Client {
+        authed(&self.api_key_with(owner, "jobs:read,jobs:write").await)
+    }
+
     /// Serves only the API Router (no workers: jobs stay queued).
     pub async fn serve_api(&self) -> String {
         let state = imagejobs_api::AppState::new(self.settings.clone(), &self.aws()).unwrap();
@@ -81,7 +106,7 @@ impl TestEnv {
         .expect("local stack")
     }
 
-    /// Number of rows in the jobs table (jobs and idempotency records).
+    /// Number of job, idempotency and quota rows in the jobs table (API keys not counted).
     pub async fn table_items(&self) -> usize {
         let out = self
             .dynamodb()
@@ -90,7 +115,15 @@ impl TestEnv {
             .send()
             .await
             .unwrap();
-        out.items.unwrap_or_default().len()
+        out.items
+            .unwrap_or_default()
+            .iter()
+            .filter(|item| {
+                item.get("pk")
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|pk| pk.starts_with("OWNER#"))
+            })
+            .count()
     }
 
     /// Messages waiting or in flight on the jobs queue.
@@ -170,6 +203,21 @@ pub mod tempdir {
     }
 }
 
+/// A client sending `Authorization: Bearer {credential}`, not following redirects.
+pub fn authed(credential: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {credential}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// An unauthenticated client that does not follow redirects.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

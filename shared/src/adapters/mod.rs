@@ -1,10 +1,12 @@
 //! AWS and HTTP implementations of the ports in [`crate::core`].
 
+mod api_keys;
 mod dynamodb;
 mod s3;
 mod segmenter;
 mod sqs;
 
+pub use api_keys::DynamoApiKeys;
 pub use dynamodb::DynamoJobs;
 pub use s3::S3Blobs;
 pub use segmenter::HttpSegmenter;
@@ -22,6 +24,8 @@ pub struct Aws {
     pub queue: SqsJobQueue,
     /// Images bucket.
     pub blobs: S3Blobs,
+    /// API keys (same table as the jobs).
+    pub keys: DynamoApiKeys,
 }
 
 impl Aws {
@@ -42,6 +46,7 @@ impl Aws {
             .build();
         Self {
             jobs: DynamoJobs::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
+            keys: DynamoApiKeys::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
             queue: SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url),
             blobs: S3Blobs::new(aws_sdk_s3::Client::from_conf(s3_config), &settings.bucket),
         }

@@ -1,0 +1,132 @@
+//! `imagejobs-admin keys create|list|revoke`: manages API keys in `JOBS_TABLE`, against real AWS
+//! or, with `AWS_ENDPOINT_URL`, the emulator. A new key is printed once and never stored.
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::process::ExitCode;
+use time::OffsetDateTime;
+
+use shared::adapters::DynamoApiKeys;
+use shared::auth::{self, ApiKeyRecord};
+use shared::core::ApiKeyStore;
+use shared::job::OwnerId;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "imagejobs administration (uses JOBS_TABLE and the AWS environment)"
+)]
+struct Cli {
+    /// The jobs table.
+    #[arg(long, env = "JOBS_TABLE")]
+    table: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API keys.
+    #[command(subcommand)]
+    Keys(Keys),
+}
+
+#[derive(Subcommand)]
+enum Keys {
+    /// Create a key and print it (once) as JSON.
+    Create {
+        /// The owner the key acts for.
+        #[arg(long)]
+        owner: String,
+        /// A label for people.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// Comma-separated scopes: jobs:write, jobs:read, metrics:read, admin.
+        #[arg(long, default_value = "jobs:write,jobs:read")]
+        scopes: String,
+    },
+    /// List keys (never the keys themselves) as JSON lines.
+    List {
+        /// Only this owner's keys.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Revoke a key by its id (`key_…`).
+    Revoke {
+        /// The key id shown by `create` and `list`.
+        key_id: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("imagejobs-admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let sdk = shared::config::aws_sdk_config()
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = DynamoApiKeys::new(aws_sdk_dynamodb::Client::new(&sdk), cli.table);
+    match cli.command {
+        Command::Keys(Keys::Create {
+            owner,
+            name,
+            scopes,
+        }) => {
+            let owner = OwnerId::parse(&owner)?;
+            let scopes = auth::parse_scopes(&scopes)?;
+            if scopes.is_empty() {
+                return Err("give at least one scope".into());
+            }
+            let key = auth::generate_api_key()?;
+            let record = ApiKeyRecord {
+                key_id: key.key_id.clone(),
+                hash: key.hash,
+                owner,
+                name,
+                scopes,
+                created_at: OffsetDateTime::now_utc(),
+                last_used_at: None,
+                revoked: false,
+            };
+            store.put_key(&record).await.map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                json!({"key": key.secret, "key_id": record.key_id, "owner": record.owner, "name": record.name, "scopes": record.scopes})
+            );
+            eprintln!("Store the key now: it is shown only once.");
+            Ok(())
+        }
+        Command::Keys(Keys::List { owner }) => {
+            let owner = owner.map(|o| OwnerId::parse(&o)).transpose()?;
+            for k in store
+                .list_keys(owner.as_ref())
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!(
+                    "{}",
+                    json!({"key_id": k.key_id, "owner": k.owner, "name": k.name, "scopes": k.scopes,
+                           "created_at": k.created_at.unix_timestamp(), "last_used_at": k.last_used_at.map(|t| t.unix_timestamp()),
+                           "revoked": k.revoked})
+                );
+            }
+            Ok(())
+        }
+        Command::Keys(Keys::Revoke { key_id }) => {
+            if store.revoke_key(&key_id).await.map_err(|e| e.to_string())? {
+                eprintln!("revoked {key_id}");
+                Ok(())
+            } else {
+                Err(format!("no key {key_id}"))
+            }
+        }
+    }
+}
