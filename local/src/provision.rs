@@ -250,6 +250,7 @@ async fn create_queue(
 pub fn lifecycle_rules() -> Vec<(&'static str, u32)> {
     vec![
         (r::INBOX_PREFIX, r::INBOX_EXPIRATION_DAYS),
+        (r::UPLOADS_PREFIX, r::UPLOADS_EXPIRATION_DAYS),
         (r::INPUTS_PREFIX, r::INPUTS_EXPIRATION_DAYS),
         (r::RESULTS_PREFIX, r::RESULTS_EXPIRATION_DAYS),
     ]

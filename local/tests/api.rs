@@ -125,7 +125,7 @@ async fn bad_input_is_refused_with_clear_codes_and_nothing_is_left_behind() {
         .unwrap();
     assert_error(resp, 400, "invalid_input_reference").await;
 
-    let missing = format!("s3://{}/uploads/nope.jpg", env.settings.bucket);
+    let missing = format!("s3://{}/uploads/anonymous/nope.jpg", env.settings.bucket);
     let resp = c
         .post(&jobs)
         .json(&json!({"input": missing}))
@@ -371,44 +371,71 @@ async fn listing_is_newest_first_with_cursor_and_status_filter() {
 }
 
 #[tokio::test]
-async fn inputs_by_s3_reference_and_by_url() {
+async fn inputs_by_presigned_upload_and_by_url() {
     let mut env = TestEnv::new().await;
     env.settings.allow_http_urls = true;
-    env.s3()
-        .put_object()
-        .bucket(&env.settings.bucket)
-        .key("uploads/photo.jpg")
-        .body(sample_photo().into())
+    let photo = sample_photo();
+    // A local HTTP server plays the remote image host, known by name to the API's resolver.
+    let app = {
+        let photo = photo.clone();
+        axum::Router::new().route(
+            "/photo.jpg",
+            axum::routing::get(move || async move { photo }),
+        )
+    };
+    let host = common::serve_router(app).await;
+    let base = env
+        .serve_api_resolving(&[("images.test", "127.0.0.1")], vec![host])
+        .await;
+    let c = env.client("anonymous").await;
+
+    // Upload straight to S3 with the presigned PUT, then reference it.
+    let resp = c
+        .post(format!("{base}/v1/uploads"))
+        .json(&json!({"content_type": "image/jpeg", "content_length": photo.len()}))
         .send()
         .await
         .unwrap();
-    let base = env.serve_api().await;
-    let c = env.client("anonymous").await;
-    let input = format!("s3://{}/uploads/photo.jpg", env.settings.bucket);
+    assert_eq!(resp.status(), 201);
+    let upload: Value = resp.json().await.unwrap();
+    let url = upload["url"].as_str().unwrap();
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    assert!(
+        url.contains("content-length%3Bcontent-type") || url.contains("content-type"),
+        "type and length are signed: {url}"
+    );
+    assert!(
+        !url.to_ascii_lowercase().contains("x-amz-checksum"),
+        "no checksum baked into the URL: {url}"
+    );
+    let put = reqwest::Client::new()
+        .put(url)
+        .header("content-type", "image/jpeg")
+        .body(photo.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{}", put.status());
     let resp = c
         .post(format!("{base}/v1/jobs"))
-        .json(&json!({"operation": "remove_background", "input": input, "params": {"only_mask": true}}))
+        .json(&json!({"operation": "remove_background", "input": upload["input"], "params": {"only_mask": true}}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
     let job: Value = resp.json().await.unwrap();
-    assert_eq!(job["inputs"]["image"]["key"], "uploads/photo.jpg");
+    let key = format!(
+        "uploads/anonymous/{}",
+        upload["upload_id"].as_str().unwrap()
+    );
+    assert_eq!(job["inputs"]["image"]["key"], key);
     assert_eq!(job["inputs"]["image"]["source"], "s3");
     assert_eq!(job["params"]["only_mask"], true);
 
-    // A local HTTP server plays the remote image host.
-    let photo = sample_photo();
-    let app = axum::Router::new().route(
-        "/photo.jpg",
-        axum::routing::get(move || async move { photo }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let port = host.port();
     let resp = c
         .post(format!("{base}/v1/jobs"))
-        .json(&json!({"input": format!("http://{addr}/photo.jpg")}))
+        .json(&json!({"input": format!("http://images.test:{port}/photo.jpg")}))
         .send()
         .await
         .unwrap();
@@ -418,7 +445,7 @@ async fn inputs_by_s3_reference_and_by_url() {
     assert_eq!(job["inputs"]["image"]["width"], 640);
     let resp = c
         .post(format!("{base}/v1/jobs"))
-        .json(&json!({"input": format!("http://{addr}/missing.jpg")}))
+        .json(&json!({"input": format!("http://images.test:{port}/missing.jpg")}))
         .send()
         .await
         .unwrap();
@@ -488,6 +515,11 @@ async fn when_the_queue_refuses_the_job_is_removed_again() {
         env.table_items().await,
         0,
         "job and idempotency record removed"
+    );
+    assert_eq!(
+        env.in_flight("anonymous").await,
+        0,
+        "the quota slot is given back"
     );
     assert!(env.objects().await.is_empty(), "stored input removed");
 }

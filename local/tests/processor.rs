@@ -166,6 +166,11 @@ async fn success_stores_the_result_and_a_duplicate_delivery_runs_nothing() {
 
     let done = reload(&env, &job).await;
     assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(
+        env.in_flight("proc-test").await,
+        0,
+        "the finished job left the in-flight count"
+    );
     assert_eq!(done.attempts, 1);
     let result = done.result.clone().unwrap();
     assert_eq!(result.key, format!("results/proc-test/{}.png", job.id));
@@ -264,6 +269,7 @@ async fn permanent_failures_fail_the_job_at_once() {
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.error.unwrap().code, "invalid_image");
     assert!(failed.finished_at.is_some());
+    assert_eq!(env.in_flight("proc-test").await, 0);
 }
 
 #[tokio::test]

@@ -171,6 +171,15 @@ pub trait BlobStore: Send + Sync {
     async fn delete(&self, key: &str) -> Result<()>;
     /// A presigned GET URL valid for `expires_in`.
     async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String>;
+    /// A presigned PUT URL valid for `expires_in` whose signature covers `Content-Type` and
+    /// `Content-Length`, so S3 refuses an upload of another type or size.
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> Result<String>;
 }
 
 /// The segmenter's answer.
@@ -237,4 +246,28 @@ pub trait ApiKeyStore: Send + Sync {
     async fn revoke_key(&self, key_id: &str) -> Result<bool>;
     /// Records a use (at most one write a minute per key).
     async fn touch_key(&self, hash: &str, now: OffsetDateTime) -> Result<()>;
+}
+
+/// A declared direct upload (`POST /v1/uploads`), checked when a job references it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Upload {
+    /// Upload id (a ULID).
+    pub id: String,
+    /// Object key, `uploads/{owner}/{id}`.
+    pub key: String,
+    /// Declared MIME type.
+    pub content_type: String,
+    /// Declared size in bytes.
+    pub content_length: u64,
+    /// Unix seconds after which the record may be deleted.
+    pub expires_at: i64,
+}
+
+/// Declared uploads.
+#[async_trait]
+pub trait UploadStore: Send + Sync {
+    /// Records a declared upload.
+    async fn put_upload(&self, owner: &OwnerId, upload: &Upload) -> Result<()>;
+    /// The owner's declared upload with this id.
+    async fn get_upload(&self, owner: &OwnerId, id: &str) -> Result<Option<Upload>>;
 }

@@ -37,6 +37,16 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A per-owner quota is exhausted: retry after `retry_after_seconds`.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// `too_many_jobs_in_flight` or `rate_limited`.
+        code: &'static str,
+        /// Which limit, in words.
+        message: String,
+        /// When a retry can succeed.
+        retry_after_seconds: u64,
+    },
     /// Missing or invalid configuration.
     #[error("configuration: {0}")]
     Config(String),
@@ -51,6 +61,7 @@ impl Error {
             Self::IdempotencyMismatch => "idempotency_key_reused",
             Self::Unavailable { .. } => "dependency_unavailable",
             Self::Invalid { code, .. } => code,
+            Self::QuotaExceeded { code, .. } => code,
             Self::Corrupt { .. } => "internal",
             Self::Config(_) => "internal",
         }

@@ -6,6 +6,8 @@
 //! - [`service`]: job submission shared by the API and ingest (feature `aws`).
 
 pub mod error;
+#[cfg(feature = "aws")]
+pub mod fetch;
 pub mod imaging;
 pub mod job;
 pub mod models;

@@ -23,6 +23,10 @@ pub const DEAD_LETTER_QUEUE_RETENTION_SECONDS: u32 = 14 * 24 * 3600;
 
 /// Prefix of objects that become jobs (`inbox/{owner}/{operation}/{file}`).
 pub const INBOX_PREFIX: &str = "inbox/";
+/// Prefix of direct uploads (`uploads/{owner}/{upload_id}`, from presigned PUT URLs).
+pub const UPLOADS_PREFIX: &str = "uploads/";
+/// Days before `uploads/` objects expire (an upload is meant to be used at once).
+pub const UPLOADS_EXPIRATION_DAYS: u32 = 1;
 /// Prefix of stored job inputs.
 pub const INPUTS_PREFIX: &str = "inputs/";
 /// Prefix of job results.

@@ -15,8 +15,9 @@ use time::OffsetDateTime;
 use ulid::Ulid;
 
 use crate::config::Settings;
-use crate::core::{BlobStore, Created, Idempotency, JobQueue, JobStore};
+use crate::core::{BlobStore, Created, Idempotency, JobQueue, JobStore, UploadStore};
 use crate::error::{Error, Result};
+use crate::fetch::{FetchPolicy, Resolver, SystemResolver};
 use crate::imaging::{self, ImageInfo};
 use crate::job::{self, InputImage, InputSource, Job, JobMessage, Operation, OwnerId};
 
@@ -84,7 +85,8 @@ pub struct JobSubmitter {
     queue: Arc<dyn JobQueue>,
     blobs: Arc<dyn BlobStore>,
     settings: Arc<Settings>,
-    http: reqwest::Client,
+    fetcher: FetchPolicy,
+    uploads: Option<Arc<dyn UploadStore>>,
 }
 
 /// The longest accepted `Idempotency-Key`.
@@ -120,18 +122,40 @@ impl JobSubmitter {
         blobs: Arc<dyn BlobStore>,
         settings: Arc<Settings>,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .build()
-            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let fetcher = FetchPolicy {
+            allow_http: settings.allow_http_urls,
+            allow_private: settings.allow_private_urls,
+            allowed_addresses: Vec::new(),
+            max_bytes: settings.image_limits.max_bytes,
+            timeout: Duration::from_secs(20),
+            resolver: Arc::new(SystemResolver),
+        };
         Ok(Self {
             store,
             queue,
             blobs,
             settings,
-            http,
+            fetcher,
+            uploads: None,
         })
+    }
+
+    /// Checks references to `uploads/{owner}/{id}` against their declarations (size and type).
+    pub fn with_uploads(mut self, uploads: Arc<dyn UploadStore>) -> Self {
+        self.uploads = Some(uploads);
+        self
+    }
+
+    /// Replaces the name resolver and the non-public addresses that may still be fetched
+    /// (tests map names to addresses without DNS; deployments may allow a VPC endpoint).
+    pub fn with_url_resolution(
+        mut self,
+        resolver: Arc<dyn Resolver>,
+        allowed_addresses: Vec<std::net::SocketAddr>,
+    ) -> Self {
+        self.fetcher.resolver = resolver;
+        self.fetcher.allowed_addresses = allowed_addresses;
+        self
     }
 
     /// Validates, stores and enqueues a job.
@@ -167,7 +191,7 @@ impl JobSubmitter {
         }
 
         let id = Ulid::new();
-        let (bytes, existing_key, source) = self.resolve(&sub.input).await?;
+        let (bytes, existing_key, source) = self.resolve(&sub.owner, &sub.input).await?;
         let info = imaging::probe(&bytes, &self.settings.image_limits)?;
         let size = bytes.len() as u64;
         let (key, stored_here) = match existing_key {
@@ -224,7 +248,11 @@ impl JobSubmitter {
     }
 
     /// The input's bytes, its key when it already lives in the bucket, and its source.
-    async fn resolve(&self, input: &InputRef) -> Result<(Bytes, Option<String>, InputSource)> {
+    async fn resolve(
+        &self,
+        owner: &OwnerId,
+        input: &InputRef,
+    ) -> Result<(Bytes, Option<String>, InputSource)> {
         match input {
             InputRef::Upload(b) => Ok((b.clone(), None, InputSource::Upload)),
             InputRef::Inbox(key) => Ok((
@@ -244,14 +272,55 @@ impl JobSubmitter {
                         ),
                     });
                 }
+                self.check_owned_key(owner, uri, key).await?;
                 Ok((
                     self.read_object(key).await?,
                     Some(key.to_owned()),
                     InputSource::S3,
                 ))
             }
-            InputRef::Url(url) => Ok((self.fetch(url).await?, None, InputSource::Url)),
+            InputRef::Url(url) => Ok((self.fetcher.fetch(url).await?, None, InputSource::Url)),
         }
+    }
+
+    /// An `s3://` reference may name only the caller's own objects; another owner's look
+    /// exactly like missing ones. Uploads must match what was declared for them.
+    async fn check_owned_key(&self, owner: &OwnerId, uri: &str, key: &str) -> Result<()> {
+        use crate::resources::{INBOX_PREFIX, INPUTS_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX};
+        let not_found = || Error::Invalid {
+            code: "input_not_found",
+            message: format!(
+                "{uri} does not exist or is not yours (use uploads/{owner}/… from POST /v1/uploads)"
+            ),
+        };
+        let owned = [UPLOADS_PREFIX, INBOX_PREFIX, INPUTS_PREFIX, RESULTS_PREFIX]
+            .iter()
+            .any(|p| key.starts_with(&format!("{p}{owner}/")));
+        if !owned || key.contains("/../") {
+            return Err(not_found());
+        }
+        let (Some(uploads), Some(upload_id)) = (
+            &self.uploads,
+            key.strip_prefix(&format!("{UPLOADS_PREFIX}{owner}/")),
+        ) else {
+            return Ok(());
+        };
+        let declared = uploads
+            .get_upload(owner, upload_id)
+            .await?
+            .ok_or_else(not_found)?;
+        let actual = self.blobs.head(key).await?.ok_or_else(not_found)?;
+        let actual_type = actual.content_type.unwrap_or_default();
+        if actual.size != declared.content_length || actual_type != declared.content_type {
+            return Err(Error::Invalid {
+                code: "upload_mismatch",
+                message: format!(
+                    "the upload is {} bytes of {actual_type}, but {} bytes of {} were declared",
+                    actual.size, declared.content_length, declared.content_type
+                ),
+            });
+        }
+        Ok(())
     }
 
     async fn read_object(&self, key: &str) -> Result<Bytes> {
@@ -274,55 +343,6 @@ impl JobSubmitter {
                 other => other,
             }),
         }
-    }
-
-    /// Downloads a URL with a byte cap enforced while streaming.
-    async fn fetch(&self, url: &str) -> Result<Bytes> {
-        let invalid = |message: String| Error::Invalid {
-            code: "input_fetch_failed",
-            message,
-        };
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| invalid(format!("'{url}' is not a valid URL: {e}")))?;
-        match parsed.scheme() {
-            "https" => {}
-            "http" if self.settings.allow_http_urls => {}
-            _ => {
-                return Err(Error::Invalid {
-                    code: "invalid_input_reference",
-                    message: format!("'{url}': only https:// URLs are fetched"),
-                });
-            }
-        }
-        let mut resp = self
-            .http
-            .get(parsed)
-            .send()
-            .await
-            .map_err(|e| invalid(format!("could not fetch '{url}': {e}")))?;
-        if !resp.status().is_success() {
-            return Err(invalid(format!(
-                "fetching '{url}' answered HTTP {}",
-                resp.status()
-            )));
-        }
-        let limit = self.settings.image_limits.max_bytes;
-        let mut body = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| invalid(format!("reading '{url}' failed: {e}")))?
-        {
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(imaging::ImageRejection::TooManyBytes {
-                    actual: (body.len() + chunk.len()) as u64,
-                    limit,
-                }
-                .into());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(body))
     }
 }
 

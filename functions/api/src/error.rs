@@ -114,12 +114,15 @@ fn domain_status(e: &shared::Error) -> StatusCode {
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported_image" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "image_too_large" | "invalid_image" | "empty_image" | "input_not_found"
-            | "input_fetch_failed" => StatusCode::UNPROCESSABLE_ENTITY,
+            | "input_fetch_failed" | "too_many_redirects" | "upload_mismatch" => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             _ => StatusCode::BAD_REQUEST,
         },
         E::NotFound(_) => StatusCode::NOT_FOUND,
         E::Conflict(_) | E::IdempotencyMismatch => StatusCode::CONFLICT,
         E::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        E::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         E::Corrupt { .. } | E::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -146,6 +149,16 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(axum::http::header::WWW_AUTHENTICATE, v);
             }
+        }
+        if let Self::Domain(shared::Error::QuotaExceeded {
+            retry_after_seconds,
+            ..
+        }) = &self
+        {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                (*retry_after_seconds).into(),
+            );
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert(

@@ -16,11 +16,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use shared::adapters::{Aws, HttpSegmenter};
 use shared::config::Settings;
-use shared::core::{ApiKeyStore, BlobStore, JobStore, Probe};
+use shared::core::{ApiKeyStore, BlobStore, JobStore, Probe, UploadStore};
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{auth, health, jobs};
+use crate::{auth, health, jobs, uploads};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -33,6 +33,7 @@ pub struct AppState {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
     pub(crate) keys: Arc<dyn ApiKeyStore>,
+    pub(crate) uploads: Arc<dyn UploadStore>,
     pub(crate) settings: Arc<Settings>,
 }
 
@@ -59,15 +60,30 @@ impl AppState {
             Arc::new(aws.queue.clone()),
             blobs.clone(),
             settings.clone(),
-        )?;
+        )?
+        .with_uploads(Arc::new(aws.jobs.clone()));
         Ok(Self {
             submitter,
             store,
             blobs,
             probes,
             keys: Arc::new(aws.keys.clone()),
+            uploads: Arc::new(aws.jobs.clone()),
             settings,
         })
+    }
+
+    /// The same state with another name resolver for URL inputs and non-public addresses that
+    /// may still be fetched (tests; VPC endpoints).
+    pub fn with_url_resolution(
+        mut self,
+        resolver: Arc<dyn shared::fetch::Resolver>,
+        allowed_addresses: Vec<std::net::SocketAddr>,
+    ) -> Self {
+        self.submitter = self
+            .submitter
+            .with_url_resolution(resolver, allowed_addresses);
+        self
     }
 
     /// Reads settings and AWS configuration from the environment.
@@ -89,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/result", get(jobs::get_result))
         .route("/v1/auth/token", post(auth::issue_token))
+        .route("/v1/uploads", post(uploads::create_upload))
         .route("/health", get(health::health))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))

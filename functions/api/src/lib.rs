@@ -7,6 +7,7 @@ mod health;
 pub mod http_handler;
 mod identity;
 pub mod jobs;
+mod uploads;
 
 pub use error::ApiError;
 pub use http_handler::{AppState, router};

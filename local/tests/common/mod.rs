@@ -22,6 +22,7 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
+        shared::telemetry::init();
         let emulator = Emulator::start().expect("emulator (run `bash scripts/setup.sh` first)");
         let sdk = emulator::sdk_config(&emulator.endpoint).await;
         let names = ResourceNames::with_suffix(&ulid::Ulid::new().to_string()[16..]);
@@ -84,12 +85,40 @@ impl TestEnv {
     /// Serves only the API Router (no workers: jobs stay queued).
     pub async fn serve_api(&self) -> String {
         let state = imagejobs_api::AppState::new(self.settings.clone(), &self.aws()).unwrap();
+        serve(state).await
+    }
+
+    /// Serves the API with URL inputs resolved by `names` (no DNS), and `allowed` non-public
+    /// addresses reachable (the test's own image host).
+    pub async fn serve_api_resolving(
+        &self,
+        names: &[(&str, &str)],
+        allowed: Vec<SocketAddr>,
+    ) -> String {
+        let table = names
+            .iter()
+            .map(|(host, ip)| (host.to_string(), vec![ip.parse().unwrap()]))
+            .collect();
+        let state = imagejobs_api::AppState::new(self.settings.clone(), &self.aws())
+            .unwrap()
+            .with_url_resolution(
+                std::sync::Arc::new(shared::fetch::StaticResolver(table)),
+                allowed,
+            );
+        serve(state).await
+    }
+}
+
+async fn serve(state: imagejobs_api::AppState) -> String {
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, imagejobs_api::router(state)).await });
         format!("http://{addr}")
     }
+}
 
+impl TestEnv {
     /// Starts the whole local stack (API + processor + ingest) against `segmenter_url`.
     pub async fn start_stack(&mut self, segmenter_url: &str) -> Stack {
         self.settings.segmenter_url = Some(segmenter_url.to_owned());
@@ -106,7 +135,7 @@ impl TestEnv {
         .expect("local stack")
     }
 
-    /// Number of job, idempotency and quota rows in the jobs table (API keys not counted).
+    /// Number of job and idempotency records in the jobs table.
     pub async fn table_items(&self) -> usize {
         let out = self
             .dynamodb()
@@ -119,11 +148,33 @@ impl TestEnv {
             .unwrap_or_default()
             .iter()
             .filter(|item| {
-                item.get("pk")
+                item.get("sk")
                     .and_then(|v| v.as_s().ok())
-                    .is_some_and(|pk| pk.starts_with("OWNER#"))
+                    .is_some_and(|sk| sk.starts_with("JOB#") || sk.starts_with("IDEM#"))
             })
             .count()
+    }
+
+    /// The owner's in-flight counter (queued + processing jobs), 0 when never written.
+    pub async fn in_flight(&self, owner: &str) -> i64 {
+        use aws_sdk_dynamodb::types::AttributeValue as V;
+        let out = self
+            .dynamodb()
+            .get_item()
+            .table_name(&self.settings.table)
+            .key("pk", V::S(format!("OWNER#{owner}")))
+            .key("sk", V::S("QUOTA#in-flight".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap();
+        out.item
+            .and_then(|i| {
+                i.get("count")
+                    .and_then(|v| v.as_n().ok())
+                    .map(|n| n.parse().unwrap())
+            })
+            .unwrap_or(0)
     }
 
     /// Messages waiting or in flight on the jobs queue.
@@ -238,4 +289,12 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> s
         "message in {body}"
     );
     body
+}
+
+/// Serves `app` on 127.0.0.1 (a stand-in for a remote host) and returns its address.
+pub async fn serve_router(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
 }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem,
+    TransactWriteItem, Update,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,6 +24,7 @@ use ulid::Ulid;
 
 use crate::core::{
     Claim, Created, Idempotency, JobPage, JobStore, JobTransitions, Lease, ListQuery, Probe,
+    Upload, UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobResult, JobStatus, OwnerId};
@@ -34,11 +35,87 @@ type Item = HashMap<String, AttributeValue>;
 /// How long an idempotency key is remembered: one day, as Stripe and the IETF draft suggest.
 const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
 
+/// Per-owner limits enforced by conditional counters in the table (never in process memory:
+/// Lambda runs many copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Queued + processing jobs an owner may have.
+    pub max_in_flight: u32,
+    /// Jobs an owner may create per calendar minute (UTC).
+    pub max_per_minute: u32,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 50,
+            max_per_minute: 120,
+        }
+    }
+}
+
 /// The jobs table.
 #[derive(Debug, Clone)]
 pub struct DynamoJobs {
     client: Client,
     table: String,
+    quotas: Quotas,
+}
+
+const IN_FLIGHT_SK: &str = "QUOTA#in-flight";
+
+fn minute_sk(now: OffsetDateTime) -> String {
+    format!("QUOTA#minute#{}", now.unix_timestamp() / 60)
+}
+
+/// `count = count + delta` on a quota counter, optionally only while below `limit`.
+fn counter(
+    table: &str,
+    owner: &OwnerId,
+    sk: String,
+    delta: i64,
+    limit: Option<u32>,
+    expires_at: Option<i64>,
+) -> Result<Update> {
+    let mut expression = "SET #count = if_not_exists(#count, :zero) + :delta".to_owned();
+    if expires_at.is_some() {
+        expression.push_str(", #ttl = :ttl");
+    }
+    let mut update = Update::builder()
+        .table_name(table)
+        .key(PK, s(pk(owner)))
+        .key(SK, s(sk))
+        .update_expression(expression)
+        .expression_attribute_names("#count", "count")
+        .expression_attribute_values(":zero", n(0))
+        .expression_attribute_values(":delta", n(delta));
+    if let Some(ttl) = expires_at {
+        update = update
+            .expression_attribute_names("#ttl", crate::resources::TABLE_TTL_ATTRIBUTE)
+            .expression_attribute_values(":ttl", n(ttl));
+    }
+    if let Some(limit) = limit {
+        update = update
+            .condition_expression("attribute_not_exists(#count) OR #count < :limit")
+            .expression_attribute_values(":limit", n(limit));
+    }
+    update.build().map_err(unavailable)
+}
+
+/// Which items of a cancelled transaction failed their condition.
+fn failed_conditions(
+    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> Vec<usize> {
+    match e {
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c
+            .cancellation_reasons()
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+            .map(|(i, _)| i)
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -107,6 +184,47 @@ impl DynamoJobs {
         Self {
             client,
             table: table.into(),
+            quotas: Quotas::default(),
+        }
+    }
+
+    /// The same table with these per-owner limits.
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// Runs a terminal transition together with the owner's in-flight decrement, then reads the
+    /// job back. `Ok(None)` when the transition's condition failed.
+    async fn finish(&self, owner: &OwnerId, id: Ulid, transition: Update) -> Result<Option<Job>> {
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(transition).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(counter(
+                        &self.table,
+                        owner,
+                        IN_FLIGHT_SK.into(),
+                        -1,
+                        None,
+                        None,
+                    )?)
+                    .build(),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => self.get(owner, id).await,
+            Err(e) => {
+                let e = e.into_service_error();
+                if failed_conditions(&e).contains(&0) {
+                    Ok(None)
+                } else {
+                    Err(unavailable(e))
+                }
+            }
         }
     }
 
@@ -176,71 +294,100 @@ impl DynamoJobs {
 #[async_trait]
 impl JobStore for DynamoJobs {
     async fn create(&self, job: &Job, idempotency: Option<&Idempotency>) -> Result<Created> {
-        let item = self.job_item(job)?;
-        let Some(idem) = idempotency else {
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PK)
-                .send()
-                .await
-                .map_err(|e| {
-                    let e = e.into_service_error();
-                    if e.is_conditional_check_failed_exception() {
-                        Error::Conflict(format!("job {} already exists", job.id))
-                    } else {
-                        unavailable(e)
-                    }
-                })?;
-            return Ok(Created::New(job.clone()));
-        };
         let job_put = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(item))
+            .set_item(Some(self.job_item(job)?))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .build()
             .map_err(unavailable)?;
-        let mut idem_item = Self::key(&job.owner, idem_sk(&idem.key));
-        idem_item.insert("request_hash".into(), s(&idem.request_hash));
-        idem_item.insert("job_id".into(), s(job.id.to_string()));
-        idem_item.insert(
-            crate::resources::TABLE_TTL_ATTRIBUTE.into(),
-            n((job.created_at + IDEMPOTENCY_TTL).unix_timestamp()),
-        );
-        let idem_put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(idem_item))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PK)
-            .build()
-            .map_err(unavailable)?;
-        let result = self
+        let minute_ends = (job.created_at.unix_timestamp() / 60 + 1) * 60;
+        let mut tx = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().put(job_put).build())
-            .transact_items(TransactWriteItem::builder().put(idem_put).build())
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Created::New(job.clone())),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_transaction_canceled_exception() {
-                    // Lost a race with the same key: resolve it like any replay.
-                    match self.replay(&job.owner, idem).await? {
-                        Some(existing) => Ok(Created::Replayed(existing)),
-                        None => Err(Error::Conflict(
-                            "concurrent request with the same key".into(),
-                        )),
-                    }
-                } else {
-                    Err(unavailable(e))
-                }
-            }
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(counter(
+                        &self.table,
+                        &job.owner,
+                        IN_FLIGHT_SK.into(),
+                        1,
+                        Some(self.quotas.max_in_flight),
+                        None,
+                    )?)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(counter(
+                        &self.table,
+                        &job.owner,
+                        minute_sk(job.created_at),
+                        1,
+                        Some(self.quotas.max_per_minute),
+                        Some(minute_ends + 120),
+                    )?)
+                    .build(),
+            );
+        if let Some(idem) = idempotency {
+            let mut idem_item = Self::key(&job.owner, idem_sk(&idem.key));
+            idem_item.insert("request_hash".into(), s(&idem.request_hash));
+            idem_item.insert("job_id".into(), s(job.id.to_string()));
+            idem_item.insert(
+                crate::resources::TABLE_TTL_ATTRIBUTE.into(),
+                n((job.created_at + IDEMPOTENCY_TTL).unix_timestamp()),
+            );
+            let idem_put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(idem_item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+                .build()
+                .map_err(unavailable)?;
+            tx = tx.transact_items(TransactWriteItem::builder().put(idem_put).build());
         }
+        let Err(e) = tx.send().await else {
+            return Ok(Created::New(job.clone()));
+        };
+        let e = e.into_service_error();
+        let failed = failed_conditions(&e);
+        if failed.contains(&3)
+            && let Some(idem) = idempotency
+        {
+            // Lost a race with the same key: resolve it like any replay.
+            return match self.replay(&job.owner, idem).await? {
+                Some(existing) => Ok(Created::Replayed(existing)),
+                None => Err(Error::Conflict(
+                    "concurrent request with the same key".into(),
+                )),
+            };
+        }
+        if failed.contains(&1) {
+            return Err(Error::QuotaExceeded {
+                code: "too_many_jobs_in_flight",
+                message: format!(
+                    "{} jobs are already queued or processing for this owner (the limit); retry when some finish",
+                    self.quotas.max_in_flight
+                ),
+                retry_after_seconds: 10,
+            });
+        }
+        if failed.contains(&2) {
+            let wait = (minute_ends - OffsetDateTime::now_utc().unix_timestamp()).clamp(1, 60);
+            return Err(Error::QuotaExceeded {
+                code: "rate_limited",
+                message: format!(
+                    "at most {} jobs a minute may be created for this owner",
+                    self.quotas.max_per_minute
+                ),
+                retry_after_seconds: wait as u64,
+            });
+        }
+        if failed.contains(&0) {
+            return Err(Error::Conflict(format!("job {} already exists", job.id)));
+        }
+        Err(unavailable(e))
     }
 
     async fn find_idempotent(&self, owner: &OwnerId, idem: &Idempotency) -> Result<Option<Job>> {
@@ -321,6 +468,18 @@ impl JobStore for DynamoJobs {
                         .build()
                         .map_err(unavailable)?,
                 )
+                .build(),
+        );
+        req = req.transact_items(
+            TransactWriteItem::builder()
+                .update(counter(
+                    &self.table,
+                    owner,
+                    IN_FLIGHT_SK.into(),
+                    -1,
+                    None,
+                    None,
+                )?)
                 .build(),
         );
         if let Some(key) = idempotency_key {
@@ -409,9 +568,7 @@ impl JobTransitions for DynamoJobs {
         result: &JobResult,
         now: OffsetDateTime,
     ) -> Result<Job> {
-        let out = self
-            .client
-            .update_item()
+        let transition = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
@@ -426,18 +583,11 @@ impl JobTransitions for DynamoJobs {
             .expression_attribute_values(":result", encode("job result", result)?)
             .expression_attribute_values(":token", s(lease_token))
             .expression_attribute_values(":now", rfc3339(now))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await
-            .map_err(|e| {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Error::Conflict(format!("job {id} is no longer held by this lease"))
-                } else {
-                    unavailable(e)
-                }
-            })?;
-        decode_job(out.attributes.unwrap_or_default())
+            .build()
+            .map_err(unavailable)?;
+        self.finish(owner, id, transition)
+            .await?
+            .ok_or_else(|| Error::Conflict(format!("job {id} is no longer held by this lease")))
     }
 
     async fn fail(
@@ -447,9 +597,7 @@ impl JobTransitions for DynamoJobs {
         error: &JobError,
         now: OffsetDateTime,
     ) -> Result<Option<Job>> {
-        let out = self
-            .client
-            .update_item()
+        let transition = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
@@ -464,20 +612,48 @@ impl JobTransitions for DynamoJobs {
             .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
             .expression_attribute_values(":error", encode("job error", error)?)
             .expression_attribute_values(":now", rfc3339(now))
-            .return_values(ReturnValue::AllNew)
+            .build()
+            .map_err(unavailable)?;
+        self.finish(owner, id, transition).await
+    }
+}
+
+#[async_trait]
+impl UploadStore for DynamoJobs {
+    async fn put_upload(&self, owner: &OwnerId, upload: &Upload) -> Result<()> {
+        let mut item: Item = serde_dynamo::to_item(upload).map_err(|e| Error::Corrupt {
+            what: "upload record",
+            message: e.to_string(),
+        })?;
+        item.extend(Self::key(owner, format!("UPLOAD#{}", upload.id)));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
             .send()
-            .await;
-        match out {
-            Ok(out) => Ok(Some(decode_job(out.attributes.unwrap_or_default())?)),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Ok(None)
-                } else {
-                    Err(unavailable(e))
-                }
-            }
-        }
+            .await
+            .map_err(|e| unavailable(e.into_service_error()))?;
+        Ok(())
+    }
+
+    async fn get_upload(&self, owner: &OwnerId, id: &str) -> Result<Option<Upload>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, format!("UPLOAD#{id}"))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.into_service_error()))?;
+        out.item
+            .map(|item| {
+                serde_dynamo::from_item(item).map_err(|e| Error::Corrupt {
+                    what: "upload record",
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
     }
 }
 

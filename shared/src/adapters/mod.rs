@@ -7,7 +7,7 @@ mod segmenter;
 mod sqs;
 
 pub use api_keys::DynamoApiKeys;
-pub use dynamodb::DynamoJobs;
+pub use dynamodb::{DynamoJobs, Quotas};
 pub use s3::S3Blobs;
 pub use segmenter::HttpSegmenter;
 pub use sqs::SqsJobQueue;
@@ -45,7 +45,12 @@ impl Aws {
             .force_path_style(uses_custom_endpoint())
             .build();
         Self {
-            jobs: DynamoJobs::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
+            jobs: DynamoJobs::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table).with_quotas(
+                Quotas {
+                    max_in_flight: settings.max_jobs_in_flight,
+                    max_per_minute: settings.max_jobs_per_minute,
+                },
+            ),
             keys: DynamoApiKeys::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
             queue: SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url),
             blobs: S3Blobs::new(aws_sdk_s3::Client::from_conf(s3_config), &settings.bucket),

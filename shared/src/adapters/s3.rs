@@ -14,6 +14,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct S3Blobs {
     client: Client,
+    /// For presigned PUTs: no checksum is computed into the URL (the SDK's default would sign
+    /// a checksum of an empty body, and every real upload would then fail).
+    presign_put_client: Client,
     bucket: String,
 }
 
@@ -24,8 +27,18 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 impl S3Blobs {
     /// Wraps a client for `bucket`.
     pub fn new(client: Client, bucket: impl Into<String>) -> Self {
+        let presign_put_client = Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .request_checksum_calculation(
+                    aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+                )
+                .build(),
+        );
         Self {
             client,
+            presign_put_client,
             bucket: bucket.into(),
         }
     }
@@ -119,6 +132,27 @@ impl BlobStore for S3Blobs {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .presigned(config)
+            .await
+            .map_err(unavailable)?;
+        Ok(req.uri().to_string())
+    }
+
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> Result<String> {
+        let config = PresigningConfig::expires_in(expires_in).map_err(unavailable)?;
+        let req = self
+            .presign_put_client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(content_length as i64)
             .presigned(config)
             .await
             .map_err(unavailable)?;
