@@ -173,3 +173,25 @@ fn functions_get_the_variables_they_read_and_the_model_list_is_current() {
         assert_eq!(string(&meta["BuildProperties"]["Binary"]), binary);
     }
 }
+
+#[test]
+fn the_token_secret_is_generated_at_deploy_time_not_written_down() {
+    let t = template();
+    let secret = &t["Resources"]["JwtSigningSecret"];
+    assert_eq!(string(&secret["Type"]), "AWS::SecretsManager::Secret");
+    assert!(!secret["Properties"]["GenerateSecretString"].is_null());
+    let env = &resource(&t, "ApiFunction")["Environment"]["Variables"];
+    let Value::Tagged(sub) = &env["JWT_SECRET"] else {
+        panic!("JWT_SECRET is a !Sub dynamic reference")
+    };
+    assert!(string(&sub.value).starts_with("{{resolve:secretsmanager:${JwtSigningSecret}"));
+    let lifecycle = lifecycle_rules();
+    assert!(lifecycle.contains(&(r::UPLOADS_PREFIX, r::UPLOADS_EXPIRATION_DAYS)));
+    let globals = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for name in ["MAX_JOBS_IN_FLIGHT", "MAX_JOBS_PER_MINUTE"] {
+        assert!(
+            !globals[name].is_null(),
+            "quotas apply to the API and ingest: {name}"
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! pixel limits read from the header (so a decompression bomb is refused without decoding it),
 //! then one full decode to catch truncated and corrupt files. Pure: no I/O.
 
-use image::{ImageFormat, ImageReader};
+use image::{ImageDecoder, ImageFormat, ImageReader};
 use std::io::Cursor;
 
 /// Limits on accepted input images.
@@ -157,9 +157,17 @@ pub fn probe(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageRejec
     // RGBA8 of the largest accepted image, plus headroom for the decoder's own buffers.
     decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(4).saturating_add(64 << 20));
     reader.limits(decode_limits);
-    reader
-        .decode()
-        .map_err(|e| ImageRejection::Corrupt(e.to_string()))?;
+    let corrupt = |e: image::ImageError| ImageRejection::Corrupt(e.to_string());
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let orientation = decoder.orientation().map_err(corrupt)?;
+    image::DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    // EXIF orientations 5–8 turn the picture a quarter: report what a viewer (and the
+    // segmenter, which applies the orientation) sees.
+    use image::metadata::Orientation as O;
+    let (width, height) = match orientation {
+        O::Rotate90 | O::Rotate270 | O::Rotate90FlipH | O::Rotate270FlipH => (height, width),
+        _ => (width, height),
+    };
     Ok(ImageInfo {
         format,
         width,
@@ -236,6 +244,42 @@ mod tests {
             (ImageFormat::Jpeg, 64, 48)
         );
         assert_eq!(info.content_type(), "image/jpeg");
+    }
+
+    /// A JPEG with an EXIF APP1 segment carrying only the given orientation tag.
+    fn jpeg_with_orientation(w: u32, h: u32, orientation: u16) -> Vec<u8> {
+        let plain = jpeg(w, h);
+        let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01".to_vec();
+        tiff.extend_from_slice(&[0x01, 0x12, 0x00, 0x03, 0x00, 0x00, 0x00, 0x01]);
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        let mut app1 = b"Exif\x00\x00".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = plain[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&plain[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_to_the_reported_size() {
+        let rotated = jpeg_with_orientation(64, 48, 6);
+        let mut d = ImageReader::new(Cursor::new(&rotated))
+            .with_guessed_format()
+            .unwrap()
+            .into_decoder()
+            .unwrap();
+        assert_eq!(
+            d.orientation().unwrap(),
+            image::metadata::Orientation::Rotate90,
+            "the fixture carries the tag"
+        );
+        let info = probe(&rotated, &ImageLimits::default()).unwrap();
+        assert_eq!((info.width, info.height), (48, 64));
+        let upright = probe(&jpeg_with_orientation(64, 48, 1), &ImageLimits::default()).unwrap();
+        assert_eq!((upright.width, upright.height), (64, 48));
     }
 
     #[test]
