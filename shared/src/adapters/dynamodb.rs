@@ -194,6 +194,21 @@ impl DynamoJobs {
         self
     }
 
+    /// The write that gives an owner's in-flight slot back; it rides in the same transaction as
+    /// whatever ends the job, so the count can never drift from the jobs.
+    fn release_slot(&self, owner: &OwnerId) -> Result<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .update(counter(
+                &self.table,
+                owner,
+                IN_FLIGHT_SK.into(),
+                -1,
+                None,
+                None,
+            )?)
+            .build())
+    }
+
     /// Runs a terminal transition together with the owner's in-flight decrement, then reads the
     /// job back. `Ok(None)` when the transition's condition failed.
     async fn finish(&self, owner: &OwnerId, id: Ulid, transition: Update) -> Result<Option<Job>> {
@@ -201,18 +216,7 @@ impl DynamoJobs {
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(transition).build())
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(counter(
-                        &self.table,
-                        owner,
-                        IN_FLIGHT_SK.into(),
-                        -1,
-                        None,
-                        None,
-                    )?)
-                    .build(),
-            )
+            .transact_items(self.release_slot(owner)?)
             .send()
             .await;
         match result {
@@ -470,18 +474,7 @@ impl JobStore for DynamoJobs {
                 )
                 .build(),
         );
-        req = req.transact_items(
-            TransactWriteItem::builder()
-                .update(counter(
-                    &self.table,
-                    owner,
-                    IN_FLIGHT_SK.into(),
-                    -1,
-                    None,
-                    None,
-                )?)
-                .build(),
-        );
+        req = req.transact_items(self.release_slot(owner)?);
         if let Some(key) = idempotency_key {
             req = req.transact_items(
                 TransactWriteItem::builder()
