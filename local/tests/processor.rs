@@ -111,6 +111,7 @@ fn processor(env: &TestEnv, segmenter_url: &str, lease: Duration) -> Processor {
         ProcessorOptions {
             lease,
             dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
+            providers: Default::default(),
         },
     )
     .unwrap()

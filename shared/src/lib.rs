@@ -6,6 +6,7 @@
 //! - [`service`]: job submission shared by the API and ingest (feature `aws`).
 
 pub mod error;
+pub mod generative;
 pub mod imaging;
 pub mod job;
 pub mod models;
@@ -18,6 +19,8 @@ pub mod adapters;
 pub mod config;
 #[cfg(feature = "aws")]
 pub mod core;
+#[cfg(feature = "aws")]
+pub mod providers;
 #[cfg(feature = "aws")]
 pub mod service;
 #[cfg(feature = "aws")]

@@ -170,6 +170,7 @@ impl JobSubmitter {
         let (bytes, existing_key, source) = self.resolve(&sub.input).await?;
         let info = imaging::probe(&bytes, &self.settings.image_limits)?;
         let size = bytes.len() as u64;
+        crate::generative::check_input(&sub.operation, &info, size)?;
         let (key, stored_here) = match existing_key {
             Some(key) => (key, false),
             None => {

@@ -14,7 +14,7 @@ use shared::core::{BlobStore, JobStore, Probe};
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{health, jobs};
+use crate::{cancel, health, jobs};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -27,6 +27,7 @@ pub struct AppState {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) probes: Vec<Arc<dyn Probe>>,
     pub(crate) settings: Arc<Settings>,
+    pub(crate) provider_transitions: Arc<dyn shared::core::ProviderTransitions>,
 }
 
 impl AppState {
@@ -59,6 +60,7 @@ impl AppState {
             blobs,
             probes,
             settings,
+            provider_transitions: Arc::new(aws.jobs.clone()),
         })
     }
 
@@ -80,6 +82,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job))
         .route("/v1/jobs/{id}/result", get(jobs::get_result))
+        .route("/v1/jobs/{id}/cancel", post(cancel::cancel_job))
         .route("/health", get(health::health))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))

@@ -28,7 +28,7 @@ const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// A job as the API shows it: the record plus links.
 #[derive(Serialize)]
-struct JobView<'a> {
+pub(crate) struct JobView<'a> {
     #[serde(flatten)]
     job: &'a Job,
     links: Links,
@@ -45,7 +45,7 @@ fn job_path(id: Ulid) -> String {
     format!("/v1/jobs/{id}")
 }
 
-fn view(job: &Job) -> JobView<'_> {
+pub(crate) fn view(job: &Job) -> JobView<'_> {
     JobView {
         job,
         links: Links {
@@ -106,6 +106,12 @@ fn operation_from_pairs(
             )
             .map_err(shared::Error::from)?,
         )),
+        "replace_background_relight" => Ok(Operation::ReplaceBackgroundRelight(
+            shared::generative::RelightParams::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map_err(shared::Error::from)?,
+        )),
         other => Err(unknown_operation(other)),
     }
 }
@@ -127,6 +133,10 @@ fn operation_from_json(
             p.validate().map_err(shared::Error::from)?;
             Ok(Operation::RemoveBackground(p))
         }
+        "replace_background_relight" => Ok(Operation::ReplaceBackgroundRelight(
+            shared::generative::RelightParams::from_json(params.unwrap_or_default())
+                .map_err(shared::Error::from)?,
+        )),
         other => Err(unknown_operation(other)),
     }
 }
@@ -175,7 +185,9 @@ async fn read_submission(
         while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
             let name = field.name().unwrap_or_default().to_owned();
             match name.as_str() {
-                "file" => file = Some(field.bytes().await.map_err(multipart_error)?),
+                "file" | "subject_image" => {
+                    file = Some(field.bytes().await.map_err(multipart_error)?)
+                }
                 "input" => reference = Some(field.text().await.map_err(multipart_error)?),
                 "operation" => op_name = Some(field.text().await.map_err(multipart_error)?),
                 _ => {
@@ -286,7 +298,11 @@ fn parse_job_id(raw: &str) -> Result<Ulid, ApiError> {
     Ulid::from_string(raw).map_err(|_| ApiError::JobNotFound(raw.to_owned()))
 }
 
-async fn load_job(state: &AppState, headers: &HeaderMap, raw_id: &str) -> Result<Job, ApiError> {
+pub(crate) async fn load_job(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw_id: &str,
+) -> Result<Job, ApiError> {
     let owner = owner(headers)?;
     let id = parse_job_id(raw_id)?;
     state
@@ -425,7 +441,9 @@ mod tests {
     #[test]
     fn json_params_get_the_default_model_and_validation() {
         let op = operation_from_json(None, None, "plain-background").unwrap();
-        let Operation::RemoveBackground(p) = op;
+        let Operation::RemoveBackground(p) = op else {
+            panic!("default operation is remove_background");
+        };
         assert_eq!(p.model, "plain-background");
         let params = serde_json::from_value(json!({"scale": 3.0})).unwrap();
         assert_eq!(

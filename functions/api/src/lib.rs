@@ -1,6 +1,7 @@
 //! The imagejobs HTTP API (`functions/api`): accepts jobs, answers their status and results.
 //! See [`http_handler::router`] for the routes.
 
+mod cancel;
 mod error;
 mod health;
 pub mod http_handler;

@@ -18,6 +18,8 @@ pub struct TestEnv {
     pub sdk: aws_config::SdkConfig,
     pub provisioned: Provisioned,
     pub settings: Settings,
+    /// Provider settings handed to the processor (tests point them at contract servers).
+    pub providers: shared::providers::ProviderSettings,
 }
 
 impl TestEnv {
@@ -33,6 +35,7 @@ impl TestEnv {
             sdk,
             provisioned,
             settings,
+            providers: shared::providers::ProviderSettings::default(),
         }
     }
 
@@ -75,6 +78,7 @@ impl TestEnv {
                 settings: self.settings.clone(),
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),
+                providers: self.providers.clone(),
             },
         )
         .await

@@ -4,11 +4,13 @@ mod dynamodb;
 mod s3;
 mod segmenter;
 mod sqs;
+mod stability;
 
 pub use dynamodb::DynamoJobs;
 pub use s3::S3Blobs;
 pub use segmenter::HttpSegmenter;
 pub use sqs::SqsJobQueue;
+pub use stability::StabilityClient;
 
 use crate::config::{Settings, uses_custom_endpoint};
 use crate::error::Result;
