@@ -91,6 +91,7 @@ async fn submit(env: &TestEnv) -> Job {
                 shared::params::RemoveBackgroundParams::with_model("plain-background"),
             ),
             input: InputRef::Upload(sample_photo().into()),
+            extra_inputs: Vec::new(),
             idempotency_key: None,
         })
         .await

@@ -704,3 +704,112 @@ async fn missing_key_deadline_and_image_limits() {
         "{body}"
     );
 }
+
+fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn reference_images_are_stored_and_sent_as_file_parts() {
+    let server = MockServer::start().await;
+    submit_ok().expect(1).mount(&server).await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let background = png(128, 96, [10, 20, 30]);
+    let light = png(64, 256, [250, 250, 250]);
+    let file = |bytes: &Vec<u8>, name: &str| {
+        Part::bytes(bytes.clone())
+            .file_name(name.to_owned())
+            .mime_str("image/png")
+            .unwrap()
+    };
+
+    // Neither a background prompt nor a background reference: refused, nothing stored.
+    let resp = common::http()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(
+            Form::new()
+                .text("operation", "replace_background_relight")
+                .part(
+                    "subject_image",
+                    Part::bytes(sample_photo()).file_name("s.jpg"),
+                )
+                .part("light_reference", file(&light, "light.png")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(resp, 400, "invalid_params").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("background_reference"),
+        "{body}"
+    );
+    assert!(
+        env.objects().await.is_empty(),
+        "a refused request stores nothing"
+    );
+    // An input the operation does not take.
+    let resp = common::http()
+        .post(format!("{base}/v1/jobs"))
+        .json(&serde_json::json!({
+            "operation": "replace_background_relight",
+            "input": format!("s3://{}/x.jpg", env.settings.bucket),
+            "inputs": {"mask": "s3://elsewhere/m.png"},
+            "params": {"background_prompt": "x"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(resp, 400, "invalid_input").await;
+
+    // The background comes from a reference image; strength goes with the light reference.
+    let created = create(
+        &base,
+        Form::new()
+            .text("operation", "replace_background_relight")
+            .part(
+                "subject_image",
+                Part::bytes(sample_photo()).file_name("s.jpg"),
+            )
+            .part("background_reference", file(&background, "bg.png"))
+            .part("light_reference", file(&light, "light.png"))
+            .text("light_source_strength", "0.4"),
+    )
+    .await;
+    let job = job_of(&env, &created).await;
+    let names: Vec<&str> = job.inputs.keys().map(String::as_str).collect();
+    assert_eq!(names, ["background_reference", "image", "light_reference"]);
+    assert_eq!(
+        job.inputs["background_reference"].key,
+        format!("inputs/anonymous/{}/background_reference.png", job.id)
+    );
+    let run = take_message(&env).await.unwrap();
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
+
+    let requests = server.received_requests().await.unwrap();
+    let parts = multipart_parts(&requests[0]);
+    let part = |name: &str| {
+        parts
+            .iter()
+            .find(|p| p.0 == name)
+            .unwrap_or_else(|| panic!("{name} part"))
+    };
+    assert_eq!(part("subject_image").3, sample_photo());
+    assert_eq!(part("background_reference").3, background);
+    assert_eq!(part("background_reference").2.as_deref(), Some("image/png"));
+    assert_eq!(part("light_reference").3, light);
+    assert_eq!(
+        field(&parts, "light_source_strength").as_deref(),
+        Some("0.4")
+    );
+    assert_eq!(field(&parts, "background_prompt"), None);
+    assert_eq!(field(&parts, "light_source_direction"), None);
+}

@@ -224,6 +224,17 @@ pub trait Probe: Send + Sync {
     async fn ping(&self) -> Result<()>;
 }
 
+/// One image sent to a provider as a multipart file part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePart {
+    /// The provider's field name (`subject_image`, `background_reference`, `light_reference`).
+    pub field: String,
+    /// Encoded bytes.
+    pub bytes: Bytes,
+    /// Their MIME type.
+    pub content_type: String,
+}
+
 /// A finished provider generation, downloaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneratedImage {
@@ -263,12 +274,12 @@ pub struct ProviderError {
 /// (`/work/shared/reference/provider-contracts.md` §1.3 submit, §1.4 results).
 #[async_trait]
 pub trait RelightProvider: Send + Sync {
-    /// Submits the subject image; returns the 64-character generation id. Never retried inside:
-    /// a submit can be billed.
+    /// Submits the images (`subject_image`, and `background_reference`/`light_reference` when
+    /// the job has them); returns the 64-character generation id. Never retried inside: a
+    /// submit can be billed.
     async fn submit(
         &self,
-        subject: Bytes,
-        content_type: &str,
+        images: Vec<ImagePart>,
         params: &crate::generative::RelightParams,
     ) -> std::result::Result<String, ProviderError>;
     /// Polls `GET /v2beta/results/{id}`: 202 → [`PollStatus::Pending`], 200 → the image.

@@ -95,10 +95,10 @@ fn default_strength() -> f64 {
 
 /// Parameters of `replace_background_relight` (provider-contracts.md §1.3).
 ///
-/// The subject image is the job's `image` input. Ranges: the three numbers 0–1, `seed`
-/// 0–4294967294 (0 = random), prompts ≤ 10000 characters. `background_prompt` is required
-/// (this deployment does not take a `background_reference` file yet, see README).
-/// `light_source_strength` is only sent with `light_source_direction`, as the contract requires.
+/// The subject image is the job's `image` input; `background_reference` and `light_reference`
+/// are optional further inputs. Ranges: the three numbers 0–1, `seed` 0–4294967294
+/// (0 = random), prompts ≤ 10000 characters. The rules that involve inputs are in
+/// [`RelightParams::check_with_inputs`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelightParams {
@@ -123,7 +123,8 @@ pub struct RelightParams {
     /// Where the light comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub light_source_direction: Option<LightDirection>,
-    /// 0–1; only with `light_source_direction`. `None` = the provider's default 0.3.
+    /// 0–1; only with `light_source_direction` or a `light_reference`. `None` = the
+    /// provider's default 0.3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub light_source_strength: Option<f64>,
     /// 0–4294967294; 0 or absent = random.
@@ -221,15 +222,6 @@ impl RelightParams {
     /// # Errors
     /// `invalid_params` naming the first offending field.
     pub fn validate(&self) -> Result<(), ParamError> {
-        match &self.background_prompt {
-            Some(p) if !p.trim().is_empty() => {}
-            _ => {
-                return Err(ParamError::invalid(
-                    "background_prompt",
-                    "is required (background_reference files are not accepted yet)",
-                ));
-            }
-        }
         for (field, text) in [
             ("background_prompt", &self.background_prompt),
             ("foreground_prompt", &self.foreground_prompt),
@@ -262,12 +254,6 @@ impl RelightParams {
                 return Err(ParamError::invalid(field, format!("{v} is not within 0–1")));
             }
         }
-        if self.light_source_strength.is_some() && self.light_source_direction.is_none() {
-            return Err(ParamError::invalid(
-                "light_source_strength",
-                "is only valid together with light_source_direction",
-            ));
-        }
         if self.seed.is_some_and(|s| s > MAX_SEED) {
             return Err(ParamError::invalid(
                 "seed",
@@ -277,9 +263,43 @@ impl RelightParams {
         Ok(())
     }
 
-    /// The multipart text fields sent to the provider (the file part is added by the client).
-    /// Numbers are always sent so the provider's defaults never drift from ours.
-    pub fn to_form_fields(&self) -> Vec<(&'static str, String)> {
+    /// The rules that join parameters and inputs (§1.3): `background_prompt` or a
+    /// `background_reference` is required; `light_source_strength` only goes with a
+    /// `light_reference` or a `light_source_direction`.
+    ///
+    /// # Errors
+    /// `invalid_params` naming the field.
+    pub fn check_with_inputs(
+        &self,
+        has_background_reference: bool,
+        has_light_reference: bool,
+    ) -> Result<(), ParamError> {
+        let has_prompt = self
+            .background_prompt
+            .as_ref()
+            .is_some_and(|p| !p.trim().is_empty());
+        if !has_prompt && !has_background_reference {
+            return Err(ParamError::invalid(
+                "background_prompt",
+                "send background_prompt or a background_reference image (at least one)",
+            ));
+        }
+        if self.light_source_strength.is_some()
+            && self.light_source_direction.is_none()
+            && !has_light_reference
+        {
+            return Err(ParamError::invalid(
+                "light_source_strength",
+                "is only valid together with light_reference or light_source_direction",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The multipart text fields sent to the provider (the file parts are added by the client).
+    /// Numbers are always sent so the provider's defaults never drift from ours;
+    /// `light_source_strength` only when light is steered (`has_light_reference` or a direction).
+    pub fn to_form_fields(&self, has_light_reference: bool) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Some(p) = &self.background_prompt {
             out.push(("background_prompt", p.clone()));
@@ -304,6 +324,8 @@ impl RelightParams {
         ));
         if let Some(d) = self.light_source_direction {
             out.push(("light_source_direction", d.as_str().to_owned()));
+        }
+        if self.light_source_direction.is_some() || has_light_reference {
             out.push((
                 "light_source_strength",
                 self.light_source_strength
@@ -386,18 +408,83 @@ impl ProviderImageLimits {
     }
 }
 
-/// Provider-specific checks of a job's main input, applied at submission.
+/// Stability's reference-image limits (`background_reference`, `light_reference`, §1.3):
+/// sides ≥ 64 px, 4,096–9,437,184 pixels; no aspect-ratio limit is documented for them.
+pub const REFERENCE_LIMITS: ProviderImageLimits = ProviderImageLimits {
+    max_aspect: None,
+    ..RELIGHT_LIMITS
+};
+
+/// Names of the extra inputs `replace_background_relight` takes (§1.3).
+pub const RELIGHT_REFERENCE_INPUTS: &[&str] = &["background_reference", "light_reference"];
+
+/// Provider-specific checks of a job's inputs (`(name, info, bytes)`, the main one named
+/// `image`), applied at submission before anything is stored.
 ///
 /// # Errors
-/// `invalid_image` naming the limit that failed.
-pub fn check_input(
+/// `invalid_image` naming the input and the limit that failed; `invalid_params` when the
+/// inputs and parameters do not fit together (e.g. neither `background_prompt` nor
+/// `background_reference`); `invalid_input` for an input the operation does not take.
+pub fn check_inputs(
     operation: &crate::job::Operation,
-    info: &ImageInfo,
-    bytes: u64,
+    inputs: &[(&str, ImageInfo, u64)],
 ) -> Result<(), crate::Error> {
     match operation {
-        crate::job::Operation::ReplaceBackgroundRelight(_) => RELIGHT_LIMITS.check(info, bytes),
-        crate::job::Operation::RemoveBackground(_) => Ok(()),
+        crate::job::Operation::ReplaceBackgroundRelight(params) => {
+            let mut total = 0;
+            for (name, info, bytes) in inputs {
+                let limits = match *name {
+                    "image" => RELIGHT_LIMITS,
+                    n if RELIGHT_REFERENCE_INPUTS.contains(&n) => REFERENCE_LIMITS,
+                    other => {
+                        return Err(crate::Error::Invalid {
+                            code: "invalid_input",
+                            message: format!(
+                                "replace_background_relight takes no input '{other}' (accepted: subject_image, {})",
+                                RELIGHT_REFERENCE_INPUTS.join(", ")
+                            ),
+                        });
+                    }
+                };
+                let shown = if *name == "image" {
+                    "subject_image"
+                } else {
+                    name
+                };
+                limits
+                    .check(info, *bytes)
+                    .map_err(|e| crate::Error::Invalid {
+                        code: "invalid_image",
+                        message: format!("{shown}: {e}"),
+                    })?;
+                total += bytes;
+            }
+            // The whole multipart body the provider receives must fit in 10 MiB (§1.1).
+            if total > RELIGHT_LIMITS.max_bytes {
+                return Err(crate::Error::Invalid {
+                    code: "invalid_image",
+                    message: format!(
+                        "the provider accepts request bodies up to {} bytes; these images add up to {total}",
+                        RELIGHT_LIMITS.max_bytes
+                    ),
+                });
+            }
+            let has = |n: &str| inputs.iter().any(|(name, _, _)| *name == n);
+            params
+                .check_with_inputs(has("background_reference"), has("light_reference"))
+                .map_err(crate::Error::from)
+        }
+        crate::job::Operation::RemoveBackground(_) => {
+            match inputs.iter().find(|(n, _, _)| *n != "image") {
+                Some((other, _, _)) => Err(crate::Error::Invalid {
+                    code: "invalid_input",
+                    message: format!(
+                        "remove_background takes one image; '{other}' is not an input it accepts"
+                    ),
+                }),
+                None => Ok(()),
+            }
+        }
     }
 }
 
@@ -423,7 +510,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p, RelightParams::with_prompt("a beach"));
-        let fields = p.to_form_fields();
+        let fields = p.to_form_fields(false);
         assert!(fields.contains(&("preserve_original_subject", "0.6".into())));
         assert!(fields.contains(&("original_background_depth", "0.5".into())));
         assert!(fields.contains(&("keep_original_background", "false".into())));
@@ -441,7 +528,7 @@ mod tests {
             ("output_format", "webp"),
         ])
         .unwrap();
-        let f = p.to_form_fields();
+        let f = p.to_form_fields(false);
         assert!(f.contains(&("light_source_strength", "0.3".into())));
         assert!(f.contains(&("keep_original_background", "true".into())));
         assert!(f.contains(&("seed", "4294967294".into())));
@@ -450,17 +537,12 @@ mod tests {
     #[test]
     fn refuses_out_of_range() {
         for (pairs, field) in [
-            (vec![("foreground_prompt", "x")], "background_prompt"),
             (
                 vec![
                     ("background_prompt", "x"),
                     ("preserve_original_subject", "1.5"),
                 ],
                 "preserve_original_subject",
-            ),
-            (
-                vec![("background_prompt", "x"), ("light_source_strength", "0.5")],
-                "light_source_strength",
             ),
             (
                 vec![("background_prompt", "x"), ("seed", "4294967295")],
@@ -480,6 +562,29 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.message.contains("behind"), "{e}");
+    }
+
+    #[test]
+    fn inputs_and_params_fit_together() {
+        let no_prompt = RelightParams {
+            background_prompt: None,
+            ..RelightParams::with_prompt("")
+        };
+        let e = no_prompt.check_with_inputs(false, false).unwrap_err();
+        assert_eq!(e.field, "background_prompt");
+        assert!(no_prompt.check_with_inputs(true, false).is_ok());
+        let strength = RelightParams {
+            light_source_strength: Some(0.5),
+            ..RelightParams::with_prompt("x")
+        };
+        let e = strength.check_with_inputs(false, false).unwrap_err();
+        assert_eq!(e.field, "light_source_strength");
+        assert!(strength.check_with_inputs(false, true).is_ok());
+        assert!(
+            strength
+                .to_form_fields(true)
+                .contains(&("light_source_strength", "0.5".into()))
+        );
     }
 
     #[test]

@@ -91,7 +91,13 @@ struct CreateJobJson {
     input: String,
     #[serde(default)]
     params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Further named image references (`background_reference`, `light_reference`).
+    #[serde(default)]
+    inputs: std::collections::BTreeMap<String, String>,
 }
+
+/// Multipart fields that carry further named images (a file, or an `s3://`/`https://` text).
+const EXTRA_INPUT_FIELDS: &[&str] = shared::generative::RELIGHT_REFERENCE_INPUTS;
 
 fn operation_from_pairs(
     name: Option<&str>,
@@ -174,7 +180,7 @@ async fn read_submission(
         .unwrap_or("")
         .to_ascii_lowercase();
     let default_model = state.settings.default_model.as_str();
-    let (operation, input) = if content_type.starts_with("multipart/form-data") {
+    let (operation, input, extra_inputs) = if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
@@ -182,9 +188,18 @@ async fn read_submission(
         let mut reference: Option<String> = None;
         let mut op_name: Option<String> = None;
         let mut pairs = Vec::new();
+        let mut extra_inputs = Vec::new();
         while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
             let name = field.name().unwrap_or_default().to_owned();
             match name.as_str() {
+                n if EXTRA_INPUT_FIELDS.contains(&n) => {
+                    let input = if field.file_name().is_some() {
+                        InputRef::Upload(field.bytes().await.map_err(multipart_error)?)
+                    } else {
+                        InputRef::parse_reference(&field.text().await.map_err(multipart_error)?)?
+                    };
+                    extra_inputs.push((name, input));
+                }
                 "file" | "subject_image" => {
                     file = Some(field.bytes().await.map_err(multipart_error)?)
                 }
@@ -213,7 +228,7 @@ async fn read_submission(
                 ));
             }
         };
-        (operation, input)
+        (operation, input, extra_inputs)
     } else if content_type.starts_with("application/json") {
         let limit = state.settings.image_limits.max_bytes as usize;
         let body = axum::body::to_bytes(req.into_body(), limit)
@@ -223,7 +238,24 @@ async fn read_submission(
             .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
         let operation =
             operation_from_json(parsed.operation.as_deref(), parsed.params, default_model)?;
-        (operation, InputRef::parse_reference(&parsed.input)?)
+        let mut extra_inputs = Vec::new();
+        for (name, reference) in parsed.inputs {
+            if !EXTRA_INPUT_FIELDS.contains(&name.as_str()) {
+                return Err(ApiError::bad_request(
+                    "invalid_input",
+                    format!(
+                        "inputs.{name} is not accepted (accepted: {})",
+                        EXTRA_INPUT_FIELDS.join(", ")
+                    ),
+                ));
+            }
+            extra_inputs.push((name, InputRef::parse_reference(&reference)?));
+        }
+        (
+            operation,
+            InputRef::parse_reference(&parsed.input)?,
+            extra_inputs,
+        )
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type '{content_type}' is not accepted: use multipart/form-data (field 'file') or application/json (field 'input')"
@@ -233,6 +265,7 @@ async fn read_submission(
         owner,
         operation,
         input,
+        extra_inputs,
         idempotency_key,
     })
 }

@@ -20,8 +20,9 @@ use time::OffsetDateTime;
 use shared::adapters::{Aws, HttpSegmenter, StabilityClient};
 use shared::config::Settings;
 use shared::core::{
-    BlobStore, Claim, JobQueue, JobStore, JobTransitions, Lease, PollStatus, ProviderError,
-    ProviderSubmission, ProviderTransitions, RelightProvider, Segmenter, SegmenterError,
+    BlobStore, Claim, ImagePart, JobQueue, JobStore, JobTransitions, Lease, PollStatus,
+    ProviderError, ProviderSubmission, ProviderTransitions, RelightProvider, Segmenter,
+    SegmenterError,
 };
 use shared::generative::{RelightParams, poll_delay};
 use shared::job::{self, Job, JobError, JobMessage, JobResult, Operation};
@@ -431,27 +432,39 @@ impl Processor {
                 )
                 .await;
         };
-        let Some(input) = job.inputs.get("image") else {
+        if !job.inputs.contains_key("image") {
             return self
                 .fail_job(
                     job,
                     JobError::new("invalid_job", "the job has no subject image"),
                 )
                 .await;
-        };
-        let image = match self.blobs.get(&input.key).await {
-            Ok(b) => b,
-            Err(shared::Error::NotFound(what)) => {
-                return self
-                    .fail_job(
-                        job,
-                        JobError::new("input_not_found", format!("{what} no longer exists")),
-                    )
-                    .await;
+        }
+        let mut images = Vec::new();
+        for (name, input) in &job.inputs {
+            let field = if name == "image" {
+                "subject_image"
+            } else {
+                name.as_str()
+            };
+            match self.blobs.get(&input.key).await {
+                Ok(bytes) => images.push(ImagePart {
+                    field: field.to_owned(),
+                    bytes,
+                    content_type: input.content_type.clone(),
+                }),
+                Err(shared::Error::NotFound(what)) => {
+                    return self
+                        .fail_job(
+                            job,
+                            JobError::new("input_not_found", format!("{what} no longer exists")),
+                        )
+                        .await;
+                }
+                Err(e) => return Outcome::Retry(e.to_string()),
             }
-            Err(e) => return Outcome::Retry(e.to_string()),
-        };
-        let request_id = match relight.submit(image, &input.content_type, params).await {
+        }
+        let request_id = match relight.submit(images, params).await {
             Ok(id) => id,
             Err(e) => return self.provider_failed(job, e).await,
         };

@@ -3,10 +3,9 @@
 //! multipart, rate limit), §1.2 (error envelope), §1.3 (submit), §1.4 (results).
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use std::time::Duration;
 
-use crate::core::{GeneratedImage, PollStatus, ProviderError, RelightProvider};
+use crate::core::{GeneratedImage, ImagePart, PollStatus, ProviderError, RelightProvider};
 use crate::error::{Error, Result};
 use crate::generative::RelightParams;
 
@@ -123,17 +122,20 @@ async fn error_from(resp: reqwest::Response) -> ProviderError {
 impl RelightProvider for StabilityClient {
     async fn submit(
         &self,
-        subject: Bytes,
-        content_type: &str,
+        images: Vec<ImagePart>,
         params: &RelightParams,
     ) -> std::result::Result<String, ProviderError> {
-        let ext = content_type.rsplit('/').next().unwrap_or("png");
-        let part = reqwest::multipart::Part::stream(subject)
-            .file_name(format!("subject.{ext}"))
-            .mime_str(content_type)
-            .map_err(transport)?;
-        let mut form = reqwest::multipart::Form::new().part("subject_image", part);
-        for (name, value) in params.to_form_fields() {
+        let has_light_reference = images.iter().any(|i| i.field == "light_reference");
+        let mut form = reqwest::multipart::Form::new();
+        for image in images {
+            let ext = image.content_type.rsplit('/').next().unwrap_or("png");
+            let part = reqwest::multipart::Part::stream(image.bytes)
+                .file_name(format!("{}.{ext}", image.field))
+                .mime_str(&image.content_type)
+                .map_err(transport)?;
+            form = form.part(image.field, part);
+        }
+        for (name, value) in params.to_form_fields(has_light_reference) {
             form = form.text(name, value);
         }
         let resp = self
