@@ -813,3 +813,99 @@ async fn reference_images_are_stored_and_sent_as_file_parts() {
     assert_eq!(field(&parts, "background_prompt"), None);
     assert_eq!(field(&parts, "light_source_direction"), None);
 }
+
+#[tokio::test]
+async fn poll_errors_back_off_and_a_404_fails_the_job() {
+    let server = MockServer::start().await;
+    submit_ok().mount(&server).await;
+    // 503 → poll again soon; 429 → poll again after Stability's 60 s lockout; 404 → gone.
+    results()
+        .respond_with(ResponseTemplate::new(503).set_body_json(serde_json::json!({
+            "id": "e1", "name": "internal_error", "errors": ["upstream unavailable"]
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    results()
+        .respond_with(ResponseTemplate::new(429).set_body_json(serde_json::json!({
+            "id": "rate_limit_exceeded", "name": "rate_limit_exceeded",
+            "errors": ["You have exceeded the rate limit"]
+        })))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    results()
+        .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({
+            "id": "e3", "name": "generation_not_found",
+            "errors": ["the generation either does not exist or has expired"]
+        })))
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
+
+    let poll = take_message(&env).await.unwrap();
+    assert_eq!(
+        p.handle_record(&poll).await,
+        Outcome::Waiting,
+        "503 re-polls"
+    );
+    let poll = take_message(&env).await.unwrap();
+    let message: JobMessage = serde_json::from_str(poll.body.as_deref().unwrap()).unwrap();
+    assert!(
+        matches!(message, JobMessage::Poll { attempt: 1, .. }),
+        "{message:?}"
+    );
+    assert_eq!(
+        p.handle_record(&poll).await,
+        Outcome::Waiting,
+        "429 re-polls"
+    );
+    // The next poll waits out the lockout: it is on the queue, but delayed.
+    assert!(
+        take_message(&env).await.is_none(),
+        "the 429 re-poll is delayed"
+    );
+    assert_eq!(env.queued_messages().await, 1);
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Processing);
+
+    // A poll for a generation that no longer exists fails the job for good.
+    let late = record(
+        serde_json::to_string(&JobMessage::Poll {
+            owner: job.owner.clone(),
+            job_id: job.id,
+            request_id: GENERATION_ID.into(),
+            attempt: 3,
+        })
+        .unwrap(),
+        1,
+        &env.provisioned.queue_arn,
+    );
+    assert_eq!(
+        p.handle_record(&late).await,
+        Outcome::Failed("provider_not_found".into())
+    );
+    // The job is terminal now: any later poll (here for another request) changes nothing.
+    let stray = record(
+        serde_json::to_string(&JobMessage::Poll {
+            owner: job.owner.clone(),
+            job_id: job.id,
+            request_id: "someone-else".into(),
+            attempt: 0,
+        })
+        .unwrap(),
+        1,
+        &env.provisioned.queue_arn,
+    );
+    assert_eq!(
+        p.handle_record(&stray).await,
+        Outcome::Skipped("already finished")
+    );
+}
