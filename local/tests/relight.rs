@@ -400,10 +400,14 @@ async fn a_duplicate_run_delivery_submits_exactly_once() {
     let p = processor(&env, providers(&server), Duration::from_secs(90));
     let arn = &env.provisioned.queue_arn;
 
-    // The same message twice in one batch, then once more later (after the lease expired the
-    // stored request id is still the guard).
-    let response = p.handle(batch(vec![run.clone(), run.clone()])).await;
-    assert!(response.batch_item_failures.is_empty());
+    // The same message delivered twice (SQS standard queues may do this), then once more
+    // after the lease expired: the stored request id is the guard. The two deliveries go one
+    // after the other because the emulator does not serialise concurrent conditional writes
+    // the way DynamoDB does.
+    for _ in 0..2 {
+        let response = p.handle(batch(vec![run.clone()])).await;
+        assert!(response.batch_item_failures.is_empty());
+    }
     let waiting = reload(&env, &job).await;
     assert_eq!(waiting.status, JobStatus::Processing);
     assert_eq!(waiting.provider_request_id.as_deref(), Some(GENERATION_ID));
@@ -908,4 +912,108 @@ async fn poll_errors_back_off_and_a_404_fails_the_job() {
         p.handle_record(&stray).await,
         Outcome::Skipped("already finished")
     );
+}
+
+/// `remove_background` with `provider=stability` (the synchronous endpoint, §1.5) shares the
+/// Stability contract server set-up, so it lives here.
+#[tokio::test]
+async fn remove_background_through_stability_in_one_call() {
+    let server = MockServer::start().await;
+    let cutout = {
+        let img = image::RgbaImage::from_pixel(80, 64, image::Rgba([9, 9, 9, 0]));
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    };
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/edit/remove-background"))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        .and(header("accept", "image/*"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "image/png")
+                .insert_header("finish-reason", "SUCCESS")
+                .insert_header("seed", "0")
+                .set_body_bytes(cutout.clone()),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+
+    // jpeg is not something this endpoint returns; its pixel cap is lower than relight's.
+    let resp = common::http()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(
+            Form::new()
+                .part("file", Part::bytes(sample_photo()).file_name("p.jpg"))
+                .text("provider", "stability")
+                .text("output_format", "jpeg")
+                .text("background_color", "#ffffff"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(resp, 400, "invalid_params").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("png or webp"),
+        "{body}"
+    );
+    let resp = common::http()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(
+            Form::new()
+                .part(
+                    "file",
+                    Part::bytes(png(2100, 2100, [5, 5, 5])).file_name("big.png"),
+                )
+                .text("provider", "stability"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(resp, 422, "invalid_image").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4194304"),
+        "{body}"
+    );
+
+    let created = create(
+        &base,
+        Form::new()
+            .part("file", Part::bytes(sample_photo()).file_name("p.jpg"))
+            .text("provider", "stability")
+            .text("output_format", "png"),
+    )
+    .await;
+    assert_eq!(created["params"]["provider"], "stability");
+    let job = job_of(&env, &created).await;
+    let run = take_message(&env).await.unwrap();
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(p.handle_record(&run).await, Outcome::Succeeded);
+    let done = reload(&env, &job).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let result = done.result.unwrap();
+    assert_eq!(
+        result.engine.as_deref(),
+        Some("stability/remove-background")
+    );
+    assert_eq!((result.width, result.height), (80, 64));
+    assert_eq!(stored(&env, &result.key).await, cutout);
+
+    let requests = server.received_requests().await.unwrap();
+    let parts = multipart_parts(&requests[0]);
+    let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(names, ["image", "output_format"]);
+    assert_eq!(parts[0].3, sample_photo());
+    assert_eq!(parts[0].2.as_deref(), Some("image/jpeg"));
+    assert_eq!(field(&parts, "output_format").as_deref(), Some("png"));
 }

@@ -297,6 +297,18 @@ pub struct ProviderSubmission {
     pub deadline: i64,
 }
 
+/// Stability AI's synchronous Remove Background (provider-contracts.md §1.5).
+#[async_trait]
+pub trait RemoveBackgroundProvider: Send + Sync {
+    /// Sends `image` (field `image`) with `output_format` (`png` | `webp`); the cutout comes
+    /// back in the same call.
+    async fn remove_background(
+        &self,
+        image: ImagePart,
+        output_format: &str,
+    ) -> std::result::Result<GeneratedImage, ProviderError>;
+}
+
 /// Provider-side transitions of a job that waits on an external provider.
 #[async_trait]
 pub trait ProviderTransitions: Send + Sync {

@@ -415,6 +415,14 @@ pub const REFERENCE_LIMITS: ProviderImageLimits = ProviderImageLimits {
     ..RELIGHT_LIMITS
 };
 
+/// Stability remove-background's `image` limits (§1.5): sides ≥ 64 px, 4,096–4,194,304
+/// pixels, body ≤ 10 MiB.
+pub const REMOVE_BACKGROUND_LIMITS: ProviderImageLimits = ProviderImageLimits {
+    max_pixels: 4_194_304,
+    max_aspect: None,
+    ..RELIGHT_LIMITS
+};
+
 /// Names of the extra inputs `replace_background_relight` takes (§1.3).
 pub const RELIGHT_REFERENCE_INPUTS: &[&str] = &["background_reference", "light_reference"];
 
@@ -474,16 +482,21 @@ pub fn check_inputs(
                 .check_with_inputs(has("background_reference"), has("light_reference"))
                 .map_err(crate::Error::from)
         }
-        crate::job::Operation::RemoveBackground(_) => {
-            match inputs.iter().find(|(n, _, _)| *n != "image") {
-                Some((other, _, _)) => Err(crate::Error::Invalid {
+        crate::job::Operation::RemoveBackground(params) => {
+            if let Some((other, _, _)) = inputs.iter().find(|(n, _, _)| *n != "image") {
+                return Err(crate::Error::Invalid {
                     code: "invalid_input",
                     message: format!(
                         "remove_background takes one image; '{other}' is not an input it accepts"
                     ),
-                }),
-                None => Ok(()),
+                });
             }
+            if params.provider == crate::params::RemovalProvider::Stability {
+                for (_, info, bytes) in inputs {
+                    REMOVE_BACKGROUND_LIMITS.check(info, *bytes)?;
+                }
+            }
+            Ok(())
         }
     }
 }

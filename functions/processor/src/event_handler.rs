@@ -21,11 +21,12 @@ use shared::adapters::{Aws, HttpSegmenter, StabilityClient};
 use shared::config::Settings;
 use shared::core::{
     BlobStore, Claim, ImagePart, JobQueue, JobStore, JobTransitions, Lease, PollStatus,
-    ProviderError, ProviderSubmission, ProviderTransitions, RelightProvider, Segmenter,
-    SegmenterError,
+    ProviderError, ProviderSubmission, ProviderTransitions, RelightProvider,
+    RemoveBackgroundProvider, Segmenter, SegmenterError,
 };
 use shared::generative::{RelightParams, poll_delay};
 use shared::job::{self, Job, JobError, JobMessage, JobResult, Operation};
+use shared::params::{RemovalProvider, RemoveBackgroundParams};
 use shared::providers::ProviderSettings;
 
 use crate::error::ProcessorError;
@@ -54,6 +55,8 @@ pub struct Providers {
     pub queue: Arc<dyn JobQueue>,
     /// Stability, when `STABILITY_API_KEY` is set.
     pub relight: Option<Arc<dyn RelightProvider>>,
+    /// Stability's synchronous remove-background, when `STABILITY_API_KEY` is set.
+    pub remove_background: Option<Arc<dyn RemoveBackgroundProvider>>,
     /// Poll cadence and deadline.
     pub settings: ProviderSettings,
 }
@@ -156,7 +159,7 @@ impl Processor {
             .ok_or_else(|| ProcessorError::Config("SEGMENTER_URL is not set".into()))?;
         let segmenter = HttpSegmenter::new(url, settings.segmenter_timeout)?;
         let provider_settings = options.providers.clone();
-        let relight: Option<Arc<dyn RelightProvider>> = match &provider_settings.stability_api_key {
+        let stability = match &provider_settings.stability_api_key {
             Some(key) => Some(Arc::new(StabilityClient::new(
                 &provider_settings.stability_base_url,
                 key,
@@ -175,7 +178,8 @@ impl Processor {
             store: Arc::new(aws.jobs.clone()),
             transitions: Arc::new(aws.jobs.clone()),
             queue: Arc::new(aws.queue.clone()),
-            relight,
+            relight: stability.clone().map(|c| c as Arc<dyn RelightProvider>),
+            remove_background: stability.map(|c| c as Arc<dyn RemoveBackgroundProvider>),
             settings: provider_settings,
         }))
     }
@@ -333,6 +337,9 @@ impl Processor {
                     )),
                     other => Step::Transient(other.to_string()),
                 })?;
+                if params.provider == RemovalProvider::Stability {
+                    return self.remove_with_stability(job, params, input, image).await;
+                }
                 let cutout = self
                     .segmenter
                     .remove_background(image, params)
@@ -368,6 +375,64 @@ enum Step {
 }
 
 impl Processor {
+    /// `remove_background` with `provider = stability`: one synchronous call (§1.5).
+    async fn remove_with_stability(
+        &self,
+        job: &Job,
+        params: &RemoveBackgroundParams,
+        input: &shared::job::InputImage,
+        image: bytes::Bytes,
+    ) -> Result<JobResult, Step> {
+        let Some(provider) = self
+            .providers
+            .as_ref()
+            .and_then(|p| p.remove_background.clone())
+        else {
+            return Err(Step::Permanent(JobError::new(
+                "provider_not_configured",
+                "Stability is not configured: set STABILITY_API_KEY",
+            )));
+        };
+        let cutout = provider
+            .remove_background(
+                ImagePart {
+                    field: "image".into(),
+                    bytes: image,
+                    content_type: input.content_type.clone(),
+                },
+                params.output_format.as_str(),
+            )
+            .await
+            .map_err(|e| {
+                if e.retryable {
+                    Step::Transient(e.to_string())
+                } else {
+                    Step::Permanent(JobError::new(e.code, e.message))
+                }
+            })?;
+        let info = shared::imaging::probe(&cutout.bytes, &shared::imaging::ImageLimits::default())
+            .map_err(|e| {
+                Step::Permanent(JobError::new(
+                    "provider_error",
+                    format!("the provider's image is unusable: {e}"),
+                ))
+            })?;
+        let key = job::result_key(&job.owner, job.id, info.extension());
+        let bytes = cutout.bytes.len() as u64;
+        self.blobs
+            .put(&key, cutout.bytes, info.content_type())
+            .await
+            .map_err(|e| Step::Transient(e.to_string()))?;
+        Ok(JobResult {
+            key,
+            content_type: info.content_type().to_owned(),
+            width: info.width,
+            height: info.height,
+            bytes,
+            engine: Some("stability/remove-background".into()),
+        })
+    }
+
     async fn fail_job(&self, job: &Job, error: JobError) -> Outcome {
         match self
             .transitions

@@ -5,7 +5,9 @@
 use async_trait::async_trait;
 use std::time::Duration;
 
-use crate::core::{GeneratedImage, ImagePart, PollStatus, ProviderError, RelightProvider};
+use crate::core::{
+    GeneratedImage, ImagePart, PollStatus, ProviderError, RelightProvider, RemoveBackgroundProvider,
+};
 use crate::error::{Error, Result};
 use crate::generative::RelightParams;
 
@@ -173,24 +175,61 @@ impl RelightProvider for StabilityClient {
             .map_err(transport)?;
         match resp.status().as_u16() {
             202 => Ok(PollStatus::Pending),
-            200 => {
-                let header = |name: &str| {
-                    resp.headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned)
-                };
-                let content_type =
-                    header("content-type").unwrap_or_else(|| "application/octet-stream".into());
-                let finish_reason = header("finish-reason");
-                let bytes = resp.bytes().await.map_err(transport)?;
-                Ok(PollStatus::Done(GeneratedImage {
-                    bytes,
-                    content_type,
-                    finish_reason,
-                }))
-            }
+            200 => image_from(resp).await.map(PollStatus::Done),
             _ => Err(error_from(resp).await),
+        }
+    }
+}
+
+/// The image of a 200 raw-mode answer with its `finish-reason` header (§1.4, §1.5).
+async fn image_from(resp: reqwest::Response) -> std::result::Result<GeneratedImage, ProviderError> {
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let content_type = header("content-type").unwrap_or_else(|| "application/octet-stream".into());
+    let finish_reason = header("finish-reason");
+    let bytes = resp.bytes().await.map_err(transport)?;
+    Ok(GeneratedImage {
+        bytes,
+        content_type,
+        finish_reason,
+    })
+}
+
+#[async_trait]
+impl RemoveBackgroundProvider for StabilityClient {
+    async fn remove_background(
+        &self,
+        image: ImagePart,
+        output_format: &str,
+    ) -> std::result::Result<GeneratedImage, ProviderError> {
+        let ext = image.content_type.rsplit('/').next().unwrap_or("png");
+        let part = reqwest::multipart::Part::stream(image.bytes)
+            .file_name(format!("image.{ext}"))
+            .mime_str(&image.content_type)
+            .map_err(transport)?;
+        let form = reqwest::multipart::Form::new()
+            .part("image", part)
+            .text("output_format", output_format.to_owned());
+        let resp = self
+            .http
+            .post(format!(
+                "{}/v2beta/stable-image/edit/remove-background",
+                self.base_url
+            ))
+            .header(reqwest::header::AUTHORIZATION, self.auth())
+            .header(reqwest::header::ACCEPT, "image/*")
+            .multipart(form)
+            .send()
+            .await
+            .map_err(transport)?;
+        if resp.status().is_success() {
+            image_from(resp).await
+        } else {
+            Err(error_from(resp).await)
         }
     }
 }
