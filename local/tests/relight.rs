@@ -400,14 +400,13 @@ async fn a_duplicate_run_delivery_submits_exactly_once() {
     let p = processor(&env, providers(&server), Duration::from_secs(90));
     let arn = &env.provisioned.queue_arn;
 
-    // The same message delivered twice (SQS standard queues may do this), then once more
-    // after the lease expired: the stored request id is the guard. The two deliveries go one
-    // after the other because the emulator does not serialise concurrent conditional writes
-    // the way DynamoDB does.
-    for _ in 0..2 {
-        let response = p.handle(batch(vec![run.clone()])).await;
-        assert!(response.batch_item_failures.is_empty());
-    }
+    // The same message twice in one batch (SQS standard queues may do this), once more in a
+    // later batch while the lease is live, and again after it expired: the lease and then the
+    // stored request id are the guards.
+    let response = p.handle(batch(vec![run.clone(), run.clone()])).await;
+    assert!(response.batch_item_failures.is_empty());
+    let response = p.handle(batch(vec![run.clone()])).await;
+    assert!(response.batch_item_failures.is_empty());
     let waiting = reload(&env, &job).await;
     assert_eq!(waiting.status, JobStatus::Processing);
     assert_eq!(waiting.provider_request_id.as_deref(), Some(GENERATION_ID));
@@ -1016,4 +1015,74 @@ async fn remove_background_through_stability_in_one_call() {
     assert_eq!(parts[0].3, sample_photo());
     assert_eq!(parts[0].2.as_deref(), Some("image/jpeg"));
     assert_eq!(field(&parts, "output_format").as_deref(), Some("png"));
+}
+
+#[tokio::test]
+async fn submit_errors_map_to_stable_job_codes() {
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    for (status, name, errors, expected) in [
+        (
+            400,
+            "bad_request",
+            vec!["background_prompt: must be at most 10000 characters"],
+            Some("invalid_input"),
+        ),
+        (
+            422,
+            "invalid_language",
+            vec!["English is the only supported language for this service."],
+            Some("invalid_input"),
+        ),
+        (
+            401,
+            "unauthorized",
+            vec!["invalid api key"],
+            Some("provider_auth"),
+        ),
+        (
+            413,
+            "payload_too_large",
+            vec!["body over 10 MiB"],
+            Some("payload_too_large"),
+        ),
+        (500, "internal_error", vec!["try again"], None),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(SUBMIT_PATH))
+            .respond_with(
+                ResponseTemplate::new(status).set_body_json(serde_json::json!({
+                    "id": "4c1b1f0e-0000-4000-8000-000000000000", "name": name, "errors": errors
+                })),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let p = processor(&env, providers(&server), Duration::from_secs(90));
+        let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+        let run = take_message(&env).await.unwrap();
+        let outcome = p.handle_record(&run).await;
+        let after = reload(&env, &job).await;
+        match expected {
+            Some(code) => {
+                assert_eq!(outcome, Outcome::Failed(code.into()), "HTTP {status}");
+                let error = after.error.unwrap();
+                assert!(
+                    error.message.contains(errors[0]),
+                    "HTTP {status}: {}",
+                    error.message
+                );
+            }
+            None => {
+                // 5xx: back to SQS for another attempt; nothing recorded.
+                assert!(
+                    matches!(outcome, Outcome::Retry(ref r) if r.contains("provider_error")),
+                    "{outcome:?}"
+                );
+                assert_eq!(after.status, JobStatus::Processing);
+                assert!(after.provider_request_id.is_none());
+            }
+        }
+    }
 }

@@ -186,11 +186,39 @@ impl Processor {
 
     /// Handles a batch; the records that should be redelivered are reported as failures
     /// (`ReportBatchItemFailures`), the rest are deleted by the event source mapping.
+    ///
+    /// Records of different jobs run concurrently; records of the same job (a duplicate
+    /// delivery, or a run and a poll) run one after the other, so the second sees what the
+    /// first wrote instead of racing it to the same conditional write.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let outcomes =
-            futures::future::join_all(event.records.iter().map(|r| self.handle_record(r))).await;
+        let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        for (i, record) in event.records.iter().enumerate() {
+            let job = record
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<JobMessage>(b).ok())
+                .map(|m| {
+                    let (owner, id) = m.job();
+                    format!("{owner}/{id}")
+                });
+            match groups.iter_mut().find(|(k, _)| job.is_some() && *k == job) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((job, vec![i])),
+            }
+        }
+        let records = &event.records;
+        let grouped = futures::future::join_all(groups.iter().map(|(_, members)| async move {
+            let mut outcomes = Vec::with_capacity(members.len());
+            for &i in members {
+                outcomes.push((i, self.handle_record(&records[i]).await));
+            }
+            outcomes
+        }))
+        .await;
+        let mut outcomes: Vec<(usize, Outcome)> = grouped.into_iter().flatten().collect();
+        outcomes.sort_by_key(|(i, _)| *i);
         let mut response = SqsBatchResponse::default();
-        for (record, outcome) in event.records.iter().zip(outcomes) {
+        for (record, (_, outcome)) in event.records.iter().zip(outcomes) {
             if let Outcome::Retry(_) = outcome
                 && let Some(id) = &record.message_id
             {
