@@ -122,6 +122,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                     settings,
                     provisioned,
                     poll_wait: Duration::from_secs(2),
+                    providers: shared::providers::ProviderSettings::from_env()
+                        .map_err(|e| e.to_string())?,
                 },
             )
             .await

@@ -32,6 +32,8 @@ pub struct StackConfig {
     pub provisioned: Provisioned,
     /// Long-poll wait per receive (1–20 s).
     pub poll_wait: Duration,
+    /// Provider keys, hosts and poll cadence.
+    pub providers: shared::providers::ProviderSettings,
 }
 
 /// A running local stack; dropping it without [`Stack::shutdown`] aborts its tasks.
@@ -76,6 +78,7 @@ impl Stack {
             ProcessorOptions {
                 lease: Duration::from_secs(90),
                 dead_letter_queue_arn: Some(config.provisioned.dead_letter_queue_arn.clone()),
+                providers: config.providers.clone(),
             },
         )
         .map_err(|e| StackError::Handler(e.to_string()))?;

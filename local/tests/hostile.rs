@@ -201,6 +201,24 @@ async fn another_owners_job_is_a_404_on_every_route() {
             path.ends_with("result")
         );
     }
+    let resp = mallory
+        .post(format!("{base}/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(resp, 404, "job_not_found").await;
+    let still: Value = alice
+        .get(format!("{base}/v1/jobs/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        still["status"], "queued",
+        "another owner's cancel changed nothing"
+    );
     let listed: Value = mallory
         .get(format!("{base}/v1/jobs"))
         .send()

@@ -91,6 +91,7 @@ async fn submit(env: &TestEnv) -> Job {
                 shared::params::RemoveBackgroundParams::with_model("plain-background"),
             ),
             input: InputRef::Upload(sample_photo().into()),
+            extra_inputs: Vec::new(),
             idempotency_key: None,
         })
         .await
@@ -111,6 +112,7 @@ fn processor(env: &TestEnv, segmenter_url: &str, lease: Duration) -> Processor {
         ProcessorOptions {
             lease,
             dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
+            providers: Default::default(),
         },
     )
     .unwrap()

@@ -195,3 +195,32 @@ fn the_token_secret_is_generated_at_deploy_time_not_written_down() {
         );
     }
 }
+
+#[test]
+fn processor_can_poll_providers_and_keys_stay_out_of_the_template() {
+    let t = template();
+    let processor = resource(&t, "ProcessorFunction");
+    let env = &processor["Environment"]["Variables"];
+    for name in [
+        "STABILITY_API_KEY",
+        "POLL_DELAY_SECONDS",
+        "PROVIDER_DEADLINE_SECONDS",
+    ] {
+        assert!(!env[name].is_null(), "processor needs {name}");
+    }
+    // Poll messages go back onto the jobs queue.
+    let sends_to_jobs_queue =
+        processor["Policies"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| match &p["SQSSendMessagePolicy"]["QueueName"] {
+                Value::Tagged(q) => string(&q.value) == "JobsQueue.QueueName",
+                _ => false,
+            });
+    assert!(sends_to_jobs_queue, "processor may send poll messages");
+    // The key is an SSM parameter *name*; the value never appears here.
+    let key = &t["Parameters"]["StabilityApiKey"];
+    assert_eq!(string(&key["Type"]), "AWS::SSM::Parameter::Value<String>");
+    assert!(string(&key["Default"]).starts_with('/'));
+}

@@ -271,3 +271,117 @@ pub trait UploadStore: Send + Sync {
     /// The owner's declared upload with this id.
     async fn get_upload(&self, owner: &OwnerId, id: &str) -> Result<Option<Upload>>;
 }
+
+/// One image sent to a provider as a multipart file part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePart {
+    /// The provider's field name (`subject_image`, `background_reference`, `light_reference`).
+    pub field: String,
+    /// Encoded bytes.
+    pub bytes: Bytes,
+    /// Their MIME type.
+    pub content_type: String,
+}
+
+/// A finished provider generation, downloaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedImage {
+    /// Encoded image bytes.
+    pub bytes: Bytes,
+    /// Their MIME type (from the provider's `content-type`).
+    pub content_type: String,
+    /// Stability's `finish-reason` header: `SUCCESS` or `CONTENT_FILTERED` (§1.4).
+    pub finish_reason: Option<String>,
+}
+
+/// Where an asynchronous provider request stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollStatus {
+    /// Still running: poll again later.
+    Pending,
+    /// Finished with this image.
+    Done(GeneratedImage),
+}
+
+/// A provider call that failed, mapped to a stable job error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ProviderError {
+    /// Stable job error code: `content_moderated`, `invalid_input`, `payload_too_large`,
+    /// `rate_limited`, `provider_error`, `provider_auth`, `provider_not_found`.
+    pub code: &'static str,
+    /// The provider's own words (its `errors` list for 400/422).
+    pub message: String,
+    /// Worth trying again (429, 5xx, transport errors).
+    pub retryable: bool,
+    /// How long the provider asked us to wait (`Retry-After`, or Stability's 60 s lockout).
+    pub retry_after: Option<Duration>,
+}
+
+/// Stability AI's asynchronous Replace Background and Relight
+/// (`/work/shared/reference/provider-contracts.md` §1.3 submit, §1.4 results).
+#[async_trait]
+pub trait RelightProvider: Send + Sync {
+    /// Submits the images (`subject_image`, and `background_reference`/`light_reference` when
+    /// the job has them); returns the 64-character generation id. Never retried inside: a
+    /// submit can be billed.
+    async fn submit(
+        &self,
+        images: Vec<ImagePart>,
+        params: &crate::generative::RelightParams,
+    ) -> std::result::Result<String, ProviderError>;
+    /// Polls `GET /v2beta/results/{id}`: 202 → [`PollStatus::Pending`], 200 → the image.
+    async fn poll(&self, request_id: &str) -> std::result::Result<PollStatus, ProviderError>;
+}
+
+/// What [`ProviderTransitions::record_submission`] stores on the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSubmission {
+    /// Provider name (`stability`).
+    pub provider: String,
+    /// The provider's request id.
+    pub request_id: String,
+    /// Unix seconds after which waiting ends with `provider_timeout`.
+    pub deadline: i64,
+}
+
+/// Stability AI's synchronous Remove Background (provider-contracts.md §1.5).
+#[async_trait]
+pub trait RemoveBackgroundProvider: Send + Sync {
+    /// Sends `image` (field `image`) with `output_format` (`png` | `webp`); the cutout comes
+    /// back in the same call.
+    async fn remove_background(
+        &self,
+        image: ImagePart,
+        output_format: &str,
+    ) -> std::result::Result<GeneratedImage, ProviderError>;
+}
+
+/// Provider-side transitions of a job that waits on an external provider.
+#[async_trait]
+pub trait ProviderTransitions: Send + Sync {
+    /// Stores the provider's request id on a `processing` job held by `lease_token`, only if
+    /// none is stored yet. `false` when the condition failed (lease lost or already submitted).
+    async fn record_submission(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        submission: &ProviderSubmission,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
+    /// `processing → succeeded` for the job waiting on `request_id` (no lease: polls and
+    /// webhooks do not hold one). `None` when it is no longer processing that request (canceled,
+    /// already finished): the result is discarded.
+    async fn complete_provider(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        request_id: &str,
+        result: &JobResult,
+        warnings: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>>;
+    /// Any non-terminal state `→ canceled`. `None` when the job is missing or already terminal.
+    async fn cancel(&self, owner: &OwnerId, id: Ulid, now: OffsetDateTime) -> Result<Option<Job>>;
+}

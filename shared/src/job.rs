@@ -10,6 +10,7 @@ use std::fmt;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
+use crate::generative::RelightParams;
 use crate::params::RemoveBackgroundParams;
 
 /// Where a job is in its life.
@@ -80,6 +81,9 @@ impl std::str::FromStr for JobStatus {
 pub enum Operation {
     /// Cut the subject out of `inputs.image` (segmenter engines, see [`crate::models`]).
     RemoveBackground(RemoveBackgroundParams),
+    /// Replace the background of `inputs.image` and relight the subject (Stability, async;
+    /// provider-contracts.md §1.3).
+    ReplaceBackgroundRelight(RelightParams),
 }
 
 impl Operation {
@@ -87,12 +91,13 @@ impl Operation {
     pub fn name(&self) -> &'static str {
         match self {
             Self::RemoveBackground(_) => "remove_background",
+            Self::ReplaceBackgroundRelight(_) => "replace_background_relight",
         }
     }
 }
 
 /// Operation names accepted by the API and by S3 ingest paths.
-pub const OPERATION_NAMES: &[&str] = &["remove_background"];
+pub const OPERATION_NAMES: &[&str] = &["remove_background", "replace_background_relight"];
 
 /// Where an input came from (kept for audit; the bytes are always in our bucket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -258,6 +263,20 @@ pub struct Job {
     /// Unix seconds after which the record may be deleted (DynamoDB TTL; S3 lifecycle rules
     /// expire the objects on the same schedule).
     pub expires_at: i64,
+    /// External provider running the job (`stability`), once submitted there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The provider's request id (Stability's 64-character generation id). Written once, with
+    /// a conditional write: its presence is what stops a redelivered message submitting twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_request_id: Option<String>,
+    /// Unix seconds after which waiting on the provider ends with `provider_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_deadline: Option<i64>,
+    /// Non-fatal notes on a finished job (e.g. `content_filtered`: the provider blurred the
+    /// output).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Job {
@@ -284,6 +303,10 @@ impl Job {
             started_at: None,
             finished_at: None,
             expires_at: (now + ttl).unix_timestamp(),
+            provider: None,
+            provider_request_id: None,
+            provider_deadline: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -315,13 +338,26 @@ pub enum JobMessage {
         /// The job id.
         job_id: Ulid,
     },
+    /// Ask the provider whether the job's request is done (`{"kind": "poll", …}`). Handled
+    /// without a lease claim: the job is already `processing` and the stored request id is the
+    /// guard.
+    Poll {
+        /// The job's owner.
+        owner: OwnerId,
+        /// The job id.
+        job_id: Ulid,
+        /// The provider request this poll is about (a stale chain is ignored).
+        request_id: String,
+        /// 0-based poll number, for the backoff.
+        attempt: u32,
+    },
 }
 
 impl JobMessage {
     /// The job this message is about.
     pub fn job(&self) -> (&OwnerId, Ulid) {
         match self {
-            Self::Run { owner, job_id } => (owner, *job_id),
+            Self::Run { owner, job_id } | Self::Poll { owner, job_id, .. } => (owner, *job_id),
         }
     }
 }
@@ -398,5 +434,20 @@ mod tests {
             r#"{"kind":"run","owner":"o","job_id":"00000000000000000000000000"}"#
         );
         assert_eq!(serde_json::from_str::<JobMessage>(&s).unwrap(), m);
+        let poll: JobMessage = serde_json::from_str(
+            r#"{"kind":"poll","owner":"o","job_id":"00000000000000000000000000","request_id":"r","attempt":2}"#,
+        )
+        .unwrap();
+        assert!(matches!(poll, JobMessage::Poll { attempt: 2, .. }));
+    }
+
+    #[test]
+    fn records_without_provider_fields_still_decode() {
+        let mut v = serde_json::to_value(job()).unwrap();
+        assert!(v.get("provider_request_id").is_none());
+        assert!(v.get("warnings").is_none());
+        v.as_object_mut().unwrap().remove("attempts");
+        let back: Job = serde_json::from_value(v).unwrap();
+        assert_eq!(back.provider_request_id, None);
     }
 }

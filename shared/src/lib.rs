@@ -8,6 +8,7 @@
 pub mod error;
 #[cfg(feature = "aws")]
 pub mod fetch;
+pub mod generative;
 pub mod imaging;
 pub mod job;
 pub mod models;
@@ -22,6 +23,8 @@ pub mod auth;
 pub mod config;
 #[cfg(feature = "aws")]
 pub mod core;
+#[cfg(feature = "aws")]
+pub mod providers;
 #[cfg(feature = "aws")]
 pub mod service;
 #[cfg(feature = "aws")]

@@ -184,6 +184,43 @@ pub struct RemoveBackgroundParams {
     /// Composite the cutout over this colour instead of leaving it transparent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_color: Option<Color>,
+    /// Who removes the background: the segmenter container (default) or Stability's
+    /// synchronous endpoint (provider-contracts.md §1.5). Left out of JSON when default, so
+    /// existing records and the segmenter's query string are unchanged.
+    #[serde(default, skip_serializing_if = "RemovalProvider::is_default")]
+    pub provider: RemovalProvider,
+}
+
+/// Engine family of `remove_background`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RemovalProvider {
+    /// The segmenter container (`model` picks the engine).
+    #[default]
+    Segmenter,
+    /// Stability `v2beta/stable-image/edit/remove-background`: png/webp only, 4,096–4,194,304
+    /// pixels, no other options (§1.5).
+    Stability,
+}
+
+impl RemovalProvider {
+    fn is_default(&self) -> bool {
+        *self == Self::Segmenter
+    }
+}
+
+impl FromStr for RemovalProvider {
+    type Err = ParamError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "segmenter" => Ok(Self::Segmenter),
+            "stability" => Ok(Self::Stability),
+            other => Err(ParamError::invalid(
+                "provider",
+                format!("'{other}' is not one of segmenter, stability"),
+            )),
+        }
+    }
 }
 
 fn default_quality() -> u8 {
@@ -202,6 +239,7 @@ pub const REMOVE_BACKGROUND_FIELDS: &[&str] = &[
     "scale",
     "only_mask",
     "background_color",
+    "provider",
 ];
 
 impl RemoveBackgroundParams {
@@ -214,6 +252,7 @@ impl RemoveBackgroundParams {
             scale: 1.0,
             only_mask: false,
             background_color: None,
+            provider: RemovalProvider::Segmenter,
         }
     }
 
@@ -245,6 +284,7 @@ impl RemoveBackgroundParams {
                 "only_mask" => p.only_mask = parse_bool("only_mask", value)?,
                 "background_color" if value.is_empty() => p.background_color = None,
                 "background_color" => p.background_color = Some(value.parse()?),
+                "provider" => p.provider = value.parse()?,
                 other => {
                     return Err(ParamError::invalid(
                         other,
@@ -304,6 +344,27 @@ impl RemoveBackgroundParams {
                 format!("{} is outside 0.1–1.0", self.scale),
             ));
         }
+        if self.provider == RemovalProvider::Stability {
+            // §1.5: the endpoint takes an image and png|webp, nothing else.
+            if self.output_format == OutputFormat::Jpeg {
+                return Err(ParamError::invalid(
+                    "output_format",
+                    "provider stability returns png or webp only",
+                ));
+            }
+            for (field, set) in [
+                ("only_mask", self.only_mask),
+                ("background_color", self.background_color.is_some()),
+                ("scale", self.scale != 1.0),
+            ] {
+                if set {
+                    return Err(ParamError::invalid(
+                        field,
+                        "is not supported with provider stability",
+                    ));
+                }
+            }
+        }
         if self.output_format == OutputFormat::Jpeg
             && !self.only_mask
             && self.background_color.is_none()
@@ -333,6 +394,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stability_provider_takes_png_or_webp_and_nothing_else() {
+        let ok = RemoveBackgroundParams::from_pairs(
+            [("provider", "stability"), ("output_format", "webp")],
+            "u2net",
+        )
+        .unwrap();
+        assert_eq!(ok.provider, RemovalProvider::Stability);
+        assert_eq!(
+            serde_json::to_value(RemoveBackgroundParams::with_model("u2net")).unwrap()["provider"],
+            serde_json::Value::Null,
+            "the default stays out of JSON"
+        );
+        for (pairs, field) in [
+            (
+                vec![
+                    ("provider", "stability"),
+                    ("output_format", "jpeg"),
+                    ("background_color", "#ffffff"),
+                ],
+                "output_format",
+            ),
+            (
+                vec![("provider", "stability"), ("only_mask", "true")],
+                "only_mask",
+            ),
+            (vec![("provider", "stability"), ("scale", "0.5")], "scale"),
+            (vec![("provider", "remove.bg")], "provider"),
+        ] {
+            let e = RemoveBackgroundParams::from_pairs(pairs, "u2net").unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+
+    #[test]
     fn defaults_and_round_trip_through_pairs() {
         let p = RemoveBackgroundParams::from_pairs([], "u2net").unwrap();
         assert_eq!(p, RemoveBackgroundParams::with_model("u2net"));
@@ -343,6 +438,7 @@ mod tests {
             scale: 0.5,
             only_mask: false,
             background_color: Some("#10203040".parse().unwrap()),
+            provider: RemovalProvider::Segmenter,
         };
         let pairs = q.to_pairs();
         let back = RemoveBackgroundParams::from_pairs(

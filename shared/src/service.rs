@@ -74,6 +74,9 @@ pub struct Submission {
     pub operation: Operation,
     /// On which image.
     pub input: InputRef,
+    /// Further named images (`background_reference`, `light_reference`), stored next to the
+    /// main one as `inputs/{owner}/{job_id}/{name}.{ext}`.
+    pub extra_inputs: Vec<(String, InputRef)>,
     /// `Idempotency-Key` header, if any.
     pub idempotency_key: Option<String>,
 }
@@ -177,6 +180,12 @@ impl JobSubmitter {
                 h.update(canonical.as_bytes());
                 h.update(b"\n");
                 h.update(sub.input.fingerprint().as_bytes());
+                for (name, input) in &sub.extra_inputs {
+                    h.update(b"\n");
+                    h.update(name.as_bytes());
+                    h.update(b"=");
+                    h.update(input.fingerprint().as_bytes());
+                }
                 Some(Idempotency {
                     key: key.clone(),
                     request_hash: hex::encode(h.finalize()),
@@ -194,6 +203,15 @@ impl JobSubmitter {
         let (bytes, existing_key, source) = self.resolve(&sub.owner, &sub.input).await?;
         let info = imaging::probe(&bytes, &self.settings.image_limits)?;
         let size = bytes.len() as u64;
+        let mut extras = Vec::with_capacity(sub.extra_inputs.len());
+        let mut checked = vec![("image", info, size)];
+        for (name, input) in &sub.extra_inputs {
+            let (extra_bytes, _, extra_source) = self.resolve(&sub.owner, input).await?;
+            let extra_info = imaging::probe(&extra_bytes, &self.settings.image_limits)?;
+            checked.push((name.as_str(), extra_info, extra_bytes.len() as u64));
+            extras.push((name.clone(), extra_bytes, extra_info, extra_source));
+        }
+        crate::generative::check_inputs(&sub.operation, &checked)?;
         let (key, stored_here) = match existing_key {
             Some(key) => (key, false),
             None => {
@@ -202,26 +220,46 @@ impl JobSubmitter {
                 (key, true)
             }
         };
+        let mut inputs = BTreeMap::from([(
+            "image".to_owned(),
+            input_image(key.clone(), &info, size, source),
+        )]);
+        // Extra inputs are always copied under the job's prefix, so they are ours to delete.
+        let mut extra_keys = Vec::new();
+        for (name, bytes, extra_info, extra_source) in extras {
+            let extra_key = job::input_key(&sub.owner, id, &name, extra_info.extension());
+            let extra_size = bytes.len() as u64;
+            if let Err(e) = self
+                .blobs
+                .put(&extra_key, bytes, extra_info.content_type())
+                .await
+            {
+                self.forget_inputs(stored_here, &key, &extra_keys).await;
+                return Err(e);
+            }
+            extra_keys.push(extra_key.clone());
+            inputs.insert(
+                name,
+                input_image(extra_key, &extra_info, extra_size, extra_source),
+            );
+        }
         let job = Job::new(
             id,
             sub.owner.clone(),
             sub.operation,
-            BTreeMap::from([(
-                "image".to_owned(),
-                input_image(key.clone(), &info, size, source),
-            )]),
+            inputs,
             OffsetDateTime::now_utc(),
             self.settings.job_ttl,
         );
         let created = match self.store.create(&job, idempotency.as_ref()).await {
             Ok(c) => c,
             Err(e) => {
-                self.forget_input(stored_here, &key).await;
+                self.forget_inputs(stored_here, &key, &extra_keys).await;
                 return Err(e);
             }
         };
         if let Created::Replayed(_) = created {
-            self.forget_input(stored_here, &key).await;
+            self.forget_inputs(stored_here, &key, &extra_keys).await;
             return Ok(created);
         }
         let message = JobMessage::Run {
@@ -234,11 +272,18 @@ impl JobSubmitter {
             if let Err(undo) = self.store.discard(&job.owner, job.id, key_ref).await {
                 tracing::error!(job_id = %job.id, error = %undo, "could not remove the unqueued job");
             }
-            self.forget_input(stored_here, &key).await;
+            self.forget_inputs(stored_here, &key, &extra_keys).await;
             return Err(e);
         }
         tracing::info!(job_id = %job.id, owner = %job.owner, operation = job.operation.name(), "job queued");
         Ok(created)
+    }
+
+    async fn forget_inputs(&self, stored_here: bool, key: &str, extra_keys: &[String]) {
+        self.forget_input(stored_here, key).await;
+        for extra in extra_keys {
+            self.forget_input(true, extra).await;
+        }
     }
 
     async fn forget_input(&self, stored_here: bool, key: &str) {

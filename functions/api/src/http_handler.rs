@@ -20,7 +20,7 @@ use shared::core::{ApiKeyStore, BlobStore, JobStore, Probe, UploadStore};
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{auth, health, jobs, uploads};
+use crate::{auth, cancel, health, jobs, uploads};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -35,6 +35,7 @@ pub struct AppState {
     pub(crate) keys: Arc<dyn ApiKeyStore>,
     pub(crate) uploads: Arc<dyn UploadStore>,
     pub(crate) settings: Arc<Settings>,
+    pub(crate) provider_transitions: Arc<dyn shared::core::ProviderTransitions>,
 }
 
 impl AppState {
@@ -70,6 +71,7 @@ impl AppState {
             keys: Arc::new(aws.keys.clone()),
             uploads: Arc::new(aws.jobs.clone()),
             settings,
+            provider_transitions: Arc::new(aws.jobs.clone()),
         })
     }
 
@@ -106,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/result", get(jobs::get_result))
         .route("/v1/auth/token", post(auth::issue_token))
         .route("/v1/uploads", post(uploads::create_upload))
+        .route("/v1/jobs/{id}/cancel", post(cancel::cancel_job))
         .route("/health", get(health::health))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))

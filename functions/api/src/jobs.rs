@@ -29,7 +29,7 @@ const WAIT_POLL: Duration = Duration::from_millis(200);
 
 /// A job as the API shows it: the record plus links.
 #[derive(Serialize)]
-struct JobView<'a> {
+pub(crate) struct JobView<'a> {
     #[serde(flatten)]
     job: &'a Job,
     links: Links,
@@ -46,7 +46,7 @@ fn job_path(id: Ulid) -> String {
     format!("/v1/jobs/{id}")
 }
 
-fn view(job: &Job) -> JobView<'_> {
+pub(crate) fn view(job: &Job) -> JobView<'_> {
     JobView {
         job,
         links: Links {
@@ -92,7 +92,13 @@ struct CreateJobJson {
     input: String,
     #[serde(default)]
     params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Further named image references (`background_reference`, `light_reference`).
+    #[serde(default)]
+    inputs: std::collections::BTreeMap<String, String>,
 }
+
+/// Multipart fields that carry further named images (a file, or an `s3://`/`https://` text).
+const EXTRA_INPUT_FIELDS: &[&str] = shared::generative::RELIGHT_REFERENCE_INPUTS;
 
 fn operation_from_pairs(
     name: Option<&str>,
@@ -104,6 +110,12 @@ fn operation_from_pairs(
             RemoveBackgroundParams::from_pairs(
                 pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 default_model,
+            )
+            .map_err(shared::Error::from)?,
+        )),
+        "replace_background_relight" => Ok(Operation::ReplaceBackgroundRelight(
+            shared::generative::RelightParams::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )
             .map_err(shared::Error::from)?,
         )),
@@ -128,6 +140,10 @@ fn operation_from_json(
             p.validate().map_err(shared::Error::from)?;
             Ok(Operation::RemoveBackground(p))
         }
+        "replace_background_relight" => Ok(Operation::ReplaceBackgroundRelight(
+            shared::generative::RelightParams::from_json(params.unwrap_or_default())
+                .map_err(shared::Error::from)?,
+        )),
         other => Err(unknown_operation(other)),
     }
 }
@@ -165,7 +181,7 @@ async fn read_submission(
         .unwrap_or("")
         .to_ascii_lowercase();
     let default_model = state.settings.default_model.as_str();
-    let (operation, input) = if content_type.starts_with("multipart/form-data") {
+    let (operation, input, extra_inputs) = if content_type.starts_with("multipart/form-data") {
         let mut multipart = Multipart::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
@@ -173,10 +189,21 @@ async fn read_submission(
         let mut reference: Option<String> = None;
         let mut op_name: Option<String> = None;
         let mut pairs = Vec::new();
+        let mut extra_inputs = Vec::new();
         while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
             let name = field.name().unwrap_or_default().to_owned();
             match name.as_str() {
-                "file" => file = Some(field.bytes().await.map_err(multipart_error)?),
+                n if EXTRA_INPUT_FIELDS.contains(&n) => {
+                    let input = if field.file_name().is_some() {
+                        InputRef::Upload(field.bytes().await.map_err(multipart_error)?)
+                    } else {
+                        InputRef::parse_reference(&field.text().await.map_err(multipart_error)?)?
+                    };
+                    extra_inputs.push((name, input));
+                }
+                "file" | "subject_image" => {
+                    file = Some(field.bytes().await.map_err(multipart_error)?)
+                }
                 "input" => reference = Some(field.text().await.map_err(multipart_error)?),
                 "operation" => op_name = Some(field.text().await.map_err(multipart_error)?),
                 _ => {
@@ -202,7 +229,7 @@ async fn read_submission(
                 ));
             }
         };
-        (operation, input)
+        (operation, input, extra_inputs)
     } else if content_type.starts_with("application/json") {
         let limit = state.settings.image_limits.max_bytes as usize;
         let body = axum::body::to_bytes(req.into_body(), limit)
@@ -212,7 +239,24 @@ async fn read_submission(
             .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
         let operation =
             operation_from_json(parsed.operation.as_deref(), parsed.params, default_model)?;
-        (operation, InputRef::parse_reference(&parsed.input)?)
+        let mut extra_inputs = Vec::new();
+        for (name, reference) in parsed.inputs {
+            if !EXTRA_INPUT_FIELDS.contains(&name.as_str()) {
+                return Err(ApiError::bad_request(
+                    "invalid_input",
+                    format!(
+                        "inputs.{name} is not accepted (accepted: {})",
+                        EXTRA_INPUT_FIELDS.join(", ")
+                    ),
+                ));
+            }
+            extra_inputs.push((name, InputRef::parse_reference(&reference)?));
+        }
+        (
+            operation,
+            InputRef::parse_reference(&parsed.input)?,
+            extra_inputs,
+        )
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type '{content_type}' is not accepted: use multipart/form-data (field 'file') or application/json (field 'input')"
@@ -222,6 +266,7 @@ async fn read_submission(
         owner,
         operation,
         input,
+        extra_inputs,
         idempotency_key,
     })
 }
@@ -289,7 +334,12 @@ fn parse_job_id(raw: &str) -> Result<Ulid, ApiError> {
     Ulid::from_string(raw).map_err(|_| ApiError::JobNotFound(raw.to_owned()))
 }
 
-async fn load_job(state: &AppState, caller: &Principal, raw_id: &str) -> Result<Job, ApiError> {
+/// The caller's job (needs `jobs:read`); another owner's id is a 404 like an unknown one.
+pub(crate) async fn load_job(
+    state: &AppState,
+    caller: &Principal,
+    raw_id: &str,
+) -> Result<Job, ApiError> {
     caller.require(Scope::JobsRead)?;
     let owner = &caller.owner;
     let id = parse_job_id(raw_id)?;
@@ -430,7 +480,9 @@ mod tests {
     #[test]
     fn json_params_get_the_default_model_and_validation() {
         let op = operation_from_json(None, None, "plain-background").unwrap();
-        let Operation::RemoveBackground(p) = op;
+        let Operation::RemoveBackground(p) = op else {
+            panic!("default operation is remove_background");
+        };
         assert_eq!(p.model, "plain-background");
         let params = serde_json::from_value(json!({"scale": 3.0})).unwrap();
         assert_eq!(

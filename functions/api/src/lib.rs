@@ -2,6 +2,7 @@
 //! See [`http_handler::router`] for the routes.
 
 mod auth;
+mod cancel;
 mod error;
 mod health;
 pub mod http_handler;

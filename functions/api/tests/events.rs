@@ -103,7 +103,9 @@ fn create_job_event_is_a_json_post_to_v1_jobs() {
 
     // And the domain accepts it: the same operation/params the API validates before any write.
     let operation: Operation = serde_json::from_value(body).expect("a valid operation");
-    let Operation::RemoveBackground(params) = operation;
+    let Operation::RemoveBackground(params) = operation else {
+        panic!("the fixture creates a remove_background job");
+    };
     assert_eq!(params.model, "u2net");
     assert_eq!(params.output_format, OutputFormat::Png);
     params

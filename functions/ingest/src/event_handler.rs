@@ -190,6 +190,7 @@ impl Ingest {
             owner: path.owner.clone(),
             operation: operation.clone(),
             input: InputRef::Inbox(key),
+            extra_inputs: Vec::new(),
             idempotency_key: Some(idempotency_key.clone()),
         };
         match self.submitter.submit(submission).await {

@@ -17,10 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use shared::adapters::{Aws, HttpSegmenter};
+use shared::adapters::{Aws, HttpSegmenter, StabilityClient};
 use shared::config::Settings;
-use shared::core::{BlobStore, Claim, JobTransitions, Lease, Segmenter, SegmenterError};
+use shared::core::{
+    BlobStore, Claim, ImagePart, JobQueue, JobStore, JobTransitions, Lease, PollStatus,
+    ProviderError, ProviderSubmission, ProviderTransitions, RelightProvider,
+    RemoveBackgroundProvider, Segmenter, SegmenterError,
+};
+use shared::generative::{RelightParams, poll_delay};
 use shared::job::{self, Job, JobError, JobMessage, JobResult, Operation};
+use shared::params::{RemovalProvider, RemoveBackgroundParams};
+use shared::providers::ProviderSettings;
 
 use crate::error::ProcessorError;
 
@@ -33,6 +40,25 @@ pub struct Processor {
     max_receive_count: u32,
     lease: Duration,
     dead_letter_queue_arn: Option<String>,
+    providers: Option<Providers>,
+}
+
+/// What the provider-backed operations need: the job reads and provider transitions, the queue
+/// for poll messages, and the provider clients (`None` when the key is not configured).
+#[derive(Clone)]
+pub struct Providers {
+    /// Reads jobs on poll messages.
+    pub store: Arc<dyn JobStore>,
+    /// Provider-side conditional writes.
+    pub transitions: Arc<dyn ProviderTransitions>,
+    /// Where poll messages go (the jobs queue itself).
+    pub queue: Arc<dyn JobQueue>,
+    /// Stability, when `STABILITY_API_KEY` is set.
+    pub relight: Option<Arc<dyn RelightProvider>>,
+    /// Stability's synchronous remove-background, when `STABILITY_API_KEY` is set.
+    pub remove_background: Option<Arc<dyn RemoveBackgroundProvider>>,
+    /// Poll cadence and deadline.
+    pub settings: ProviderSettings,
 }
 
 /// Processor tuning beyond [`Settings`].
@@ -43,6 +69,8 @@ pub struct ProcessorOptions {
     pub lease: Duration,
     /// ARN of the dead-letter queue (`DEAD_LETTER_QUEUE_ARN`); records from it fail their job.
     pub dead_letter_queue_arn: Option<String>,
+    /// Provider keys, hosts and poll cadence ([`ProviderSettings::from_env`]).
+    pub providers: ProviderSettings,
 }
 
 impl ProcessorOptions {
@@ -57,6 +85,10 @@ impl ProcessorOptions {
             dead_letter_queue_arn: std::env::var("DEAD_LETTER_QUEUE_ARN")
                 .ok()
                 .filter(|v| !v.is_empty()),
+            providers: ProviderSettings::from_env().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "provider settings unusable; using defaults");
+                ProviderSettings::default()
+            }),
         }
     }
 }
@@ -72,6 +104,8 @@ pub enum Outcome {
     Skipped(&'static str),
     /// Transient failure: SQS should redeliver the message.
     Retry(String),
+    /// Submitted to (or still running at) a provider; a poll message is scheduled.
+    Waiting,
 }
 
 impl Processor {
@@ -90,7 +124,14 @@ impl Processor {
             max_receive_count: settings.max_receive_count,
             lease: options.lease,
             dead_letter_queue_arn: options.dead_letter_queue_arn,
+            providers: None,
         }
+    }
+
+    /// Enables the provider-backed operations.
+    pub fn with_providers(mut self, providers: Providers) -> Self {
+        self.providers = Some(providers);
+        self
     }
 
     /// Builds the processor from the environment (`SEGMENTER_URL` is required).
@@ -117,22 +158,67 @@ impl Processor {
             .as_deref()
             .ok_or_else(|| ProcessorError::Config("SEGMENTER_URL is not set".into()))?;
         let segmenter = HttpSegmenter::new(url, settings.segmenter_timeout)?;
+        let provider_settings = options.providers.clone();
+        let stability = match &provider_settings.stability_api_key {
+            Some(key) => Some(Arc::new(StabilityClient::new(
+                &provider_settings.stability_base_url,
+                key,
+                provider_settings.stability_timeout,
+            )?)),
+            None => None,
+        };
         Ok(Self::new(
             Arc::new(aws.jobs.clone()),
             Arc::new(aws.blobs.clone()),
             Arc::new(segmenter),
             settings,
             options,
-        ))
+        )
+        .with_providers(Providers {
+            store: Arc::new(aws.jobs.clone()),
+            transitions: Arc::new(aws.jobs.clone()),
+            queue: Arc::new(aws.queue.clone()),
+            relight: stability.clone().map(|c| c as Arc<dyn RelightProvider>),
+            remove_background: stability.map(|c| c as Arc<dyn RemoveBackgroundProvider>),
+            settings: provider_settings,
+        }))
     }
 
     /// Handles a batch; the records that should be redelivered are reported as failures
     /// (`ReportBatchItemFailures`), the rest are deleted by the event source mapping.
+    ///
+    /// Records of different jobs run concurrently; records of the same job (a duplicate
+    /// delivery, or a run and a poll) run one after the other, so the second sees what the
+    /// first wrote instead of racing it to the same conditional write.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let outcomes =
-            futures::future::join_all(event.records.iter().map(|r| self.handle_record(r))).await;
+        let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+        for (i, record) in event.records.iter().enumerate() {
+            let job = record
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<JobMessage>(b).ok())
+                .map(|m| {
+                    let (owner, id) = m.job();
+                    format!("{owner}/{id}")
+                });
+            match groups.iter_mut().find(|(k, _)| job.is_some() && *k == job) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((job, vec![i])),
+            }
+        }
+        let records = &event.records;
+        let grouped = futures::future::join_all(groups.iter().map(|(_, members)| async move {
+            let mut outcomes = Vec::with_capacity(members.len());
+            for &i in members {
+                outcomes.push((i, self.handle_record(&records[i]).await));
+            }
+            outcomes
+        }))
+        .await;
+        let mut outcomes: Vec<(usize, Outcome)> = grouped.into_iter().flatten().collect();
+        outcomes.sort_by_key(|(i, _)| *i);
         let mut response = SqsBatchResponse::default();
-        for (record, outcome) in event.records.iter().zip(outcomes) {
+        for (record, (_, outcome)) in event.records.iter().zip(outcomes) {
             if let Outcome::Retry(_) = outcome
                 && let Some(id) = &record.message_id
             {
@@ -166,6 +252,18 @@ impl Processor {
         let outcome = if from_dead_letter_queue {
             self.exhausted(&message, "the message reached the dead-letter queue")
                 .await
+        } else if let JobMessage::Poll {
+            request_id,
+            attempt,
+            ..
+        } = &message
+        {
+            match self.poll(owner, job_id, request_id, *attempt).await {
+                Outcome::Retry(reason) if receive_count >= self.max_receive_count => {
+                    self.exhausted(&message, &reason).await
+                }
+                other => other,
+            }
         } else {
             match self.run(&message).await {
                 Outcome::Retry(reason) if receive_count >= self.max_receive_count => {
@@ -212,6 +310,9 @@ impl Processor {
             Ok(Claim::Missing) => return Outcome::Skipped("no such job"),
             Err(e) => return Outcome::Retry(e.to_string()),
         };
+        if let Operation::ReplaceBackgroundRelight(params) = &job.operation {
+            return self.submit_relight(&job, params, &lease).await;
+        }
         match self.execute(&job).await {
             Ok(result) => {
                 match self
@@ -249,6 +350,10 @@ impl Processor {
     /// Runs the operation and stores its output; no job state changes here.
     async fn execute(&self, job: &Job) -> Result<JobResult, Step> {
         match &job.operation {
+            Operation::ReplaceBackgroundRelight(_) => Err(Step::Permanent(JobError::new(
+                "invalid_job",
+                "replace_background_relight runs through submit/poll, not execute",
+            ))),
             Operation::RemoveBackground(params) => {
                 let input = job.inputs.get("image").ok_or_else(|| {
                     Step::Permanent(JobError::new("invalid_job", "the job has no input image"))
@@ -260,6 +365,9 @@ impl Processor {
                     )),
                     other => Step::Transient(other.to_string()),
                 })?;
+                if params.provider == RemovalProvider::Stability {
+                    return self.remove_with_stability(job, params, input, image).await;
+                }
                 let cutout = self
                     .segmenter
                     .remove_background(image, params)
@@ -294,6 +402,325 @@ enum Step {
     Transient(String),
 }
 
+impl Processor {
+    /// `remove_background` with `provider = stability`: one synchronous call (§1.5).
+    async fn remove_with_stability(
+        &self,
+        job: &Job,
+        params: &RemoveBackgroundParams,
+        input: &shared::job::InputImage,
+        image: bytes::Bytes,
+    ) -> Result<JobResult, Step> {
+        let Some(provider) = self
+            .providers
+            .as_ref()
+            .and_then(|p| p.remove_background.clone())
+        else {
+            return Err(Step::Permanent(JobError::new(
+                "provider_not_configured",
+                "Stability is not configured: set STABILITY_API_KEY",
+            )));
+        };
+        let cutout = provider
+            .remove_background(
+                ImagePart {
+                    field: "image".into(),
+                    bytes: image,
+                    content_type: input.content_type.clone(),
+                },
+                params.output_format.as_str(),
+            )
+            .await
+            .map_err(|e| {
+                if e.retryable {
+                    Step::Transient(e.to_string())
+                } else {
+                    Step::Permanent(JobError::new(e.code, e.message))
+                }
+            })?;
+        let info = shared::imaging::probe(&cutout.bytes, &shared::imaging::ImageLimits::default())
+            .map_err(|e| {
+                Step::Permanent(JobError::new(
+                    "provider_error",
+                    format!("the provider's image is unusable: {e}"),
+                ))
+            })?;
+        let key = job::result_key(&job.owner, job.id, info.extension());
+        let bytes = cutout.bytes.len() as u64;
+        self.blobs
+            .put(&key, cutout.bytes, info.content_type())
+            .await
+            .map_err(|e| Step::Transient(e.to_string()))?;
+        Ok(JobResult {
+            key,
+            content_type: info.content_type().to_owned(),
+            width: info.width,
+            height: info.height,
+            bytes,
+            engine: Some("stability/remove-background".into()),
+        })
+    }
+
+    async fn fail_job(&self, job: &Job, error: JobError) -> Outcome {
+        match self
+            .transitions
+            .fail(&job.owner, job.id, &error, OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(_) => Outcome::Failed(error.code),
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    async fn schedule_poll(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        request_id: &str,
+        attempt: u32,
+        at_least: Option<Duration>,
+    ) -> Outcome {
+        let delay =
+            poll_delay(providers.settings.poll_delay, attempt).max(at_least.unwrap_or_default());
+        let message = JobMessage::Poll {
+            owner: job.owner.clone(),
+            job_id: job.id,
+            request_id: request_id.to_owned(),
+            attempt,
+        };
+        match providers.queue.send(&message, delay).await {
+            Ok(()) => Outcome::Waiting,
+            Err(e) => Outcome::Retry(format!("could not schedule the poll: {e}")),
+        }
+    }
+
+    /// First step of a Stability relight: submit once, store the request id, schedule a poll.
+    async fn submit_relight(&self, job: &Job, params: &RelightParams, lease: &Lease) -> Outcome {
+        let Some(providers) = &self.providers else {
+            return self
+                .fail_job(
+                    job,
+                    JobError::new(
+                        "provider_not_configured",
+                        "this processor has no provider support",
+                    ),
+                )
+                .await;
+        };
+        // A run message redelivered after the submit (the lease expired, or the poll could not
+        // be scheduled) resumes polling instead of submitting (and paying) again.
+        if let Some(request_id) = &job.provider_request_id {
+            return self
+                .schedule_poll(providers, job, request_id, 0, None)
+                .await;
+        }
+        let Some(relight) = &providers.relight else {
+            return self
+                .fail_job(
+                    job,
+                    JobError::new(
+                        "provider_not_configured",
+                        "Stability is not configured: set STABILITY_API_KEY",
+                    ),
+                )
+                .await;
+        };
+        if !job.inputs.contains_key("image") {
+            return self
+                .fail_job(
+                    job,
+                    JobError::new("invalid_job", "the job has no subject image"),
+                )
+                .await;
+        }
+        let mut images = Vec::new();
+        for (name, input) in &job.inputs {
+            let field = if name == "image" {
+                "subject_image"
+            } else {
+                name.as_str()
+            };
+            match self.blobs.get(&input.key).await {
+                Ok(bytes) => images.push(ImagePart {
+                    field: field.to_owned(),
+                    bytes,
+                    content_type: input.content_type.clone(),
+                }),
+                Err(shared::Error::NotFound(what)) => {
+                    return self
+                        .fail_job(
+                            job,
+                            JobError::new("input_not_found", format!("{what} no longer exists")),
+                        )
+                        .await;
+                }
+                Err(e) => return Outcome::Retry(e.to_string()),
+            }
+        }
+        let request_id = match relight.submit(images, params).await {
+            Ok(id) => id,
+            Err(e) => return self.provider_failed(job, e).await,
+        };
+        let now = OffsetDateTime::now_utc();
+        let deadline = now.unix_timestamp() + providers.settings.provider_deadline.as_secs() as i64;
+        match providers
+            .transitions
+            .record_submission(
+                &job.owner,
+                job.id,
+                &lease.token,
+                &ProviderSubmission {
+                    provider: "stability".into(),
+                    request_id: request_id.clone(),
+                    deadline,
+                },
+                now,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Skipped("lease lost or already submitted"),
+            Err(e) => {
+                // The provider has the request but we could not store its id; retrying would
+                // submit again, so the job waits for the lease to expire and the redelivery.
+                tracing::error!(%request_id, error = %e, "submitted but could not record the request id");
+                return Outcome::Retry(e.to_string());
+            }
+        }
+        tracing::info!(%request_id, "submitted to stability");
+        self.schedule_poll(providers, job, &request_id, 0, None)
+            .await
+    }
+
+    /// A provider error: retryable ones go back to SQS (the visibility timeout is longer than
+    /// Stability's 60 s lockout), the rest fail the job with the mapped code.
+    async fn provider_failed(&self, job: &Job, e: ProviderError) -> Outcome {
+        if e.retryable {
+            Outcome::Retry(e.to_string())
+        } else {
+            self.fail_job(job, JobError::new(e.code, e.message)).await
+        }
+    }
+
+    /// A poll message: ask the provider, then complete, re-poll with backoff, or fail.
+    async fn poll(
+        &self,
+        owner: &shared::job::OwnerId,
+        job_id: ulid::Ulid,
+        request_id: &str,
+        attempt: u32,
+    ) -> Outcome {
+        let Some(providers) = &self.providers else {
+            return Outcome::Skipped("no provider support");
+        };
+        let job = match providers.store.get(owner, job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Outcome::Skipped("no such job"),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        // Canceled or finished jobs discard whatever the provider still has.
+        if job.status.is_terminal() {
+            return Outcome::Skipped("already finished");
+        }
+        if job.provider_request_id.as_deref() != Some(request_id) {
+            return Outcome::Skipped("poll for another request");
+        }
+        let now = OffsetDateTime::now_utc();
+        if job
+            .provider_deadline
+            .is_some_and(|d| now.unix_timestamp() > d)
+        {
+            return self
+                .fail_job(
+                    &job,
+                    JobError::new(
+                        "provider_timeout",
+                        format!("the provider did not finish request {request_id} in time"),
+                    ),
+                )
+                .await;
+        }
+        let Some(relight) = &providers.relight else {
+            return self
+                .fail_job(
+                    &job,
+                    JobError::new(
+                        "provider_not_configured",
+                        "Stability is not configured: set STABILITY_API_KEY",
+                    ),
+                )
+                .await;
+        };
+        let image = match relight.poll(request_id).await {
+            Ok(PollStatus::Pending) => {
+                return self
+                    .schedule_poll(providers, &job, request_id, attempt + 1, None)
+                    .await;
+            }
+            Ok(PollStatus::Done(image)) => image,
+            // Polls are safe to repeat: back off on our own schedule rather than SQS's.
+            Err(e) if e.retryable => {
+                tracing::warn!(error = %e, "poll failed; polling again later");
+                return self
+                    .schedule_poll(providers, &job, request_id, attempt + 1, e.retry_after)
+                    .await;
+            }
+            Err(e) => return self.fail_job(&job, JobError::new(e.code, e.message)).await,
+        };
+        let info =
+            match shared::imaging::probe(&image.bytes, &shared::imaging::ImageLimits::default()) {
+                Ok(info) => info,
+                Err(e) => {
+                    return self
+                        .fail_job(
+                            &job,
+                            JobError::new(
+                                "provider_error",
+                                format!("the provider's image is unusable: {e}"),
+                            ),
+                        )
+                        .await;
+                }
+            };
+        let key = job::result_key(&job.owner, job.id, info.extension());
+        let bytes = image.bytes.len() as u64;
+        if let Err(e) = self.blobs.put(&key, image.bytes, info.content_type()).await {
+            return Outcome::Retry(e.to_string());
+        }
+        let mut warnings = Vec::new();
+        if image.finish_reason.as_deref() == Some("CONTENT_FILTERED") {
+            warnings.push(
+                "content_filtered: the provider's moderation blurred the output (finish-reason CONTENT_FILTERED)"
+                    .to_owned(),
+            );
+        }
+        let result = JobResult {
+            key,
+            content_type: info.content_type().to_owned(),
+            width: info.width,
+            height: info.height,
+            bytes,
+            engine: Some("stability/replace-background-and-relight".into()),
+        };
+        match providers
+            .transitions
+            .complete_provider(
+                owner,
+                job_id,
+                request_id,
+                &result,
+                &warnings,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+        {
+            Ok(Some(_)) => Outcome::Succeeded,
+            Ok(None) => Outcome::Skipped("canceled or finished meanwhile; result discarded"),
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +740,23 @@ mod tests {
                 .map(String::as_str),
             Some("1")
         );
+    }
+
+    #[test]
+    fn poll_fixture_event_parses() {
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../events/sqs-poll.json")).unwrap();
+        let message: JobMessage =
+            serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+        let JobMessage::Poll {
+            request_id,
+            attempt,
+            ..
+        } = message
+        else {
+            panic!("not a poll message: {message:?}");
+        };
+        assert_eq!(request_id.len(), 64);
+        assert_eq!(attempt, 1);
     }
 }

@@ -5,4 +5,4 @@ mod error;
 pub mod event_handler;
 
 pub use error::ProcessorError;
-pub use event_handler::{Outcome, Processor, ProcessorOptions};
+pub use event_handler::{Outcome, Processor, ProcessorOptions, Providers};

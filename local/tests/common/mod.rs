@@ -18,6 +18,8 @@ pub struct TestEnv {
     pub sdk: aws_config::SdkConfig,
     pub provisioned: Provisioned,
     pub settings: Settings,
+    /// Provider settings handed to the processor (tests point them at contract servers).
+    pub providers: shared::providers::ProviderSettings,
 }
 
 impl TestEnv {
@@ -30,12 +32,32 @@ impl TestEnv {
         let mut settings = Settings::new(&names.table, &provisioned.queue_url, &names.bucket);
         settings.default_model = shared::models::PLAIN_BACKGROUND.into();
         settings.jwt_secret = Some("integration-test-signing-secret-0123456789".into());
-        Self {
+        let env = Self {
             emulator,
             sdk,
             provisioned,
             settings,
-        }
+            providers: shared::providers::ProviderSettings::default(),
+        };
+        env.put_key(ANONYMOUS_KEY, "anonymous", "jobs:read,jobs:write")
+            .await;
+        env
+    }
+
+    async fn put_key(&self, secret: &str, owner: &str, scopes: &str) {
+        use shared::core::ApiKeyStore;
+        let hash = shared::auth::hash_api_key(secret);
+        let record = shared::auth::ApiKeyRecord {
+            key_id: format!("key_{}", &hash[..16]),
+            hash,
+            owner: shared::job::OwnerId::parse(owner).unwrap(),
+            name: "test".into(),
+            scopes: shared::auth::parse_scopes(scopes).unwrap(),
+            created_at: time::OffsetDateTime::now_utc(),
+            last_used_at: None,
+            revoked: false,
+        };
+        self.aws().keys.put_key(&record).await.unwrap();
     }
 
     pub fn aws(&self) -> Aws {
@@ -60,19 +82,8 @@ impl TestEnv {
 
     /// Creates an API key for `owner` with `scopes` (comma-separated) and returns the key.
     pub async fn api_key_with(&self, owner: &str, scopes: &str) -> String {
-        use shared::core::ApiKeyStore;
         let key = shared::auth::generate_api_key().unwrap();
-        let record = shared::auth::ApiKeyRecord {
-            key_id: key.key_id.clone(),
-            hash: key.hash.clone(),
-            owner: shared::job::OwnerId::parse(owner).unwrap(),
-            name: "test".into(),
-            scopes: shared::auth::parse_scopes(scopes).unwrap(),
-            created_at: time::OffsetDateTime::now_utc(),
-            last_used_at: None,
-            revoked: false,
-        };
-        self.aws().keys.put_key(&record).await.unwrap();
+        self.put_key(&key.secret, owner, scopes).await;
         key.secret
     }
 
@@ -129,6 +140,7 @@ impl TestEnv {
                 settings: self.settings.clone(),
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),
+                providers: self.providers.clone(),
             },
         )
         .await
@@ -266,6 +278,14 @@ pub fn authed(credential: &str) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .unwrap()
+}
+
+/// The key every [`TestEnv`] creates for owner `anonymous` (jobs:read + jobs:write).
+pub const ANONYMOUS_KEY: &str = "ij_live_00000000000000000000000000000000000000000000a0a0";
+
+/// A client authenticated as owner `anonymous` with [`ANONYMOUS_KEY`].
+pub fn anonymous() -> reqwest::Client {
+    authed(ANONYMOUS_KEY)
 }
 
 /// An unauthenticated client that does not follow redirects.

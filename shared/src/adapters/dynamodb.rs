@@ -24,7 +24,7 @@ use ulid::Ulid;
 
 use crate::core::{
     Claim, Created, Idempotency, JobPage, JobStore, JobTransitions, Lease, ListQuery, Probe,
-    Upload, UploadStore,
+    ProviderSubmission, ProviderTransitions, Upload, UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobResult, JobStatus, OwnerId};
@@ -647,6 +647,121 @@ impl UploadStore for DynamoJobs {
                 })
             })
             .transpose()
+    }
+}
+
+/// A conditional update that lost is `None`; anything else is an error.
+fn conditional(
+    out: std::result::Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+        >,
+    >,
+) -> Result<Option<Job>> {
+    match out {
+        Ok(out) => Ok(Some(decode_job(out.attributes.unwrap_or_default())?)),
+        Err(e) => {
+            let e = e.into_service_error();
+            if e.is_conditional_check_failed_exception() {
+                Ok(None)
+            } else {
+                Err(unavailable(e))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProviderTransitions for DynamoJobs {
+    async fn record_submission(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        submission: &ProviderSubmission,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression(
+                "SET provider = :provider, provider_request_id = :rid, \
+                 provider_deadline = :deadline, updated_at = :now",
+            )
+            // The missing request id is the guard that keeps a redelivered message from
+            // submitting (and being billed) twice.
+            .condition_expression(
+                "#status = :processing AND lease_token = :token AND \
+                 attribute_not_exists(provider_request_id)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":token", s(lease_token))
+            .expression_attribute_values(":provider", s(&submission.provider))
+            .expression_attribute_values(":rid", s(&submission.request_id))
+            .expression_attribute_values(":deadline", n(submission.deadline))
+            .expression_attribute_values(":now", rfc3339(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        Ok(conditional(out)?.is_some())
+    }
+
+    async fn complete_provider(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        request_id: &str,
+        result: &JobResult,
+        warnings: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<Job>> {
+        let set =
+            "SET #status = :succeeded, #result = :result, finished_at = :now, updated_at = :now";
+        let mut transition = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .condition_expression("#status = :processing AND provider_request_id = :rid")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#result", "result")
+            .expression_attribute_values(":succeeded", s(JobStatus::Succeeded.as_str()))
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":rid", s(request_id))
+            .expression_attribute_values(":result", encode("job result", result)?)
+            .expression_attribute_values(":now", rfc3339(now));
+        transition = if warnings.is_empty() {
+            transition.update_expression(format!("{set} REMOVE lease_token, lease_until"))
+        } else {
+            transition
+                .update_expression(format!(
+                    "{set}, warnings = :warnings REMOVE lease_token, lease_until"
+                ))
+                .expression_attribute_values(":warnings", encode("warnings", &warnings)?)
+        };
+        self.finish(owner, id, transition.build().map_err(unavailable)?)
+            .await
+    }
+
+    async fn cancel(&self, owner: &OwnerId, id: Ulid, now: OffsetDateTime) -> Result<Option<Job>> {
+        let transition = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression(
+                "SET #status = :canceled, finished_at = :now, updated_at = :now \
+                 REMOVE lease_token, lease_until",
+            )
+            .condition_expression("#status IN (:queued, :processing)")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()))
+            .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":now", rfc3339(now))
+            .build()
+            .map_err(unavailable)?;
+        self.finish(owner, id, transition).await
     }
 }
 

@@ -5,12 +5,14 @@ mod dynamodb;
 mod s3;
 mod segmenter;
 mod sqs;
+mod stability;
 
 pub use api_keys::DynamoApiKeys;
 pub use dynamodb::{DynamoJobs, Quotas};
 pub use s3::S3Blobs;
 pub use segmenter::HttpSegmenter;
 pub use sqs::SqsJobQueue;
+pub use stability::StabilityClient;
 
 use crate::config::{Settings, uses_custom_endpoint};
 use crate::error::Result;

@@ -1,0 +1,1088 @@
+//! `replace_background_relight` end to end: the public API, the jobs queue, the processor and
+//! S3 on the emulator, with Stability played by a wiremock contract server that checks each
+//! request field by field and replays the documented answers
+//! (`/work/shared/reference/provider-contracts.md` §1.2–§1.4).
+
+mod common;
+
+use common::{TestEnv, sample_photo};
+use reqwest::multipart::{Form, Part};
+use std::time::Duration;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use imagejobs_processor::{Outcome, Processor, ProcessorOptions};
+use shared::core::JobStore;
+use shared::job::{Job, JobMessage, JobStatus, OwnerId};
+use shared::providers::ProviderSettings;
+
+const KEY: &str = "sk-test-not-a-real-key";
+/// A GenerationID is exactly 64 characters (§1.3).
+const GENERATION_ID: &str = "a6dc6c6e20acda010fe14d71f180658f2896ed9b4ec25aa99a6ff06c796987c4";
+const SUBMIT_PATH: &str = "/v2beta/stable-image/edit/replace-background-and-relight";
+
+fn result_path() -> String {
+    format!("/v2beta/results/{GENERATION_ID}")
+}
+
+fn relit_png() -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(96, 64, image::Rgb([200, 120, 40]));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn providers(server: &MockServer) -> ProviderSettings {
+    ProviderSettings {
+        stability_api_key: Some(KEY.into()),
+        stability_base_url: server.uri(),
+        stability_timeout: Duration::from_secs(10),
+        poll_delay: Duration::ZERO,
+        provider_deadline: Duration::from_secs(600),
+    }
+}
+
+/// `POST /v2beta/…/replace-background-and-relight` answering 200 `{"id"}` (§1.3).
+fn submit_ok() -> Mock {
+    Mock::given(method("POST"))
+        .and(path(SUBMIT_PATH))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": GENERATION_ID})),
+        )
+}
+
+/// 202 `{"id", "status": "in-progress"}` (§1.4).
+fn pending() -> ResponseTemplate {
+    ResponseTemplate::new(202)
+        .set_body_json(serde_json::json!({"id": GENERATION_ID, "status": "in-progress"}))
+}
+
+/// 200 raw image with `finish-reason` and `seed` headers (§1.4).
+fn done(finish_reason: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "image/png")
+        .insert_header("finish-reason", finish_reason)
+        .insert_header("seed", "343940597")
+        .set_body_bytes(relit_png())
+}
+
+fn results() -> wiremock::MockBuilder {
+    Mock::given(method("GET"))
+        .and(path(result_path()))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+}
+
+/// One multipart part: `(name, filename, content-type, bytes)`.
+type FormPart = (String, Option<String>, Option<String>, Vec<u8>);
+
+/// The parts of a multipart body.
+fn multipart_parts(req: &Request) -> Vec<FormPart> {
+    let ct = req.headers.get("content-type").unwrap().to_str().unwrap();
+    assert!(ct.starts_with("multipart/form-data"), "{ct}");
+    let boundary = ct.split("boundary=").nth(1).unwrap().trim_matches('"');
+    let delim = format!("--{boundary}");
+    let body = &req.body;
+    let mut parts = Vec::new();
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| p + from)
+    };
+    let mut pos = find(body, delim.as_bytes(), 0).unwrap() + delim.len();
+    while let Some(next) = find(body, delim.as_bytes(), pos) {
+        let chunk = &body[pos + 2..next - 2]; // skip CRLF after the delimiter and before the next
+        let split = find(chunk, b"\r\n\r\n", 0).unwrap();
+        let head = String::from_utf8_lossy(&chunk[..split]).to_string();
+        let data = chunk[split + 4..].to_vec();
+        let attr = |key: &str| {
+            head.split(';')
+                .map(str::trim)
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=\"")))
+                .map(|v| v.split('"').next().unwrap().to_owned())
+        };
+        let part_ct = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        });
+        parts.push((attr("name").unwrap(), attr("filename"), part_ct, data));
+        pos = next + delim.len();
+    }
+    parts
+}
+
+fn field(parts: &[FormPart], name: &str) -> Option<String> {
+    parts
+        .iter()
+        .find(|p| p.0 == name)
+        .map(|p| String::from_utf8(p.3.clone()).unwrap())
+}
+
+/// The curl of the README: multipart with the subject image and the contract's fields.
+fn relight_form(photo: Vec<u8>) -> Form {
+    Form::new()
+        .text("operation", "replace_background_relight")
+        .part(
+            "subject_image",
+            Part::bytes(photo)
+                .file_name("subject.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        )
+        .text("background_prompt", "a sunlit beach at golden hour")
+        .text("foreground_prompt", "a toy rocket")
+        .text("light_source_direction", "above")
+        .text("light_source_strength", "0.7")
+        .text("keep_original_background", "false")
+        .text("seed", "42")
+        .text("output_format", "png")
+}
+
+async fn create(base: &str, form: Form) -> serde_json::Value {
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+async fn job_of(env: &TestEnv, body: &serde_json::Value) -> Job {
+    let id = ulid::Ulid::from_string(body["id"].as_str().unwrap()).unwrap();
+    env.aws()
+        .jobs
+        .get(&OwnerId::parse("anonymous").unwrap(), id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn processor(env: &TestEnv, providers: ProviderSettings, lease: Duration) -> Processor {
+    let mut settings = env.settings.clone();
+    // Not called by relight jobs; the processor only needs a URL to build its client.
+    settings.segmenter_url = Some("http://127.0.0.1:9".into());
+    Processor::with_aws(
+        &settings,
+        &env.aws(),
+        ProcessorOptions {
+            lease,
+            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
+            providers,
+        },
+    )
+    .unwrap()
+}
+
+/// The next message on the jobs queue, deleted, as a Lambda SQS record.
+async fn take_message(env: &TestEnv) -> Option<aws_lambda_events::event::sqs::SqsMessage> {
+    let out = env
+        .sqs()
+        .receive_message()
+        .queue_url(&env.provisioned.queue_url)
+        .max_number_of_messages(1)
+        .wait_time_seconds(2)
+        .send()
+        .await
+        .unwrap();
+    let m = out.messages.unwrap_or_default().into_iter().next()?;
+    env.sqs()
+        .delete_message()
+        .queue_url(&env.provisioned.queue_url)
+        .receipt_handle(m.receipt_handle.unwrap())
+        .send()
+        .await
+        .unwrap();
+    Some(record(m.body.unwrap(), 1, &env.provisioned.queue_arn))
+}
+
+fn record(
+    body: String,
+    receive_count: u32,
+    arn: &str,
+) -> aws_lambda_events::event::sqs::SqsMessage {
+    let mut event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(include_str!("../../events/sqs-job.json")).unwrap();
+    let mut r = event.records.remove(0);
+    r.message_id = Some(ulid::Ulid::new().to_string());
+    r.body = Some(body);
+    r.attributes
+        .insert("ApproximateReceiveCount".into(), receive_count.to_string());
+    r.event_source_arn = Some(arn.to_owned());
+    r
+}
+
+fn batch(
+    records: Vec<aws_lambda_events::event::sqs::SqsMessage>,
+) -> aws_lambda_events::event::sqs::SqsEvent {
+    let mut event: aws_lambda_events::event::sqs::SqsEvent =
+        serde_json::from_str(include_str!("../../events/sqs-job.json")).unwrap();
+    event.records = records;
+    event
+}
+
+fn run_record(
+    job: &Job,
+    receive_count: u32,
+    arn: &str,
+) -> aws_lambda_events::event::sqs::SqsMessage {
+    record(
+        serde_json::to_string(&JobMessage::Run {
+            owner: job.owner.clone(),
+            job_id: job.id,
+        })
+        .unwrap(),
+        receive_count,
+        arn,
+    )
+}
+
+/// Ages the job's lease, as if its holder had crashed long ago.
+async fn expire_lease(env: &TestEnv, job: &Job) {
+    use aws_sdk_dynamodb::types::AttributeValue as V;
+    env.dynamodb()
+        .update_item()
+        .table_name(&env.settings.table)
+        .key("pk", V::S(format!("OWNER#{}", job.owner)))
+        .key("sk", V::S(format!("JOB#{}", job.id)))
+        .update_expression("SET lease_until = :zero")
+        .expression_attribute_values(":zero", V::N("0".into()))
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn reload(env: &TestEnv, job: &Job) -> Job {
+    env.aws()
+        .jobs
+        .get(&job.owner, job.id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn stored(env: &TestEnv, key: &str) -> Vec<u8> {
+    env.s3()
+        .get_object()
+        .bucket(&env.settings.bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap()
+        .body
+        .collect()
+        .await
+        .unwrap()
+        .into_bytes()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn relight_runs_through_api_queue_runner_and_polls_until_done() {
+    let server = MockServer::start().await;
+    submit_ok().expect(1).mount(&server).await;
+    // pending → pending → done over three polls.
+    results()
+        .respond_with(pending())
+        .up_to_n_times(2)
+        .with_priority(1)
+        .expect(2)
+        .mount(&server)
+        .await;
+    results()
+        .respond_with(done("SUCCESS"))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let mut env = TestEnv::new().await;
+    env.providers = providers(&server);
+    let stack = env.start_stack("http://127.0.0.1:9").await;
+    let base = format!("http://{}", stack.api_addr);
+    let created = create(&base, relight_form(sample_photo())).await;
+    assert_eq!(created["operation"], "replace_background_relight");
+    assert_eq!(created["params"]["light_source_direction"], "above");
+
+    let id = created["id"].as_str().unwrap().to_owned();
+    let mut job = serde_json::Value::Null;
+    for _ in 0..100 {
+        job = common::anonymous()
+            .get(format!("{base}/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "succeeded" || job["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["provider"], "stability");
+    assert_eq!(job["provider_request_id"], GENERATION_ID);
+    assert_eq!(job["result"]["content_type"], "image/png");
+    assert_eq!(
+        (
+            job["result"]["width"].as_u64(),
+            job["result"]["height"].as_u64()
+        ),
+        (Some(96), Some(64))
+    );
+    assert!(job.get("warnings").is_none(), "{job}");
+    let key = job["result"]["key"].as_str().unwrap().to_owned();
+    assert_eq!(key, format!("results/anonymous/{id}.png"));
+    assert_eq!(stored(&env, &key).await, relit_png());
+
+    // The submit, field by field (§1.1, §1.3).
+    let requests = server.received_requests().await.unwrap();
+    let submits: Vec<_> = requests
+        .iter()
+        .filter(|r| r.url.path() == SUBMIT_PATH)
+        .collect();
+    assert_eq!(submits.len(), 1);
+    let parts = multipart_parts(submits[0]);
+    let subject = parts
+        .iter()
+        .find(|p| p.0 == "subject_image")
+        .expect("subject_image part");
+    assert_eq!(
+        subject.3,
+        sample_photo(),
+        "the stored input is sent unchanged"
+    );
+    assert_eq!(subject.2.as_deref(), Some("image/jpeg"));
+    assert!(subject.1.is_some(), "file parts carry a filename");
+    for (name, value) in [
+        ("background_prompt", "a sunlit beach at golden hour"),
+        ("foreground_prompt", "a toy rocket"),
+        ("preserve_original_subject", "0.6"),
+        ("original_background_depth", "0.5"),
+        ("keep_original_background", "false"),
+        ("light_source_direction", "above"),
+        ("light_source_strength", "0.7"),
+        ("seed", "42"),
+        ("output_format", "png"),
+    ] {
+        assert_eq!(field(&parts, name).as_deref(), Some(value), "field {name}");
+    }
+    assert_eq!(field(&parts, "negative_prompt"), None);
+    assert_eq!(
+        parts.len(),
+        10,
+        "no other fields: {:?}",
+        parts.iter().map(|p| &p.0).collect::<Vec<_>>()
+    );
+    stack.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_run_delivery_submits_exactly_once() {
+    let server = MockServer::start().await;
+    submit_ok().expect(1).mount(&server).await;
+    results()
+        .respond_with(done("SUCCESS"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    // The API's own message.
+    let run = take_message(&env).await.expect("run message");
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let arn = &env.provisioned.queue_arn;
+
+    // The same message twice in one batch (SQS standard queues may do this), once more in a
+    // later batch while the lease is live, and again after it expired: the lease and then the
+    // stored request id are the guards.
+    let response = p.handle(batch(vec![run.clone(), run.clone()])).await;
+    assert!(response.batch_item_failures.is_empty());
+    let response = p.handle(batch(vec![run.clone()])).await;
+    assert!(response.batch_item_failures.is_empty());
+    let waiting = reload(&env, &job).await;
+    assert_eq!(waiting.status, JobStatus::Processing);
+    assert_eq!(waiting.provider_request_id.as_deref(), Some(GENERATION_ID));
+
+    // While the lease is live a redelivery is skipped; once it has expired the redelivery takes
+    // the job over, finds the stored request id and only resumes polling.
+    assert_eq!(
+        p.handle_record(&run_record(&job, 2, arn)).await,
+        Outcome::Skipped("another processor holds the lease")
+    );
+    expire_lease(&env, &job).await;
+    assert_eq!(
+        p.handle_record(&run_record(&job, 3, arn)).await,
+        Outcome::Waiting
+    );
+
+    // Every poll on the queue is for the one request; the first completes the job.
+    let mut polls = 0;
+    while let Some(m) = take_message(&env).await {
+        let message: JobMessage = serde_json::from_str(m.body.as_deref().unwrap()).unwrap();
+        assert!(
+            matches!(&message, JobMessage::Poll { request_id, .. } if request_id == GENERATION_ID),
+            "{message:?}"
+        );
+        let outcome = p.handle_record(&m).await;
+        if polls == 0 {
+            assert_eq!(outcome, Outcome::Succeeded);
+        } else {
+            assert_eq!(outcome, Outcome::Skipped("already finished"));
+        }
+        polls += 1;
+    }
+    assert!(polls >= 1);
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Succeeded);
+    let submits = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == SUBMIT_PATH)
+        .count();
+    assert_eq!(submits, 1, "the provider saw exactly one submit");
+}
+
+#[tokio::test]
+async fn rate_limited_submit_is_retried_then_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SUBMIT_PATH))
+        .respond_with(ResponseTemplate::new(429).set_body_json(serde_json::json!({
+            "id": "rate_limit_exceeded",
+            "name": "rate_limit_exceeded",
+            "errors": ["You have exceeded the rate limit of 150 requests within a 10 second period, and have been timed out for 60 seconds."]
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    submit_ok().expect(1).mount(&server).await;
+    results().respond_with(done("SUCCESS")).mount(&server).await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    // A zero lease lets the redelivery take the job over at once.
+    let p = processor(&env, providers(&server), Duration::ZERO);
+
+    let response = p.handle(batch(vec![run.clone()])).await;
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "429 goes back to SQS"
+    );
+    let after = reload(&env, &job).await;
+    assert_eq!(after.status, JobStatus::Processing);
+    assert!(after.provider_request_id.is_none());
+
+    let outcome = p
+        .handle_record(&run_record(&job, 2, &env.provisioned.queue_arn))
+        .await;
+    assert_eq!(outcome, Outcome::Waiting);
+    let poll = take_message(&env).await.unwrap();
+    assert_eq!(p.handle_record(&poll).await, Outcome::Succeeded);
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn moderation_fails_the_job_and_content_filtered_is_a_warning() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SUBMIT_PATH))
+        .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
+            "id": "ed14db44-0ff4-4e0b-8d3e-1c0e2d5f8a11",
+            "name": "content_moderation",
+            "errors": ["Your request was flagged by our content moderation system."]
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    submit_ok().mount(&server).await;
+    results()
+        .respond_with(done("CONTENT_FILTERED"))
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+
+    let flagged = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    assert_eq!(
+        p.handle_record(&run).await,
+        Outcome::Failed("content_moderated".into())
+    );
+    let failed = reload(&env, &flagged).await;
+    assert_eq!(failed.status, JobStatus::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, "content_moderated");
+    assert!(error.message.contains("flagged"), "{}", error.message);
+
+    let blurred = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
+    let poll = take_message(&env).await.unwrap();
+    assert_eq!(p.handle_record(&poll).await, Outcome::Succeeded);
+    let done = reload(&env, &blurred).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.warnings.len(), 1);
+    assert!(
+        done.warnings[0].starts_with("content_filtered"),
+        "{:?}",
+        done.warnings
+    );
+}
+
+#[tokio::test]
+async fn cancel_while_queued_and_while_waiting_on_the_provider() {
+    let server = MockServer::start().await;
+    submit_ok().expect(1).mount(&server).await;
+    // The provider finishes, but the job was canceled: the result is never fetched.
+    results()
+        .respond_with(done("SUCCESS"))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let http = common::anonymous();
+
+    // Queued: canceled at once; the run message then does nothing.
+    let queued = create(&base, relight_form(sample_photo())).await;
+    let id = queued["id"].as_str().unwrap();
+    let resp = http
+        .post(format!("{base}/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], "canceled");
+    let run = take_message(&env).await.unwrap();
+    assert_eq!(
+        p.handle_record(&run).await,
+        Outcome::Skipped("already finished")
+    );
+    // Canceling twice is a conflict.
+    let again = http
+        .post(format!("{base}/v1/jobs/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(again, 409, "conflict").await;
+
+    // Processing (submitted, waiting on a poll): canceled; the poll discards the work.
+    let waiting = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
+    let resp = http
+        .post(format!("{base}/v1/jobs/{}/cancel", waiting.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let poll = take_message(&env).await.unwrap();
+    assert_eq!(
+        p.handle_record(&poll).await,
+        Outcome::Skipped("already finished")
+    );
+    let canceled = reload(&env, &waiting).await;
+    assert_eq!(canceled.status, JobStatus::Canceled);
+    assert!(canceled.result.is_none());
+    let result = http
+        .get(format!("{base}/v1/jobs/{}/result", waiting.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.status().as_u16(), 409);
+
+    let unknown = http
+        .post(format!("{base}/v1/jobs/{}/cancel", ulid::Ulid::new()))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(unknown, 404, "job_not_found").await;
+}
+
+#[tokio::test]
+async fn missing_key_deadline_and_image_limits() {
+    let server = MockServer::start().await;
+    submit_ok().mount(&server).await;
+    results().respond_with(pending()).mount(&server).await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+
+    // No key: the job fails at once, naming the setting.
+    let unconfigured = ProviderSettings {
+        stability_api_key: None,
+        ..providers(&server)
+    };
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    let outcome = processor(&env, unconfigured, Duration::from_secs(90))
+        .handle_record(&run)
+        .await;
+    assert_eq!(outcome, Outcome::Failed("provider_not_configured".into()));
+    let error = reload(&env, &job).await.error.unwrap();
+    assert!(
+        error.message.contains("STABILITY_API_KEY"),
+        "{}",
+        error.message
+    );
+
+    // Past the deadline while the provider is still pending: provider_timeout.
+    let impatient = ProviderSettings {
+        provider_deadline: Duration::ZERO,
+        ..providers(&server)
+    };
+    let p = processor(&env, impatient, Duration::from_secs(90));
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let poll = take_message(&env).await.unwrap();
+    assert_eq!(
+        p.handle_record(&poll).await,
+        Outcome::Failed("provider_timeout".into())
+    );
+    assert_eq!(
+        reload(&env, &job).await.error.unwrap().code,
+        "provider_timeout"
+    );
+
+    // Stability's aspect-ratio limit is checked before anything is stored or submitted.
+    let wide = image::RgbImage::from_pixel(1000, 200, image::Rgb([1, 2, 3]));
+    let mut png = Vec::new();
+    wide.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(relight_form(png))
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(resp, 422, "invalid_image").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("aspect"),
+        "{body}"
+    );
+
+    // Parameters are validated with the contract's ranges.
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(
+            Form::new()
+                .text("operation", "replace_background_relight")
+                .part(
+                    "subject_image",
+                    Part::bytes(sample_photo()).file_name("s.jpg"),
+                )
+                .text("background_prompt", "x")
+                .text("preserve_original_subject", "1.5"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(resp, 400, "invalid_params").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("preserve_original_subject"),
+        "{body}"
+    );
+}
+
+fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn reference_images_are_stored_and_sent_as_file_parts() {
+    let server = MockServer::start().await;
+    submit_ok().expect(1).mount(&server).await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let background = png(128, 96, [10, 20, 30]);
+    let light = png(64, 256, [250, 250, 250]);
+    let file = |bytes: &Vec<u8>, name: &str| {
+        Part::bytes(bytes.clone())
+            .file_name(name.to_owned())
+            .mime_str("image/png")
+            .unwrap()
+    };
+
+    // Neither a background prompt nor a background reference: refused, nothing stored.
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(
+            Form::new()
+                .text("operation", "replace_background_relight")
+                .part(
+                    "subject_image",
+                    Part::bytes(sample_photo()).file_name("s.jpg"),
+                )
+                .part("light_reference", file(&light, "light.png")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(resp, 400, "invalid_params").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("background_reference"),
+        "{body}"
+    );
+    assert!(
+        env.objects().await.is_empty(),
+        "a refused request stores nothing"
+    );
+    // An input the operation does not take.
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .json(&serde_json::json!({
+            "operation": "replace_background_relight",
+            "input": format!("s3://{}/x.jpg", env.settings.bucket),
+            "inputs": {"mask": "s3://elsewhere/m.png"},
+            "params": {"background_prompt": "x"}
+        }))
+        .send()
+        .await
+        .unwrap();
+    common::assert_error(resp, 400, "invalid_input").await;
+
+    // The background comes from a reference image; strength goes with the light reference.
+    let created = create(
+        &base,
+        Form::new()
+            .text("operation", "replace_background_relight")
+            .part(
+                "subject_image",
+                Part::bytes(sample_photo()).file_name("s.jpg"),
+            )
+            .part("background_reference", file(&background, "bg.png"))
+            .part("light_reference", file(&light, "light.png"))
+            .text("light_source_strength", "0.4"),
+    )
+    .await;
+    let job = job_of(&env, &created).await;
+    let names: Vec<&str> = job.inputs.keys().map(String::as_str).collect();
+    assert_eq!(names, ["background_reference", "image", "light_reference"]);
+    assert_eq!(
+        job.inputs["background_reference"].key,
+        format!("inputs/anonymous/{}/background_reference.png", job.id)
+    );
+    let run = take_message(&env).await.unwrap();
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
+
+    let requests = server.received_requests().await.unwrap();
+    let parts = multipart_parts(&requests[0]);
+    let part = |name: &str| {
+        parts
+            .iter()
+            .find(|p| p.0 == name)
+            .unwrap_or_else(|| panic!("{name} part"))
+    };
+    assert_eq!(part("subject_image").3, sample_photo());
+    assert_eq!(part("background_reference").3, background);
+    assert_eq!(part("background_reference").2.as_deref(), Some("image/png"));
+    assert_eq!(part("light_reference").3, light);
+    assert_eq!(
+        field(&parts, "light_source_strength").as_deref(),
+        Some("0.4")
+    );
+    assert_eq!(field(&parts, "background_prompt"), None);
+    assert_eq!(field(&parts, "light_source_direction"), None);
+}
+
+#[tokio::test]
+async fn poll_errors_back_off_and_a_404_fails_the_job() {
+    let server = MockServer::start().await;
+    submit_ok().mount(&server).await;
+    // 503 → poll again soon; 429 → poll again after Stability's 60 s lockout; 404 → gone.
+    results()
+        .respond_with(ResponseTemplate::new(503).set_body_json(serde_json::json!({
+            "id": "e1", "name": "internal_error", "errors": ["upstream unavailable"]
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    results()
+        .respond_with(ResponseTemplate::new(429).set_body_json(serde_json::json!({
+            "id": "rate_limit_exceeded", "name": "rate_limit_exceeded",
+            "errors": ["You have exceeded the rate limit"]
+        })))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    results()
+        .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({
+            "id": "e3", "name": "generation_not_found",
+            "errors": ["the generation either does not exist or has expired"]
+        })))
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
+
+    let poll = take_message(&env).await.unwrap();
+    assert_eq!(
+        p.handle_record(&poll).await,
+        Outcome::Waiting,
+        "503 re-polls"
+    );
+    let poll = take_message(&env).await.unwrap();
+    let message: JobMessage = serde_json::from_str(poll.body.as_deref().unwrap()).unwrap();
+    assert!(
+        matches!(message, JobMessage::Poll { attempt: 1, .. }),
+        "{message:?}"
+    );
+    assert_eq!(
+        p.handle_record(&poll).await,
+        Outcome::Waiting,
+        "429 re-polls"
+    );
+    // The next poll waits out the lockout: it is on the queue, but delayed.
+    assert!(
+        take_message(&env).await.is_none(),
+        "the 429 re-poll is delayed"
+    );
+    assert_eq!(env.queued_messages().await, 1);
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Processing);
+
+    // A poll for a generation that no longer exists fails the job for good.
+    let late = record(
+        serde_json::to_string(&JobMessage::Poll {
+            owner: job.owner.clone(),
+            job_id: job.id,
+            request_id: GENERATION_ID.into(),
+            attempt: 3,
+        })
+        .unwrap(),
+        1,
+        &env.provisioned.queue_arn,
+    );
+    assert_eq!(
+        p.handle_record(&late).await,
+        Outcome::Failed("provider_not_found".into())
+    );
+    // The job is terminal now: any later poll (here for another request) changes nothing.
+    let stray = record(
+        serde_json::to_string(&JobMessage::Poll {
+            owner: job.owner.clone(),
+            job_id: job.id,
+            request_id: "someone-else".into(),
+            attempt: 0,
+        })
+        .unwrap(),
+        1,
+        &env.provisioned.queue_arn,
+    );
+    assert_eq!(
+        p.handle_record(&stray).await,
+        Outcome::Skipped("already finished")
+    );
+}
+
+/// `remove_background` with `provider=stability` (the synchronous endpoint, §1.5) shares the
+/// Stability contract server set-up, so it lives here.
+#[tokio::test]
+async fn remove_background_through_stability_in_one_call() {
+    let server = MockServer::start().await;
+    let cutout = {
+        let img = image::RgbaImage::from_pixel(80, 64, image::Rgba([9, 9, 9, 0]));
+        let mut out = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+            .unwrap();
+        out
+    };
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/edit/remove-background"))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        .and(header("accept", "image/*"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "image/png")
+                .insert_header("finish-reason", "SUCCESS")
+                .insert_header("seed", "0")
+                .set_body_bytes(cutout.clone()),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+
+    // jpeg is not something this endpoint returns; its pixel cap is lower than relight's.
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(
+            Form::new()
+                .part("file", Part::bytes(sample_photo()).file_name("p.jpg"))
+                .text("provider", "stability")
+                .text("output_format", "jpeg")
+                .text("background_color", "#ffffff"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(resp, 400, "invalid_params").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("png or webp"),
+        "{body}"
+    );
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(
+            Form::new()
+                .part(
+                    "file",
+                    Part::bytes(png(2100, 2100, [5, 5, 5])).file_name("big.png"),
+                )
+                .text("provider", "stability"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body = common::assert_error(resp, 422, "invalid_image").await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4194304"),
+        "{body}"
+    );
+
+    let created = create(
+        &base,
+        Form::new()
+            .part("file", Part::bytes(sample_photo()).file_name("p.jpg"))
+            .text("provider", "stability")
+            .text("output_format", "png"),
+    )
+    .await;
+    assert_eq!(created["params"]["provider"], "stability");
+    let job = job_of(&env, &created).await;
+    let run = take_message(&env).await.unwrap();
+    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(p.handle_record(&run).await, Outcome::Succeeded);
+    let done = reload(&env, &job).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let result = done.result.unwrap();
+    assert_eq!(
+        result.engine.as_deref(),
+        Some("stability/remove-background")
+    );
+    assert_eq!((result.width, result.height), (80, 64));
+    assert_eq!(stored(&env, &result.key).await, cutout);
+
+    let requests = server.received_requests().await.unwrap();
+    let parts = multipart_parts(&requests[0]);
+    let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(names, ["image", "output_format"]);
+    assert_eq!(parts[0].3, sample_photo());
+    assert_eq!(parts[0].2.as_deref(), Some("image/jpeg"));
+    assert_eq!(field(&parts, "output_format").as_deref(), Some("png"));
+}
+
+#[tokio::test]
+async fn submit_errors_map_to_stable_job_codes() {
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    for (status, name, errors, expected) in [
+        (
+            400,
+            "bad_request",
+            vec!["background_prompt: must be at most 10000 characters"],
+            Some("invalid_input"),
+        ),
+        (
+            422,
+            "invalid_language",
+            vec!["English is the only supported language for this service."],
+            Some("invalid_input"),
+        ),
+        (
+            401,
+            "unauthorized",
+            vec!["invalid api key"],
+            Some("provider_auth"),
+        ),
+        (
+            413,
+            "payload_too_large",
+            vec!["body over 10 MiB"],
+            Some("payload_too_large"),
+        ),
+        (500, "internal_error", vec!["try again"], None),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(SUBMIT_PATH))
+            .respond_with(
+                ResponseTemplate::new(status).set_body_json(serde_json::json!({
+                    "id": "4c1b1f0e-0000-4000-8000-000000000000", "name": name, "errors": errors
+                })),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let p = processor(&env, providers(&server), Duration::from_secs(90));
+        let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+        let run = take_message(&env).await.unwrap();
+        let outcome = p.handle_record(&run).await;
+        let after = reload(&env, &job).await;
+        match expected {
+            Some(code) => {
+                assert_eq!(outcome, Outcome::Failed(code.into()), "HTTP {status}");
+                let error = after.error.unwrap();
+                assert!(
+                    error.message.contains(errors[0]),
+                    "HTTP {status}: {}",
+                    error.message
+                );
+            }
+            None => {
+                // 5xx: back to SQS for another attempt; nothing recorded.
+                assert!(
+                    matches!(outcome, Outcome::Retry(ref r) if r.contains("provider_error")),
+                    "{outcome:?}"
+                );
+                assert_eq!(after.status, JobStatus::Processing);
+                assert!(after.provider_request_id.is_none());
+            }
+        }
+    }
+}
