@@ -3,19 +3,9 @@
 
 mod common;
 
-use common::{TestEnv, assert_error, sample_photo};
-use reqwest::multipart::{Form, Part};
+use common::{TestEnv, assert_error, sample_photo, upload};
+use reqwest::multipart::Form;
 use serde_json::{Value, json};
-
-fn upload(bytes: Vec<u8>) -> Form {
-    Form::new().part("file", Part::bytes(bytes).file_name("photo.jpg"))
-}
-
-async fn assert_nothing_left(env: &TestEnv) {
-    assert_eq!(env.table_items().await, 0, "no job or idempotency record");
-    assert_eq!(env.queued_messages().await, 0, "no queue message");
-    assert!(env.objects().await.is_empty(), "no stored object");
-}
 
 #[tokio::test]
 async fn bad_input_is_refused_with_clear_codes_and_nothing_is_left_behind() {
@@ -152,7 +142,7 @@ async fn bad_input_is_refused_with_clear_codes_and_nothing_is_left_behind() {
         .unwrap();
     assert_error(resp, 400, "invalid_prefer").await;
 
-    assert_nothing_left(&env).await;
+    env.assert_nothing_stored().await;
 
     // Read-side errors.
     let resp = c
@@ -207,7 +197,7 @@ async fn byte_limit_is_enforced_with_413() {
         .await
         .unwrap();
     assert_error(resp, 413, "payload_too_large").await;
-    assert_nothing_left(&env).await;
+    env.assert_nothing_stored().await;
 }
 
 #[tokio::test]

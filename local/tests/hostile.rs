@@ -7,24 +7,11 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestEnv, assert_error, authed, http, sample_photo};
-use reqwest::multipart::{Form, Part};
+use common::{JWT_SECRET, TestEnv, assert_error, authed, http, sample_photo, upload};
 use serde_json::{Value, json};
 
 use shared::auth::{self, Scope};
 use shared::job::OwnerId;
-
-fn upload(bytes: Vec<u8>) -> Form {
-    Form::new().part("file", Part::bytes(bytes).file_name("photo.jpg"))
-}
-
-async fn assert_nothing_created(env: &TestEnv) {
-    assert_eq!(env.table_items().await, 0, "no job or idempotency record");
-    assert_eq!(env.queued_messages().await, 0, "no queue message");
-    assert!(env.objects().await.is_empty(), "no object");
-}
-
-const SECRET: &str = "integration-test-signing-secret-0123456789";
 
 #[tokio::test]
 async fn credentials_are_checked_and_each_failure_has_its_own_code() {
@@ -78,7 +65,7 @@ async fn credentials_are_checked_and_each_failure_has_its_own_code() {
     let owner = OwnerId::parse("team-t").unwrap();
     let now = time::OffsetDateTime::now_utc();
     let (expired, _) = auth::issue_token(
-        SECRET.as_bytes(),
+        JWT_SECRET.as_bytes(),
         &owner,
         &[Scope::JobsRead],
         time::Duration::seconds(-5),
@@ -166,7 +153,7 @@ async fn credentials_are_checked_and_each_failure_has_its_own_code() {
         "insufficient_scope",
     )
     .await;
-    assert_nothing_created(&env).await;
+    env.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -421,7 +408,7 @@ async fn the_system_resolver_refuses_localhost() {
         .await
         .unwrap();
     assert_error(resp, 400, "url_address_not_allowed").await;
-    assert_nothing_created(&env).await;
+    env.assert_nothing_stored().await;
 }
 
 #[tokio::test]
@@ -456,7 +443,7 @@ async fn bodies_of_the_wrong_size_or_type_are_refused() {
             .contains("image/gif"),
         "{body}"
     );
-    assert_nothing_created(&env).await;
+    env.assert_nothing_stored().await;
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ impl TestEnv {
         let provisioned = provision(&sdk, &names).await.expect("provisioning");
         let mut settings = Settings::new(&names.table, &provisioned.queue_url, &names.bucket);
         settings.default_model = shared::models::PLAIN_BACKGROUND.into();
-        settings.jwt_secret = Some("integration-test-signing-secret-0123456789".into());
+        settings.jwt_secret = Some(JWT_SECRET.into());
         let env = Self {
             emulator,
             sdk,
@@ -145,6 +145,14 @@ impl TestEnv {
         )
         .await
         .expect("local stack")
+    }
+
+    /// Asserts that no job, idempotency record, queue message or object exists: what every
+    /// refused request must leave behind.
+    pub async fn assert_nothing_stored(&self) {
+        assert_eq!(self.table_items().await, 0, "no job or idempotency record");
+        assert_eq!(self.queued_messages().await, 0, "no queue message");
+        assert!(self.objects().await.is_empty(), "no stored object");
     }
 
     /// Number of job and idempotency records in the jobs table.
@@ -278,6 +286,17 @@ pub fn authed(credential: &str) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .unwrap()
+}
+
+/// The HS256 secret every [`TestEnv`]'s API signs tokens with.
+pub const JWT_SECRET: &str = "integration-test-signing-secret-0123456789";
+
+/// A multipart body with the image as field `file`.
+pub fn upload(bytes: Vec<u8>) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name("photo.jpg"),
+    )
 }
 
 /// The key every [`TestEnv`] creates for owner `anonymous` (jobs:read + jobs:write).
