@@ -93,6 +93,7 @@ async fn submit(env: &TestEnv) -> Job {
             input: InputRef::Upload(sample_photo().into()),
             extra_inputs: Vec::new(),
             idempotency_key: None,
+            notify: Default::default(),
         })
         .await
         .unwrap();

@@ -277,6 +277,50 @@ pub struct Job {
     /// output).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Who is told when the job ends (webhook and/or e-mail); empty = nobody.
+    #[serde(default, skip_serializing_if = "Notify::is_empty")]
+    pub notify: Notify,
+    /// Notification deliveries tried so far, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notifications: Vec<NotificationAttempt>,
+}
+
+/// Where a job's end is announced. Both are optional; an empty value sends nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Notify {
+    /// Receives a Standard Webhooks–signed POST on success and on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// Receives an e-mail (Amazon SES) on success and on failure; never for a rejected job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl Notify {
+    /// True when nobody is to be told.
+    pub fn is_empty(&self) -> bool {
+        self.webhook_url.is_none() && self.email.is_none()
+    }
+}
+
+/// One notification delivery attempt, recorded on the job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationAttempt {
+    /// `webhook` or `email`.
+    pub channel: String,
+    /// 1-based attempt number for this channel.
+    pub attempt: u32,
+    /// When it was tried.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// `delivered` or `failed`.
+    pub outcome: String,
+    /// The receiver's HTTP status, for webhooks that got an answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Job {
@@ -307,6 +351,8 @@ impl Job {
             provider_request_id: None,
             provider_deadline: None,
             warnings: Vec::new(),
+            notify: Notify::default(),
+            notifications: Vec::new(),
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Submission {
     pub extra_inputs: Vec<(String, InputRef)>,
     /// `Idempotency-Key` header, if any.
     pub idempotency_key: Option<String>,
+    /// Who is told when the job ends.
+    pub notify: crate::job::Notify,
 }
 
 /// Creates jobs through the ports.
@@ -243,7 +245,7 @@ impl JobSubmitter {
                 input_image(extra_key, &extra_info, extra_size, extra_source),
             );
         }
-        let job = Job::new(
+        let mut job = Job::new(
             id,
             sub.owner.clone(),
             sub.operation,
@@ -251,6 +253,7 @@ impl JobSubmitter {
             OffsetDateTime::now_utc(),
             self.settings.job_ttl,
         );
+        job.notify = sub.notify;
         let created = match self.store.create(&job, idempotency.as_ref()).await {
             Ok(c) => c,
             Err(e) => {

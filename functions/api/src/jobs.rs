@@ -268,6 +268,7 @@ async fn read_submission(
         input,
         extra_inputs,
         idempotency_key,
+        notify: Default::default(),
     })
 }
 

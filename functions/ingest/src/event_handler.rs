@@ -192,6 +192,7 @@ impl Ingest {
             input: InputRef::Inbox(key),
             extra_inputs: Vec::new(),
             idempotency_key: Some(idempotency_key.clone()),
+            notify: Default::default(),
         };
         match self.submitter.submit(submission).await {
             Ok(Created::New(job) | Created::Replayed(job)) => {
