@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack and the tests need, idempotently, into project-local folders:
 #   .venv      moto (AWS emulator), onnxruntime (the inference library the segmenter loads),
-#              onnx + numpy (to generate the small test models)
+#              onnx + numpy (to generate the small test models), requests + standardwebhooks
+#              (the seed clients replayed as written, and the independent webhook verifier)
 #   .venv-sam  aws-sam-cli + cfn-lint (template checks; kept apart: their pydantic clashes with moto's)
 # Pass --no-sam to skip the template tools (the run command does not need them).
 set -euo pipefail
@@ -16,6 +17,8 @@ pins_main=(
   "onnxruntime==1.31.1"
   "onnx==1.23.2"
   "numpy==2.4.6"
+  "requests==2.34.2"
+  "standardwebhooks==1.1.0"
 )
 pins_sam=(
   "aws-sam-cli==1.170.0"
