@@ -90,7 +90,7 @@ async fn submit(env: &TestEnv) -> Job {
             operation: shared::job::Operation::RemoveBackground(
                 shared::params::RemoveBackgroundParams::with_model("plain-background"),
             ),
-            input: InputRef::Upload(sample_photo().into()),
+            input: Some(InputRef::Upload(sample_photo().into())),
             extra_inputs: Vec::new(),
             idempotency_key: None,
             notify: Default::default(),

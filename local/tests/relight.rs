@@ -40,6 +40,7 @@ fn providers(server: &MockServer) -> ProviderSettings {
         stability_timeout: Duration::from_secs(10),
         poll_delay: Duration::ZERO,
         provider_deadline: Duration::from_secs(600),
+        ..ProviderSettings::default()
     }
 }
 

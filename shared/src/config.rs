@@ -49,6 +49,9 @@ pub struct Settings {
     pub max_jobs_per_minute: u32,
     /// `UPLOAD_URL_TTL_SECONDS`: lifetime of presigned upload URLs (default 600).
     pub upload_url_ttl: Duration,
+    /// `FAL_JWKS_URL`: fal.ai's webhook signing keys (provider-contracts.md §2.6), default
+    /// [`crate::providers::FAL_DEFAULT_JWKS_URL`].
+    pub fal_jwks_url: String,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -95,6 +98,7 @@ impl Settings {
             max_jobs_in_flight: 50,
             max_jobs_per_minute: 120,
             upload_url_ttl: Duration::from_secs(600),
+            fal_jwks_url: crate::providers::FAL_DEFAULT_JWKS_URL.into(),
         }
     }
 
@@ -144,6 +148,8 @@ impl Settings {
             max_jobs_in_flight: parsed("MAX_JOBS_IN_FLIGHT", 50)?,
             max_jobs_per_minute: parsed("MAX_JOBS_PER_MINUTE", 120)?,
             upload_url_ttl: Duration::from_secs(parsed("UPLOAD_URL_TTL_SECONDS", 600)?),
+            fal_jwks_url: var("FAL_JWKS_URL")
+                .unwrap_or_else(|| crate::providers::FAL_DEFAULT_JWKS_URL.into()),
         })
     }
 }

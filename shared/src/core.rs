@@ -343,6 +343,72 @@ pub struct ProviderSubmission {
     pub request_id: String,
     /// Unix seconds after which waiting ends with `provider_timeout`.
     pub deadline: i64,
+    /// The provider's status/result/cancel URLs, when it gives them (fal.ai).
+    pub links: Option<crate::job::ProviderLinks>,
+}
+
+/// A request accepted by fal.ai's queue (provider-contracts.md §2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRequest {
+    /// fal's `request_id` (the key for the queue API and for webhooks).
+    pub request_id: String,
+    /// Where to ask, fetch and cancel.
+    pub links: crate::job::ProviderLinks,
+}
+
+/// Where a fal.ai request stands (§2.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueStatus {
+    /// `IN_QUEUE` or `IN_PROGRESS` (HTTP 202).
+    Pending,
+    /// `COMPLETED` (HTTP 200): the output (or the error) is at `response_url`.
+    Completed,
+}
+
+/// What fal.ai answered to a cancel (§2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// `OK` / `CANCELLATION_REQUESTED`: it will not run, or was told to stop.
+    Requested,
+    /// `ALREADY_COMPLETED` / `NOT_FOUND`: nothing left to stop.
+    NothingToCancel,
+}
+
+/// fal.ai's queue API (provider-contracts.md §2.2–§2.5). Each call is one HTTP request;
+/// retries are the processor's (through the queue), never inside.
+#[async_trait]
+pub trait ModelQueue: Send + Sync {
+    /// `POST {queue}/{model}` with the model input; `webhook` adds `?fal_webhook=`. Not
+    /// idempotent (a submit can be billed).
+    async fn submit(
+        &self,
+        request: &crate::seedream::ModelRequest,
+        webhook: Option<&str>,
+    ) -> std::result::Result<QueuedRequest, ProviderError>;
+    /// `GET status_url`.
+    async fn status(
+        &self,
+        links: &crate::job::ProviderLinks,
+    ) -> std::result::Result<QueueStatus, ProviderError>;
+    /// `GET response_url`: the model output, or the request's error mapped to a code.
+    async fn result(
+        &self,
+        links: &crate::job::ProviderLinks,
+    ) -> std::result::Result<crate::seedream::SeedreamOutput, ProviderError>;
+    /// `PUT cancel_url`.
+    async fn cancel(
+        &self,
+        links: &crate::job::ProviderLinks,
+    ) -> std::result::Result<CancelOutcome, ProviderError>;
+}
+
+/// Once-only marks on a job waiting at a provider, each a conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderMark {
+    /// A verified completion webhook was accepted (replays are acknowledged, not re-queued).
+    WebhookReceived,
+    /// The provider's cancel call was made (a canceled job is canceled there once).
+    CancelSent,
 }
 
 /// Stability AI's synchronous Remove Background (provider-contracts.md §1.5).
@@ -384,4 +450,14 @@ pub trait ProviderTransitions: Send + Sync {
     ) -> Result<Option<Job>>;
     /// Any non-terminal state `→ canceled`. `None` when the job is missing or already terminal.
     async fn cancel(&self, owner: &OwnerId, id: Ulid, now: OffsetDateTime) -> Result<Option<Job>>;
+    /// Sets `mark` on the job waiting on `request_id`, once: `true` for the first caller,
+    /// `false` when it was set before or the job waits on another request (or none).
+    async fn mark_once(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        request_id: &str,
+        mark: ProviderMark,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
 }

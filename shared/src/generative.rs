@@ -482,6 +482,42 @@ pub fn check_inputs(
                 .check_with_inputs(has("background_reference"), has("light_reference"))
                 .map_err(crate::Error::from)
         }
+        crate::job::Operation::Edit(params) => {
+            if let Some((other, _, _)) = inputs.iter().find(|(n, _, _)| {
+                *n != "image" && !crate::seedream::EDIT_REFERENCE_INPUTS.contains(n)
+            }) {
+                return Err(crate::Error::Invalid {
+                    code: "invalid_input",
+                    message: format!(
+                        "edit takes 'image' and reference_1 … reference_9; '{other}' is not one of them"
+                    ),
+                });
+            }
+            if !inputs.iter().any(|(n, _, _)| *n == "image") {
+                return Err(crate::Error::Invalid {
+                    code: "missing_input",
+                    message: "edit needs the image to edit".into(),
+                });
+            }
+            crate::seedream::check_image_count(inputs.len(), &params.options)
+                .map_err(crate::Error::from)
+        }
+        crate::job::Operation::Generate(params) => {
+            if let Some((other, _, _)) = inputs.iter().find(|(n, _, _)| *n != "image") {
+                return Err(crate::Error::Invalid {
+                    code: "invalid_input",
+                    message: format!("generate takes one reference image; '{other}' is not an input it accepts"),
+                });
+            }
+            if params.mode.needs_image() && inputs.is_empty() {
+                return Err(crate::Error::Invalid {
+                    code: "missing_input",
+                    message: "generate in modes memory and subject needs the person's image (the avatar or the photo)".into(),
+                });
+            }
+            crate::seedream::check_image_count(inputs.len(), &params.options)
+                .map_err(crate::Error::from)
+        }
         crate::job::Operation::RemoveBackground(params) => {
             if let Some((other, _, _)) = inputs.iter().find(|(n, _, _)| *n != "image") {
                 return Err(crate::Error::Invalid {

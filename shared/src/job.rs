@@ -84,6 +84,12 @@ pub enum Operation {
     /// Replace the background of `inputs.image` and relight the subject (Stability, async;
     /// provider-contracts.md §1.3).
     ReplaceBackgroundRelight(RelightParams),
+    /// Edit `inputs.image` (plus `reference_1`…`reference_9`) as the prompt says (fal.ai
+    /// Seedream v4 edit, async; provider-contracts.md §2.9).
+    Edit(crate::seedream::EditParams),
+    /// Make an illustration: from text, the owner's avatar, or the owner's photo (fal.ai
+    /// Seedream v4, async).
+    Generate(crate::seedream::GenerateParams),
 }
 
 impl Operation {
@@ -92,12 +98,19 @@ impl Operation {
         match self {
             Self::RemoveBackground(_) => "remove_background",
             Self::ReplaceBackgroundRelight(_) => "replace_background_relight",
+            Self::Edit(_) => "edit",
+            Self::Generate(_) => "generate",
         }
     }
 }
 
 /// Operation names accepted by the API and by S3 ingest paths.
-pub const OPERATION_NAMES: &[&str] = &["remove_background", "replace_background_relight"];
+pub const OPERATION_NAMES: &[&str] = &[
+    "remove_background",
+    "replace_background_relight",
+    "edit",
+    "generate",
+];
 
 /// Where an input came from (kept for audit; the bytes are always in our bucket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +159,39 @@ pub struct JobResult {
     /// Engine that produced it (e.g. `plain-background`, `u2net`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// Every output of a provider job, in the provider's order (the first is the result
+    /// above); `GET /v1/jobs/{id}/result?index=N` serves each. Empty for single-output jobs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ResultImage>,
+    /// The seed the provider used, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// fal.ai's per-request URLs from the submit answer (provider-contracts.md §2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderLinks {
+    /// `GET` → status (202 while queued/running, 200 when completed).
+    pub status_url: String,
+    /// `GET` → the model output.
+    pub response_url: String,
+    /// `PUT` → cancel.
+    pub cancel_url: String,
+}
+
+/// One stored output image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultImage {
+    /// S3 object key (`results/{owner}/{job_id}.{ext}`, then `…/{job_id}-{n}.{ext}`).
+    pub key: String,
+    /// MIME type.
+    pub content_type: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Size in bytes.
+    pub bytes: u64,
 }
 
 /// Why a job failed: a stable machine-readable code and a human message.
@@ -273,6 +319,10 @@ pub struct Job {
     /// Unix seconds after which waiting on the provider ends with `provider_timeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_deadline: Option<i64>,
+    /// The provider's own URLs for this request (fal's `status_url`, `response_url`,
+    /// `cancel_url`: the contract says to use these rather than build them, §2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_links: Option<ProviderLinks>,
     /// Non-fatal notes on a finished job (e.g. `content_filtered`: the provider blurred the
     /// output).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -350,6 +400,7 @@ impl Job {
             provider: None,
             provider_request_id: None,
             provider_deadline: None,
+            provider_links: None,
             warnings: Vec::new(),
             notify: Notify::default(),
             notifications: Vec::new(),
@@ -365,6 +416,16 @@ impl Job {
 /// S3 key of a job's input object: `inputs/{owner}/{job_id}/{name}.{ext}`.
 pub fn input_key(owner: &OwnerId, id: Ulid, name: &str, extension: &str) -> String {
     format!("inputs/{owner}/{id}/{name}.{extension}")
+}
+
+/// S3 key of output `index` (0-based) of a multi-output job: the first is [`result_key`], the
+/// rest `results/{owner}/{job_id}-{index}.{ext}`.
+pub fn result_key_at(owner: &OwnerId, id: Ulid, index: usize, extension: &str) -> String {
+    if index == 0 {
+        result_key(owner, id, extension)
+    } else {
+        format!("results/{owner}/{id}-{index}.{extension}")
+    }
 }
 
 /// S3 key of a job's result: `results/{owner}/{job_id}.{ext}` (deterministic, so a retried

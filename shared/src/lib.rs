@@ -14,6 +14,7 @@ pub mod job;
 pub mod models;
 pub mod params;
 pub mod resources;
+pub mod seedream;
 
 #[cfg(feature = "aws")]
 pub mod adapters;
@@ -21,6 +22,8 @@ pub mod adapters;
 pub mod auth;
 #[cfg(feature = "aws")]
 pub mod config;
+#[cfg(feature = "aws")]
+pub mod fal_webhook;
 #[cfg(feature = "aws")]
 pub mod core;
 #[cfg(feature = "aws")]

@@ -9,6 +9,11 @@ use crate::error::{Error, Result};
 /// Stability's production host (provider-contracts.md §1.0).
 pub const STABILITY_DEFAULT_BASE_URL: &str = "https://api.stability.ai";
 
+/// fal.ai's queue host (provider-contracts.md §2.1).
+pub const FAL_DEFAULT_QUEUE_URL: &str = "https://queue.fal.run";
+/// Where fal publishes its webhook signing keys (§2.6).
+pub const FAL_DEFAULT_JWKS_URL: &str = "https://rest.alpha.fal.ai/.well-known/jwks.json";
+
 /// Provider settings.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProviderSettings {
@@ -24,6 +29,21 @@ pub struct ProviderSettings {
     /// `PROVIDER_DEADLINE_SECONDS`, default 1800: how long a job may wait on a provider before
     /// it fails with `provider_timeout`.
     pub provider_deadline: Duration,
+    /// `FAL_KEY`; `None` fails `edit`/`generate` jobs with `provider_not_configured`.
+    pub fal_key: Option<String>,
+    /// `FAL_QUEUE_URL`, default [`FAL_DEFAULT_QUEUE_URL`].
+    pub fal_queue_url: String,
+    /// `FAL_TIMEOUT_SECONDS`, default 30: per HTTP call to the queue.
+    pub fal_timeout: Duration,
+    /// `FAL_EDIT_MODEL` / `FAL_TEXT_TO_IMAGE_MODEL`: which models `edit` and `generate` use.
+    pub fal_models: crate::seedream::SeedreamModels,
+    /// `PUBLIC_BASE_URL` (e.g. `https://abc.execute-api.eu-west-1.amazonaws.com`): when set,
+    /// fal requests carry `fal_webhook={PUBLIC_BASE_URL}/v1/providers/fal/webhook?...`;
+    /// polling continues as the fallback either way.
+    pub public_base_url: Option<String>,
+    /// `PRESIGNED_INPUT_TTL_SECONDS`, default 3600: how long the presigned S3 GET URLs of the
+    /// inputs handed to fal stay valid (it may queue before it downloads them).
+    pub presigned_input_ttl: Duration,
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -38,6 +58,12 @@ impl std::fmt::Debug for ProviderSettings {
             .field("stability_timeout", &self.stability_timeout)
             .field("poll_delay", &self.poll_delay)
             .field("provider_deadline", &self.provider_deadline)
+            .field("fal_key", &self.fal_key.as_ref().map(|_| "***"))
+            .field("fal_queue_url", &self.fal_queue_url)
+            .field("fal_timeout", &self.fal_timeout)
+            .field("fal_models", &self.fal_models)
+            .field("public_base_url", &self.public_base_url)
+            .field("presigned_input_ttl", &self.presigned_input_ttl)
             .finish()
     }
 }
@@ -50,6 +76,12 @@ impl Default for ProviderSettings {
             stability_timeout: Duration::from_secs(60),
             poll_delay: Duration::from_secs(10),
             provider_deadline: Duration::from_secs(1800),
+            fal_key: None,
+            fal_queue_url: FAL_DEFAULT_QUEUE_URL.into(),
+            fal_timeout: Duration::from_secs(30),
+            fal_models: crate::seedream::SeedreamModels::default(),
+            public_base_url: None,
+            presigned_input_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -83,6 +115,16 @@ impl ProviderSettings {
             stability_timeout: secs("STABILITY_TIMEOUT_SECONDS", d.stability_timeout)?,
             poll_delay: secs("POLL_DELAY_SECONDS", d.poll_delay)?,
             provider_deadline: secs("PROVIDER_DEADLINE_SECONDS", d.provider_deadline)?,
+            fal_key: var("FAL_KEY").filter(|k| k.trim() != "-"),
+            fal_queue_url: var("FAL_QUEUE_URL").unwrap_or(d.fal_queue_url),
+            fal_timeout: secs("FAL_TIMEOUT_SECONDS", d.fal_timeout)?,
+            fal_models: crate::seedream::SeedreamModels {
+                edit: var("FAL_EDIT_MODEL").unwrap_or(d.fal_models.edit),
+                text_to_image: var("FAL_TEXT_TO_IMAGE_MODEL")
+                    .unwrap_or(d.fal_models.text_to_image),
+            },
+            public_base_url: var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()),
+            presigned_input_ttl: secs("PRESIGNED_INPUT_TTL_SECONDS", d.presigned_input_ttl)?,
         })
     }
 }

@@ -72,8 +72,8 @@ pub struct Submission {
     pub owner: OwnerId,
     /// What to do.
     pub operation: Operation,
-    /// On which image.
-    pub input: InputRef,
+    /// On which image; `None` only for operations that can do without (`generate` from text).
+    pub input: Option<InputRef>,
     /// Further named images (`background_reference`, `light_reference`), stored next to the
     /// main one as `inputs/{owner}/{job_id}/{name}.{ext}`.
     pub extra_inputs: Vec<(String, InputRef)>,
@@ -181,7 +181,9 @@ impl JobSubmitter {
                 let mut h = Sha256::new();
                 h.update(canonical.as_bytes());
                 h.update(b"\n");
-                h.update(sub.input.fingerprint().as_bytes());
+                if let Some(input) = &sub.input {
+                    h.update(input.fingerprint().as_bytes());
+                }
                 for (name, input) in &sub.extra_inputs {
                     h.update(b"\n");
                     h.update(name.as_bytes());
@@ -201,12 +203,29 @@ impl JobSubmitter {
             return Ok(Created::Replayed(job));
         }
 
+        if sub.input.is_none() && !matches!(sub.operation, crate::job::Operation::Generate(_)) {
+            return Err(Error::Invalid {
+                code: "missing_input",
+                message: format!(
+                    "{} needs an image: multipart field 'file' or JSON 'input'",
+                    sub.operation.name()
+                ),
+            });
+        }
         let id = Ulid::new();
-        let (bytes, existing_key, source) = self.resolve(&sub.owner, &sub.input).await?;
-        let info = imaging::probe(&bytes, &self.settings.image_limits)?;
-        let size = bytes.len() as u64;
+        let main = match &sub.input {
+            Some(input) => {
+                let (bytes, existing_key, source) = self.resolve(&sub.owner, input).await?;
+                let info = imaging::probe(&bytes, &self.settings.image_limits)?;
+                Some((bytes, existing_key, source, info))
+            }
+            None => None,
+        };
         let mut extras = Vec::with_capacity(sub.extra_inputs.len());
-        let mut checked = vec![("image", info, size)];
+        let mut checked = Vec::new();
+        if let Some((bytes, _, _, info)) = &main {
+            checked.push(("image", *info, bytes.len() as u64));
+        }
         for (name, input) in &sub.extra_inputs {
             let (extra_bytes, _, extra_source) = self.resolve(&sub.owner, input).await?;
             let extra_info = imaging::probe(&extra_bytes, &self.settings.image_limits)?;
@@ -214,18 +233,27 @@ impl JobSubmitter {
             extras.push((name.clone(), extra_bytes, extra_info, extra_source));
         }
         crate::generative::check_inputs(&sub.operation, &checked)?;
-        let (key, stored_here) = match existing_key {
-            Some(key) => (key, false),
-            None => {
-                let key = job::input_key(&sub.owner, id, "image", info.extension());
-                self.blobs.put(&key, bytes, info.content_type()).await?;
-                (key, true)
+        let mut inputs = BTreeMap::new();
+        // `key` is empty when the job has no main image (`generate` from text alone).
+        let (key, stored_here) = match main {
+            Some((bytes, existing_key, source, info)) => {
+                let size = bytes.len() as u64;
+                let (key, stored_here) = match existing_key {
+                    Some(key) => (key, false),
+                    None => {
+                        let key = job::input_key(&sub.owner, id, "image", info.extension());
+                        self.blobs.put(&key, bytes, info.content_type()).await?;
+                        (key, true)
+                    }
+                };
+                inputs.insert(
+                    "image".to_owned(),
+                    input_image(key.clone(), &info, size, source),
+                );
+                (key, stored_here)
             }
+            None => (String::new(), false),
         };
-        let mut inputs = BTreeMap::from([(
-            "image".to_owned(),
-            input_image(key.clone(), &info, size, source),
-        )]);
         // Extra inputs are always copied under the job's prefix, so they are ours to delete.
         let mut extra_keys = Vec::new();
         for (name, bytes, extra_info, extra_source) in extras {

@@ -1,6 +1,9 @@
-//! `POST /v1/jobs/{id}/cancel`: a queued or processing job ends `canceled` at once. A job
-//! already at a provider is not stopped there (Stability has no cancel call, §1.3/§1.4 of
-//! provider-contracts.md); its result is discarded when the next poll finds the job canceled.
+//! `POST /v1/jobs/{id}/cancel`: a queued or processing job ends `canceled` at once.
+//!
+//! A job already at a provider: fal.ai requests are canceled there too — the API queues a poll
+//! message and the processor (which holds the fal key) makes the `PUT cancel_url` call once
+//! (provider-contracts.md §2.5). Stability has no cancel call (§1.3/§1.4). Either way the
+//! provider's result is discarded, because only a `processing` job can complete.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -27,7 +30,24 @@ pub(crate) async fn cancel_job(
         .cancel(&job.owner, job.id, OffsetDateTime::now_utc())
         .await?
     {
-        Some(canceled) => Ok(Json(view(&canceled)).into_response()),
+        Some(canceled) => {
+            if canceled.provider.as_deref() == Some("fal")
+                && let Some(request_id) = &canceled.provider_request_id
+            {
+                let message = shared::job::JobMessage::Poll {
+                    owner: canceled.owner.clone(),
+                    job_id: canceled.id,
+                    request_id: request_id.clone(),
+                    attempt: 0,
+                };
+                // The job is canceled either way; a lost message only means fal finishes a
+                // request whose result is then discarded.
+                if let Err(e) = state.queue.send(&message, std::time::Duration::ZERO).await {
+                    tracing::warn!(job_id = %canceled.id, error = %e, "could not queue the fal cancel");
+                }
+            }
+            Ok(Json(view(&canceled)).into_response())
+        }
         None => {
             let now = load_job(&state, &caller, &id).await?;
             Err(shared::Error::Conflict(format!("job {} is already {}", now.id, now.status)).into())

@@ -42,6 +42,17 @@ pub enum ApiError {
     /// The result was asked for and the job was canceled (409).
     #[error("the job was canceled; it has no result")]
     JobCanceled,
+    /// The job has no output at the asked index (404).
+    #[error("{0}")]
+    ResultNotFound(String),
+    /// A provider webhook that does not verify (401).
+    #[error("{message}")]
+    WebhookRejected {
+        /// Stable code (`webhook_signature_invalid`, `webhook_stale`, `webhook_headers_missing`).
+        code: &'static str,
+        /// Why.
+        message: String,
+    },
     /// No route matches (404).
     #[error("no route for {0}")]
     RouteNotFound(String),
@@ -69,7 +80,10 @@ impl ApiError {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::JobNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::JobNotFound(_) | Self::RouteNotFound(_) | Self::ResultNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::WebhookRejected { .. } => StatusCode::UNAUTHORIZED,
             Self::NotFinished(_) => StatusCode::LOCKED,
             Self::JobFailed(_) | Self::JobCanceled => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -88,6 +102,8 @@ impl ApiError {
             Self::NotFinished(_) => "job_not_finished",
             Self::JobFailed(e) => &e.code,
             Self::JobCanceled => "job_canceled",
+            Self::ResultNotFound(_) => "result_not_found",
+            Self::WebhookRejected { code, .. } => code,
             Self::RouteNotFound(_) => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
         }

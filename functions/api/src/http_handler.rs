@@ -20,7 +20,7 @@ use shared::core::{ApiKeyStore, BlobStore, JobStore, Probe, UploadStore};
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{auth, cancel, health, jobs, uploads};
+use crate::{auth, cancel, fal_webhook, health, jobs, uploads};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -36,6 +36,8 @@ pub struct AppState {
     pub(crate) uploads: Arc<dyn UploadStore>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) provider_transitions: Arc<dyn shared::core::ProviderTransitions>,
+    pub(crate) queue: Arc<dyn shared::core::JobQueue>,
+    pub(crate) fal_keys: Arc<shared::adapters::JwksCache>,
 }
 
 impl AppState {
@@ -63,6 +65,11 @@ impl AppState {
             settings.clone(),
         )?
         .with_uploads(Arc::new(aws.jobs.clone()));
+        // fal allows caching its keys for up to 24 h (provider-contracts.md §2.6).
+        let fal_keys = Arc::new(shared::adapters::JwksCache::new(
+            &settings.fal_jwks_url,
+            Duration::from_secs(24 * 3600),
+        )?);
         Ok(Self {
             submitter,
             store,
@@ -72,6 +79,8 @@ impl AppState {
             uploads: Arc::new(aws.jobs.clone()),
             settings,
             provider_transitions: Arc::new(aws.jobs.clone()),
+            queue: Arc::new(aws.queue.clone()),
+            fal_keys,
         })
     }
 
@@ -109,6 +118,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/token", post(auth::issue_token))
         .route("/v1/uploads", post(uploads::create_upload))
         .route("/v1/jobs/{id}/cancel", post(cancel::cancel_job))
+        .route(
+            "/v1/providers/fal/webhook",
+            post(fal_webhook::receive_fal_webhook),
+        )
         .route("/health", get(health::health))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))

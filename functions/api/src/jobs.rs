@@ -89,16 +89,23 @@ fn prefer_wait(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 struct CreateJobJson {
     #[serde(default)]
     operation: Option<String>,
-    input: String,
+    /// The job image; optional only for `generate` in `text` mode.
+    #[serde(default)]
+    input: Option<String>,
     #[serde(default)]
     params: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Further named image references (`background_reference`, `light_reference`).
+    /// Further named image references (`background_reference`, `light_reference`,
+    /// `reference_1` … `reference_9`).
     #[serde(default)]
     inputs: std::collections::BTreeMap<String, String>,
 }
 
-/// Multipart fields that carry further named images (a file, or an `s3://`/`https://` text).
-const EXTRA_INPUT_FIELDS: &[&str] = shared::generative::RELIGHT_REFERENCE_INPUTS;
+/// Multipart fields / `inputs` names that carry further named images (a file, or an
+/// `s3://`/`https://` text): relight's references and edit's `reference_1` … `reference_9`.
+fn is_extra_input(name: &str) -> bool {
+    shared::generative::RELIGHT_REFERENCE_INPUTS.contains(&name)
+        || shared::seedream::EDIT_REFERENCE_INPUTS.contains(&name)
+}
 
 fn operation_from_pairs(
     name: Option<&str>,
@@ -115,6 +122,18 @@ fn operation_from_pairs(
         )),
         "replace_background_relight" => Ok(Operation::ReplaceBackgroundRelight(
             shared::generative::RelightParams::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map_err(shared::Error::from)?,
+        )),
+        "edit" => Ok(Operation::Edit(
+            shared::seedream::EditParams::from_pairs(
+                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            )
+            .map_err(shared::Error::from)?,
+        )),
+        "generate" => Ok(Operation::Generate(
+            shared::seedream::GenerateParams::from_pairs(
                 pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )
             .map_err(shared::Error::from)?,
@@ -142,6 +161,14 @@ fn operation_from_json(
         }
         "replace_background_relight" => Ok(Operation::ReplaceBackgroundRelight(
             shared::generative::RelightParams::from_json(params.unwrap_or_default())
+                .map_err(shared::Error::from)?,
+        )),
+        "edit" => Ok(Operation::Edit(
+            shared::seedream::EditParams::from_json(params.unwrap_or_default())
+                .map_err(shared::Error::from)?,
+        )),
+        "generate" => Ok(Operation::Generate(
+            shared::seedream::GenerateParams::from_json(params.unwrap_or_default())
                 .map_err(shared::Error::from)?,
         )),
         other => Err(unknown_operation(other)),
@@ -193,7 +220,7 @@ async fn read_submission(
         while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
             let name = field.name().unwrap_or_default().to_owned();
             match name.as_str() {
-                n if EXTRA_INPUT_FIELDS.contains(&n) => {
+                n if is_extra_input(n) => {
                     let input = if field.file_name().is_some() {
                         InputRef::Upload(field.bytes().await.map_err(multipart_error)?)
                     } else {
@@ -214,20 +241,16 @@ async fn read_submission(
         }
         let operation = operation_from_pairs(op_name.as_deref(), &pairs, default_model)?;
         let input = match (file, reference) {
-            (Some(bytes), None) => InputRef::Upload(bytes),
-            (None, Some(r)) => InputRef::parse_reference(&r)?,
+            (Some(bytes), None) => Some(InputRef::Upload(bytes)),
+            (None, Some(r)) => Some(InputRef::parse_reference(&r)?),
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad_request(
                     "invalid_input",
                     "send either a file or an input reference, not both",
                 ));
             }
-            (None, None) => {
-                return Err(ApiError::bad_request(
-                    "missing_input",
-                    "multipart field 'file' (the image) is required",
-                ));
-            }
+            // Whether the operation can do without is the submitter's call.
+            (None, None) => None,
         };
         (operation, input, extra_inputs)
     } else if content_type.starts_with("application/json") {
@@ -241,22 +264,22 @@ async fn read_submission(
             operation_from_json(parsed.operation.as_deref(), parsed.params, default_model)?;
         let mut extra_inputs = Vec::new();
         for (name, reference) in parsed.inputs {
-            if !EXTRA_INPUT_FIELDS.contains(&name.as_str()) {
+            if !is_extra_input(&name) {
                 return Err(ApiError::bad_request(
                     "invalid_input",
                     format!(
-                        "inputs.{name} is not accepted (accepted: {})",
-                        EXTRA_INPUT_FIELDS.join(", ")
+                        "inputs.{name} is not accepted (accepted: {}, reference_1 … reference_9)",
+                        shared::generative::RELIGHT_REFERENCE_INPUTS.join(", ")
                     ),
                 ));
             }
             extra_inputs.push((name, InputRef::parse_reference(&reference)?));
         }
-        (
-            operation,
-            InputRef::parse_reference(&parsed.input)?,
-            extra_inputs,
-        )
+        let input = match parsed.input.as_deref() {
+            Some(r) => Some(InputRef::parse_reference(r)?),
+            None => None,
+        };
+        (operation, input, extra_inputs)
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type '{content_type}' is not accepted: use multipart/form-data (field 'file') or application/json (field 'input')"
@@ -361,12 +384,24 @@ pub(crate) async fn get_job(
     Ok(Json(view(&job)).into_response())
 }
 
-/// `GET /v1/jobs/{id}/result`: 303 to a presigned URL, 423 while unfinished, 409 when failed.
+/// `GET /v1/jobs/{id}/result[?index=N]`: 303 to a presigned URL of the result (or of output
+/// `N`, 0-based, of a multi-output job), 423 while unfinished, 409 when failed, 404
+/// `result_not_found` for an index past the last output.
 pub(crate) async fn get_result(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let index: usize = match query.get("index") {
+        None => 0,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::bad_request(
+                "invalid_params",
+                format!("index '{v}' must be a whole number"),
+            )
+        })?,
+    };
     let job = load_job(&state, &caller, &id).await?;
     match job.status {
         JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotFinished(job.status)),
@@ -381,9 +416,24 @@ pub(crate) async fn get_result(
                 what: "job record",
                 message: "succeeded without a result".into(),
             })?;
+            let key = if index == 0 {
+                result.key.clone()
+            } else {
+                result
+                    .images
+                    .get(index)
+                    .map(|i| i.key.clone())
+                    .ok_or_else(|| {
+                        ApiError::ResultNotFound(format!(
+                            "job {} has {} output(s); index {index} is past the last",
+                            job.id,
+                            result.images.len().max(1)
+                        ))
+                    })?
+            };
             let url = state
                 .blobs
-                .presign_get(&result.key, state.settings.result_url_ttl)
+                .presign_get(&key, state.settings.result_url_ttl)
                 .await?;
             let mut resp = StatusCode::SEE_OTHER.into_response();
             resp.headers_mut().insert(

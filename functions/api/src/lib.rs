@@ -4,6 +4,7 @@
 mod auth;
 mod cancel;
 mod error;
+mod fal_webhook;
 mod health;
 pub mod http_handler;
 mod identity;

@@ -189,7 +189,7 @@ impl Ingest {
         let submission = Submission {
             owner: path.owner.clone(),
             operation: operation.clone(),
-            input: InputRef::Inbox(key),
+            input: Some(InputRef::Inbox(key)),
             extra_inputs: Vec::new(),
             idempotency_key: Some(idempotency_key.clone()),
             notify: Default::default(),

@@ -17,15 +17,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use shared::adapters::{Aws, HttpSegmenter, StabilityClient};
+use shared::adapters::{Aws, FalClient, HttpSegmenter, StabilityClient};
 use shared::config::Settings;
 use shared::core::{
-    BlobStore, Claim, ImagePart, JobQueue, JobStore, JobTransitions, Lease, PollStatus,
-    ProviderError, ProviderSubmission, ProviderTransitions, RelightProvider,
-    RemoveBackgroundProvider, Segmenter, SegmenterError,
+    BlobStore, CancelOutcome, Claim, ImagePart, JobQueue, JobStore, JobTransitions, Lease,
+    ModelQueue, PollStatus, ProviderError, ProviderMark, ProviderSubmission, ProviderTransitions,
+    QueueStatus, RelightProvider, RemoveBackgroundProvider, Segmenter, SegmenterError,
 };
+use shared::fetch::FetchPolicy;
 use shared::generative::{RelightParams, poll_delay};
-use shared::job::{self, Job, JobError, JobMessage, JobResult, Operation};
+use shared::job::{self, Job, JobError, JobMessage, JobResult, Operation, ProviderLinks, ResultImage};
 use shared::params::{RemovalProvider, RemoveBackgroundParams};
 use shared::providers::ProviderSettings;
 
@@ -57,8 +58,25 @@ pub struct Providers {
     pub relight: Option<Arc<dyn RelightProvider>>,
     /// Stability's synchronous remove-background, when `STABILITY_API_KEY` is set.
     pub remove_background: Option<Arc<dyn RemoveBackgroundProvider>>,
-    /// Poll cadence and deadline.
+    /// fal.ai's queue (`edit`, `generate`), when `FAL_KEY` is set.
+    pub models: Option<Arc<dyn ModelQueue>>,
+    /// How provider output URLs are downloaded (public https only, outside development).
+    pub downloads: FetchPolicy,
+    /// Poll cadence, deadline, model ids, webhook base URL.
     pub settings: ProviderSettings,
+}
+
+/// The download policy for provider outputs: the same address rules as URL inputs, and a
+/// 64 MiB cap (a 4096×4096 PNG fits).
+pub fn output_downloads(settings: &Settings) -> FetchPolicy {
+    FetchPolicy {
+        allow_http: settings.allow_http_urls,
+        allow_private: settings.allow_private_urls,
+        allowed_addresses: Vec::new(),
+        max_bytes: 64 * 1024 * 1024,
+        timeout: Duration::from_secs(60),
+        resolver: Arc::new(shared::fetch::SystemResolver),
+    }
 }
 
 /// Processor tuning beyond [`Settings`].
@@ -167,6 +185,14 @@ impl Processor {
             )?)),
             None => None,
         };
+        let fal = match &provider_settings.fal_key {
+            Some(key) => Some(Arc::new(FalClient::new(
+                &provider_settings.fal_queue_url,
+                key,
+                provider_settings.fal_timeout,
+            )?) as Arc<dyn ModelQueue>),
+            None => None,
+        };
         Ok(Self::new(
             Arc::new(aws.jobs.clone()),
             Arc::new(aws.blobs.clone()),
@@ -180,6 +206,8 @@ impl Processor {
             queue: Arc::new(aws.queue.clone()),
             relight: stability.clone().map(|c| c as Arc<dyn RelightProvider>),
             remove_background: stability.map(|c| c as Arc<dyn RemoveBackgroundProvider>),
+            models: fal,
+            downloads: output_downloads(settings),
             settings: provider_settings,
         }))
     }
@@ -310,8 +338,14 @@ impl Processor {
             Ok(Claim::Missing) => return Outcome::Skipped("no such job"),
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        if let Operation::ReplaceBackgroundRelight(params) = &job.operation {
-            return self.submit_relight(&job, params, &lease).await;
+        match &job.operation {
+            Operation::ReplaceBackgroundRelight(params) => {
+                return self.submit_relight(&job, params, &lease).await;
+            }
+            Operation::Edit(_) | Operation::Generate(_) => {
+                return self.submit_to_fal(&job, &lease).await;
+            }
+            Operation::RemoveBackground(_) => {}
         }
         match self.execute(&job).await {
             Ok(result) => {
@@ -350,10 +384,12 @@ impl Processor {
     /// Runs the operation and stores its output; no job state changes here.
     async fn execute(&self, job: &Job) -> Result<JobResult, Step> {
         match &job.operation {
-            Operation::ReplaceBackgroundRelight(_) => Err(Step::Permanent(JobError::new(
-                "invalid_job",
-                "replace_background_relight runs through submit/poll, not execute",
-            ))),
+            Operation::ReplaceBackgroundRelight(_) | Operation::Edit(_) | Operation::Generate(_) => {
+                Err(Step::Permanent(JobError::new(
+                    "invalid_job",
+                    format!("{} runs through submit/poll, not execute", job.operation.name()),
+                )))
+            }
             Operation::RemoveBackground(params) => {
                 let input = job.inputs.get("image").ok_or_else(|| {
                     Step::Permanent(JobError::new("invalid_job", "the job has no input image"))
@@ -391,6 +427,8 @@ impl Processor {
                     height: cutout.height,
                     bytes,
                     engine: Some(cutout.engine),
+                    images: Vec::new(),
+                    seed: None,
                 })
             }
         }
@@ -458,6 +496,8 @@ impl Processor {
             height: info.height,
             bytes,
             engine: Some("stability/remove-background".into()),
+            images: Vec::new(),
+            seed: None,
         })
     }
 
@@ -561,6 +601,21 @@ impl Processor {
             Ok(id) => id,
             Err(e) => return self.provider_failed(job, e).await,
         };
+        self.record_and_poll(providers, job, lease, "stability", request_id, None)
+            .await
+    }
+
+    /// Stores the provider request on the job (once: the conditional write is what keeps a
+    /// redelivered message from submitting and paying twice) and schedules the first poll.
+    async fn record_and_poll(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        lease: &Lease,
+        provider: &str,
+        request_id: String,
+        links: Option<ProviderLinks>,
+    ) -> Outcome {
         let now = OffsetDateTime::now_utc();
         let deadline = now.unix_timestamp() + providers.settings.provider_deadline.as_secs() as i64;
         match providers
@@ -570,9 +625,10 @@ impl Processor {
                 job.id,
                 &lease.token,
                 &ProviderSubmission {
-                    provider: "stability".into(),
+                    provider: provider.into(),
                     request_id: request_id.clone(),
                     deadline,
+                    links,
                 },
                 now,
             )
@@ -587,7 +643,7 @@ impl Processor {
                 return Outcome::Retry(e.to_string());
             }
         }
-        tracing::info!(%request_id, "submitted to stability");
+        tracing::info!(%request_id, provider, "submitted");
         self.schedule_poll(providers, job, &request_id, 0, None)
             .await
     }
@@ -618,12 +674,17 @@ impl Processor {
             Ok(None) => return Outcome::Skipped("no such job"),
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        // Canceled or finished jobs discard whatever the provider still has.
-        if job.status.is_terminal() {
-            return Outcome::Skipped("already finished");
-        }
         if job.provider_request_id.as_deref() != Some(request_id) {
             return Outcome::Skipped("poll for another request");
+        }
+        // Canceled or finished jobs discard whatever the provider still has; a canceled fal
+        // request is also canceled there, once.
+        if job.status == shared::job::JobStatus::Canceled && job.provider.as_deref() == Some("fal")
+        {
+            return self.cancel_at_fal(providers, &job, request_id).await;
+        }
+        if job.status.is_terminal() {
+            return Outcome::Skipped("already finished");
         }
         let now = OffsetDateTime::now_utc();
         if job
@@ -640,6 +701,25 @@ impl Processor {
                 )
                 .await;
         }
+        match job.provider.as_deref() {
+            Some("fal") => self.poll_fal(providers, &job, request_id, attempt).await,
+            _ => {
+                self.poll_stability(providers, &job, request_id, attempt)
+                    .await
+            }
+        }
+    }
+
+    /// A Stability poll: 202 → poll again; 200 → store the image and complete.
+    async fn poll_stability(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        request_id: &str,
+        attempt: u32,
+    ) -> Outcome {
+        let (owner, job_id) = (&job.owner, job.id);
+        let job = job.clone();
         let Some(relight) = &providers.relight else {
             return self
                 .fail_job(
@@ -701,6 +781,8 @@ impl Processor {
             height: info.height,
             bytes,
             engine: Some("stability/replace-background-and-relight".into()),
+            images: Vec::new(),
+            seed: None,
         };
         match providers
             .transitions
@@ -717,6 +799,279 @@ impl Processor {
             Ok(Some(_)) => Outcome::Succeeded,
             Ok(None) => Outcome::Skipped("canceled or finished meanwhile; result discarded"),
             Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}
+
+/// The fal.ai half: `edit` and `generate` (provider-contracts.md §2).
+impl Processor {
+    /// First step of a fal job: hand fal presigned GET URLs of the inputs, submit once, store
+    /// the request id and its URLs, schedule a poll.
+    async fn submit_to_fal(&self, job: &Job, lease: &Lease) -> Outcome {
+        let Some(providers) = &self.providers else {
+            return self
+                .fail_job(
+                    job,
+                    JobError::new(
+                        "provider_not_configured",
+                        "this processor has no provider support",
+                    ),
+                )
+                .await;
+        };
+        if let Some(request_id) = &job.provider_request_id {
+            return self
+                .schedule_poll(providers, job, request_id, 0, None)
+                .await;
+        }
+        let Some(fal) = &providers.models else {
+            return self
+                .fail_job(
+                    job,
+                    JobError::new(
+                        "provider_not_configured",
+                        "fal.ai is not configured: set FAL_KEY",
+                    ),
+                )
+                .await;
+        };
+        // `image` sorts before `reference_1` … `reference_9`: the job image goes first.
+        let mut image_urls = Vec::with_capacity(job.inputs.len());
+        for input in job.inputs.values() {
+            match self
+                .blobs
+                .presign_get(&input.key, providers.settings.presigned_input_ttl)
+                .await
+            {
+                Ok(url) => image_urls.push(url),
+                Err(e) => return Outcome::Retry(e.to_string()),
+            }
+        }
+        let models = &providers.settings.fal_models;
+        let request = match &job.operation {
+            Operation::Edit(p) => p.request(models, image_urls),
+            Operation::Generate(p) => p.request(models, image_urls),
+            other => {
+                return self
+                    .fail_job(
+                        job,
+                        JobError::new(
+                            "invalid_job",
+                            format!("{} does not run on fal.ai", other.name()),
+                        ),
+                    )
+                    .await;
+            }
+        };
+        let webhook = providers.settings.public_base_url.as_ref().map(|base| {
+            format!(
+                "{base}/v1/providers/fal/webhook?owner={}&job_id={}",
+                job.owner, job.id
+            )
+        });
+        let queued = match fal.submit(&request, webhook.as_deref()).await {
+            Ok(q) => q,
+            Err(e) => return self.provider_failed(job, e).await,
+        };
+        self.record_and_poll(
+            providers,
+            job,
+            lease,
+            "fal",
+            queued.request_id,
+            Some(queued.links),
+        )
+        .await
+    }
+
+    /// A fal poll: pending → poll again; completed → fetch the output, copy every image to S3
+    /// (fal's URLs expire, §2.7) and complete; a failed request fails the job with its code.
+    async fn poll_fal(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        request_id: &str,
+        attempt: u32,
+    ) -> Outcome {
+        let Some(fal) = &providers.models else {
+            return self
+                .fail_job(
+                    job,
+                    JobError::new(
+                        "provider_not_configured",
+                        "fal.ai is not configured: set FAL_KEY",
+                    ),
+                )
+                .await;
+        };
+        let Some(links) = &job.provider_links else {
+            return self
+                .fail_job(
+                    job,
+                    JobError::new(
+                        "provider_error",
+                        "the job has no fal request URLs to poll",
+                    ),
+                )
+                .await;
+        };
+        let again = |e: &ProviderError| e.retryable;
+        match fal.status(links).await {
+            Ok(QueueStatus::Pending) => {
+                return self
+                    .schedule_poll(providers, job, request_id, attempt + 1, None)
+                    .await;
+            }
+            Ok(QueueStatus::Completed) => {}
+            Err(e) if again(&e) => {
+                tracing::warn!(error = %e, "status failed; polling again later");
+                return self
+                    .schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
+                    .await;
+            }
+            Err(e) => return self.fail_job(job, JobError::new(e.code, e.message)).await,
+        }
+        let output = match fal.result(links).await {
+            Ok(output) => output,
+            Err(e) if again(&e) => {
+                return self
+                    .schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
+                    .await;
+            }
+            Err(e) => return self.fail_job(job, JobError::new(e.code, e.message)).await,
+        };
+        if output.images.is_empty() {
+            return self
+                .fail_job(
+                    job,
+                    JobError::new("provider_error", "fal.ai finished without any image"),
+                )
+                .await;
+        }
+        let mut images = Vec::with_capacity(output.images.len());
+        for (index, image) in output.images.iter().enumerate() {
+            let bytes = match providers.downloads.fetch(&image.url).await {
+                Ok(bytes) => bytes,
+                Err(shared::Error::Invalid { message, .. }) => {
+                    return self
+                        .fail_job(
+                            job,
+                            JobError::new(
+                                "provider_error",
+                                format!("output {index} cannot be downloaded: {message}"),
+                            ),
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, index, "output download failed; polling again later");
+                    return self
+                        .schedule_poll(providers, job, request_id, attempt + 1, None)
+                        .await;
+                }
+            };
+            let info = match shared::imaging::probe(
+                &bytes,
+                &shared::imaging::ImageLimits {
+                    max_bytes: providers.downloads.max_bytes,
+                    ..Default::default()
+                },
+            ) {
+                Ok(info) => info,
+                Err(e) => {
+                    return self
+                        .fail_job(
+                            job,
+                            JobError::new(
+                                "provider_error",
+                                format!("output {index} is not a usable image: {e}"),
+                            ),
+                        )
+                        .await;
+                }
+            };
+            let key = job::result_key_at(&job.owner, job.id, index, info.extension());
+            let size = bytes.len() as u64;
+            if let Err(e) = self.blobs.put(&key, bytes, info.content_type()).await {
+                return Outcome::Retry(e.to_string());
+            }
+            images.push(ResultImage {
+                key,
+                content_type: info.content_type().to_owned(),
+                width: info.width,
+                height: info.height,
+                bytes: size,
+            });
+        }
+        let first = images[0].clone();
+        let model = match &job.operation {
+            Operation::Generate(_) if job.inputs.is_empty() => {
+                &providers.settings.fal_models.text_to_image
+            }
+            _ => &providers.settings.fal_models.edit,
+        };
+        let result = JobResult {
+            key: first.key,
+            content_type: first.content_type,
+            width: first.width,
+            height: first.height,
+            bytes: first.bytes,
+            engine: Some(format!("fal/{model}")),
+            images,
+            seed: output.seed,
+        };
+        match providers
+            .transitions
+            .complete_provider(
+                &job.owner,
+                job.id,
+                request_id,
+                &result,
+                &[],
+                OffsetDateTime::now_utc(),
+            )
+            .await
+        {
+            Ok(Some(_)) => Outcome::Succeeded,
+            Ok(None) => Outcome::Skipped("canceled or finished meanwhile; result discarded"),
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+
+    /// A canceled job's fal request is canceled at fal once (§2.5); later results are
+    /// discarded because the job is no longer `processing`.
+    async fn cancel_at_fal(&self, providers: &Providers, job: &Job, request_id: &str) -> Outcome {
+        let (Some(fal), Some(links)) = (&providers.models, &job.provider_links) else {
+            return Outcome::Skipped("canceled; nothing to cancel at the provider");
+        };
+        match providers
+            .transitions
+            .mark_once(
+                &job.owner,
+                job.id,
+                request_id,
+                ProviderMark::CancelSent,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Skipped("canceled; the provider was already told"),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        }
+        match fal.cancel(links).await {
+            Ok(CancelOutcome::Requested) => {
+                tracing::info!(%request_id, "canceled at fal.ai");
+                Outcome::Skipped("canceled at the provider")
+            }
+            Ok(CancelOutcome::NothingToCancel) => {
+                Outcome::Skipped("canceled; the provider had nothing left to stop")
+            }
+            // The mark is set, so a retry would not call again; the result is discarded anyway.
+            Err(e) => {
+                tracing::warn!(error = %e, %request_id, "fal.ai cancel failed");
+                Outcome::Skipped("canceled; the provider's cancel call failed")
+            }
         }
     }
 }

@@ -24,7 +24,7 @@ use ulid::Ulid;
 
 use crate::core::{
     Claim, Created, Idempotency, JobPage, JobStore, JobTransitions, Lease, ListQuery, Probe,
-    ProviderSubmission, ProviderTransitions, Upload, UploadStore,
+    ProviderMark, ProviderSubmission, ProviderTransitions, Upload, UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobResult, JobStatus, OwnerId};
@@ -689,7 +689,7 @@ impl ProviderTransitions for DynamoJobs {
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
                 "SET provider = :provider, provider_request_id = :rid, \
-                 provider_deadline = :deadline, updated_at = :now",
+                 provider_deadline = :deadline, provider_links = :links, updated_at = :now",
             )
             // The missing request id is the guard that keeps a redelivered message from
             // submitting (and being billed) twice.
@@ -703,6 +703,13 @@ impl ProviderTransitions for DynamoJobs {
             .expression_attribute_values(":provider", s(&submission.provider))
             .expression_attribute_values(":rid", s(&submission.request_id))
             .expression_attribute_values(":deadline", n(submission.deadline))
+            .expression_attribute_values(
+                ":links",
+                match &submission.links {
+                    Some(links) => encode("provider links", links)?,
+                    None => AttributeValue::Null(true),
+                },
+            )
             .expression_attribute_values(":now", rfc3339(now))
             .return_values(ReturnValue::AllNew)
             .send()
@@ -762,6 +769,34 @@ impl ProviderTransitions for DynamoJobs {
             .build()
             .map_err(unavailable)?;
         self.finish(owner, id, transition).await
+    }
+
+    async fn mark_once(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        request_id: &str,
+        mark: ProviderMark,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let attribute = match mark {
+            ProviderMark::WebhookReceived => "provider_webhook_at",
+            ProviderMark::CancelSent => "provider_cancel_sent_at",
+        };
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression("SET #mark = :now")
+            .condition_expression("provider_request_id = :rid AND attribute_not_exists(#mark)")
+            .expression_attribute_names("#mark", attribute)
+            .expression_attribute_values(":rid", s(request_id))
+            .expression_attribute_values(":now", rfc3339(now))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        Ok(conditional(out)?.is_some())
     }
 }
 

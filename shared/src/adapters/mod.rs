@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod dynamodb;
+mod fal;
 mod s3;
 mod segmenter;
 mod sqs;
@@ -9,6 +10,7 @@ mod stability;
 
 pub use api_keys::DynamoApiKeys;
 pub use dynamodb::{DynamoJobs, Quotas};
+pub use fal::{FalClient, JwksCache};
 pub use s3::S3Blobs;
 pub use segmenter::HttpSegmenter;
 pub use sqs::SqsJobQueue;

@@ -1,0 +1,146 @@
+//! `POST /v1/providers/fal/webhook?owner=…&job_id=…`: fal.ai's completion callback
+//! (provider-contracts.md §2.6).
+//!
+//! The delivery is verified first (Ed25519 over request id, user id, timestamp and the SHA-256
+//! of the raw body, with fal's JWKS keys; timestamp within 300 s). It then only wakes the job
+//! up: the processor receives a poll message and fetches the result itself, so the webhook
+//! needs no provider key and the completion runs through the same code as polling. Deliveries
+//! are idempotent on the request id: a replay is acknowledged without queueing anything.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+use shared::core::ProviderMark;
+use shared::fal_webhook::{SignedHeaders, WebhookRejection, verify};
+use shared::job::{JobMessage, OwnerId};
+
+use crate::error::ApiError;
+use crate::http_handler::AppState;
+
+/// Which job the webhook URL was minted for (set by the processor at submit).
+#[derive(Deserialize)]
+pub(crate) struct WebhookTarget {
+    owner: String,
+    job_id: String,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::WebhookRejected {
+            code: "webhook_headers_missing",
+            message: format!("header {name} is required"),
+        })
+}
+
+fn rejected(e: WebhookRejection) -> ApiError {
+    let code = match e {
+        WebhookRejection::Stale(_) | WebhookRejection::BadTimestamp => "webhook_stale",
+        WebhookRejection::MalformedSignature | WebhookRejection::BadSignature => {
+            "webhook_signature_invalid"
+        }
+    };
+    ApiError::WebhookRejected {
+        code,
+        message: e.to_string(),
+    }
+}
+
+/// 200 `{"accepted": true|false, "reason"}` for a verified delivery (fal stops retrying);
+/// 401 for one that does not verify (nothing changes); 409 `submission_pending` when the job
+/// has not recorded this request yet (fal retries, §2.6: 10 times over 2 hours).
+pub(crate) async fn receive_fal_webhook(
+    State(state): State<AppState>,
+    Query(target): Query<WebhookTarget>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let signed = SignedHeaders {
+        request_id: header(&headers, "x-fal-webhook-request-id")?,
+        user_id: header(&headers, "x-fal-webhook-user-id")?,
+        timestamp: header(&headers, "x-fal-webhook-timestamp")?,
+        signature: header(&headers, "x-fal-webhook-signature")?,
+    };
+    let now = OffsetDateTime::now_utc();
+    let keys = state.fal_keys.keys().await?;
+    if let Err(e) = verify(&signed, &body, &keys, now.unix_timestamp()) {
+        // A key rotation shows up as a bad signature: look again once before refusing.
+        if e != WebhookRejection::BadSignature {
+            return Err(rejected(e));
+        }
+        let fresh = state.fal_keys.refresh_if_stale().await?;
+        verify(&signed, &body, &fresh, now.unix_timestamp()).map_err(rejected)?;
+    }
+    let request_id = signed.request_id;
+    let ignored = |reason: &str| {
+        tracing::info!(%request_id, reason, "fal webhook acknowledged without action");
+        Ok((
+            StatusCode::OK,
+            Json(json!({"accepted": false, "reason": reason})),
+        )
+            .into_response())
+    };
+    let (Ok(owner), Ok(job_id)) = (
+        OwnerId::parse(&target.owner),
+        ulid::Ulid::from_string(&target.job_id),
+    ) else {
+        return ignored("unknown job");
+    };
+    let Some(job) = state.store.get(&owner, job_id).await? else {
+        return ignored("unknown job");
+    };
+    if job.status.is_terminal() {
+        return ignored("job already finished");
+    }
+    match job.provider_request_id.as_deref() {
+        // Submitted but not recorded yet (a fast model): ask fal to deliver again later.
+        None => {
+            return Err(shared::Error::Conflict(format!(
+                "job {job_id} has not recorded request {request_id} yet; deliver again"
+            ))
+            .into());
+        }
+        // A signed delivery for somebody else's request must not touch this job.
+        Some(rid) if rid != request_id => return ignored("request does not belong to this job"),
+        Some(_) => {}
+    }
+    let first = state
+        .provider_transitions
+        .mark_once(
+            &owner,
+            job_id,
+            request_id,
+            ProviderMark::WebhookReceived,
+            now,
+        )
+        .await?;
+    if !first {
+        return ignored("duplicate delivery");
+    }
+    state
+        .queue
+        .send(
+            &JobMessage::Poll {
+                owner,
+                job_id,
+                request_id: request_id.to_owned(),
+                attempt: 0,
+            },
+            Duration::ZERO,
+        )
+        .await?;
+    tracing::info!(%request_id, %job_id, "fal webhook accepted; completion queued");
+    Ok((
+        StatusCode::OK,
+        Json(json!({"accepted": true, "job_id": job_id.to_string()})),
+    )
+        .into_response())
+}
