@@ -506,7 +506,9 @@ pub fn check_inputs(
             if let Some((other, _, _)) = inputs.iter().find(|(n, _, _)| *n != "image") {
                 return Err(crate::Error::Invalid {
                     code: "invalid_input",
-                    message: format!("generate takes one reference image; '{other}' is not an input it accepts"),
+                    message: format!(
+                        "generate takes one reference image; '{other}' is not an input it accepts"
+                    ),
                 });
             }
             if params.mode.needs_image() && inputs.is_empty() {

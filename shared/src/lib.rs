@@ -23,9 +23,9 @@ pub mod auth;
 #[cfg(feature = "aws")]
 pub mod config;
 #[cfg(feature = "aws")]
-pub mod fal_webhook;
-#[cfg(feature = "aws")]
 pub mod core;
+#[cfg(feature = "aws")]
+pub mod fal_webhook;
 #[cfg(feature = "aws")]
 pub mod providers;
 #[cfg(feature = "aws")]

@@ -120,8 +120,7 @@ impl ProviderSettings {
             fal_timeout: secs("FAL_TIMEOUT_SECONDS", d.fal_timeout)?,
             fal_models: crate::seedream::SeedreamModels {
                 edit: var("FAL_EDIT_MODEL").unwrap_or(d.fal_models.edit),
-                text_to_image: var("FAL_TEXT_TO_IMAGE_MODEL")
-                    .unwrap_or(d.fal_models.text_to_image),
+                text_to_image: var("FAL_TEXT_TO_IMAGE_MODEL").unwrap_or(d.fal_models.text_to_image),
             },
             public_base_url: var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()),
             presigned_input_ttl: secs("PRESIGNED_INPUT_TTL_SECONDS", d.presigned_input_ttl)?,

@@ -416,12 +416,11 @@ fn pairs_to_json<'a>(
                 "false" | "0" => serde_json::Value::Bool(false),
                 _ => return Err(ParamError::invalid(key, "must be true or false")),
             },
-            "num_images" | "seed" | "num_inference_steps" => serde_json::Value::from(
-                value
-                    .trim()
-                    .parse::<u64>()
-                    .map_err(|_| ParamError::invalid(key, format!("'{value}' is not a whole number")))?,
-            ),
+            "num_images" | "seed" | "num_inference_steps" => {
+                serde_json::Value::from(value.trim().parse::<u64>().map_err(|_| {
+                    ParamError::invalid(key, format!("'{value}' is not a whole number"))
+                })?)
+            }
             other => {
                 return Err(ParamError::invalid(
                     other,
@@ -519,7 +518,10 @@ mod tests {
                 .clone(),
         )
         .unwrap();
-        assert_eq!(p.options.image_size, Some(ImageSize::Preset(SizePreset::Auto2k)));
+        assert_eq!(
+            p.options.image_size,
+            Some(ImageSize::Preset(SizePreset::Auto2k))
+        );
         assert_eq!(p.options.num_images, 1);
         assert!(p.options.enable_safety_checker);
         let r = p.request(&SeedreamModels::default(), vec!["u".into()]);
@@ -536,7 +538,10 @@ mod tests {
             (vec![("prompt", " ")], "prompt"),
             (vec![("prompt", "x"), ("num_images", "7")], "num_images"),
             (vec![("prompt", "x"), ("num_images", "0")], "num_images"),
-            (vec![("prompt", "x"), ("image_size", "5000x100")], "image_size"),
+            (
+                vec![("prompt", "x"), ("image_size", "5000x100")],
+                "image_size",
+            ),
             (vec![("prompt", "x"), ("image_size", "huge")], "image_size"),
             (vec![("prompt", "x"), ("strength", "1")], "strength"),
         ] {
@@ -548,9 +553,14 @@ mod tests {
             ..Default::default()
         };
         assert!(check_image_count(9, &options).is_ok());
-        assert_eq!(check_image_count(10, &options).unwrap_err().field, "num_images");
         assert_eq!(
-            check_image_count(11, &SeedreamOptions::default()).unwrap_err().field,
+            check_image_count(10, &options).unwrap_err().field,
+            "num_images"
+        );
+        assert_eq!(
+            check_image_count(11, &SeedreamOptions::default())
+                .unwrap_err()
+                .field,
             "inputs"
         );
     }

@@ -26,7 +26,9 @@ use shared::core::{
 };
 use shared::fetch::FetchPolicy;
 use shared::generative::{RelightParams, poll_delay};
-use shared::job::{self, Job, JobError, JobMessage, JobResult, Operation, ProviderLinks, ResultImage};
+use shared::job::{
+    self, Job, JobError, JobMessage, JobResult, Operation, ProviderLinks, ResultImage,
+};
 use shared::params::{RemovalProvider, RemoveBackgroundParams};
 use shared::providers::ProviderSettings;
 
@@ -384,12 +386,15 @@ impl Processor {
     /// Runs the operation and stores its output; no job state changes here.
     async fn execute(&self, job: &Job) -> Result<JobResult, Step> {
         match &job.operation {
-            Operation::ReplaceBackgroundRelight(_) | Operation::Edit(_) | Operation::Generate(_) => {
-                Err(Step::Permanent(JobError::new(
-                    "invalid_job",
-                    format!("{} runs through submit/poll, not execute", job.operation.name()),
-                )))
-            }
+            Operation::ReplaceBackgroundRelight(_)
+            | Operation::Edit(_)
+            | Operation::Generate(_) => Err(Step::Permanent(JobError::new(
+                "invalid_job",
+                format!(
+                    "{} runs through submit/poll, not execute",
+                    job.operation.name()
+                ),
+            ))),
             Operation::RemoveBackground(params) => {
                 let input = job.inputs.get("image").ok_or_else(|| {
                     Step::Permanent(JobError::new("invalid_job", "the job has no input image"))
@@ -674,17 +679,20 @@ impl Processor {
             Ok(None) => return Outcome::Skipped("no such job"),
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        if job.provider_request_id.as_deref() != Some(request_id) {
-            return Outcome::Skipped("poll for another request");
-        }
+        let own_request = job.provider_request_id.as_deref() == Some(request_id);
         // Canceled or finished jobs discard whatever the provider still has; a canceled fal
         // request is also canceled there, once.
-        if job.status == shared::job::JobStatus::Canceled && job.provider.as_deref() == Some("fal")
-        {
-            return self.cancel_at_fal(providers, &job, request_id).await;
-        }
         if job.status.is_terminal() {
+            if own_request
+                && job.status == shared::job::JobStatus::Canceled
+                && job.provider.as_deref() == Some("fal")
+            {
+                return self.cancel_at_fal(providers, &job, request_id).await;
+            }
             return Outcome::Skipped("already finished");
+        }
+        if !own_request {
+            return Outcome::Skipped("poll for another request");
         }
         let now = OffsetDateTime::now_utc();
         if job
@@ -908,10 +916,7 @@ impl Processor {
             return self
                 .fail_job(
                     job,
-                    JobError::new(
-                        "provider_error",
-                        "the job has no fal request URLs to poll",
-                    ),
+                    JobError::new("provider_error", "the job has no fal request URLs to poll"),
                 )
                 .await;
         };

@@ -2,6 +2,8 @@
 //! resources, and helpers to serve the real handlers on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod queue;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

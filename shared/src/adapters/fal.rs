@@ -73,7 +73,8 @@ impl FalClient {
     /// The key goes only to the queue host: a URL from an answer that points elsewhere is
     /// refused rather than sent our credentials.
     fn checked(&self, raw: &str) -> std::result::Result<url::Url, ProviderError> {
-        let parsed = url::Url::parse(raw).map_err(|e| permanent(format!("bad URL '{raw}': {e}")))?;
+        let parsed =
+            url::Url::parse(raw).map_err(|e| permanent(format!("bad URL '{raw}': {e}")))?;
         if parsed.origin() != self.queue_url.origin() {
             return Err(permanent(format!(
                 "fal answered with a URL outside its queue host: {raw}"
@@ -230,7 +231,10 @@ impl ModelQueue for FalClient {
         })
     }
 
-    async fn status(&self, links: &ProviderLinks) -> std::result::Result<QueueStatus, ProviderError> {
+    async fn status(
+        &self,
+        links: &ProviderLinks,
+    ) -> std::result::Result<QueueStatus, ProviderError> {
         let resp = self
             .http
             .get(self.checked(&links.status_url)?)
@@ -248,7 +252,9 @@ impl ModelQueue for FalClient {
         match answer.status.as_str() {
             "COMPLETED" => Ok(QueueStatus::Completed),
             "IN_QUEUE" | "IN_PROGRESS" => Ok(QueueStatus::Pending),
-            other => Err(permanent(format!("fal reported an unknown status '{other}'"))),
+            other => Err(permanent(format!(
+                "fal reported an unknown status '{other}'"
+            ))),
         }
     }
 

@@ -1,0 +1,806 @@
+//! `edit` and `generate` end to end: the public API, the jobs queue, the processor and S3 on
+//! the emulator, with fal.ai played by a wiremock contract server that checks each request
+//! (auth, path, JSON input field by field) and replays the documented answers
+//! (`/work/shared/reference/provider-contracts.md` §2.2–§2.9), and fal's webhooks signed with
+//! a test Ed25519 key published as a JWKS (§2.6).
+
+mod common;
+
+use common::queue::{batch, job_of, record, reload, run_record, stored, take_message};
+use common::{TestEnv, assert_error, sample_photo};
+use ed25519_dalek::{Signer, SigningKey};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use std::time::Duration;
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use imagejobs_processor::{Outcome, Processor, ProcessorOptions};
+use shared::job::{JobMessage, JobStatus};
+use shared::providers::ProviderSettings;
+
+const KEY: &str = "fal-test-key-id:not-a-real-secret";
+const EDIT_MODEL: &str = "fal-ai/bytedance/seedream/v4/edit";
+const TEXT_MODEL: &str = "fal-ai/bytedance/seedream/v4/text-to-image";
+const REQUEST_ID: &str = "764cabcf-b745-4b3e-ae38-1200304cf45b";
+/// Status, result and cancel URLs use only owner/app (§2.2).
+const REQUEST_BASE: &str = "/fal-ai/bytedance/requests/764cabcf-b745-4b3e-ae38-1200304cf45b";
+
+fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn providers(server: &MockServer) -> ProviderSettings {
+    ProviderSettings {
+        fal_key: Some(KEY.into()),
+        fal_queue_url: server.uri(),
+        poll_delay: Duration::ZERO,
+        provider_deadline: Duration::from_secs(600),
+        ..ProviderSettings::default()
+    }
+}
+
+/// An emulator whose settings let the processor download the contract server's "CDN" files
+/// (127.0.0.1 over http) and read fal's keys from it.
+async fn env_for(server: &MockServer) -> TestEnv {
+    let mut env = TestEnv::new().await;
+    env.settings.allow_http_urls = true;
+    env.settings.allow_private_urls = true;
+    env.settings.fal_jwks_url = format!("{}/.well-known/jwks.json", server.uri());
+    env.providers = providers(server);
+    env
+}
+
+/// §2.3: 200 with the request id and the URLs to use.
+fn submitted(server: &MockServer) -> ResponseTemplate {
+    let base = format!("{}{REQUEST_BASE}", server.uri());
+    ResponseTemplate::new(200).set_body_json(json!({
+        "request_id": REQUEST_ID,
+        "response_url": base,
+        "status_url": format!("{base}/status"),
+        "cancel_url": format!("{base}/cancel"),
+        "status": "IN_QUEUE",
+        "queue_position": 0
+    }))
+}
+
+fn submit(model: &str) -> wiremock::MockBuilder {
+    Mock::given(method("POST"))
+        .and(path(format!("/{model}")))
+        .and(header("authorization", format!("Key {KEY}").as_str()))
+}
+
+fn status() -> wiremock::MockBuilder {
+    Mock::given(method("GET"))
+        .and(path(format!("{REQUEST_BASE}/status")))
+        .and(header("authorization", format!("Key {KEY}").as_str()))
+}
+
+fn result() -> wiremock::MockBuilder {
+    Mock::given(method("GET"))
+        .and(path(REQUEST_BASE))
+        .and(header("authorization", format!("Key {KEY}").as_str()))
+}
+
+/// §2.4: 202 while queued or running, 200 when completed.
+fn in_queue() -> ResponseTemplate {
+    ResponseTemplate::new(202).set_body_json(json!({
+        "status": "IN_QUEUE", "queue_position": 0, "request_id": REQUEST_ID
+    }))
+}
+fn in_progress() -> ResponseTemplate {
+    ResponseTemplate::new(202)
+        .set_body_json(json!({"status": "IN_PROGRESS", "logs": [], "request_id": REQUEST_ID}))
+}
+fn completed() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "status": "COMPLETED", "logs": [], "metrics": {"inference_time": 3.2},
+        "request_id": REQUEST_ID
+    }))
+}
+
+/// §2.9 output with `n` images served by the contract server under `/files/`.
+async fn outputs(server: &MockServer, n: usize) -> ResponseTemplate {
+    let mut images = Vec::new();
+    for i in 0..n {
+        let file = format!("/files/out-{i}.png");
+        Mock::given(method("GET"))
+            .and(path(file.clone()))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "image/png")
+                    .set_body_bytes(png(64 + i as u32, 48, [10 * i as u8, 100, 200])),
+            )
+            .mount(server)
+            .await;
+        images.push(json!({
+            "url": format!("{}{file}", server.uri()), "content_type": "image/png",
+            "file_name": format!("out-{i}.png"), "width": 64 + i, "height": 48
+        }));
+    }
+    ResponseTemplate::new(200).set_body_json(json!({"images": images, "seed": 746_406_749}))
+}
+
+fn processor(env: &TestEnv, lease: Duration) -> Processor {
+    let mut settings = env.settings.clone();
+    // Not called by fal jobs; the processor only needs a URL to build its client.
+    settings.segmenter_url = Some("http://127.0.0.1:9".into());
+    Processor::with_aws(
+        &settings,
+        &env.aws(),
+        ProcessorOptions {
+            lease,
+            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
+            providers: env.providers.clone(),
+        },
+    )
+    .unwrap()
+}
+
+fn edit_form(prompt: &str) -> Form {
+    Form::new()
+        .text("operation", "edit")
+        .part(
+            "file",
+            Part::bytes(sample_photo())
+                .file_name("rocket.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        )
+        .text("prompt", prompt.to_owned())
+}
+
+async fn create(base: &str, form: Form) -> Value {
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
+async fn submits(server: &MockServer) -> Vec<wiremock::Request> {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().starts_with("/fal-ai/"))
+        .collect()
+}
+
+#[tokio::test]
+async fn edit_runs_through_api_queue_runner_and_copies_every_output() {
+    let server = MockServer::start().await;
+    submit(EDIT_MODEL)
+        .respond_with(submitted(&server))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // IN_QUEUE → IN_PROGRESS → COMPLETED over three polls.
+    status()
+        .respond_with(in_queue())
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    status()
+        .respond_with(in_progress())
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    status()
+        .respond_with(completed())
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    result()
+        .respond_with(outputs(&server, 2).await)
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let mut env = env_for(&server).await;
+    let stack = env.start_stack("http://127.0.0.1:9").await;
+    let base = format!("http://{}", stack.api_addr);
+    let form = edit_form("make it night, keep the rocket")
+        .part(
+            "reference_1",
+            Part::bytes(png(80, 80, [0, 0, 40]))
+                .file_name("night.png")
+                .mime_str("image/png")
+                .unwrap(),
+        )
+        .text("num_images", "2")
+        .text("image_size", "landscape_16_9")
+        .text("seed", "42");
+    let created = create(&base, form).await;
+    assert_eq!(created["operation"], "edit");
+    assert_eq!(created["params"]["num_images"], 2);
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let mut job = Value::Null;
+    for _ in 0..150 {
+        job = common::anonymous()
+            .get(format!("{base}/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["status"] == "succeeded" || job["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["provider"], "fal");
+    assert_eq!(job["provider_request_id"], REQUEST_ID);
+    assert_eq!(job["result"]["engine"], format!("fal/{EDIT_MODEL}"));
+    assert_eq!(job["result"]["seed"], 746_406_749);
+    let images = job["result"]["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    assert_eq!(images[0]["key"], format!("results/anonymous/{id}.png"));
+    assert_eq!(images[1]["key"], format!("results/anonymous/{id}-1.png"));
+    assert_eq!(images[1]["width"], 65);
+    // Both outputs were copied byte for byte (fal's URLs expire).
+    assert_eq!(
+        stored(&env, images[0]["key"].as_str().unwrap()).await,
+        png(64, 48, [0, 100, 200])
+    );
+    assert_eq!(
+        stored(&env, images[1]["key"].as_str().unwrap()).await,
+        png(65, 48, [10, 100, 200])
+    );
+
+    // The submit, field by field (§2.9): the job image first, then the reference, as
+    // presigned S3 GET URLs that really serve the stored inputs.
+    let sent = submits(&server).await;
+    assert_eq!(sent.len(), 1, "the provider saw exactly one submit");
+    let body: Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(body["prompt"], "make it night, keep the rocket");
+    assert_eq!(body["num_images"], 2);
+    assert_eq!(body["image_size"], "landscape_16_9");
+    assert_eq!(body["seed"], 42);
+    assert_eq!(body["enable_safety_checker"], true);
+    assert_eq!(body.as_object().unwrap().len(), 6, "{body}");
+    let urls: Vec<&str> = body["image_urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 2);
+    assert!(
+        urls[0].contains(&format!("inputs/anonymous/{id}/image.jpg")),
+        "{}",
+        urls[0]
+    );
+    assert!(
+        urls[0].contains("X-Amz-Signature="),
+        "presigned: {}",
+        urls[0]
+    );
+    assert!(urls[1].contains(&format!("inputs/anonymous/{id}/reference_1.png")));
+    let fetched = reqwest::get(urls[0]).await.unwrap().bytes().await.unwrap();
+    assert_eq!(fetched.as_ref(), sample_photo().as_slice());
+    assert!(
+        sent[0].url.query().is_none(),
+        "no webhook without PUBLIC_BASE_URL"
+    );
+
+    // Each output has its own result link; past the last is a 404.
+    let client = common::anonymous();
+    let second = client
+        .get(format!("{base}/v1/jobs/{id}/result?index=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status().as_u16(), 303);
+    let location = second.headers()["location"].to_str().unwrap();
+    assert!(location.contains(&format!("{id}-1.png")), "{location}");
+    let past = client
+        .get(format!("{base}/v1/jobs/{id}/result?index=2"))
+        .send()
+        .await
+        .unwrap();
+    assert_error(past, 404, "result_not_found").await;
+}
+
+#[tokio::test]
+async fn generate_from_text_alone_uses_the_text_to_image_model() {
+    let server = MockServer::start().await;
+    submit(TEXT_MODEL)
+        .respond_with(submitted(&server))
+        .expect(1)
+        .mount(&server)
+        .await;
+    status().respond_with(completed()).mount(&server).await;
+    result()
+        .respond_with(outputs(&server, 1).await)
+        .mount(&server)
+        .await;
+    let env = env_for(&server).await;
+    let base = env.serve_api().await;
+    let resp = common::anonymous()
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({
+            "operation": "generate",
+            "params": {"mode": "text", "prompt": "a watercolour fox", "num_inference_steps": 30}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    let job = job_of(&env, &resp.json().await.unwrap()).await;
+    assert!(job.inputs.is_empty());
+    let p = processor(&env, Duration::from_secs(90));
+    assert_eq!(
+        p.handle_record(&take_message(&env).await.unwrap()).await,
+        Outcome::Waiting
+    );
+    assert_eq!(
+        p.handle_record(&take_message(&env).await.unwrap()).await,
+        Outcome::Succeeded
+    );
+    let done = reload(&env, &job).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(
+        done.result.unwrap().engine.unwrap(),
+        format!("fal/{TEXT_MODEL}")
+    );
+    let body: Value = serde_json::from_slice(&submits(&server).await[0].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"prompt": "a watercolour fox", "num_images": 1, "enable_safety_checker": true})
+    );
+
+    // `memory` needs the avatar: refused before anything is stored.
+    let env2 = TestEnv::new().await;
+    let base2 = env2.serve_api().await;
+    let resp = common::anonymous()
+        .post(format!("{base2}/v1/jobs"))
+        .json(&json!({"operation": "generate", "params": {"mode": "memory", "prompt": "a picnic"}}))
+        .send()
+        .await
+        .unwrap();
+    let err = assert_error(resp, 400, "missing_input").await;
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("avatar"),
+        "{err}"
+    );
+    env2.assert_nothing_stored().await;
+}
+
+#[tokio::test]
+async fn subject_mode_sends_the_photo_to_the_edit_model_with_the_portrait_prompt() {
+    let server = MockServer::start().await;
+    submit(EDIT_MODEL)
+        .respond_with(submitted(&server))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let env = env_for(&server).await;
+    let base = env.serve_api().await;
+    let form = Form::new()
+        .text("operation", "generate")
+        .text("mode", "subject")
+        .part(
+            "file",
+            Part::bytes(sample_photo())
+                .file_name("me.jpg")
+                .mime_str("image/jpeg")
+                .unwrap(),
+        );
+    let job = job_of(&env, &create(&base, form).await).await;
+    let p = processor(&env, Duration::from_secs(90));
+    assert_eq!(
+        p.handle_record(&take_message(&env).await.unwrap()).await,
+        Outcome::Waiting
+    );
+    let body: Value = serde_json::from_slice(&submits(&server).await[0].body).unwrap();
+    assert_eq!(body["prompt"], shared::seedream::SUBJECT_PROMPT);
+    assert_eq!(body["image_urls"].as_array().unwrap().len(), 1);
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Processing);
+}
+
+#[tokio::test]
+async fn duplicate_delivery_submits_once_and_429_is_retried() {
+    let server = MockServer::start().await;
+    // The first submit is rate limited (§2.8: 429 from the concurrency limit), the second
+    // accepted; a redelivered run message after that must not submit again.
+    submit(EDIT_MODEL)
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_json(json!({"detail": "Too many concurrent requests"})),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    submit(EDIT_MODEL)
+        .respond_with(submitted(&server))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    status().respond_with(completed()).mount(&server).await;
+    result()
+        .respond_with(outputs(&server, 1).await)
+        .mount(&server)
+        .await;
+    let env = env_for(&server).await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, edit_form("sepia")).await).await;
+    let run = take_message(&env).await.unwrap();
+    // A zero lease lets each redelivery take the job over at once.
+    let p = processor(&env, Duration::ZERO);
+
+    let response = p.handle(batch(vec![run.clone()])).await;
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "429 goes back to SQS"
+    );
+    assert!(reload(&env, &job).await.provider_request_id.is_none());
+
+    let arn = &env.provisioned.queue_arn;
+    assert_eq!(
+        p.handle_record(&run_record(&job, 2, arn)).await,
+        Outcome::Waiting
+    );
+    // The same run message delivered twice more (SQS is at-least-once).
+    assert_eq!(
+        p.handle_record(&run_record(&job, 3, arn)).await,
+        Outcome::Waiting
+    );
+    assert_eq!(
+        p.handle_record(&run_record(&job, 3, arn)).await,
+        Outcome::Waiting
+    );
+    assert_eq!(
+        submits(&server).await.len(),
+        2,
+        "one refused submit, then exactly one accepted"
+    );
+    // Three polls were scheduled; the first completes the job, the rest find it finished.
+    let mut outcomes = Vec::new();
+    while let Some(poll) = take_message(&env).await {
+        outcomes.push(p.handle_record(&poll).await);
+    }
+    assert_eq!(outcomes[0], Outcome::Succeeded);
+    assert!(
+        outcomes[1..]
+            .iter()
+            .all(|o| matches!(o, Outcome::Skipped(_))),
+        "{outcomes:?}"
+    );
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn provider_errors_map_to_stable_codes() {
+    let server = MockServer::start().await;
+    submit(EDIT_MODEL)
+        .respond_with(submitted(&server))
+        .mount(&server)
+        .await;
+    status().respond_with(completed()).mount(&server).await;
+    // A completed request whose result is the model's moderation error (§2.8 `detail` list).
+    result()
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({
+            "detail": [{"loc": ["body", "prompt"], "msg": "The prompt was flagged by the content checker",
+                        "type": "content_policy_violation"}]
+        })))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    result()
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({
+            "detail": [{"loc": ["body", "image_size"], "msg": "value is not a valid enumeration member",
+                        "type": "type_error.enum"}]
+        })))
+        .mount(&server)
+        .await;
+    let env = env_for(&server).await;
+    let base = env.serve_api().await;
+    let p = processor(&env, Duration::from_secs(90));
+
+    for (prompt, code, words) in [
+        (
+            "something flagged",
+            "content_moderated",
+            "flagged by the content checker",
+        ),
+        (
+            "bad size",
+            "invalid_input",
+            "body.image_size: value is not a valid enumeration member",
+        ),
+    ] {
+        let job = job_of(&env, &create(&base, edit_form(prompt)).await).await;
+        assert_eq!(
+            p.handle_record(&take_message(&env).await.unwrap()).await,
+            Outcome::Waiting
+        );
+        assert_eq!(
+            p.handle_record(&take_message(&env).await.unwrap()).await,
+            Outcome::Failed(code.into())
+        );
+        let error = reload(&env, &job).await.error.unwrap();
+        assert_eq!(error.code, code);
+        assert!(error.message.contains(words), "{}", error.message);
+    }
+
+    // No FAL_KEY: the job fails at once and the message names the setting.
+    let mut unconfigured = env.providers.clone();
+    unconfigured.fal_key = None;
+    let p = Processor::with_aws(
+        &{
+            let mut s = env.settings.clone();
+            s.segmenter_url = Some("http://127.0.0.1:9".into());
+            s
+        },
+        &env.aws(),
+        ProcessorOptions {
+            lease: Duration::from_secs(90),
+            dead_letter_queue_arn: None,
+            providers: unconfigured,
+        },
+    )
+    .unwrap();
+    let job = job_of(&env, &create(&base, edit_form("x")).await).await;
+    assert_eq!(
+        p.handle_record(&take_message(&env).await.unwrap()).await,
+        Outcome::Failed("provider_not_configured".into())
+    );
+    assert!(
+        reload(&env, &job)
+            .await
+            .error
+            .unwrap()
+            .message
+            .contains("FAL_KEY")
+    );
+}
+
+/// A delivery signed as fal signs it (§2.6).
+fn signed_delivery(
+    key: &SigningKey,
+    request_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Vec<(&'static str, String)> {
+    let ts = timestamp.to_string();
+    let headers = shared::fal_webhook::SignedHeaders {
+        request_id,
+        user_id: "fal-user-1",
+        timestamp: &ts,
+        signature: "",
+    };
+    let message = shared::fal_webhook::signed_message(&headers, body);
+    vec![
+        ("x-fal-webhook-request-id", request_id.to_owned()),
+        ("x-fal-webhook-user-id", "fal-user-1".to_owned()),
+        ("x-fal-webhook-timestamp", ts),
+        (
+            "x-fal-webhook-signature",
+            hex::encode(key.sign(message.as_bytes()).to_bytes()),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn webhooks_are_verified_idempotent_and_complete_the_job() {
+    use base64::Engine;
+    let fal_key = SigningKey::from_bytes(&[42; 32]);
+    let stranger = SigningKey::from_bytes(&[43; 32]);
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/.well-known/jwks.json"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": [{
+            "kty": "OKP", "crv": "Ed25519",
+            "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(fal_key.verifying_key().to_bytes())
+        }]})))
+        .mount(&server)
+        .await;
+    submit(EDIT_MODEL)
+        .respond_with(submitted(&server))
+        .expect(1)
+        .mount(&server)
+        .await;
+    status().respond_with(completed()).mount(&server).await;
+    result()
+        .respond_with(outputs(&server, 1).await)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut env = env_for(&server).await;
+    // Polls far in the future: only the webhook can finish the job within the test.
+    env.providers.poll_delay = Duration::from_secs(900);
+    let base = env.serve_api().await;
+    env.providers.public_base_url = Some(base.clone());
+    let job = job_of(&env, &create(&base, edit_form("add snow")).await).await;
+    let p = processor(&env, Duration::from_secs(90));
+    assert_eq!(
+        p.handle_record(&take_message(&env).await.unwrap()).await,
+        Outcome::Waiting
+    );
+    let sent = submits(&server).await;
+    let hook: Vec<(String, String)> = sent[0]
+        .url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let expected_hook = format!(
+        "{base}/v1/providers/fal/webhook?owner=anonymous&job_id={}",
+        job.id
+    );
+    assert_eq!(
+        hook,
+        vec![("fal_webhook".to_owned(), expected_hook.clone())]
+    );
+    assert!(take_message(&env).await.is_none(), "the poll is delayed");
+
+    // The webhook payload of §2.6.
+    let body = serde_json::to_vec(&json!({
+        "request_id": REQUEST_ID, "gateway_request_id": REQUEST_ID, "status": "OK",
+        "payload": {"images": [{"url": format!("{}/files/out-0.png", server.uri())}], "seed": 1}
+    }))
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let deliver = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let url = expected_hook.clone();
+        async move {
+            let mut req = common::http().post(url).body(body);
+            for (k, v) in headers {
+                req = req.header(k, v);
+            }
+            req.send().await.unwrap()
+        }
+    };
+
+    // Bad signature: 401, nothing changes.
+    let resp = deliver(
+        signed_delivery(&stranger, REQUEST_ID, now, &body),
+        body.clone(),
+    )
+    .await;
+    assert_error(resp, 401, "webhook_signature_invalid").await;
+    // Body changed after signing: 401.
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let resp = deliver(signed_delivery(&fal_key, REQUEST_ID, now, &body), tampered).await;
+    assert_error(resp, 401, "webhook_signature_invalid").await;
+    // Stale timestamp (301 s old), correctly signed: 401.
+    let resp = deliver(
+        signed_delivery(&fal_key, REQUEST_ID, now - 301, &body),
+        body.clone(),
+    )
+    .await;
+    assert_error(resp, 401, "webhook_stale").await;
+    assert!(take_message(&env).await.is_none());
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Processing);
+
+    // Valid: accepted, the completion is queued; the replay is acknowledged without effect.
+    let valid = signed_delivery(&fal_key, REQUEST_ID, now, &body);
+    let resp = deliver(valid.clone(), body.clone()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["accepted"], true);
+    let resp = deliver(valid, body.clone()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let replay: Value = resp.json().await.unwrap();
+    assert_eq!(replay["accepted"], false);
+    assert_eq!(replay["reason"], "duplicate delivery");
+
+    let poll = take_message(&env).await.expect("the webhook queued a poll");
+    assert!(take_message(&env).await.is_none(), "exactly one");
+    assert_eq!(p.handle_record(&poll).await, Outcome::Succeeded);
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Succeeded);
+
+    // A signed delivery for another request does not touch a job.
+    let other = signed_delivery(&fal_key, "another-request", now, &body);
+    let resp = deliver(other, body.clone()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["accepted"], false);
+}
+
+#[tokio::test]
+async fn cancel_while_queued_and_while_processing() {
+    let server = MockServer::start().await;
+    submit(EDIT_MODEL)
+        .respond_with(submitted(&server))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path(format!("{REQUEST_BASE}/cancel")))
+        .and(header("authorization", format!("Key {KEY}").as_str()))
+        .respond_with(
+            ResponseTemplate::new(202).set_body_json(json!({"status": "CANCELLATION_REQUESTED"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    // Even a result that turns up later is discarded.
+    status().respond_with(completed()).mount(&server).await;
+    result()
+        .respond_with(outputs(&server, 1).await)
+        .expect(0)
+        .mount(&server)
+        .await;
+    let mut env = env_for(&server).await;
+    env.providers.poll_delay = Duration::from_secs(900);
+    let base = env.serve_api().await;
+    let client = common::anonymous();
+    let p = processor(&env, Duration::from_secs(90));
+
+    // Queued: canceled at once; the run message then does nothing.
+    let queued = job_of(&env, &create(&base, edit_form("one")).await).await;
+    let resp = client
+        .post(format!("{base}/v1/jobs/{}/cancel", queued.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["status"], "canceled");
+    assert!(matches!(
+        p.handle_record(&take_message(&env).await.unwrap()).await,
+        Outcome::Skipped(_)
+    ));
+    assert!(submits(&server).await.is_empty());
+
+    // Processing at fal: canceled here, and fal is told once.
+    let running = job_of(&env, &create(&base, edit_form("two")).await).await;
+    assert_eq!(
+        p.handle_record(&take_message(&env).await.unwrap()).await,
+        Outcome::Waiting
+    );
+    let resp = client
+        .post(format!("{base}/v1/jobs/{}/cancel", running.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let wake = take_message(&env)
+        .await
+        .expect("the API queued the provider cancel");
+    assert!(matches!(p.handle_record(&wake).await, Outcome::Skipped(_)));
+    // The scheduled poll arrives later: no second cancel, no result fetched.
+    let late_poll = record(
+        serde_json::to_string(&JobMessage::Poll {
+            owner: running.owner.clone(),
+            job_id: running.id,
+            request_id: REQUEST_ID.into(),
+            attempt: 1,
+        })
+        .unwrap(),
+        1,
+        &env.provisioned.queue_arn,
+    );
+    assert!(matches!(
+        p.handle_record(&late_poll).await,
+        Outcome::Skipped(_)
+    ));
+    let after = reload(&env, &running).await;
+    assert_eq!(after.status, JobStatus::Canceled);
+    assert!(after.result.is_none());
+    // A second cancel is a conflict: the job already ended.
+    let again = client
+        .post(format!("{base}/v1/jobs/{}/cancel", running.id))
+        .send()
+        .await
+        .unwrap();
+    assert_error(again, 409, "conflict").await;
+}
