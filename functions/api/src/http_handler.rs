@@ -16,11 +16,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use shared::adapters::{Aws, HttpSegmenter};
 use shared::config::Settings;
-use shared::core::{ApiKeyStore, BlobStore, JobStore, Probe, UploadStore};
+use shared::core::{ApiKeyStore, BlobStore, CapabilityStore, JobStore, Probe, UploadStore};
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{auth, cancel, health, jobs, uploads};
+use crate::{auth, cancel, compat, health, jobs, metrics, uploads};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -36,6 +36,8 @@ pub struct AppState {
     pub(crate) uploads: Arc<dyn UploadStore>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) provider_transitions: Arc<dyn shared::core::ProviderTransitions>,
+    /// Seed 003's `processing_id` pointers.
+    pub(crate) capabilities: Arc<dyn CapabilityStore>,
 }
 
 impl AppState {
@@ -72,6 +74,7 @@ impl AppState {
             uploads: Arc::new(aws.jobs.clone()),
             settings,
             provider_transitions: Arc::new(aws.jobs.clone()),
+            capabilities: Arc::new(aws.jobs.clone()),
         })
     }
 
@@ -99,7 +102,8 @@ impl AppState {
     }
 }
 
-/// The API's routes.
+/// The API's routes: `/v1/…`, `/health`, and the compatibility routes of the services it
+/// replaces ([`crate::compat`]).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.image_limits.max_bytes as usize + BODY_OVERHEAD;
     Router::new()
@@ -109,7 +113,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/token", post(auth::issue_token))
         .route("/v1/uploads", post(uploads::create_upload))
         .route("/v1/jobs/{id}/cancel", post(cancel::cancel_job))
+        .route("/v1/metrics", get(metrics::get_metrics))
         .route("/health", get(health::health))
+        .merge(compat::routes())
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
         })

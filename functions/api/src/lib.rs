@@ -3,11 +3,13 @@
 
 mod auth;
 mod cancel;
+mod compat;
 mod error;
 mod health;
 pub mod http_handler;
 mod identity;
 pub mod jobs;
+mod metrics;
 mod uploads;
 
 pub use error::ApiError;
