@@ -20,7 +20,7 @@ pub struct Caller(pub Principal);
 
 /// The credential a request carries, if any: `X-API-Key`, `Authorization: Bearer …`, or
 /// `Authorization: Basic base64(KEY:)` (Stripe-style: the user name is the credential and the
-/// password is ignored; what HTTP clients send for `http://KEY@host/…`, as seed 003's Python
+/// password is ignored; what HTTP clients send for `http://KEY:@host/…`, as seed 003's Python
 /// client does once the key is in its base URL).
 fn credential(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
@@ -143,7 +143,7 @@ mod tests {
         };
         let get =
             |value: &str| credential(&headers(&[("authorization", value)])).map(Cow::into_owned);
-        // `requests` sends `KEY:` for http://KEY@host.
+        // `requests` sends `KEY:` for http://KEY:@host (and nothing for http://KEY@host).
         assert_eq!(get(&basic("ij_live_abc:")).as_deref(), Some("ij_live_abc"));
         assert_eq!(
             get(&basic("ij_live_abc:ignored")).as_deref(),

@@ -1,7 +1,7 @@
 //! Seed 003, "Background Removal Service" (FastAPI, asynchronous): submit, poll, download.
 //!
 //! `POST /process` needs the API key (HTTP Basic with the key as user name, i.e. the key in the
-//! client's base URL `http://KEY@host`, or `Authorization: Bearer` / `X-API-Key`). Its answer's
+//! client's base URL `http://KEY:@host` (`requests` sends no credential without the colon), or `Authorization: Bearer` / `X-API-Key`). Its answer's
 //! `processing_id` is a random UUID v4 (122 random bits, like the original's) stored as a
 //! capability pointer next to the job; `GET /status/{id}` and `GET /download/{id}` take no
 //! credential, exactly as the seed's clients call them: the id itself is the secret, as a
