@@ -36,6 +36,10 @@ enum Command {
         /// segmenter's MODEL_DIR; plain-background needs none).
         #[arg(long, env = "DEFAULT_MODEL", default_value = shared::models::PLAIN_BACKGROUND)]
         default_model: String,
+        /// Engine the compatibility routes (seeds 002, 003) run whatever model a legacy client
+        /// names (`u2net` needs weights; plain-background needs none). Empty: the client's.
+        #[arg(long, env = "COMPAT_MODEL", default_value = shared::models::PLAIN_BACKGROUND)]
+        compat_model: String,
         /// Accept http:// input URLs (never in production).
         #[arg(long, env = "ALLOW_HTTP_URLS")]
         allow_http_urls: bool,
@@ -91,12 +95,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             addr,
             segmenter_url,
             default_model,
+            compat_model,
             allow_http_urls,
             jwt_secret,
             cors_allowed_origins,
         } => {
             if !shared::models::is_known(&default_model) {
                 return Err(format!("unknown DEFAULT_MODEL '{default_model}'"));
+            }
+            let compat_model = Some(compat_model).filter(|m| !m.trim().is_empty());
+            if let Some(m) = compat_model
+                .as_deref()
+                .filter(|m| !shared::models::is_known(m))
+            {
+                return Err(format!("unknown COMPAT_MODEL '{m}'"));
             }
             let sdk = emulator_sdk_config().await?;
             let provisioned = provision(&sdk, &ResourceNames::local())
@@ -109,6 +121,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             settings.segmenter_url = Some(segmenter_url);
             settings.default_model = default_model;
+            settings.compat_model = compat_model;
             settings.allow_http_urls = allow_http_urls;
             settings.cors_allowed_origins = cors_allowed_origins;
             settings.jwt_secret = Some(match jwt_secret {

@@ -22,6 +22,11 @@ pub struct Settings {
     pub segmenter_timeout: Duration,
     /// `DEFAULT_MODEL`: engine used when a request names none (default `u2net`).
     pub default_model: String,
+    /// `COMPAT_MODEL`: engine the compatibility routes (seeds 002 and 003) run instead of the
+    /// model a legacy client names, which is still validated against that seed's list. Unset
+    /// (the default, and on AWS): the client's model as sent, or `DEFAULT_MODEL` when it names
+    /// none. The local runner sets `plain-background`, the one engine that needs no weights.
+    pub compat_model: Option<String>,
     /// `MAX_RECEIVE_COUNT`: the jobs queue's redrive `maxReceiveCount` (default 5).
     pub max_receive_count: u32,
     /// `JOB_TTL_DAYS`: how long job records are kept (default 30, matching the S3 lifecycle).
@@ -86,6 +91,7 @@ impl Settings {
             segmenter_url: None,
             segmenter_timeout: Duration::from_secs(50),
             default_model: "u2net".into(),
+            compat_model: None,
             max_receive_count: crate::resources::JOBS_QUEUE_MAX_RECEIVE_COUNT,
             job_ttl: time::Duration::days(30),
             result_url_ttl: Duration::from_secs(900),
@@ -115,6 +121,13 @@ impl Settings {
                 models::known_names().join(", ")
             )));
         }
+        let compat_model = var("COMPAT_MODEL");
+        if let Some(name) = compat_model.as_deref().filter(|n| !models::is_known(n)) {
+            return Err(Error::Config(format!(
+                "COMPAT_MODEL='{name}' is not a known model ({})",
+                models::known_names().join(", ")
+            )));
+        }
         Ok(Self {
             table: required("JOBS_TABLE")?,
             queue_url: required("JOBS_QUEUE_URL")?,
@@ -122,6 +135,7 @@ impl Settings {
             segmenter_url: var("SEGMENTER_URL"),
             segmenter_timeout: Duration::from_secs(parsed("SEGMENTER_TIMEOUT_SECONDS", 50)?),
             default_model,
+            compat_model,
             max_receive_count: parsed(
                 "MAX_RECEIVE_COUNT",
                 crate::resources::JOBS_QUEUE_MAX_RECEIVE_COUNT,

@@ -248,6 +248,33 @@ pub trait ApiKeyStore: Send + Sync {
     async fn touch_key(&self, hash: &str, now: OffsetDateTime) -> Result<()>;
 }
 
+/// An unguessable public handle on one job: seed 003's `processing_id`, a random UUID v4 (122
+/// random bits) that lets a credential-less client read the job's status and download its
+/// result, like a presigned URL. It expires with the job (same `expires_at`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capability {
+    /// The handle, a lower-case hyphenated UUID v4.
+    pub id: String,
+    /// The job's owner.
+    pub owner: OwnerId,
+    /// The job it opens.
+    pub job_id: Ulid,
+    /// Unix seconds after which it is void (the job's `expires_at`; DynamoDB TTL deletes it).
+    pub expires_at: i64,
+}
+
+/// Capability handles on jobs (pointer records; the job itself stays owner-scoped).
+#[async_trait]
+pub trait CapabilityStore: Send + Sync {
+    /// Stores a new handle.
+    ///
+    /// # Errors
+    /// [`crate::Error::Conflict`] when the id already exists (never expected for a UUID v4).
+    async fn put_capability(&self, capability: &Capability) -> Result<()>;
+    /// The handle with this id, or `None` (also once it has expired, before TTL removes it).
+    async fn find_capability(&self, id: &str, now: OffsetDateTime) -> Result<Option<Capability>>;
+}
+
 /// A declared direct upload (`POST /v1/uploads`), checked when a job references it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Upload {

@@ -1,6 +1,6 @@
 //! imagejobs shared library: the job domain (pure), the ports, and the AWS/HTTP adapters.
 //!
-//! - [`job`], [`params`], [`models`], [`imaging`], [`resources`]: the pure domain.
+//! - [`job`], [`params`], [`models`], [`imaging`], [`resources`], [`metrics`]: the pure domain.
 //! - [`core`]: the ports (one small trait per capability).
 //! - [`adapters`]: DynamoDB, SQS, S3 and segmenter implementations (feature `aws`).
 //! - [`service`]: job submission shared by the API and ingest (feature `aws`).
@@ -11,6 +11,7 @@ pub mod fetch;
 pub mod generative;
 pub mod imaging;
 pub mod job;
+pub mod metrics;
 pub mod models;
 pub mod params;
 pub mod resources;

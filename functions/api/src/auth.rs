@@ -6,18 +6,22 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use shared::auth::{self, AuthError, Credential};
+use shared::auth::{self, AuthError, Claims, Credential, Principal};
 
 use crate::error::ApiError;
 use crate::http_handler::AppState;
 use crate::identity::Caller;
 
-/// Answers `{"access_token", "token_type": "Bearer", "expires_in", "scope"}` (RFC 6749 §5.1
-/// field names) with the key's owner and scopes.
-pub(crate) async fn issue_token(
-    State(state): State<AppState>,
-    Caller(caller): Caller,
-) -> Result<Response, ApiError> {
+/// Signs a JWT for a caller that authenticated with an API key: `sub` = the key's owner,
+/// `scope` = the key's scopes, lifetime `JWT_TTL_SECONDS`.
+///
+/// # Errors
+/// 400 `api_key_required` when the caller used a token; 401 `tokens_disabled` without
+/// `JWT_SECRET`.
+pub(crate) fn issue_for_key(
+    state: &AppState,
+    caller: &Principal,
+) -> Result<(String, Claims), ApiError> {
     if !matches!(caller.credential, Credential::ApiKey { .. }) {
         return Err(ApiError::bad_request(
             "api_key_required",
@@ -29,19 +33,27 @@ pub(crate) async fn issue_token(
         .jwt_secret
         .as_deref()
         .ok_or(AuthError::TokensDisabled)?;
-    let ttl = state.settings.jwt_ttl;
-    let (token, claims) = auth::issue_token(
+    Ok(auth::issue_token(
         secret.as_bytes(),
         &caller.owner,
         &caller.scopes,
-        ttl,
+        state.settings.jwt_ttl,
         OffsetDateTime::now_utc(),
     )
-    .map_err(|message| shared::Error::Config(format!("signing a token: {message}")))?;
+    .map_err(|message| shared::Error::Config(format!("signing a token: {message}")))?)
+}
+
+/// Answers `{"access_token", "token_type": "Bearer", "expires_in", "scope"}` (RFC 6749 §5.1
+/// field names) with the key's owner and scopes.
+pub(crate) async fn issue_token(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Response, ApiError> {
+    let (token, claims) = issue_for_key(&state, &caller)?;
     Ok(Json(json!({
         "access_token": token,
         "token_type": "Bearer",
-        "expires_in": ttl.whole_seconds(),
+        "expires_in": state.settings.jwt_ttl.whole_seconds(),
         "scope": claims.scope,
     }))
     .into_response())

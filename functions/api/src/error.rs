@@ -59,12 +59,57 @@ pub enum ApiError {
     /// The route exists but not with this method (405).
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// A form field of a compatibility route failed validation (422, as the FastAPI services
+    /// they replace answered): `invalid_email`, `invalid_params`, `unknown_model`,
+    /// `missing_input`.
+    #[error("{message}")]
+    Unprocessable {
+        /// Stable code.
+        code: &'static str,
+        /// What to change.
+        message: String,
+    },
+    /// The route takes a JWT from `POST /auth/token` (or `/v1/auth/token`), and an API key was
+    /// sent (401 `token_required`; seed 002's JWT-only routes).
+    #[error("this route needs a JWT Bearer token: exchange the API key at POST /auth/token first")]
+    TokenRequired,
+    /// Unknown or expired `processing_id` (404 `processing_not_found`; seed 003).
+    #[error("no processing '{0}' (unknown or expired)")]
+    ProcessingNotFound(String),
+    /// A job the request waited on synchronously failed: the job's own code, with a status
+    /// from [`sync_failure_status`] (the caller's image: 4xx; our side: 502).
+    #[error("{}", .0.message)]
+    SyncJobFailed(JobError),
+}
+
+/// The status of a synchronous request whose job failed with `code`: 415/413/422 when the
+/// input was at fault, 503 when the engine is not loaded, 502 for everything else (the
+/// processing pipeline failed behind the API).
+pub fn sync_failure_status(code: &str) -> StatusCode {
+    match code {
+        "unsupported_image" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_image" | "empty_image" | "image_too_large" | "input_not_found"
+        | "invalid_input" | "invalid_params" | "unknown_model" | "content_moderated" => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        "model_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    }
 }
 
 impl ApiError {
     /// A 400 with a code.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::BadRequest {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 422 with a code (compatibility routes' form validation).
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable {
             code,
             message: message.into(),
         }
@@ -87,6 +132,10 @@ impl ApiError {
             Self::NotFinished(_) => StatusCode::LOCKED,
             Self::JobFailed(_) | Self::JobCanceled => StatusCode::CONFLICT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TokenRequired => StatusCode::UNAUTHORIZED,
+            Self::ProcessingNotFound(_) => StatusCode::NOT_FOUND,
+            Self::SyncJobFailed(e) => sync_failure_status(&e.code),
         }
     }
 
@@ -106,6 +155,10 @@ impl ApiError {
             Self::WebhookRejected { code, .. } => code,
             Self::RouteNotFound(_) => "route_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unprocessable { code, .. } => code,
+            Self::TokenRequired => "token_required",
+            Self::ProcessingNotFound(_) => "processing_not_found",
+            Self::SyncJobFailed(e) => &e.code,
         }
     }
 
@@ -212,6 +265,30 @@ mod tests {
         );
         assert_eq!(invalid("unknown_model").status(), StatusCode::BAD_REQUEST);
         assert_eq!(invalid("unknown_model").code(), "unknown_model");
+    }
+
+    #[test]
+    fn compat_errors_have_their_statuses() {
+        assert_eq!(
+            ApiError::unprocessable("invalid_email", "m").status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(ApiError::TokenRequired.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(ApiError::TokenRequired.code(), "token_required");
+        let failed = |code: &str| ApiError::SyncJobFailed(JobError::new(code, "m"));
+        assert_eq!(
+            failed("invalid_image").status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(failed("invalid_image").code(), "invalid_image");
+        assert_eq!(
+            failed("model_unavailable").status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            failed("retries_exhausted").status(),
+            StatusCode::BAD_GATEWAY
+        );
     }
 
     #[test]

@@ -10,10 +10,9 @@ use std::time::Duration;
 use crate::http_handler::AppState;
 use crate::identity::authenticate;
 
-/// `GET /health`: 200 when every dependency answers, else 503 naming the ones that do not.
-///
-/// Open to anyone, but only an authenticated caller sees which dependency is failing.
-pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// Probes every dependency (3 s each, concurrently): whether all answered, and each one's
+/// state (`ok`, `unavailable` or `timeout`) by name (`table`, `queue`, `bucket`, `segmenter`).
+pub(crate) async fn check(state: &AppState) -> (bool, serde_json::Map<String, serde_json::Value>) {
     let checks = futures::future::join_all(state.probes.iter().map(|p| async move {
         let outcome = tokio::time::timeout(Duration::from_secs(3), p.ping()).await;
         let status = match outcome {
@@ -28,18 +27,30 @@ pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) ->
     }))
     .await;
     let healthy = checks.iter().all(|(_, s)| s == "ok");
-    let mut body = json!({"status": if healthy { "ok" } else { "degraded" }});
-    if authenticate(&state, &headers).await.is_ok() {
-        body["checks"] = checks
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), json!(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-    }
-    let status = if healthy {
+    let checks = checks
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+    (healthy, checks)
+}
+
+/// 200 when healthy, else 503.
+pub(crate) fn status_code(healthy: bool) -> StatusCode {
+    if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
+    }
+}
+
+/// `GET /health`: 200 when every dependency answers, else 503 naming the ones that do not.
+///
+/// Open to anyone, but only an authenticated caller sees which dependency is failing.
+pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (healthy, checks) = check(&state).await;
+    let mut body = json!({"status": if healthy { "ok" } else { "degraded" }});
+    if authenticate(&state, &headers).await.is_ok() {
+        body["checks"] = checks.into();
+    }
+    (status_code(healthy), Json(body)).into_response()
 }

@@ -16,11 +16,11 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use shared::adapters::{Aws, HttpSegmenter};
 use shared::config::Settings;
-use shared::core::{ApiKeyStore, BlobStore, JobStore, Probe, UploadStore};
+use shared::core::{ApiKeyStore, BlobStore, CapabilityStore, JobStore, Probe, UploadStore};
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{auth, cancel, fal_webhook, health, jobs, uploads};
+use crate::{auth, cancel, compat, fal_webhook, health, jobs, metrics, uploads};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -38,6 +38,8 @@ pub struct AppState {
     pub(crate) provider_transitions: Arc<dyn shared::core::ProviderTransitions>,
     pub(crate) queue: Arc<dyn shared::core::JobQueue>,
     pub(crate) fal_keys: Arc<shared::adapters::JwksCache>,
+    /// Seed 003's `processing_id` pointers.
+    pub(crate) capabilities: Arc<dyn CapabilityStore>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             provider_transitions: Arc::new(aws.jobs.clone()),
             queue: Arc::new(aws.queue.clone()),
             fal_keys,
+            capabilities: Arc::new(aws.jobs.clone()),
         })
     }
 
@@ -108,7 +111,8 @@ impl AppState {
     }
 }
 
-/// The API's routes.
+/// The API's routes: `/v1/…`, `/health`, and the compatibility routes of the services it
+/// replaces ([`crate::compat`]).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.image_limits.max_bytes as usize + BODY_OVERHEAD;
     Router::new()
@@ -122,7 +126,9 @@ pub fn router(state: AppState) -> Router {
             "/v1/providers/fal/webhook",
             post(fal_webhook::receive_fal_webhook),
         )
+        .route("/v1/metrics", get(metrics::get_metrics))
         .route("/health", get(health::health))
+        .merge(compat::routes())
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
         })

@@ -1,9 +1,12 @@
-//! Who is calling: API keys (`Authorization: Bearer ij_live_…` or `X-API-Key`) and the JWTs
-//! `POST /v1/auth/token` issues for them. Every handler gets its caller here and nowhere else.
+//! Who is calling: API keys (`Authorization: Bearer ij_live_…`, `X-API-Key`, or HTTP Basic
+//! with the key as user name) and the JWTs `POST /v1/auth/token` issues for them. Every handler
+//! gets its caller here and nowhere else.
 
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use base64::Engine as _;
+use std::borrow::Cow;
 use time::OffsetDateTime;
 
 use shared::auth::{self, AuthError, Principal};
@@ -15,17 +18,31 @@ use crate::http_handler::AppState;
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
 
-/// The credential a request carries, if any.
-fn credential(headers: &HeaderMap) -> Option<&str> {
+/// The credential a request carries, if any: `X-API-Key`, `Authorization: Bearer …`, or
+/// `Authorization: Basic base64(KEY:)` (Stripe-style: the user name is the credential and the
+/// password is ignored; what HTTP clients send for `http://KEY:@host/…`, as seed 003's Python
+/// client does once the key is in its base URL).
+fn credential(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim());
+        return Some(Cow::Borrowed(v.trim()));
     }
     let value = headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Cow::Borrowed(token.trim()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+        return Some(Cow::Owned(user.trim().to_owned()));
+    }
+    None
 }
 
 /// Authenticates the request's credential.
@@ -40,6 +57,7 @@ pub(crate) async fn authenticate(
     let credential = credential(headers)
         .filter(|c| !c.is_empty())
         .ok_or(AuthError::Missing)?;
+    let credential = credential.as_ref();
     let now = OffsetDateTime::now_utc();
     if auth::is_api_key(credential) {
         let hash = auth::hash_api_key(credential);
@@ -98,22 +116,41 @@ mod tests {
 
     #[test]
     fn credentials_come_from_bearer_or_x_api_key() {
-        assert_eq!(credential(&headers(&[])), None);
+        let get = |pairs: &[(&'static str, &str)]| credential(&headers(pairs)).map(Cow::into_owned);
+        assert_eq!(get(&[]), None);
         assert_eq!(
-            credential(&headers(&[("authorization", "Bearer abc")])),
+            get(&[("authorization", "Bearer abc")]).as_deref(),
             Some("abc")
         );
         assert_eq!(
-            credential(&headers(&[("authorization", "bearer  abc ")])),
+            get(&[("authorization", "bearer  abc ")]).as_deref(),
             Some("abc")
         );
         assert_eq!(
-            credential(&headers(&[("authorization", "Basic dXNlcg==")])),
-            None
-        );
-        assert_eq!(
-            credential(&headers(&[("x-api-key", "ij_live_x")])),
+            get(&[("x-api-key", "ij_live_x")]).as_deref(),
             Some("ij_live_x")
         );
+        assert_eq!(get(&[("authorization", "Digest abc")]), None);
+    }
+
+    #[test]
+    fn basic_auth_carries_the_key_as_user_name() {
+        let basic = |raw: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(raw)
+            )
+        };
+        let get =
+            |value: &str| credential(&headers(&[("authorization", value)])).map(Cow::into_owned);
+        // `requests` sends `KEY:` for http://KEY:@host (and nothing for http://KEY@host).
+        assert_eq!(get(&basic("ij_live_abc:")).as_deref(), Some("ij_live_abc"));
+        assert_eq!(
+            get(&basic("ij_live_abc:ignored")).as_deref(),
+            Some("ij_live_abc")
+        );
+        assert_eq!(get(&basic("ij_live_abc")).as_deref(), Some("ij_live_abc"));
+        assert_eq!(get(&basic(":password-only")).as_deref(), Some(""));
+        assert_eq!(get("Basic !!!not-base64"), None);
     }
 }

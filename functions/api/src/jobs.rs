@@ -42,7 +42,7 @@ struct Links {
     result: String,
 }
 
-fn job_path(id: Ulid) -> String {
+pub(crate) fn job_path(id: Ulid) -> String {
     format!("/v1/jobs/{id}")
 }
 
@@ -185,7 +185,7 @@ fn unknown_operation(name: &str) -> ApiError {
     )
 }
 
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+pub(crate) fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!("request body is over the limit: {}", e.body_text()))
     } else {
@@ -322,13 +322,7 @@ pub(crate) async fn create_job(
         Created::Replayed(job) => (job, true),
     };
     if let Some(secs) = wait.filter(|s| *s > 0) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !job.status.is_terminal() && Instant::now() < deadline {
-            tokio::time::sleep(WAIT_POLL).await;
-            if let Some(j) = state.store.get(&job.owner, job.id).await? {
-                job = j;
-            }
-        }
+        job = wait_for_job(&state, job, Duration::from_secs(secs)).await?;
     }
     let status = if job.status.is_terminal() {
         StatusCode::OK
@@ -351,6 +345,26 @@ pub(crate) async fn create_job(
         );
     }
     Ok(resp)
+}
+
+/// Re-reads `job` until it is terminal or `wait` has passed (`Prefer: wait=N`, and the
+/// synchronous compatibility routes); returns the last state read.
+///
+/// # Errors
+/// [`ApiError::Domain`] when the store cannot be read.
+pub(crate) async fn wait_for_job(
+    state: &AppState,
+    mut job: Job,
+    wait: Duration,
+) -> Result<Job, ApiError> {
+    let deadline = Instant::now() + wait;
+    while !job.status.is_terminal() && Instant::now() < deadline {
+        tokio::time::sleep(WAIT_POLL).await;
+        if let Some(j) = state.store.get(&job.owner, job.id).await? {
+            job = j;
+        }
+    }
+    Ok(job)
 }
 
 fn parse_job_id(raw: &str) -> Result<Ulid, ApiError> {

@@ -3,12 +3,14 @@
 
 mod auth;
 mod cancel;
+mod compat;
 mod error;
 mod fal_webhook;
 mod health;
 pub mod http_handler;
 mod identity;
 pub mod jobs;
+mod metrics;
 mod uploads;
 
 pub use error::ApiError;

@@ -33,6 +33,9 @@ impl TestEnv {
         let provisioned = provision(&sdk, &names).await.expect("provisioning");
         let mut settings = Settings::new(&names.table, &provisioned.queue_url, &names.bucket);
         settings.default_model = shared::models::PLAIN_BACKGROUND.into();
+        // As the local runner: the legacy clients' rembg models need weights the test segmenter
+        // does not have.
+        settings.compat_model = Some(shared::models::PLAIN_BACKGROUND.into());
         settings.jwt_secret = Some(JWT_SECRET.into());
         let env = Self {
             emulator,
@@ -157,7 +160,8 @@ impl TestEnv {
         assert!(self.objects().await.is_empty(), "no stored object");
     }
 
-    /// Number of job and idempotency records in the jobs table.
+    /// Number of job, idempotency and capability (seed 003 `processing_id`) records in the jobs
+    /// table.
     pub async fn table_items(&self) -> usize {
         let out = self
             .dynamodb()
@@ -172,7 +176,11 @@ impl TestEnv {
             .filter(|item| {
                 item.get("sk")
                     .and_then(|v| v.as_s().ok())
-                    .is_some_and(|sk| sk.starts_with("JOB#") || sk.starts_with("IDEM#"))
+                    .is_some_and(|sk| {
+                        sk.starts_with("JOB#")
+                            || sk.starts_with("IDEM#")
+                            || sk.starts_with("CAPABILITY#")
+                    })
             })
             .count()
     }
@@ -338,4 +346,16 @@ pub async fn serve_router(app: axum::Router) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// The shared virtualenv's Python (moto, requests, standardwebhooks), for running legacy
+/// clients as written.
+pub fn venv_python() -> PathBuf {
+    let python = emulator::workspace_root().join(".venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run `bash scripts/setup.sh`",
+        python.display()
+    );
+    python
 }

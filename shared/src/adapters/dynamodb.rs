@@ -5,6 +5,8 @@
 //!   `lease_until` (Unix seconds) while processing;
 //! - idempotency record: `pk = OWNER#{owner}`, `sk = IDEM#{key}`, `request_hash`, `job_id`,
 //!   `expires_at`.
+//! - capability (seed 003's `processing_id`): `pk = sk = CAPABILITY#{uuid}`, `owner`, `job_id`,
+//!   `expires_at` (the job's, so DynamoDB TTL removes both together).
 //!
 //! Every state change is an `UpdateItem` with a condition on `status` (and the lease), so two
 //! processors can never both run or finish a job.
@@ -23,8 +25,9 @@ use time::format_description::well_known::Rfc3339;
 use ulid::Ulid;
 
 use crate::core::{
-    Claim, Created, Idempotency, JobPage, JobStore, JobTransitions, Lease, ListQuery, Probe,
-    ProviderMark, ProviderSubmission, ProviderTransitions, Upload, UploadStore,
+    Capability, CapabilityStore, Claim, Created, Idempotency, JobPage, JobStore, JobTransitions,
+    Lease, ListQuery, Probe, ProviderMark, ProviderSubmission, ProviderTransitions, Upload,
+    UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobResult, JobStatus, OwnerId};
@@ -647,6 +650,91 @@ impl UploadStore for DynamoJobs {
                 })
             })
             .transpose()
+    }
+}
+
+fn capability_key(id: &str) -> Item {
+    let key = format!("CAPABILITY#{id}");
+    HashMap::from([(PK.to_owned(), s(&key)), (SK.to_owned(), s(key))])
+}
+
+#[async_trait]
+impl CapabilityStore for DynamoJobs {
+    async fn put_capability(&self, capability: &Capability) -> Result<()> {
+        let mut item = capability_key(&capability.id);
+        item.insert("owner".into(), s(capability.owner.as_str()));
+        item.insert("job_id".into(), s(capability.job_id.to_string()));
+        item.insert(
+            crate::resources::TABLE_TTL_ATTRIBUTE.into(),
+            n(capability.expires_at),
+        );
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Err(Error::Conflict(format!(
+                        "capability {} already exists",
+                        capability.id
+                    )))
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+
+    async fn find_capability(&self, id: &str, now: OffsetDateTime) -> Result<Option<Capability>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(capability_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.into_service_error()))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let corrupt = |message: &str| Error::Corrupt {
+            what: "capability record",
+            message: message.to_owned(),
+        };
+        let owner = item
+            .get("owner")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|v| OwnerId::parse(v).ok())
+            .ok_or_else(|| corrupt("missing or invalid owner"))?;
+        let job_id = item
+            .get("job_id")
+            .and_then(|v| v.as_s().ok())
+            .and_then(|v| Ulid::from_string(v).ok())
+            .ok_or_else(|| corrupt("missing or invalid job_id"))?;
+        let expires_at = item
+            .get(crate::resources::TABLE_TTL_ATTRIBUTE)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| corrupt("missing or invalid expires_at"))?;
+        // TTL deletion lags by up to a few days: an expired handle is already void.
+        if expires_at <= now.unix_timestamp() {
+            return Ok(None);
+        }
+        Ok(Some(Capability {
+            id: id.to_owned(),
+            owner,
+            job_id,
+            expires_at,
+        }))
     }
 }
 

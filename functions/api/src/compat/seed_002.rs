@@ -1,0 +1,275 @@
+//! Seed 002, "Background Removal API" (FastAPI, JWT): its four routes over the job service.
+//!
+//! The two-tier flow of the original is kept: an API key for `GET /health/` and
+//! `POST /auth/token`, the JWT it returns for `POST /api/remove-background` and
+//! `GET /metrics/` (an API key there is 401 `token_required`). The token carries the key's owner
+//! and scopes, so a seed-002 client's key needs `jobs:write` (background removal) and
+//! `metrics:read` (metrics).
+//!
+//! | route | answer | canonical |
+//! |---|---|---|
+//! | `POST /auth/token?user_id=…` | `{"access_token", "token_type": "bearer"}` | `POST /v1/auth/token` |
+//! | `POST /api/remove-background` | the image bytes (200), or 202 `{"job_id", "status", "status_url", "result_url"}` | `POST /v1/jobs` + `Prefer: wait=25` |
+//! | `GET /health/` | `{"status", "checks"}` (200 / 503) | `GET /health` |
+//! | `GET /metrics/?window_hours=24` | [`shared::metrics::UsageMetrics`] | `GET /v1/metrics` |
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+
+use shared::auth::Scope;
+use shared::core::Created;
+use shared::job::{Job, JobError, JobStatus, Operation};
+use shared::params::{Color, OutputFormat, RemoveBackgroundParams};
+use shared::service::{InputRef, Submission};
+
+use super::{absolute, engine, read_form, require_token};
+use crate::error::ApiError;
+use crate::http_handler::AppState;
+use crate::identity::Caller;
+use crate::jobs::{MAX_WAIT_SECONDS, job_path, wait_for_job};
+
+/// Seed 002's routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/token", post(token))
+        .route("/api/remove-background", post(remove_background))
+        .route("/health/", get(health))
+        .route("/metrics/", get(metrics))
+}
+
+/// Longest accepted `user_id`, in characters.
+const MAX_USER_ID_CHARS: usize = 128;
+
+/// `POST /auth/token?user_id=…` (API key): `{"access_token": "<HS256 JWT>", "token_type":
+/// "bearer"}`, exactly the original's two keys.
+///
+/// `user_id` is required (1–128 characters, no control characters) but is *not* the identity:
+/// the tenant is the key's owner, which becomes the token's `sub`, so every job stays scoped by
+/// owner. The `user_id` is logged with the token's `jti` for the tenant's own audit.
+///
+/// # Errors
+/// 422 `invalid_params` for a missing or malformed `user_id`; 400 `api_key_required` when a
+/// token is sent instead of a key; 401 for a bad key or `tokens_disabled`.
+pub(crate) async fn token(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let user_id = query.get("user_id").map(|u| u.trim()).unwrap_or_default();
+    if user_id.is_empty()
+        || user_id.chars().count() > MAX_USER_ID_CHARS
+        || user_id.chars().any(char::is_control)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_params",
+            format!(
+                "user_id: required query parameter, 1–{MAX_USER_ID_CHARS} characters without control characters"
+            ),
+        ));
+    }
+    let (token, claims) = crate::auth::issue_for_key(&state, &caller)?;
+    tracing::info!(owner = %caller.owner, user_id, jti = %claims.jti, "seed 002 token issued");
+    let mut resp = Json(json!({"access_token": token, "token_type": "bearer"})).into_response();
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// Parses seed 002's `output_format`: `PNG`, `JPG`, `JPEG` or `WEBP`, any case; PNG when
+/// absent or empty.
+///
+/// # Errors
+/// 422 `invalid_params` naming the accepted values.
+fn output_format(raw: Option<&str>) -> Result<OutputFormat, ApiError> {
+    match raw.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(OutputFormat::Png),
+        Some(v) => match v.to_ascii_uppercase().as_str() {
+            "PNG" => Ok(OutputFormat::Png),
+            "JPG" | "JPEG" => Ok(OutputFormat::Jpeg),
+            "WEBP" => Ok(OutputFormat::Webp),
+            _ => Err(ApiError::unprocessable(
+                "invalid_params",
+                format!("output_format: '{v}' is not one of PNG, JPG, JPEG, WEBP"),
+            )),
+        },
+    }
+}
+
+/// The job parameters of a seed-002 request: the deployment's engine, the format, and a white
+/// background for JPEG (which has no alpha channel).
+fn params(settings: &shared::config::Settings, format: OutputFormat) -> RemoveBackgroundParams {
+    let mut p = RemoveBackgroundParams::with_model(engine(settings, None));
+    p.output_format = format;
+    if format == OutputFormat::Jpeg {
+        p.background_color = Some(Color {
+            r: 255,
+            g: 255,
+            b: 255,
+            a: 255,
+        });
+    }
+    p
+}
+
+/// `POST /api/remove-background` (JWT with `jobs:write`; multipart `file` and optional
+/// `output_format`): synchronous to the client.
+///
+/// Submits a `remove_background` job, waits for it up to the API's wait limit
+/// ([`MAX_WAIT_SECONDS`], as `Prefer: wait`), then answers **200** with the result's bytes and
+/// `Content-Type` (`image/png`, `image/jpeg`, `image/webp`) and the job id in `X-Job-Id`. Still
+/// running then: **202** `{"job_id", "status", "status_url", "result_url"}` with `Location`
+/// (the canonical job routes; not an error).
+///
+/// # Errors
+/// 401 `token_required` for an API key; 403 `insufficient_scope`; 422 `invalid_params` for a bad
+/// `output_format`, `missing_input` without `file`; the image codes of `POST /v1/jobs`; when the
+/// job fails, its own code ([`crate::error::sync_failure_status`]); 409 `job_canceled`.
+pub(crate) async fn remove_background(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    req: Request,
+) -> Result<Response, ApiError> {
+    require_token(&caller)?;
+    caller.require(Scope::JobsWrite)?;
+    let headers = req.headers().clone();
+    let form = read_form(&state, req).await?;
+    let format = output_format(form.field("output_format"))?;
+    let file = form.file.ok_or_else(|| {
+        ApiError::unprocessable(
+            "missing_input",
+            "multipart field 'file' (the image) is required",
+        )
+    })?;
+    let p = params(&state.settings, format);
+    p.validate()
+        .map_err(|e| ApiError::unprocessable(e.code, e.to_string()))?;
+    let created = state
+        .submitter
+        .submit(Submission {
+            owner: caller.owner,
+            operation: Operation::RemoveBackground(p),
+            input: Some(InputRef::Upload(file)),
+            extra_inputs: Vec::new(),
+            idempotency_key: None,
+            notify: Default::default(),
+        })
+        .await?;
+    let job = match created {
+        Created::New(job) | Created::Replayed(job) => job,
+    };
+    let job = wait_for_job(&state, job, Duration::from_secs(MAX_WAIT_SECONDS)).await?;
+    match job.status {
+        JobStatus::Succeeded => result_bytes(&state, &job).await,
+        JobStatus::Failed => {
+            Err(ApiError::SyncJobFailed(job.error.unwrap_or_else(|| {
+                JobError::new("failed", "the job failed")
+            })))
+        }
+        JobStatus::Canceled => Err(ApiError::JobCanceled),
+        JobStatus::Queued | JobStatus::Processing => {
+            let path = job_path(job.id);
+            let mut resp = (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "job_id": job.id,
+                    "status": job.status,
+                    "status_url": absolute(&headers, &path),
+                    "result_url": absolute(&headers, &format!("{path}/result")),
+                })),
+            )
+                .into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::LOCATION,
+                HeaderValue::from_str(&path).expect("ULIDs are ASCII"),
+            );
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            Ok(resp)
+        }
+    }
+}
+
+/// 200 with a succeeded job's result bytes.
+async fn result_bytes(state: &AppState, job: &Job) -> Result<Response, ApiError> {
+    let result = job.result.as_ref().ok_or_else(|| shared::Error::Corrupt {
+        what: "job record",
+        message: "succeeded without a result".into(),
+    })?;
+    let bytes = state.blobs.get(&result.key).await?;
+    let content_type =
+        HeaderValue::from_str(&result.content_type).map_err(|_| shared::Error::Corrupt {
+            what: "job result",
+            message: "content type is not a header value".into(),
+        })?;
+    let mut resp = bytes.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(
+        "x-job-id",
+        HeaderValue::from_str(&job.id.to_string()).expect("ULIDs are ASCII"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// `GET /health/` (API key, or a token): `{"status": "ok" | "degraded", "checks": {"table",
+/// "queue", "bucket", "segmenter"}}`, 200 or 503. Unlike the open `GET /health`, a credential is
+/// required, as in the original.
+///
+/// # Errors
+/// 401 without a valid credential.
+pub(crate) async fn health(State(state): State<AppState>, Caller(_): Caller) -> Response {
+    let (healthy, checks) = crate::health::check(&state).await;
+    let body = json!({"status": if healthy { "ok" } else { "degraded" }, "checks": checks});
+    (crate::health::status_code(healthy), Json(body)).into_response()
+}
+
+/// `GET /metrics/?window_hours=N` (JWT with `metrics:read`): the caller's usage over the last
+/// N hours (1–720, default 24), as `GET /v1/metrics`.
+///
+/// # Errors
+/// 401 `token_required` for an API key; 403 `insufficient_scope`; 400 `invalid_params`.
+pub(crate) async fn metrics(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    require_token(&caller)?;
+    let hours = crate::metrics::window_hours(&query)?;
+    Ok(Json(crate::metrics::usage(&state, &caller, hours).await?).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_formats_are_case_insensitive() {
+        assert_eq!(output_format(None).unwrap(), OutputFormat::Png);
+        assert_eq!(output_format(Some("")).unwrap(), OutputFormat::Png);
+        assert_eq!(output_format(Some("PNG")).unwrap(), OutputFormat::Png);
+        assert_eq!(output_format(Some("jpg")).unwrap(), OutputFormat::Jpeg);
+        assert_eq!(output_format(Some("Jpeg")).unwrap(), OutputFormat::Jpeg);
+        assert_eq!(output_format(Some("webp")).unwrap(), OutputFormat::Webp);
+        let err = output_format(Some("GIF")).unwrap_err();
+        assert_eq!(err.code(), "invalid_params");
+        assert_eq!(err.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn jpeg_gets_a_white_background() {
+        let s = shared::config::Settings::new("t", "q", "b");
+        let p = params(&s, OutputFormat::Jpeg);
+        assert_eq!(p.background_color.unwrap().to_string(), "#ffffff");
+        assert!(p.validate().is_ok());
+        assert_eq!(params(&s, OutputFormat::Png).background_color, None);
+        assert_eq!(params(&s, OutputFormat::Png).model, "u2net");
+    }
+}

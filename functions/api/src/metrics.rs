@@ -1,0 +1,102 @@
+//! `GET /v1/metrics?window_hours=N`: the caller's usage (jobs by status and operation,
+//! processing times) over the last N hours. Also served as seed 002's `GET /metrics/`.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use time::OffsetDateTime;
+
+use shared::auth::{Principal, Scope};
+use shared::core::ListQuery;
+use shared::metrics::{self, DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS, UsageMetrics};
+
+use crate::error::ApiError;
+use crate::http_handler::AppState;
+use crate::identity::Caller;
+
+/// Pages of 100 jobs read at most per request: the newest 5 000 jobs of the window are
+/// counted, and `truncated` says when there were more.
+const MAX_PAGES: usize = 50;
+
+/// Parses the query: `window_hours` (integer 1–720, default 24), nothing else.
+///
+/// # Errors
+/// 400 `invalid_params` for another parameter or a value out of range.
+pub(crate) fn window_hours(query: &HashMap<String, String>) -> Result<u32, ApiError> {
+    let mut hours = DEFAULT_WINDOW_HOURS;
+    for (key, value) in query {
+        match key.as_str() {
+            "window_hours" => {
+                hours = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|h| (1..=MAX_WINDOW_HOURS).contains(h))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_params",
+                            format!(
+                                "window_hours '{value}' must be an integer 1–{MAX_WINDOW_HOURS}"
+                            ),
+                        )
+                    })?;
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "invalid_params",
+                    format!("unknown query parameter '{other}'; accepted: window_hours"),
+                ));
+            }
+        }
+    }
+    Ok(hours)
+}
+
+/// The caller's usage over the last `hours` (needs `metrics:read`): reads the owner's jobs
+/// newest first, page by page, until one was created before the window (bounded by
+/// [`MAX_PAGES`]).
+///
+/// # Errors
+/// 403 `insufficient_scope`; 503 when the table cannot be read.
+pub(crate) async fn usage(
+    state: &AppState,
+    caller: &Principal,
+    hours: u32,
+) -> Result<UsageMetrics, ApiError> {
+    caller.require(Scope::MetricsRead)?;
+    let now = OffsetDateTime::now_utc();
+    let from = metrics::window_start(hours, now);
+    let mut query = ListQuery {
+        limit: 100,
+        ..ListQuery::default()
+    };
+    let mut jobs = Vec::new();
+    let mut truncated = false;
+    for page_number in 0.. {
+        let page = state.store.list(&caller.owner, &query).await?;
+        let reached_start = page.jobs.last().is_some_and(|j| j.created_at < from);
+        jobs.extend(page.jobs);
+        match page.next_cursor {
+            Some(cursor) if !reached_start => {
+                if page_number + 1 == MAX_PAGES {
+                    truncated = true;
+                    break;
+                }
+                query.cursor = Some(cursor);
+            }
+            _ => break,
+        }
+    }
+    Ok(metrics::aggregate(&jobs, hours, now, truncated))
+}
+
+/// `GET /v1/metrics`: the [`UsageMetrics`] JSON, for an API key or a JWT with `metrics:read`.
+pub(crate) async fn get_metrics(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let hours = window_hours(&query)?;
+    Ok(Json(usage(&state, &caller, hours).await?).into_response())
+}
