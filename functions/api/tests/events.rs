@@ -148,3 +148,57 @@ fn events_use_the_host_header_for_the_uri() {
         );
     }
 }
+
+const CREATE_EDIT_JOB: &str = include_str!("../../../events/apigw-create-edit-job.json");
+const FAL_WEBHOOK: &str = include_str!("../../../events/apigw-fal-webhook.json");
+
+#[test]
+fn create_edit_job_event_carries_a_reference_and_fal_params() {
+    let req = parse(CREATE_EDIT_JOB);
+    assert_http_api(&req);
+    assert_eq!(req.method(), Method::POST);
+    assert_eq!(req.uri().path(), "/v1/jobs");
+    assert!(header(&req, "authorization").starts_with("Bearer ij_live_"));
+    let body: serde_json::Value = serde_json::from_str(body_text(&req)).unwrap();
+    assert_eq!(body["operation"], "edit");
+    assert!(
+        body["inputs"]["reference_1"]
+            .as_str()
+            .unwrap()
+            .starts_with("s3://")
+    );
+    let params = body["params"].as_object().unwrap().clone();
+    let edit = shared::seedream::EditParams::from_json(params).expect("valid edit params");
+    assert_eq!(edit.options.num_images, 2);
+}
+
+#[test]
+fn fal_webhook_event_has_the_signed_headers_and_the_job_query() {
+    let req = parse(FAL_WEBHOOK);
+    assert_http_api(&req);
+    assert_eq!(req.method(), Method::POST);
+    assert_eq!(req.uri().path(), "/v1/providers/fal/webhook");
+    assert_eq!(
+        req.uri().query(),
+        Some("owner=anonymous&job_id=01JD8X4Q2W3E4R5T6Y7U8I9O0R")
+    );
+    let request_id = header(&req, "x-fal-webhook-request-id");
+    assert_eq!(header(&req, "x-fal-webhook-signature").len(), 128);
+    let timestamp: i64 = header(&req, "x-fal-webhook-timestamp").parse().unwrap();
+    assert!(timestamp > 1_700_000_000);
+    let body: serde_json::Value = serde_json::from_str(body_text(&req)).unwrap();
+    assert_eq!(body["request_id"], request_id);
+    assert_eq!(body["status"], "OK");
+    // Its placeholder signature must not verify: the fixture is for routing, not for replay.
+    let signed = shared::fal_webhook::SignedHeaders {
+        request_id,
+        user_id: header(&req, "x-fal-webhook-user-id"),
+        timestamp: header(&req, "x-fal-webhook-timestamp"),
+        signature: header(&req, "x-fal-webhook-signature"),
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
+    assert!(
+        shared::fal_webhook::verify(&signed, body_text(&req).as_bytes(), &[key], timestamp)
+            .is_err()
+    );
+}
