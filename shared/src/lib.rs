@@ -24,6 +24,8 @@ pub mod config;
 #[cfg(feature = "aws")]
 pub mod core;
 #[cfg(feature = "aws")]
+pub mod notify;
+#[cfg(feature = "aws")]
 pub mod providers;
 #[cfg(feature = "aws")]
 pub mod service;
