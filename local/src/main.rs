@@ -39,6 +39,10 @@ enum Command {
         /// Accept http:// input URLs (never in production).
         #[arg(long, env = "ALLOW_HTTP_URLS")]
         allow_http_urls: bool,
+        /// Let input URLs and webhooks reach private and loopback addresses (never in
+        /// production; a webhook receiver on 127.0.0.1 needs it).
+        #[arg(long, env = "ALLOW_PRIVATE_URLS")]
+        allow_private_urls: bool,
         /// HS256 secret for `POST /v1/auth/token` (default: a random one per run).
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         jwt_secret: Option<String>,
@@ -92,6 +96,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             segmenter_url,
             default_model,
             allow_http_urls,
+            allow_private_urls,
             jwt_secret,
             cors_allowed_origins,
         } => {
@@ -110,11 +115,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             settings.segmenter_url = Some(segmenter_url);
             settings.default_model = default_model;
             settings.allow_http_urls = allow_http_urls;
+            settings.allow_private_urls = allow_private_urls;
             settings.cors_allowed_origins = cors_allowed_origins;
             settings.jwt_secret = Some(match jwt_secret {
                 Some(s) => s,
                 None => shared::auth::generate_api_key()?.hash,
             });
+            // NOTIFY_FROM_EMAIL etc.; the sender is verified on the emulator's SES so e-mail
+            // notifications are accepted (read them back at /moto-api/data.json, "ses").
+            let notify =
+                imagejobs_processor::NotifySettings::from_env().map_err(|e| e.to_string())?;
+            if let Some(from) = &notify.from_email {
+                imagejobs_local::provision::verify_email_identity(&sdk, from)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let stack = Stack::start(
                 &sdk,
                 StackConfig {
@@ -124,6 +139,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     poll_wait: Duration::from_secs(2),
                     providers: shared::providers::ProviderSettings::from_env()
                         .map_err(|e| e.to_string())?,
+                    notify,
                 },
             )
             .await

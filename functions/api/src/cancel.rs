@@ -1,6 +1,8 @@
 //! `POST /v1/jobs/{id}/cancel`: a queued or processing job ends `canceled` at once. A job
 //! already at a provider is not stopped there (Stability has no cancel call, §1.3/§1.4 of
 //! provider-contracts.md); its result is discarded when the next poll finds the job canceled.
+//! A canceled job with a webhook or e-mail target gets its `job.canceled` notification through
+//! the queue.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -27,7 +29,19 @@ pub(crate) async fn cancel_job(
         .cancel(&job.owner, job.id, OffsetDateTime::now_utc())
         .await?
     {
-        Some(canceled) => Ok(Json(view(&canceled)).into_response()),
+        Some(canceled) => {
+            // The webhook/e-mail goes out from the processor, never from this request.
+            if let Err(e) = shared::notify::enqueue_for_ended_job(
+                &canceled,
+                state.notifications.as_ref(),
+                state.queue.as_ref(),
+            )
+            .await
+            {
+                tracing::error!(job_id = %canceled.id, error = %e, "could not queue the cancel notification");
+            }
+            Ok(Json(view(&canceled)).into_response())
+        }
         None => {
             let now = load_job(&state, &caller, &id).await?;
             Err(shared::Error::Conflict(format!("job {} is already {}", now.id, now.status)).into())

@@ -20,7 +20,7 @@ use shared::core::{ApiKeyStore, BlobStore, JobStore, Probe, UploadStore};
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{auth, cancel, health, jobs, uploads};
+use crate::{auth, cancel, health, jobs, uploads, webhooks};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -36,6 +36,10 @@ pub struct AppState {
     pub(crate) uploads: Arc<dyn UploadStore>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) provider_transitions: Arc<dyn shared::core::ProviderTransitions>,
+    /// Owner webhook settings (`/v1/webhooks`).
+    pub(crate) notifications: Arc<dyn shared::notify::NotificationStore>,
+    /// Where `notify` messages go (cancel).
+    pub(crate) queue: Arc<dyn shared::core::JobQueue>,
 }
 
 impl AppState {
@@ -72,6 +76,8 @@ impl AppState {
             uploads: Arc::new(aws.jobs.clone()),
             settings,
             provider_transitions: Arc::new(aws.jobs.clone()),
+            notifications: Arc::new(aws.notifications.clone()),
+            queue: Arc::new(aws.queue.clone()),
         })
     }
 
@@ -109,6 +115,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/auth/token", post(auth::issue_token))
         .route("/v1/uploads", post(uploads::create_upload))
         .route("/v1/jobs/{id}/cancel", post(cancel::cancel_job))
+        .route(
+            "/v1/webhooks",
+            get(webhooks::get_webhooks).put(webhooks::put_webhooks),
+        )
+        .route("/v1/webhooks/rotate-secret", post(webhooks::rotate_secret))
         .route("/health", get(health::health))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
@@ -156,7 +167,7 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

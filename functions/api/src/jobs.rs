@@ -95,6 +95,41 @@ struct CreateJobJson {
     /// Further named image references (`background_reference`, `light_reference`).
     #[serde(default)]
     inputs: std::collections::BTreeMap<String, String>,
+    /// Receives the signed job-end event (see [`shared::notify`]).
+    #[serde(default)]
+    webhook_url: Option<String>,
+    /// Receives a job-end e-mail.
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// Checks the notification targets of a new job (before anything is stored): `webhook_url`
+/// must be https (http with `ALLOW_HTTP_URLS`) and not a literal non-public address,
+/// `email` a plain address. Empty values mean none.
+///
+/// # Errors
+/// 422 `invalid_webhook_url`, 422 `invalid_email`.
+fn notify_targets(
+    state: &AppState,
+    webhook_url: Option<String>,
+    email: Option<String>,
+) -> Result<shared::job::Notify, ApiError> {
+    let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let settings = &state.settings;
+    Ok(shared::job::Notify {
+        webhook_url: given(webhook_url)
+            .map(|u| {
+                shared::notify::validate_webhook_url(
+                    &u,
+                    settings.allow_http_urls,
+                    settings.allow_private_urls,
+                )
+            })
+            .transpose()?,
+        email: given(email)
+            .map(|e| shared::notify::validate_email(&e))
+            .transpose()?,
+    })
 }
 
 /// Multipart fields that carry further named images (a file, or an `s3://`/`https://` text).
@@ -181,7 +216,9 @@ async fn read_submission(
         .unwrap_or("")
         .to_ascii_lowercase();
     let default_model = state.settings.default_model.as_str();
-    let (operation, input, extra_inputs) = if content_type.starts_with("multipart/form-data") {
+    let (operation, input, extra_inputs, notify) = if content_type
+        .starts_with("multipart/form-data")
+    {
         let mut multipart = Multipart::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
@@ -190,6 +227,7 @@ async fn read_submission(
         let mut op_name: Option<String> = None;
         let mut pairs = Vec::new();
         let mut extra_inputs = Vec::new();
+        let (mut webhook_url, mut email) = (None, None);
         while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
             let name = field.name().unwrap_or_default().to_owned();
             match name.as_str() {
@@ -206,6 +244,8 @@ async fn read_submission(
                 }
                 "input" => reference = Some(field.text().await.map_err(multipart_error)?),
                 "operation" => op_name = Some(field.text().await.map_err(multipart_error)?),
+                "webhook_url" => webhook_url = Some(field.text().await.map_err(multipart_error)?),
+                "email" => email = Some(field.text().await.map_err(multipart_error)?),
                 _ => {
                     let value = field.text().await.map_err(multipart_error)?;
                     pairs.push((name, value));
@@ -229,7 +269,8 @@ async fn read_submission(
                 ));
             }
         };
-        (operation, input, extra_inputs)
+        let notify = notify_targets(state, webhook_url, email)?;
+        (operation, input, extra_inputs, notify)
     } else if content_type.starts_with("application/json") {
         let limit = state.settings.image_limits.max_bytes as usize;
         let body = axum::body::to_bytes(req.into_body(), limit)
@@ -252,10 +293,12 @@ async fn read_submission(
             }
             extra_inputs.push((name, InputRef::parse_reference(&reference)?));
         }
+        let notify = notify_targets(state, parsed.webhook_url, parsed.email)?;
         (
             operation,
             InputRef::parse_reference(&parsed.input)?,
             extra_inputs,
+            notify,
         )
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
@@ -268,7 +311,7 @@ async fn read_submission(
         input,
         extra_inputs,
         idempotency_key,
-        notify: Default::default(),
+        notify,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod http_handler;
 mod identity;
 pub mod jobs;
 mod uploads;
+mod webhooks;
 
 pub use error::ApiError;
 pub use http_handler::{AppState, router};

@@ -24,6 +24,12 @@ impl SesEmail {
             from: from.into(),
         }
     }
+
+    /// A client from the SDK configuration (`AWS_ENDPOINT_URL` reaches the emulator) sending
+    /// as `from`.
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, from: impl Into<String>) -> Self {
+        Self::new(Client::new(sdk), from)
+    }
 }
 
 fn utf8(text: &str) -> Result<Content, EmailError> {
