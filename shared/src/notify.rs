@@ -339,7 +339,7 @@ pub enum EmailError {
 #[async_trait]
 pub trait EmailSender: Send + Sync {
     /// The configured sender address.
-    fn from_address(&self) -> &str;
+    fn sender(&self) -> &str;
     /// Sends one message to `to`; returns the provider's message id.
     async fn send(
         &self,

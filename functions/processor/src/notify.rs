@@ -451,3 +451,32 @@ impl Processor {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsEvent;
+
+    #[test]
+    fn notify_fixture_event_parses() {
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../events/sqs-notify.json")).unwrap();
+        let body = event.records[0].body.as_deref().unwrap();
+        let message: JobMessage = serde_json::from_str(body).unwrap();
+        assert!(
+            matches!(&message, JobMessage::Notify { attempt: 1, owner, .. } if owner.as_str() == "anonymous"),
+            "{message:?}"
+        );
+        assert_eq!(serde_json::to_string(&message).unwrap(), body);
+    }
+
+    #[test]
+    fn settings_default_to_the_documented_values() {
+        let d = NotifySettings::default();
+        assert_eq!(d.retry_base, Duration::from_secs(10));
+        assert_eq!(d.max_attempts, 6);
+        assert_eq!(d.webhook_timeout, Duration::from_secs(10));
+        assert_eq!(d.result_url_ttl, Duration::from_secs(86_400));
+        assert_eq!(d.from_email, None);
+    }
+}

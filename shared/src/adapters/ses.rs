@@ -75,7 +75,7 @@ fn classify(e: SdkError<SendEmailError>) -> EmailError {
 
 #[async_trait]
 impl EmailSender for SesEmail {
-    fn from_address(&self) -> &str {
+    fn sender(&self) -> &str {
         &self.from
     }
 
