@@ -1,15 +1,18 @@
 //! `imagejobs-admin keys create|list|revoke`: manages API keys in `JOBS_TABLE`, against real AWS
 //! or, with `AWS_ENDPOINT_URL`, the emulator. A new key is printed once and never stored.
+//! `imagejobs-admin webhooks show|set-url|rotate-secret --owner …`: an owner's webhook signing
+//! secret and default URL (the same as `/v1/webhooks`).
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::process::ExitCode;
 use time::OffsetDateTime;
 
-use shared::adapters::DynamoApiKeys;
+use shared::adapters::{DynamoApiKeys, DynamoNotifications};
 use shared::auth::{self, ApiKeyRecord};
 use shared::core::ApiKeyStore;
 use shared::job::OwnerId;
+use shared::notify::{NotificationStore, WebhookSecret};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +32,75 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(Keys),
+    /// Owner webhook settings (signing secret, default URL).
+    #[command(subcommand)]
+    Webhooks(Webhooks),
+}
+
+#[derive(Subcommand)]
+enum Webhooks {
+    /// Print `{"owner", "default_url", "secret"}` (the secret is created when missing).
+    Show {
+        /// The owner.
+        #[arg(long)]
+        owner: String,
+    },
+    /// Set the default webhook URL (https), or remove it with `--url ''`.
+    SetUrl {
+        /// The owner.
+        #[arg(long)]
+        owner: String,
+        /// The URL; empty removes it.
+        #[arg(long)]
+        url: String,
+    },
+    /// Replace the signing secret with a new random one and print it.
+    RotateSecret {
+        /// The owner.
+        #[arg(long)]
+        owner: String,
+    },
+}
+
+async fn webhooks(store: &DynamoNotifications, command: Webhooks) -> Result<(), String> {
+    let (owner, secret): (OwnerId, WebhookSecret) = match command {
+        Webhooks::Show { owner } => {
+            let owner = OwnerId::parse(&owner)?;
+            let secret = store.webhook_secret(&owner).await;
+            (owner, secret.map_err(|e| e.to_string())?)
+        }
+        Webhooks::SetUrl { owner, url } => {
+            let owner = OwnerId::parse(&owner)?;
+            let url = match url.trim() {
+                "" => None,
+                given => Some(
+                    shared::notify::validate_webhook_url(given, false, false)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            store
+                .set_default_webhook_url(&owner, url.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let secret = store.webhook_secret(&owner).await;
+            (owner, secret.map_err(|e| e.to_string())?)
+        }
+        Webhooks::RotateSecret { owner } => {
+            let owner = OwnerId::parse(&owner)?;
+            let secret = store.rotate_webhook_secret(&owner).await;
+            (owner, secret.map_err(|e| e.to_string())?)
+        }
+    };
+    let settings = store
+        .webhook_settings(&owner)
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    println!(
+        "{}",
+        json!({"owner": owner, "default_url": settings.default_url, "secret": secret.as_str()})
+    );
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -73,8 +145,10 @@ async fn run(cli: Cli) -> Result<(), String> {
     let sdk = shared::config::aws_sdk_config()
         .await
         .map_err(|e| e.to_string())?;
+    let notifications = DynamoNotifications::new(aws_sdk_dynamodb::Client::new(&sdk), &cli.table);
     let store = DynamoApiKeys::new(aws_sdk_dynamodb::Client::new(&sdk), cli.table);
     match cli.command {
+        Command::Webhooks(command) => webhooks(&notifications, command).await,
         Command::Keys(Keys::Create {
             owner,
             name,

@@ -43,6 +43,10 @@ enum Command {
         /// Accept http:// input URLs (never in production).
         #[arg(long, env = "ALLOW_HTTP_URLS")]
         allow_http_urls: bool,
+        /// Let input URLs and webhooks reach private and loopback addresses (never in
+        /// production; a webhook receiver on 127.0.0.1 needs it).
+        #[arg(long, env = "ALLOW_PRIVATE_URLS")]
+        allow_private_urls: bool,
         /// HS256 secret for `POST /v1/auth/token` (default: a random one per run).
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         jwt_secret: Option<String>,
@@ -97,6 +101,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             default_model,
             compat_model,
             allow_http_urls,
+            allow_private_urls,
             jwt_secret,
             cors_allowed_origins,
         } => {
@@ -123,11 +128,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             settings.default_model = default_model;
             settings.compat_model = compat_model;
             settings.allow_http_urls = allow_http_urls;
+            settings.allow_private_urls = allow_private_urls;
             settings.cors_allowed_origins = cors_allowed_origins;
             settings.jwt_secret = Some(match jwt_secret {
                 Some(s) => s,
                 None => shared::auth::generate_api_key()?.hash,
             });
+            // NOTIFY_FROM_EMAIL etc.; the sender is verified on the emulator's SES so e-mail
+            // notifications are accepted (read them back at /moto-api/data.json, "ses").
+            let notify =
+                imagejobs_processor::NotifySettings::from_env().map_err(|e| e.to_string())?;
+            if let Some(from) = &notify.from_email {
+                imagejobs_local::provision::verify_email_identity(&sdk, from)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             let stack = Stack::start(
                 &sdk,
                 StackConfig {
@@ -137,6 +152,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     poll_wait: Duration::from_secs(2),
                     providers: shared::providers::ProviderSettings::from_env()
                         .map_err(|e| e.to_string())?,
+                    notify,
                 },
             )
             .await

@@ -156,6 +156,33 @@ pub async fn provision(
     })
 }
 
+/// Verifies `address` as an SES (v2) e-mail identity on the emulator, so the processor may send
+/// from it (`NOTIFY_FROM_EMAIL`). On AWS the identity is verified once by its owner (a
+/// confirmation e-mail, or DNS for a domain) and `template.yaml` grants the processor
+/// `ses:SendEmail` from that address only. Idempotent.
+///
+/// # Errors
+/// [`ProvisionError`] naming the identity.
+pub async fn verify_email_identity(
+    sdk: &aws_config::SdkConfig,
+    address: &str,
+) -> Result<(), ProvisionError> {
+    let err = fail(address);
+    let ses = aws_sdk_sesv2::Client::new(sdk);
+    if let Err(e) = ses
+        .create_email_identity()
+        .email_identity(address)
+        .send()
+        .await
+    {
+        let e = e.into_service_error();
+        if !e.is_already_exists_exception() {
+            return Err(err(e.to_string()));
+        }
+    }
+    Ok(())
+}
+
 /// The jobs table's key schema as provisioned: `(attribute, key type)` pairs, for the test that
 /// compares it with `template.yaml`.
 pub fn table_key_schema() -> Vec<(&'static str, &'static str)> {

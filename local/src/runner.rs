@@ -34,6 +34,8 @@ pub struct StackConfig {
     pub poll_wait: Duration,
     /// Provider keys, hosts and poll cadence.
     pub providers: shared::providers::ProviderSettings,
+    /// Webhook/e-mail notification settings (`NOTIFY_*`); e-mail goes to the emulator's SES.
+    pub notify: imagejobs_processor::NotifySettings,
 }
 
 /// A running local stack; dropping it without [`Stack::shutdown`] aborts its tasks.
@@ -81,7 +83,13 @@ impl Stack {
                 providers: config.providers.clone(),
             },
         )
-        .map_err(|e| StackError::Handler(e.to_string()))?;
+        .map_err(|e| StackError::Handler(e.to_string()))?
+        .with_notifier(imagejobs_processor::Notifier::with_aws(
+            sdk,
+            &config.settings,
+            &aws,
+            config.notify.clone(),
+        ));
         let ingest = Ingest::with_aws(config.settings.clone(), &aws)
             .map_err(|e| StackError::Handler(e.to_string()))?;
 

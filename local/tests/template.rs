@@ -224,3 +224,40 @@ fn processor_can_poll_providers_and_keys_stay_out_of_the_template() {
     assert_eq!(string(&key["Type"]), "AWS::SSM::Parameter::Value<String>");
     assert!(string(&key["Default"]).starts_with('/'));
 }
+
+#[test]
+fn processor_gets_the_notification_settings_and_may_send_only_from_the_sender() {
+    let t = template();
+    let processor = resource(&t, "ProcessorFunction");
+    let env = &processor["Environment"]["Variables"];
+    for name in imagejobs_processor::notify::ENV_VARS {
+        assert!(!env[*name].is_null(), "processor needs {name}");
+    }
+    let Value::Tagged(from) = &env["NOTIFY_FROM_EMAIL"] else {
+        panic!("NOTIFY_FROM_EMAIL is a !Ref")
+    };
+    assert_eq!(string(&from.value), "NotifyFromEmail");
+    // Empty by default: e-mail is off until an operator names a verified sender.
+    let param = &t["Parameters"]["NotifyFromEmail"];
+    assert_eq!(string(&param["Type"]), "String");
+    assert_eq!(string(&param["Default"]), "");
+    // ses:SendEmail only when a sender is configured, and only as that sender.
+    let policies = processor["Policies"].as_sequence().unwrap();
+    let ses = policies
+        .iter()
+        .find_map(|p| match p {
+            Value::Tagged(t) if t.tag == "!If" => Some(&t.value),
+            _ => None,
+        })
+        .expect("an !If policy for e-mail");
+    assert_eq!(string(&ses[0]), "EmailEnabled");
+    let statement = &ses[1]["Statement"][0];
+    assert_eq!(string(&statement["Action"]), "ses:SendEmail");
+    let Value::Tagged(sender) = &statement["Condition"]["StringEquals"]["ses:FromAddress"] else {
+        panic!("the FromAddress condition is a !Ref")
+    };
+    assert_eq!(string(&sender.value), "NotifyFromEmail");
+    // Retries are notify messages on the jobs queue, which the processor may already send to
+    // (checked above for polls); local provisioning verifies the same sender on the emulator
+    // (imagejobs_local::provision::verify_email_identity, used by `imagejobs-local serve`).
+}

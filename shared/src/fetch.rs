@@ -265,6 +265,50 @@ impl FetchPolicy {
         }
         unreachable!("the loop returns on its last hop")
     }
+
+    /// POSTs `body` to `url` under this policy (webhook deliveries): the same scheme and
+    /// address checks as [`FetchPolicy::fetch`], the connection pinned to the checked address,
+    /// the policy's timeout for the whole exchange, and no redirect followed (a 3xx comes back
+    /// as its status: a receiver that moved must be reconfigured, not chased). The answer's
+    /// body is not read. Returns the HTTP status.
+    ///
+    /// # Errors
+    /// `url_scheme_not_allowed`, `url_address_not_allowed`, `invalid_input_reference` (not a
+    /// URL), `input_fetch_failed` (DNS), and [`Error::Unavailable`] (`webhook`) for connection
+    /// failures and timeouts.
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(&str, String)],
+        body: Bytes,
+    ) -> Result<u16, Error> {
+        let target = reqwest::Url::parse(url).map_err(|e| {
+            refuse(
+                "invalid_input_reference",
+                format!("'{url}' is not a valid URL: {e}"),
+            )
+        })?;
+        let pinned = self.pin(&target).await?;
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(self.timeout)
+            .no_proxy();
+        if let Some((host, addr)) = &pinned {
+            builder = builder.resolve(host, *addr);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
+        let mut request = client.post(target).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| Error::unavailable("webhook", e))?;
+        Ok(resp.status().as_u16())
+    }
 }
 
 #[cfg(test)]

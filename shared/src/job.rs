@@ -458,13 +458,27 @@ pub enum JobMessage {
         /// 0-based poll number, for the backoff.
         attempt: u32,
     },
+    /// Tell the job's webhook and/or e-mail recipient that it ended (`{"kind": "notify", …}`).
+    /// Sent by whatever ended the job (processor, cancel); handled by the processor, which
+    /// re-sends itself with a delay while a delivery keeps failing. Channels already delivered
+    /// (per [`Job::notifications`]) are never sent again.
+    Notify {
+        /// The job's owner.
+        owner: OwnerId,
+        /// The job id.
+        job_id: Ulid,
+        /// 1-based delivery round, for logs (the backoff follows the recorded attempts).
+        attempt: u32,
+    },
 }
 
 impl JobMessage {
     /// The job this message is about.
     pub fn job(&self) -> (&OwnerId, Ulid) {
         match self {
-            Self::Run { owner, job_id } | Self::Poll { owner, job_id, .. } => (owner, *job_id),
+            Self::Run { owner, job_id }
+            | Self::Poll { owner, job_id, .. }
+            | Self::Notify { owner, job_id, .. } => (owner, *job_id),
         }
     }
 }

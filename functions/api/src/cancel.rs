@@ -4,6 +4,9 @@
 //! message and the processor (which holds the fal key) makes the `PUT cancel_url` call once
 //! (provider-contracts.md §2.5). Stability has no cancel call (§1.3/§1.4). Either way the
 //! provider's result is discarded, because only a `processing` job can complete.
+//!
+//! A canceled job with a webhook or e-mail target gets its `job.canceled` notification through
+//! the queue.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -45,6 +48,16 @@ pub(crate) async fn cancel_job(
                 if let Err(e) = state.queue.send(&message, std::time::Duration::ZERO).await {
                     tracing::warn!(job_id = %canceled.id, error = %e, "could not queue the fal cancel");
                 }
+            }
+            // The webhook/e-mail goes out from the processor, never from this request.
+            if let Err(e) = shared::notify::enqueue_for_ended_job(
+                &canceled,
+                state.notifications.as_ref(),
+                state.queue.as_ref(),
+            )
+            .await
+            {
+                tracing::error!(job_id = %canceled.id, error = %e, "could not queue the cancel notification");
             }
             Ok(Json(view(&canceled)).into_response())
         }

@@ -182,10 +182,15 @@ fn domain_status(e: &shared::Error) -> StatusCode {
         E::Invalid { code, .. } => match *code {
             "payload_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
             "unsupported_image" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "image_too_large" | "invalid_image" | "empty_image" | "input_not_found"
-            | "input_fetch_failed" | "too_many_redirects" | "upload_mismatch" => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            "image_too_large"
+            | "invalid_image"
+            | "empty_image"
+            | "input_not_found"
+            | "input_fetch_failed"
+            | "too_many_redirects"
+            | "upload_mismatch"
+            | "invalid_email"
+            | "invalid_webhook_url" => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         },
         E::NotFound(_) => StatusCode::NOT_FOUND,

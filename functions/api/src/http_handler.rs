@@ -20,7 +20,7 @@ use shared::core::{ApiKeyStore, BlobStore, CapabilityStore, JobStore, Probe, Upl
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
-use crate::{auth, cancel, compat, fal_webhook, health, jobs, metrics, uploads};
+use crate::{auth, cancel, compat, fal_webhook, health, jobs, metrics, uploads, webhooks};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -40,6 +40,8 @@ pub struct AppState {
     pub(crate) fal_keys: Arc<shared::adapters::JwksCache>,
     /// Seed 003's `processing_id` pointers.
     pub(crate) capabilities: Arc<dyn CapabilityStore>,
+    /// Owner webhook settings (`/v1/webhooks`).
+    pub(crate) notifications: Arc<dyn shared::notify::NotificationStore>,
 }
 
 impl AppState {
@@ -84,6 +86,7 @@ impl AppState {
             queue: Arc::new(aws.queue.clone()),
             fal_keys,
             capabilities: Arc::new(aws.jobs.clone()),
+            notifications: Arc::new(aws.notifications.clone()),
         })
     }
 
@@ -127,6 +130,11 @@ pub fn router(state: AppState) -> Router {
             post(fal_webhook::receive_fal_webhook),
         )
         .route("/v1/metrics", get(metrics::get_metrics))
+        .route(
+            "/v1/webhooks",
+            get(webhooks::get_webhooks).put(webhooks::put_webhooks),
+        )
+        .route("/v1/webhooks/rotate-secret", post(webhooks::rotate_secret))
         .route("/health", get(health::health))
         .merge(compat::routes())
         .fallback(|req: Request| async move {
@@ -175,7 +183,7 @@ fn cors(origins: &[String]) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(allow)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,

@@ -98,6 +98,41 @@ struct CreateJobJson {
     /// `reference_1` … `reference_9`).
     #[serde(default)]
     inputs: std::collections::BTreeMap<String, String>,
+    /// Receives the signed job-end event (see [`shared::notify`]).
+    #[serde(default)]
+    webhook_url: Option<String>,
+    /// Receives a job-end e-mail.
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// Checks the notification targets of a new job (before anything is stored): `webhook_url`
+/// must be https (http with `ALLOW_HTTP_URLS`) and not a literal non-public address,
+/// `email` a plain address. Empty values mean none.
+///
+/// # Errors
+/// 422 `invalid_webhook_url`, 422 `invalid_email`.
+fn notify_targets(
+    state: &AppState,
+    webhook_url: Option<String>,
+    email: Option<String>,
+) -> Result<shared::job::Notify, ApiError> {
+    let given = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let settings = &state.settings;
+    Ok(shared::job::Notify {
+        webhook_url: given(webhook_url)
+            .map(|u| {
+                shared::notify::validate_webhook_url(
+                    &u,
+                    settings.allow_http_urls,
+                    settings.allow_private_urls,
+                )
+            })
+            .transpose()?,
+        email: given(email)
+            .map(|e| shared::notify::validate_email(&e))
+            .transpose()?,
+    })
 }
 
 /// Multipart fields / `inputs` names that carry further named images (a file, or an
@@ -208,7 +243,9 @@ async fn read_submission(
         .unwrap_or("")
         .to_ascii_lowercase();
     let default_model = state.settings.default_model.as_str();
-    let (operation, input, extra_inputs) = if content_type.starts_with("multipart/form-data") {
+    let (operation, input, extra_inputs, notify) = if content_type
+        .starts_with("multipart/form-data")
+    {
         let mut multipart = Multipart::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
@@ -217,6 +254,7 @@ async fn read_submission(
         let mut op_name: Option<String> = None;
         let mut pairs = Vec::new();
         let mut extra_inputs = Vec::new();
+        let (mut webhook_url, mut email) = (None, None);
         while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
             let name = field.name().unwrap_or_default().to_owned();
             match name.as_str() {
@@ -233,6 +271,8 @@ async fn read_submission(
                 }
                 "input" => reference = Some(field.text().await.map_err(multipart_error)?),
                 "operation" => op_name = Some(field.text().await.map_err(multipart_error)?),
+                "webhook_url" => webhook_url = Some(field.text().await.map_err(multipart_error)?),
+                "email" => email = Some(field.text().await.map_err(multipart_error)?),
                 _ => {
                     let value = field.text().await.map_err(multipart_error)?;
                     pairs.push((name, value));
@@ -252,7 +292,8 @@ async fn read_submission(
             // Whether the operation can do without is the submitter's call.
             (None, None) => None,
         };
-        (operation, input, extra_inputs)
+        let notify = notify_targets(state, webhook_url, email)?;
+        (operation, input, extra_inputs, notify)
     } else if content_type.starts_with("application/json") {
         let limit = state.settings.image_limits.max_bytes as usize;
         let body = axum::body::to_bytes(req.into_body(), limit)
@@ -275,11 +316,12 @@ async fn read_submission(
             }
             extra_inputs.push((name, InputRef::parse_reference(&reference)?));
         }
+        let notify = notify_targets(state, parsed.webhook_url, parsed.email)?;
         let input = match parsed.input.as_deref() {
             Some(r) => Some(InputRef::parse_reference(r)?),
             None => None,
         };
-        (operation, input, extra_inputs)
+        (operation, input, extra_inputs, notify)
     } else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "Content-Type '{content_type}' is not accepted: use multipart/form-data (field 'file') or application/json (field 'input')"
@@ -291,7 +333,7 @@ async fn read_submission(
         input,
         extra_inputs,
         idempotency_key,
-        notify: Default::default(),
+        notify,
     })
 }
 

@@ -12,6 +12,7 @@ mod identity;
 pub mod jobs;
 mod metrics;
 mod uploads;
+mod webhooks;
 
 pub use error::ApiError;
 pub use http_handler::{AppState, router};

@@ -44,6 +44,8 @@ pub struct Processor {
     lease: Duration,
     dead_letter_queue_arn: Option<String>,
     providers: Option<Providers>,
+    /// Job-end notifications ([`crate::notify`]); `None` skips `notify` messages.
+    pub(crate) notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// What the provider-backed operations need: the job reads and provider transitions, the queue
@@ -145,6 +147,7 @@ impl Processor {
             lease: options.lease,
             dead_letter_queue_arn: options.dead_letter_queue_arn,
             providers: None,
+            notifier: None,
         }
     }
 
@@ -160,8 +163,14 @@ impl Processor {
     /// [`ProcessorError::Config`] naming what is missing.
     pub async fn from_env() -> Result<Self, ProcessorError> {
         let settings = Settings::from_env()?;
-        let aws = Aws::from_settings(&settings).await?;
-        Self::with_aws(&settings, &aws, ProcessorOptions::from_env())
+        let sdk = shared::config::aws_sdk_config().await?;
+        let aws = Aws::with_sdk_config(&sdk, &settings);
+        let notify = crate::notify::NotifySettings::from_env()?;
+        Ok(
+            Self::with_aws(&settings, &aws, ProcessorOptions::from_env())?.with_notifier(
+                crate::notify::Notifier::with_aws(&sdk, &settings, &aws, notify),
+            ),
+        )
     }
 
     /// Builds the processor over the AWS adapters and the HTTP segmenter.
@@ -282,6 +291,11 @@ impl Processor {
         let outcome = if from_dead_letter_queue {
             self.exhausted(&message, "the message reached the dead-letter queue")
                 .await
+        } else if let JobMessage::Notify { attempt, .. } = &message {
+            match &self.notifier {
+                Some(notifier) => notifier.handle(owner, job_id, *attempt).await,
+                None => Outcome::Skipped("notifications are not configured"),
+            }
         } else if let JobMessage::Poll {
             request_id,
             attempt,
@@ -302,6 +316,12 @@ impl Processor {
                 other => other,
             }
         };
+        // The job ended here (run, poll, dead letter): tell whoever asked to be told.
+        if let (Outcome::Succeeded | Outcome::Failed(_), Some(notifier)) =
+            (&outcome, &self.notifier)
+        {
+            notifier.job_ended(owner, job_id).await;
+        }
         tracing::info!(?outcome, receive_count, "message handled");
         outcome
     }

@@ -3,6 +3,8 @@
 
 mod error;
 pub mod event_handler;
+pub mod notify;
 
 pub use error::ProcessorError;
 pub use event_handler::{Outcome, Processor, ProcessorOptions, Providers};
+pub use notify::{Notifier, NotifySettings};

@@ -22,6 +22,8 @@ pub struct TestEnv {
     pub settings: Settings,
     /// Provider settings handed to the processor (tests point them at contract servers).
     pub providers: shared::providers::ProviderSettings,
+    /// Notification settings handed to the processor.
+    pub notify: imagejobs_processor::NotifySettings,
 }
 
 impl TestEnv {
@@ -43,6 +45,7 @@ impl TestEnv {
             provisioned,
             settings,
             providers: shared::providers::ProviderSettings::default(),
+            notify: imagejobs_processor::NotifySettings::default(),
         };
         env.put_key(ANONYMOUS_KEY, "anonymous", "jobs:read,jobs:write")
             .await;
@@ -146,6 +149,7 @@ impl TestEnv {
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),
                 providers: self.providers.clone(),
+                notify: self.notify.clone(),
             },
         )
         .await

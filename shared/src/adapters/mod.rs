@@ -3,16 +3,20 @@
 mod api_keys;
 mod dynamodb;
 mod fal;
+mod notifications;
 mod s3;
 mod segmenter;
+mod ses;
 mod sqs;
 mod stability;
 
 pub use api_keys::DynamoApiKeys;
 pub use dynamodb::{DynamoJobs, Quotas};
 pub use fal::{FalClient, JwksCache};
+pub use notifications::{DynamoNotifications, WEBHOOK_SK};
 pub use s3::S3Blobs;
 pub use segmenter::HttpSegmenter;
+pub use ses::SesEmail;
 pub use sqs::SqsJobQueue;
 pub use stability::StabilityClient;
 
@@ -30,6 +34,8 @@ pub struct Aws {
     pub blobs: S3Blobs,
     /// API keys (same table as the jobs).
     pub keys: DynamoApiKeys,
+    /// Owner webhook settings and notification attempts (same table).
+    pub notifications: DynamoNotifications,
 }
 
 impl Aws {
@@ -56,6 +62,10 @@ impl Aws {
                 },
             ),
             keys: DynamoApiKeys::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
+            notifications: DynamoNotifications::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &settings.table,
+            ),
             queue: SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url),
             blobs: S3Blobs::new(aws_sdk_s3::Client::from_conf(s3_config), &settings.bucket),
         }

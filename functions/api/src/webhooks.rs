@@ -1,0 +1,100 @@
+//! The owner's webhook settings (`jobs:write`): the signing secret that every delivery is
+//! signed with ([Standard Webhooks](https://www.standardwebhooks.com/)) and the default URL for
+//! jobs created without a `webhook_url`.
+//!
+//! - `GET /v1/webhooks` → `{"default_url": string | null, "secret": "whsec_…"}`; the secret is
+//!   created on first use.
+//! - `PUT /v1/webhooks` with `{"default_url": "https://…" | null}` → the same shape.
+//! - `POST /v1/webhooks/rotate-secret` → the same shape with a new secret; deliveries from then
+//!   on are signed with it only.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use shared::auth::{Principal, Scope};
+use shared::notify::{WebhookSecret, validate_webhook_url};
+
+use crate::error::ApiError;
+use crate::http_handler::AppState;
+use crate::identity::Caller;
+
+async fn answer(
+    state: &AppState,
+    caller: &Principal,
+    secret: WebhookSecret,
+) -> Result<Response, ApiError> {
+    let settings = state
+        .notifications
+        .webhook_settings(&caller.owner)
+        .await?
+        .unwrap_or_default();
+    Ok(
+        Json(json!({"default_url": settings.default_url, "secret": secret.as_str()}))
+            .into_response(),
+    )
+}
+
+/// `GET /v1/webhooks`.
+pub(crate) async fn get_webhooks(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsWrite)?;
+    let secret = state.notifications.webhook_secret(&caller.owner).await?;
+    answer(&state, &caller, secret).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutWebhooks {
+    default_url: Option<String>,
+}
+
+/// `PUT /v1/webhooks`: 400 `invalid_json` for another body, 422 `invalid_webhook_url`.
+pub(crate) async fn put_webhooks(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsWrite)?;
+    let parsed: PutWebhooks = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("request body: {e} (expected {{\"default_url\": \"https://…\" | null}})"),
+        )
+    })?;
+    let url = parsed
+        .default_url
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| {
+            validate_webhook_url(
+                &u,
+                state.settings.allow_http_urls,
+                state.settings.allow_private_urls,
+            )
+        })
+        .transpose()?;
+    state
+        .notifications
+        .set_default_webhook_url(&caller.owner, url.as_deref())
+        .await?;
+    let secret = state.notifications.webhook_secret(&caller.owner).await?;
+    answer(&state, &caller, secret).await
+}
+
+/// `POST /v1/webhooks/rotate-secret`.
+pub(crate) async fn rotate_secret(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsWrite)?;
+    let secret = state
+        .notifications
+        .rotate_webhook_secret(&caller.owner)
+        .await?;
+    answer(&state, &caller, secret).await
+}

@@ -1,0 +1,482 @@
+//! Job-end notifications: a signed webhook ([Standard Webhooks](https://www.standardwebhooks.com/))
+//! and/or an e-mail (Amazon SES v2), sent from `{"kind": "notify", …}` queue messages — never
+//! inside a request or a job run.
+//!
+//! - Whatever ends a job (this processor's run or poll, the dead-letter path, the API's cancel)
+//!   enqueues one `notify` message when the job has a `webhook_url` or `email`, or its owner a
+//!   default webhook URL ([`shared::notify::enqueue_for_ended_job`]).
+//! - The handler reads the job, sends each channel that has no `delivered` attempt yet, and
+//!   appends every attempt to `Job.notifications`. So a duplicate message, or a retry after one
+//!   channel already went through, never sends that channel again.
+//! - A failed attempt (non-2xx, timeout, connection error, SES refusal) is retried by sending
+//!   the message again with `DelaySeconds` = `NOTIFY_RETRY_BASE_SECONDS` × 3^(n−1) (10 s, 30 s,
+//!   90 s, … at most 15 min) until `NOTIFY_MAX_ATTEMPTS` attempts of that channel were made.
+//!   A URL refused by the SSRF guard, or e-mail with no sender configured, is recorded once and
+//!   not retried.
+//!
+//! Delivery is at least once: if recording a successful attempt fails, the message is retried
+//! and the receiver sees the same `webhook-id` again.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use ulid::Ulid;
+
+use shared::adapters::{Aws, SesEmail};
+use shared::config::Settings;
+use shared::core::{BlobStore, JobQueue, JobStore};
+use shared::fetch::{FetchPolicy, SystemResolver};
+use shared::job::{Job, JobMessage, JobStatus, NotificationAttempt, OwnerId};
+use shared::notify::{
+    self as n, CHANNEL_EMAIL, CHANNEL_WEBHOOK, DELIVERED, EmailError, EmailSender, FAILED,
+    NotificationStore,
+};
+
+use crate::error::ProcessorError;
+use crate::event_handler::{Outcome, Processor};
+
+/// The environment variables the notifier reads (all optional; `template.yaml` sets them on
+/// the processor).
+pub const ENV_VARS: &[&str] = &[
+    "NOTIFY_FROM_EMAIL",
+    "NOTIFY_RETRY_BASE_SECONDS",
+    "NOTIFY_MAX_ATTEMPTS",
+    "NOTIFY_WEBHOOK_TIMEOUT_SECONDS",
+    "NOTIFY_RESULT_URL_TTL_SECONDS",
+    "PUBLIC_API_URL",
+];
+
+/// Notification settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySettings {
+    /// `NOTIFY_FROM_EMAIL`: the SES sender (a verified identity, or an address on a verified
+    /// domain). `None` (unset or empty) turns e-mail off: a job's `email` then gets one failed
+    /// attempt saying so.
+    pub from_email: Option<String>,
+    /// `NOTIFY_RETRY_BASE_SECONDS` (default 10): the first retry's delay; each later one is 3×
+    /// longer, at most 15 minutes. 0 retries at once (tests).
+    pub retry_base: Duration,
+    /// `NOTIFY_MAX_ATTEMPTS` (default 6, at least 1): attempts per channel before giving up.
+    pub max_attempts: u32,
+    /// `NOTIFY_WEBHOOK_TIMEOUT_SECONDS` (default 10): the whole webhook request, connection
+    /// included; a slower receiver counts as a failed attempt.
+    pub webhook_timeout: Duration,
+    /// `NOTIFY_RESULT_URL_TTL_SECONDS` (default 86400, at most 604800): lifetime of the
+    /// presigned result link in e-mails (on Lambda also bounded by the role's temporary
+    /// credentials).
+    pub result_url_ttl: Duration,
+    /// `PUBLIC_API_URL`: the API's base URL, to make the links in events and e-mails absolute
+    /// (e.g. `https://abc.execute-api.us-east-1.amazonaws.com`); relative paths without it.
+    pub public_api_url: Option<String>,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        Self {
+            from_email: None,
+            retry_base: Duration::from_secs(10),
+            max_attempts: 6,
+            webhook_timeout: Duration::from_secs(10),
+            result_url_ttl: Duration::from_secs(86_400),
+            public_api_url: None,
+        }
+    }
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn number(name: &str, default: u64) -> Result<u64, ProcessorError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| ProcessorError::Config(format!("{name}='{v}' is not a whole number"))),
+    }
+}
+
+impl NotifySettings {
+    /// Reads [`ENV_VARS`].
+    ///
+    /// # Errors
+    /// [`ProcessorError::Config`] naming a malformed variable (a non-number, an invalid sender
+    /// address, `NOTIFY_MAX_ATTEMPTS=0`, a result link TTL over 7 days).
+    pub fn from_env() -> Result<Self, ProcessorError> {
+        let d = Self::default();
+        let from_email = var("NOTIFY_FROM_EMAIL")
+            .map(|v| {
+                n::validate_email(&v)
+                    .map_err(|e| ProcessorError::Config(format!("NOTIFY_FROM_EMAIL: {e}")))
+            })
+            .transpose()?;
+        let max_attempts = number("NOTIFY_MAX_ATTEMPTS", d.max_attempts.into())?;
+        if !(1..=u64::from(u32::MAX)).contains(&max_attempts) {
+            return Err(ProcessorError::Config(
+                "NOTIFY_MAX_ATTEMPTS must be at least 1".into(),
+            ));
+        }
+        let ttl = number("NOTIFY_RESULT_URL_TTL_SECONDS", d.result_url_ttl.as_secs())?;
+        if !(1..=604_800).contains(&ttl) {
+            return Err(ProcessorError::Config(
+                "NOTIFY_RESULT_URL_TTL_SECONDS must be 1–604800 (SigV4's 7-day limit)".into(),
+            ));
+        }
+        Ok(Self {
+            from_email,
+            retry_base: Duration::from_secs(number(
+                "NOTIFY_RETRY_BASE_SECONDS",
+                d.retry_base.as_secs(),
+            )?),
+            max_attempts: max_attempts as u32,
+            webhook_timeout: Duration::from_secs(number(
+                "NOTIFY_WEBHOOK_TIMEOUT_SECONDS",
+                d.webhook_timeout.as_secs(),
+            )?),
+            result_url_ttl: Duration::from_secs(ttl),
+            public_api_url: var("PUBLIC_API_URL").map(|u| u.trim_end_matches('/').to_owned()),
+        })
+    }
+}
+
+/// Sends job-end notifications. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    store: Arc<dyn JobStore>,
+    notifications: Arc<dyn NotificationStore>,
+    queue: Arc<dyn JobQueue>,
+    blobs: Arc<dyn BlobStore>,
+    email: Option<Arc<dyn EmailSender>>,
+    webhook: FetchPolicy,
+    settings: NotifySettings,
+}
+
+/// One attempt's result, before it is recorded.
+struct Tried {
+    delivered: bool,
+    status: Option<u16>,
+    message: Option<String>,
+    /// Worth another attempt later.
+    retryable: bool,
+}
+
+impl Tried {
+    fn delivered(status: Option<u16>) -> Self {
+        Self {
+            delivered: true,
+            status,
+            message: None,
+            retryable: false,
+        }
+    }
+
+    fn failed(status: Option<u16>, message: String, retryable: bool) -> Self {
+        Self {
+            delivered: false,
+            status,
+            message: Some(message),
+            retryable,
+        }
+    }
+}
+
+impl Notifier {
+    /// A notifier over the given ports. `settings` (the functions' [`Settings`]) gives the
+    /// development switches `ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` for webhook URLs.
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        notifications: Arc<dyn NotificationStore>,
+        queue: Arc<dyn JobQueue>,
+        blobs: Arc<dyn BlobStore>,
+        email: Option<Arc<dyn EmailSender>>,
+        settings: &Settings,
+        notify: NotifySettings,
+    ) -> Self {
+        let webhook = FetchPolicy {
+            allow_http: settings.allow_http_urls,
+            allow_private: settings.allow_private_urls,
+            allowed_addresses: Vec::new(),
+            max_bytes: 0,
+            timeout: notify.webhook_timeout,
+            resolver: Arc::new(SystemResolver),
+        };
+        Self {
+            store,
+            notifications,
+            queue,
+            blobs,
+            email,
+            webhook,
+            settings: notify,
+        }
+    }
+
+    /// A notifier over the AWS adapters, with SES when `NOTIFY_FROM_EMAIL` is set.
+    pub fn with_aws(
+        sdk: &aws_config::SdkConfig,
+        settings: &Settings,
+        aws: &Aws,
+        notify: NotifySettings,
+    ) -> Self {
+        let email = notify
+            .from_email
+            .as_ref()
+            .map(|from| Arc::new(SesEmail::from_sdk_config(sdk, from)) as Arc<dyn EmailSender>);
+        Self::new(
+            Arc::new(aws.jobs.clone()),
+            Arc::new(aws.notifications.clone()),
+            Arc::new(aws.queue.clone()),
+            Arc::new(aws.blobs.clone()),
+            email,
+            settings,
+            notify,
+        )
+    }
+
+    /// Called when this processor ended a job: enqueues its `notify` message if anyone is to
+    /// be told. Never fails the record: the job's own outcome stands, a lost notification is
+    /// logged.
+    pub async fn job_ended(&self, owner: &OwnerId, job_id: Ulid) {
+        let job = match self.store.get(owner, job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the ended job; no notification");
+                return;
+            }
+        };
+        // One quick second try: the message is the only trace of the notification to come.
+        for round in 0..2 {
+            match n::enqueue_for_ended_job(&job, self.notifications.as_ref(), self.queue.as_ref())
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(status = %job.status, "notification queued");
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) if round == 0 => {
+                    tracing::warn!(error = %e, "could not queue the notification; trying again")
+                }
+                Err(e) => tracing::error!(error = %e, "could not queue the notification"),
+            }
+        }
+    }
+
+    /// Handles a `notify` message: sends what is not delivered yet, records the attempts,
+    /// schedules a retry for what failed.
+    pub async fn handle(&self, owner: &OwnerId, job_id: Ulid, round: u32) -> Outcome {
+        let job = match self.store.get(owner, job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Outcome::Skipped("no such job"),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        if !job.status.is_terminal() {
+            return Outcome::Skipped("the job has not ended");
+        }
+        let webhook_url = match &job.notify.webhook_url {
+            Some(url) => Some(url.clone()),
+            None => match self.notifications.webhook_settings(owner).await {
+                Ok(settings) => settings.and_then(|s| s.default_url),
+                Err(e) => return Outcome::Retry(e.to_string()),
+            },
+        };
+        let mut retry_after: Option<Duration> = None;
+        let mut sent = 0;
+        let channels = [
+            (CHANNEL_WEBHOOK, webhook_url),
+            (CHANNEL_EMAIL, job.notify.email.clone()),
+        ];
+        for (channel, target) in channels {
+            let Some(target) = target else { continue };
+            let prior: Vec<&NotificationAttempt> = job
+                .notifications
+                .iter()
+                .filter(|a| a.channel == channel)
+                .collect();
+            if prior.iter().any(|a| a.outcome == DELIVERED) {
+                continue;
+            }
+            let number = prior.len() as u32 + 1;
+            if number > self.settings.max_attempts {
+                continue;
+            }
+            let tried = if channel == CHANNEL_WEBHOOK {
+                self.send_webhook(&job, &target).await
+            } else {
+                self.send_email(&job, &target).await
+            };
+            sent += 1;
+            let attempt = NotificationAttempt {
+                channel: channel.to_owned(),
+                attempt: number,
+                at: OffsetDateTime::now_utc(),
+                outcome: if tried.delivered { DELIVERED } else { FAILED }.to_owned(),
+                status: tried.status,
+                message: tried.message.clone(),
+            };
+            tracing::info!(channel, attempt = number, outcome = %attempt.outcome, status = ?tried.status, message = ?tried.message, "notification attempt");
+            if let Err(e) = self
+                .notifications
+                .record_attempt(owner, job_id, &attempt)
+                .await
+            {
+                // Sent but not recorded: the redelivery may send again (same webhook-id).
+                return Outcome::Retry(format!("could not record the {channel} attempt: {e}"));
+            }
+            if !tried.delivered && tried.retryable && number < self.settings.max_attempts {
+                let delay = n::retry_delay(self.settings.retry_base, number);
+                retry_after = Some(retry_after.map_or(delay, |d| d.min(delay)));
+            }
+        }
+        let Some(delay) = retry_after else {
+            return Outcome::Skipped(if sent == 0 {
+                "nothing left to notify"
+            } else {
+                "notifications handled"
+            });
+        };
+        let message = JobMessage::Notify {
+            owner: owner.clone(),
+            job_id,
+            attempt: round.saturating_add(1),
+        };
+        match self.queue.send(&message, delay).await {
+            Ok(()) => Outcome::Skipped("notification retry scheduled"),
+            // The attempt is recorded; SQS's redelivery of this message is the fallback retry.
+            Err(e) => Outcome::Retry(format!("could not schedule the notification retry: {e}")),
+        }
+    }
+
+    async fn send_webhook(&self, job: &Job, url: &str) -> Tried {
+        let secret = match self.notifications.webhook_secret(&job.owner).await {
+            Ok(secret) => secret,
+            Err(e) => return Tried::failed(None, format!("no signing secret: {e}"), true),
+        };
+        let body = match n::event_body(job, self.settings.public_api_url.as_deref()) {
+            Ok(body) => body,
+            Err(e) => return Tried::failed(None, e.to_string(), false),
+        };
+        let id = n::webhook_id(job.id, job.status);
+        let timestamp = OffsetDateTime::now_utc().unix_timestamp();
+        let headers = [
+            ("content-type", "application/json".to_owned()),
+            ("user-agent", "imagejobs-webhooks/1".to_owned()),
+            ("webhook-id", id.clone()),
+            ("webhook-timestamp", timestamp.to_string()),
+            ("webhook-signature", secret.sign(&id, timestamp, &body)),
+        ];
+        match self.webhook.post(url, &headers, Bytes::from(body)).await {
+            Ok(status) if (200..300).contains(&status) => Tried::delivered(Some(status)),
+            Ok(status) => Tried::failed(
+                Some(status),
+                format!("the receiver answered HTTP {status}"),
+                true,
+            ),
+            Err(shared::Error::Unavailable { message, .. }) => Tried::failed(None, message, true),
+            // Refused by the SSRF guard (scheme, address) or not a URL: retrying cannot help.
+            Err(e) => Tried::failed(None, format!("{}: {e}", e.code()), false),
+        }
+    }
+
+    async fn send_email(&self, job: &Job, to: &str) -> Tried {
+        let Some(sender) = &self.email else {
+            return Tried::failed(
+                None,
+                "e-mail notifications are off (NOTIFY_FROM_EMAIL is not set)".into(),
+                false,
+            );
+        };
+        let (subject, text) = match self.email_text(job).await {
+            Ok(parts) => parts,
+            Err(e) => return Tried::failed(None, e.to_string(), true),
+        };
+        match sender.send(to, &subject, &text).await {
+            Ok(_) => Tried::delivered(None),
+            // Refusals are retried too: an operator may verify the identity or grant the
+            // permission meanwhile; NOTIFY_MAX_ATTEMPTS bounds it.
+            Err(e @ (EmailError::Rejected(_) | EmailError::Unavailable(_))) => {
+                Tried::failed(None, e.to_string(), true)
+            }
+        }
+    }
+
+    /// Subject and plain-text body. The result link of a succeeded job is a presigned S3 GET
+    /// URL (valid `NOTIFY_RESULT_URL_TTL_SECONDS`), followed by the API's
+    /// `/v1/jobs/{id}/result`, which needs an API key but never expires.
+    async fn email_text(&self, job: &Job) -> shared::Result<(String, String)> {
+        let operation = job.operation.name();
+        let subject = format!("imagejobs: job {} {} ({operation})", job.id, job.status);
+        let api = n::job_link(self.settings.public_api_url.as_deref(), job.id);
+        let mut text = format!("Your {operation} job {} has {}.\n\n", job.id, job.status);
+        match job.status {
+            JobStatus::Succeeded => {
+                let key = job.result.as_ref().map(|r| r.key.as_str()).ok_or_else(|| {
+                    shared::Error::Corrupt {
+                        what: "job record",
+                        message: "succeeded without a result".into(),
+                    }
+                })?;
+                let link = self
+                    .blobs
+                    .presign_get(key, self.settings.result_url_ttl)
+                    .await?;
+                let hours = self.settings.result_url_ttl.as_secs().div_ceil(3600);
+                text.push_str(&format!(
+                    "Download the result (link valid for {hours} h):\n{link}\n\n\
+                     With your API key, the result is also at {api}/result\n"
+                ));
+            }
+            JobStatus::Failed => {
+                if let Some(error) = &job.error {
+                    text.push_str(&format!("Error {}: {}\n\n", error.code, error.message));
+                }
+                text.push_str(&format!("Details: {api}\n"));
+            }
+            _ => text.push_str(&format!("Details: {api}\n")),
+        }
+        Ok((subject, text))
+    }
+}
+
+impl Processor {
+    /// Sends job-end notifications through `notifier` (webhooks, e-mail); without one,
+    /// `notify` messages are skipped.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(Arc::new(notifier));
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::sqs::SqsEvent;
+
+    #[test]
+    fn notify_fixture_event_parses() {
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../events/sqs-notify.json")).unwrap();
+        let body = event.records[0].body.as_deref().unwrap();
+        let message: JobMessage = serde_json::from_str(body).unwrap();
+        assert!(
+            matches!(&message, JobMessage::Notify { attempt: 1, owner, .. } if owner.as_str() == "anonymous"),
+            "{message:?}"
+        );
+        assert_eq!(serde_json::to_string(&message).unwrap(), body);
+    }
+
+    #[test]
+    fn settings_default_to_the_documented_values() {
+        let d = NotifySettings::default();
+        assert_eq!(d.retry_base, Duration::from_secs(10));
+        assert_eq!(d.max_attempts, 6);
+        assert_eq!(d.webhook_timeout, Duration::from_secs(10));
+        assert_eq!(d.result_url_ttl, Duration::from_secs(86_400));
+        assert_eq!(d.from_email, None);
+    }
+}
