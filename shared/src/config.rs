@@ -89,7 +89,11 @@ fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
 /// `..`, and not one of the service's own prefixes (`inbox/`, `uploads/`, `inputs/`,
 /// `results/`), whose objects are scoped and expired by other rules.
 fn prefix(name: &str, default: &str) -> Result<String> {
-    let v = var(name).unwrap_or_else(|| default.to_owned());
+    check_prefix(name, &var(name).unwrap_or_else(|| default.to_owned()))
+}
+
+/// The rule of [`prefix`] on a value.
+fn check_prefix(name: &str, v: &str) -> Result<String> {
     let v = v.trim();
     let own = [
         crate::resources::INBOX_PREFIX,
@@ -228,4 +232,34 @@ pub async fn aws_sdk_config() -> Result<aws_config::SdkConfig> {
 /// Whether an endpoint override is in effect (the emulator), which needs path-style S3 URLs.
 pub fn uses_custom_endpoint() -> bool {
     var("AWS_ENDPOINT_URL").is_some() || var("AWS_ENDPOINT_URL_S3").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_prefixes_end_in_a_slash_and_stay_out_of_the_service_prefixes() {
+        assert_eq!(check_prefix("P", " avatars/ ").unwrap(), "avatars/");
+        assert_eq!(check_prefix("P", "app/gen/").unwrap(), "app/gen/");
+        for bad in [
+            "avatars",
+            "/avatars/",
+            "a/../b/",
+            "results/x/",
+            "uploads/",
+            "inputs/",
+        ] {
+            assert!(check_prefix("P", bad).is_err(), "{bad}");
+        }
+        let s = Settings::new("t", "q", "b");
+        assert_eq!(
+            (
+                s.s3_avatar_prefix.as_str(),
+                s.s3_subject_prefix.as_str(),
+                s.s3_generated_prefix.as_str()
+            ),
+            ("avatars/", "subjects/", "generated/")
+        );
+    }
 }
