@@ -62,7 +62,8 @@ async fn the_readme_curl_sequence_works() {
     .await;
     assert_eq!(code, 200, "{body}");
     let health = json(&body);
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["message"], "Image generation service is ready");
     for check in ["table", "queue", "bucket", "segmenter"] {
         assert_eq!(health["checks"][check], "ok", "{health}");
     }

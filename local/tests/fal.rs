@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::fal::*;
 use common::queue::{batch, job_of, record, reload, run_record, stored, take_message};
 use common::{TestEnv, assert_error, sample_photo};
 use ed25519_dalek::{Signer, SigningKey};
@@ -17,113 +18,6 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use imagejobs_processor::{Outcome, Processor, ProcessorOptions};
 use shared::job::{JobMessage, JobStatus};
-use shared::providers::ProviderSettings;
-
-const KEY: &str = "fal-test-key-id:not-a-real-secret";
-const EDIT_MODEL: &str = "fal-ai/bytedance/seedream/v4/edit";
-const TEXT_MODEL: &str = "fal-ai/bytedance/seedream/v4/text-to-image";
-const REQUEST_ID: &str = "764cabcf-b745-4b3e-ae38-1200304cf45b";
-/// Status, result and cancel URLs use only owner/app (§2.2).
-const REQUEST_BASE: &str = "/fal-ai/bytedance/requests/764cabcf-b745-4b3e-ae38-1200304cf45b";
-
-fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
-    let img = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
-    let mut out = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
-        .unwrap();
-    out
-}
-
-fn providers(server: &MockServer) -> ProviderSettings {
-    ProviderSettings {
-        fal_key: Some(KEY.into()),
-        fal_queue_url: server.uri(),
-        poll_delay: Duration::ZERO,
-        provider_deadline: Duration::from_secs(600),
-        ..ProviderSettings::default()
-    }
-}
-
-/// An emulator whose settings let the processor download the contract server's "CDN" files
-/// (127.0.0.1 over http) and read fal's keys from it.
-async fn env_for(server: &MockServer) -> TestEnv {
-    let mut env = TestEnv::new().await;
-    env.settings.allow_http_urls = true;
-    env.settings.allow_private_urls = true;
-    env.settings.fal_jwks_url = format!("{}/.well-known/jwks.json", server.uri());
-    env.providers = providers(server);
-    env
-}
-
-/// §2.3: 200 with the request id and the URLs to use.
-fn submitted(server: &MockServer) -> ResponseTemplate {
-    let base = format!("{}{REQUEST_BASE}", server.uri());
-    ResponseTemplate::new(200).set_body_json(json!({
-        "request_id": REQUEST_ID,
-        "response_url": base,
-        "status_url": format!("{base}/status"),
-        "cancel_url": format!("{base}/cancel"),
-        "status": "IN_QUEUE",
-        "queue_position": 0
-    }))
-}
-
-fn submit(model: &str) -> wiremock::MockBuilder {
-    Mock::given(method("POST"))
-        .and(path(format!("/{model}")))
-        .and(header("authorization", format!("Key {KEY}").as_str()))
-}
-
-fn status() -> wiremock::MockBuilder {
-    Mock::given(method("GET"))
-        .and(path(format!("{REQUEST_BASE}/status")))
-        .and(header("authorization", format!("Key {KEY}").as_str()))
-}
-
-fn result() -> wiremock::MockBuilder {
-    Mock::given(method("GET"))
-        .and(path(REQUEST_BASE))
-        .and(header("authorization", format!("Key {KEY}").as_str()))
-}
-
-/// §2.4: 202 while queued or running, 200 when completed.
-fn in_queue() -> ResponseTemplate {
-    ResponseTemplate::new(202).set_body_json(json!({
-        "status": "IN_QUEUE", "queue_position": 0, "request_id": REQUEST_ID
-    }))
-}
-fn in_progress() -> ResponseTemplate {
-    ResponseTemplate::new(202)
-        .set_body_json(json!({"status": "IN_PROGRESS", "logs": [], "request_id": REQUEST_ID}))
-}
-fn completed() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(json!({
-        "status": "COMPLETED", "logs": [], "metrics": {"inference_time": 3.2},
-        "request_id": REQUEST_ID
-    }))
-}
-
-/// §2.9 output with `n` images served by the contract server under `/files/`.
-async fn outputs(server: &MockServer, n: usize) -> ResponseTemplate {
-    let mut images = Vec::new();
-    for i in 0..n {
-        let file = format!("/files/out-{i}.png");
-        Mock::given(method("GET"))
-            .and(path(file.clone()))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .insert_header("content-type", "image/png")
-                    .set_body_bytes(png(64 + i as u32, 48, [10 * i as u8, 100, 200])),
-            )
-            .mount(server)
-            .await;
-        images.push(json!({
-            "url": format!("{}{file}", server.uri()), "content_type": "image/png",
-            "file_name": format!("out-{i}.png"), "width": 64 + i, "height": 48
-        }));
-    }
-    ResponseTemplate::new(200).set_body_json(json!({"images": images, "seed": 746_406_749}))
-}
 
 fn processor(env: &TestEnv, lease: Duration) -> Processor {
     let mut settings = env.settings.clone();
@@ -165,16 +59,6 @@ async fn create(base: &str, form: Form) -> Value {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(status, 202, "{body}");
     body
-}
-
-async fn submits(server: &MockServer) -> Vec<wiremock::Request> {
-    server
-        .received_requests()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|r| r.method.as_str() == "POST" && r.url.path().starts_with("/fal-ai/"))
-        .collect()
 }
 
 #[tokio::test]

@@ -57,6 +57,15 @@ pub struct Settings {
     /// `FAL_JWKS_URL`: fal.ai's webhook signing keys (provider-contracts.md §2.6), default
     /// [`crate::providers::FAL_DEFAULT_JWKS_URL`].
     pub fal_jwks_url: String,
+    /// `S3_AVATAR_PREFIX` (default `avatars/`): where seed 001's `POST /v1/images/memory`
+    /// finds a user's avatar, `{prefix}{owner}/{user_id}`.
+    pub s3_avatar_prefix: String,
+    /// `S3_SUBJECT_PREFIX` (default `subjects/`): where seed 001's `POST /v1/images/subject`
+    /// finds a user's photo, `{prefix}{owner}/{user_id}`.
+    pub s3_subject_prefix: String,
+    /// `S3_GENERATED_PREFIX` (default `generated/`): where seed 001's memory and subject
+    /// illustrations are copied, `{prefix}{owner}/{user_id}/{mode}_{job_id}.{ext}`.
+    pub s3_generated_prefix: String,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -74,6 +83,34 @@ fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
             .parse()
             .map_err(|_| Error::Config(format!("environment variable {name}='{v}' is not valid"))),
     }
+}
+
+/// An S3 key prefix from `name`: non-empty, ending in `/`, not starting with one, without
+/// `..`, and not one of the service's own prefixes (`inbox/`, `uploads/`, `inputs/`,
+/// `results/`), whose objects are scoped and expired by other rules.
+fn prefix(name: &str, default: &str) -> Result<String> {
+    check_prefix(name, &var(name).unwrap_or_else(|| default.to_owned()))
+}
+
+/// The rule of [`prefix`] on a value.
+fn check_prefix(name: &str, v: &str) -> Result<String> {
+    let v = v.trim();
+    let own = [
+        crate::resources::INBOX_PREFIX,
+        crate::resources::UPLOADS_PREFIX,
+        crate::resources::INPUTS_PREFIX,
+        crate::resources::RESULTS_PREFIX,
+    ];
+    if !v.ends_with('/')
+        || v.starts_with('/')
+        || v.split('/').any(|s| s == ".." || s == ".")
+        || own.iter().any(|p| v.starts_with(p))
+    {
+        return Err(Error::Config(format!(
+            "environment variable {name}='{v}' must be a key prefix ending in '/', outside inbox/, uploads/, inputs/, results/"
+        )));
+    }
+    Ok(v.to_owned())
 }
 
 impl Settings {
@@ -105,6 +142,9 @@ impl Settings {
             max_jobs_per_minute: 120,
             upload_url_ttl: Duration::from_secs(600),
             fal_jwks_url: crate::providers::FAL_DEFAULT_JWKS_URL.into(),
+            s3_avatar_prefix: "avatars/".into(),
+            s3_subject_prefix: "subjects/".into(),
+            s3_generated_prefix: "generated/".into(),
         }
     }
 
@@ -164,6 +204,9 @@ impl Settings {
             upload_url_ttl: Duration::from_secs(parsed("UPLOAD_URL_TTL_SECONDS", 600)?),
             fal_jwks_url: var("FAL_JWKS_URL")
                 .unwrap_or_else(|| crate::providers::FAL_DEFAULT_JWKS_URL.into()),
+            s3_avatar_prefix: prefix("S3_AVATAR_PREFIX", "avatars/")?,
+            s3_subject_prefix: prefix("S3_SUBJECT_PREFIX", "subjects/")?,
+            s3_generated_prefix: prefix("S3_GENERATED_PREFIX", "generated/")?,
         })
     }
 }
@@ -189,4 +232,34 @@ pub async fn aws_sdk_config() -> Result<aws_config::SdkConfig> {
 /// Whether an endpoint override is in effect (the emulator), which needs path-style S3 URLs.
 pub fn uses_custom_endpoint() -> bool {
     var("AWS_ENDPOINT_URL").is_some() || var("AWS_ENDPOINT_URL_S3").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_prefixes_end_in_a_slash_and_stay_out_of_the_service_prefixes() {
+        assert_eq!(check_prefix("P", " avatars/ ").unwrap(), "avatars/");
+        assert_eq!(check_prefix("P", "app/gen/").unwrap(), "app/gen/");
+        for bad in [
+            "avatars",
+            "/avatars/",
+            "a/../b/",
+            "results/x/",
+            "uploads/",
+            "inputs/",
+        ] {
+            assert!(check_prefix("P", bad).is_err(), "{bad}");
+        }
+        let s = Settings::new("t", "q", "b");
+        assert_eq!(
+            (
+                s.s3_avatar_prefix.as_str(),
+                s.s3_subject_prefix.as_str(),
+                s.s3_generated_prefix.as_str()
+            ),
+            ("avatars/", "subjects/", "generated/")
+        );
+    }
 }

@@ -156,6 +156,17 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// One object of a [`BlobStore::list`] answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectSummary {
+    /// The object's key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, Unix seconds (0 when the store does not say).
+    pub last_modified: i64,
+}
+
 /// The images bucket.
 #[async_trait]
 pub trait BlobStore: Send + Sync {
@@ -169,6 +180,8 @@ pub trait BlobStore: Send + Sync {
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
     /// Deletes an object; a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
+    /// The objects whose keys start with `prefix`, in key order, at most `limit` of them.
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ObjectSummary>>;
     /// A presigned GET URL valid for `expires_in`.
     async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String>;
     /// A presigned PUT URL valid for `expires_in` whose signature covers `Content-Type` and

@@ -2,7 +2,9 @@
 //! resources, and helpers to serve the real handlers on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod fal;
 pub mod queue;
+pub mod stability;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

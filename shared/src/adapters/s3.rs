@@ -7,7 +7,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 use std::time::Duration;
 
-use crate::core::{BlobStore, ObjectInfo, Probe};
+use crate::core::{BlobStore, ObjectInfo, ObjectSummary, Probe};
 use crate::error::{Error, Result};
 
 /// The images bucket.
@@ -123,6 +123,37 @@ impl BlobStore for S3Blobs {
             .await
             .map_err(|e| unavailable(e.into_service_error()))?;
         Ok(())
+    }
+
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<ObjectSummary>> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .max_keys((limit - out.len()).min(1000) as i32)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(e.into_service_error()))?;
+            for o in page.contents.unwrap_or_default() {
+                let Some(key) = o.key else { continue };
+                out.push(ObjectSummary {
+                    key,
+                    size: o.size.unwrap_or(0).max(0) as u64,
+                    last_modified: o.last_modified.map(|t| t.secs()).unwrap_or(0),
+                });
+            }
+            match page.next_continuation_token {
+                Some(t) if page.is_truncated == Some(true) => token = Some(t),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn presign_get(&self, key: &str, expires_in: Duration) -> Result<String> {

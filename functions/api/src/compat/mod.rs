@@ -7,6 +7,10 @@
 //!
 //! | seed | route | canonical equivalent |
 //! |---|---|---|
+//! | 000 | `POST /replace-background-relight` | `POST /v1/jobs` (`replace_background_relight`) with `Prefer: wait=25` |
+//! | 001 | `POST /v1/images/memory`, `/v1/images/subject`, `/v1/images/generations` | `POST /v1/jobs` (`generate`, mode `memory` / `subject` / `text`) with `Prefer: wait=25` |
+//! | 001, 002 | `GET /health/` | `GET /health` |
+//! | 001 | `GET /` | none (a static welcome) |
 //! | 002 | `POST /auth/token?user_id=…` | `POST /v1/auth/token` |
 //! | 002 | `POST /api/remove-background` | `POST /v1/jobs` with `Prefer: wait=25`, then `GET /v1/jobs/{id}/result` |
 //! | 002 | `GET /health/` | `GET /health` |
@@ -14,27 +18,173 @@
 //! | 003 | `POST /process` | `POST /v1/jobs` (with `notify.email`) |
 //! | 003 | `GET /status/{processing_id}` | `GET /v1/jobs/{id}` |
 //! | 003 | `GET /download/{processing_id}` | `GET /v1/jobs/{id}/result` |
+//! | 004 | `POST /api/jobs` | `POST /v1/jobs` (`edit`) with `Prefer: wait=25` |
+//! | 004 | `GET /api/jobs/{job_id}`, `GET /api/jobs` | `GET /v1/jobs/{id}`, `GET /v1/jobs` |
 
+pub(crate) mod seed_000;
+pub(crate) mod seed_001;
 pub(crate) mod seed_002;
 pub(crate) mod seed_003;
+pub(crate) mod seed_004;
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request};
-use axum::http::{HeaderMap, header};
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use std::time::Duration;
 
 use shared::auth::{Credential, Principal};
 use shared::config::Settings;
+use shared::core::Created;
+use shared::job::{Job, JobError, JobResult, JobStatus};
+use shared::service::{InputRef, Submission};
 
 use crate::error::ApiError;
 use crate::http_handler::AppState;
-use crate::jobs::multipart_error;
+use crate::identity::Caller;
+use crate::jobs::{MAX_WAIT_SECONDS, job_path, multipart_error, wait_for_job};
 
 /// Every compatibility route, to merge into the API's router.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        // One route for both seeds that have it (axum refuses a path registered twice).
+        .route("/health/", get(legacy_health))
+        .merge(seed_000::routes())
+        .merge(seed_001::routes())
         .merge(seed_002::routes())
         .merge(seed_003::routes())
+        .merge(seed_004::routes())
+}
+
+/// The `message` of a healthy `GET /health/`, word for word from seed 001.
+pub const HEALTHY_MESSAGE: &str = "Image generation service is ready";
+
+/// `GET /health/` (API key or token), shared by seeds 001 and 002: `{"status": "healthy",
+/// "message": "Image generation service is ready", "checks": {"table", "queue", "bucket",
+/// "segmenter"}}` with 200, or `"status": "degraded"` naming the failed checks with 503.
+/// Seed 001's answer word for word plus the checks; seed 002's README leaves the body open. A
+/// credential is required, as seed 002's original did.
+///
+/// # Errors
+/// 401 without a valid credential.
+pub(crate) async fn legacy_health(State(state): State<AppState>, Caller(_): Caller) -> Response {
+    let (healthy, checks) = crate::health::check(&state).await;
+    let body = if healthy {
+        json!({"status": "healthy", "message": HEALTHY_MESSAGE, "checks": checks})
+    } else {
+        json!({
+            "status": "degraded",
+            "message": "Image generation service is degraded: a dependency is unavailable",
+            "checks": checks,
+        })
+    };
+    (crate::health::status_code(healthy), Json(body)).into_response()
+}
+
+/// Submits a job and waits for it up to the API's wait limit ([`MAX_WAIT_SECONDS`], as
+/// `Prefer: wait=25`): the synchronous compatibility routes. Returns the last state read.
+///
+/// # Errors
+/// Whatever [`shared::service::JobSubmitter::submit`] refuses; 503 when the store fails.
+pub(crate) async fn submit_and_wait(state: &AppState, sub: Submission) -> Result<Job, ApiError> {
+    let job = match state.submitter.submit(sub).await? {
+        Created::New(job) | Created::Replayed(job) => job,
+    };
+    wait_for_job(state, job, Duration::from_secs(MAX_WAIT_SECONDS)).await
+}
+
+/// The error of a job that ended without a result: its own code for a failed job
+/// ([`ApiError::SyncJobFailed`]), `job_canceled` for a canceled one.
+pub(crate) fn ended_without_result(job: Job) -> ApiError {
+    match job.status {
+        JobStatus::Canceled => ApiError::JobCanceled,
+        _ => ApiError::SyncJobFailed(
+            job.error
+                .unwrap_or_else(|| JobError::new("failed", "the job failed")),
+        ),
+    }
+}
+
+/// A succeeded job's (first) result.
+///
+/// # Errors
+/// 500 when the record says succeeded without a result.
+pub(crate) fn result_of(job: &Job) -> Result<&JobResult, ApiError> {
+    job.result.as_ref().ok_or_else(|| {
+        shared::Error::Corrupt {
+            what: "job record",
+            message: "succeeded without a result".into(),
+        }
+        .into()
+    })
+}
+
+/// **202** for a synchronous compatibility request whose job is still running at the wait
+/// limit: `{"job_id", "status", "status_url", "result_url"}` (the canonical job routes,
+/// absolute), `Location` and `Retry-After: 5`. Not an error: the job goes on.
+pub(crate) fn still_running(headers: &HeaderMap, job: &Job) -> Response {
+    let path = job_path(job.id);
+    let mut resp = (
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "job_id": job.id,
+            "status": job.status,
+            "status_url": absolute(headers, &path),
+            "result_url": absolute(headers, &format!("{path}/result")),
+        })),
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&path).expect("ULIDs are ASCII"),
+    );
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
+/// Maps a legacy client's image reference onto an [`InputRef`]: `s3://…` as is; an S3 object
+/// URL of this deployment's bucket (`https://{bucket}.s3[.{region}].amazonaws.com/{key}`,
+/// `https://s3[.{region}].amazonaws.com/{bucket}/{key}`, presigned or not) as the `s3://` URI
+/// of its key, so it is read from the bucket (and must be one of the caller's own objects, as
+/// every `s3://` input); any other `https://` URL as a public URL, fetched once through the
+/// SSRF-hardened fetcher.
+///
+/// # Errors
+/// 400 `invalid_input_reference` for anything else.
+pub(crate) fn input_reference(bucket: &str, raw: &str) -> Result<InputRef, ApiError> {
+    let raw = raw.trim();
+    if let Some(key) = bucket_object_key(bucket, raw) {
+        return Ok(InputRef::S3Uri(format!("s3://{bucket}/{key}")));
+    }
+    Ok(InputRef::parse_reference(raw)?)
+}
+
+/// The key of an `https://` S3 object URL in `bucket` (virtual-hosted or path style, any
+/// region, query ignored), percent-decoded; `None` for any other URL.
+fn bucket_object_key(bucket: &str, raw: &str) -> Option<String> {
+    let rest = raw.strip_prefix("https://")?;
+    let rest = rest.split(['?', '#']).next()?;
+    let (host, path) = rest.split_once('/')?;
+    let host = host.to_ascii_lowercase();
+    let is_s3 = |h: &str| {
+        (h == "s3.amazonaws.com" || h.starts_with("s3.") || h.starts_with("s3-"))
+            && (h.ends_with(".amazonaws.com") || h.ends_with(".amazonaws.com.cn"))
+    };
+    let key = match host.strip_prefix(&format!("{bucket}.")) {
+        Some(endpoint) if is_s3(endpoint) => path,
+        _ if is_s3(&host) => path.strip_prefix(&format!("{bucket}/"))?,
+        _ => return None,
+    };
+    let key = percent_encoding::percent_decode_str(key)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    (!key.is_empty()).then_some(key)
 }
 
 /// A legacy multipart form: the `file` part and the text fields, in order.
@@ -57,12 +207,26 @@ impl LegacyForm {
     }
 }
 
-/// Reads a `multipart/form-data` body (limited like `POST /v1/jobs`).
+/// Reads a `multipart/form-data` body with the image as field `file` (limited like
+/// `POST /v1/jobs`).
+///
+/// # Errors
+/// As [`read_form_with`].
+pub(crate) async fn read_form(state: &AppState, req: Request) -> Result<LegacyForm, ApiError> {
+    read_form_with(state, req, "file").await
+}
+
+/// Reads a `multipart/form-data` body whose image part is named `file_field` (seed 004 calls
+/// it `image`); it lands in [`LegacyForm::file`].
 ///
 /// # Errors
 /// 415 `unsupported_media_type` for another body type; 400 `invalid_multipart` for a malformed
 /// one; 413 `payload_too_large`.
-pub(crate) async fn read_form(state: &AppState, req: Request) -> Result<LegacyForm, ApiError> {
+pub(crate) async fn read_form_with(
+    state: &AppState,
+    req: Request,
+    file_field: &str,
+) -> Result<LegacyForm, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -71,7 +235,7 @@ pub(crate) async fn read_form(state: &AppState, req: Request) -> Result<LegacyFo
         .to_ascii_lowercase();
     if !content_type.starts_with("multipart/form-data") {
         return Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type '{content_type}' is not accepted: send multipart/form-data with the image as field 'file'"
+            "Content-Type '{content_type}' is not accepted: send multipart/form-data with the image as field '{file_field}'"
         )));
     }
     let mut multipart = Multipart::from_request(req, state)
@@ -80,7 +244,7 @@ pub(crate) async fn read_form(state: &AppState, req: Request) -> Result<LegacyFo
     let mut form = LegacyForm::default();
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
         let name = field.name().unwrap_or_default().to_owned();
-        if name == "file" {
+        if name == file_field {
             form.file = Some(field.bytes().await.map_err(multipart_error)?);
         } else {
             let value = field.text().await.map_err(multipart_error)?;
@@ -203,5 +367,45 @@ mod tests {
         assert_eq!(engine(&s, Some("u2netp")), "u2netp");
         s.compat_model = Some("plain-background".into());
         assert_eq!(engine(&s, Some("u2netp")), "plain-background");
+    }
+
+    #[test]
+    fn bucket_urls_become_s3_uris_and_other_urls_stay_urls() {
+        let b = "myawesomebucket";
+        let s3 = |raw: &str| match input_reference(b, raw).unwrap() {
+            InputRef::S3Uri(u) => u,
+            other => panic!("{raw}: {other:?}"),
+        };
+        assert_eq!(
+            s3("https://myawesomebucket.s3.us-east-1.amazonaws.com/app/images/aquaphor.jpg"),
+            "s3://myawesomebucket/app/images/aquaphor.jpg"
+        );
+        assert_eq!(
+            s3("https://myawesomebucket.s3.amazonaws.com/inputs/acme/a%20b.jpg?X-Amz-Signature=x"),
+            "s3://myawesomebucket/inputs/acme/a b.jpg"
+        );
+        assert_eq!(
+            s3("https://s3.eu-west-1.amazonaws.com/myawesomebucket/k.png"),
+            "s3://myawesomebucket/k.png"
+        );
+        assert_eq!(
+            s3("s3://myawesomebucket/k.png"),
+            "s3://myawesomebucket/k.png"
+        );
+        for public in [
+            "https://otherbucket.s3.amazonaws.com/k.png",
+            "https://s3.amazonaws.com/otherbucket/k.png",
+            "https://myawesomebucket.s3.evil.example/k.png",
+            "https://example.com/myawesomebucket/k.png",
+        ] {
+            assert!(
+                matches!(input_reference(b, public).unwrap(), InputRef::Url(_)),
+                "{public}"
+            );
+        }
+        assert_eq!(
+            input_reference(b, "ftp://x/y").unwrap_err().code(),
+            "invalid_input_reference"
+        );
     }
 }

@@ -10,37 +10,36 @@
 //! |---|---|---|
 //! | `POST /auth/token?user_id=…` | `{"access_token", "token_type": "bearer"}` | `POST /v1/auth/token` |
 //! | `POST /api/remove-background` | the image bytes (200), or 202 `{"job_id", "status", "status_url", "result_url"}` | `POST /v1/jobs` + `Prefer: wait=25` |
-//! | `GET /health/` | `{"status", "checks"}` (200 / 503) | `GET /health` |
+//! | `GET /health/` | `{"status", "message", "checks"}` (200 / 503), shared with seed 001: [`super::legacy_health`] | `GET /health` |
 //! | `GET /metrics/?window_hours=24` | [`shared::metrics::UsageMetrics`] | `GET /v1/metrics` |
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use std::collections::HashMap;
-use std::time::Duration;
 
 use shared::auth::Scope;
-use shared::core::Created;
-use shared::job::{Job, JobError, JobStatus, Operation};
+use shared::job::{Job, JobStatus, Operation};
 use shared::params::{Color, OutputFormat, RemoveBackgroundParams};
 use shared::service::{InputRef, Submission};
 
-use super::{absolute, engine, read_form, require_token};
+use super::{
+    ended_without_result, engine, read_form, require_token, result_of, still_running,
+    submit_and_wait,
+};
 use crate::error::ApiError;
 use crate::http_handler::AppState;
 use crate::identity::Caller;
-use crate::jobs::{MAX_WAIT_SECONDS, job_path, wait_for_job};
 
 /// Seed 002's routes.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/token", post(token))
         .route("/api/remove-background", post(remove_background))
-        .route("/health/", get(health))
         .route("/metrics/", get(metrics))
 }
 
@@ -122,7 +121,7 @@ fn params(settings: &shared::config::Settings, format: OutputFormat) -> RemoveBa
 /// `output_format`): synchronous to the client.
 ///
 /// Submits a `remove_background` job, waits for it up to the API's wait limit
-/// ([`MAX_WAIT_SECONDS`], as `Prefer: wait`), then answers **200** with the result's bytes and
+/// ([`crate::jobs::MAX_WAIT_SECONDS`], as `Prefer: wait`), then answers **200** with the result's bytes and
 /// `Content-Type` (`image/png`, `image/jpeg`, `image/webp`) and the job id in `X-Job-Id`. Still
 /// running then: **202** `{"job_id", "status", "status_url", "result_url"}` with `Location`
 /// (the canonical job routes; not an error).
@@ -150,58 +149,28 @@ pub(crate) async fn remove_background(
     let p = params(&state.settings, format);
     p.validate()
         .map_err(|e| ApiError::unprocessable(e.code, e.to_string()))?;
-    let created = state
-        .submitter
-        .submit(Submission {
+    let job = submit_and_wait(
+        &state,
+        Submission {
             owner: caller.owner,
             operation: Operation::RemoveBackground(p),
             input: Some(InputRef::Upload(file)),
             extra_inputs: Vec::new(),
             idempotency_key: None,
             notify: Default::default(),
-        })
-        .await?;
-    let job = match created {
-        Created::New(job) | Created::Replayed(job) => job,
-    };
-    let job = wait_for_job(&state, job, Duration::from_secs(MAX_WAIT_SECONDS)).await?;
+        },
+    )
+    .await?;
     match job.status {
         JobStatus::Succeeded => result_bytes(&state, &job).await,
-        JobStatus::Failed => {
-            Err(ApiError::SyncJobFailed(job.error.unwrap_or_else(|| {
-                JobError::new("failed", "the job failed")
-            })))
-        }
-        JobStatus::Canceled => Err(ApiError::JobCanceled),
-        JobStatus::Queued | JobStatus::Processing => {
-            let path = job_path(job.id);
-            let mut resp = (
-                StatusCode::ACCEPTED,
-                Json(json!({
-                    "job_id": job.id,
-                    "status": job.status,
-                    "status_url": absolute(&headers, &path),
-                    "result_url": absolute(&headers, &format!("{path}/result")),
-                })),
-            )
-                .into_response();
-            let h = resp.headers_mut();
-            h.insert(
-                header::LOCATION,
-                HeaderValue::from_str(&path).expect("ULIDs are ASCII"),
-            );
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            Ok(resp)
-        }
+        JobStatus::Failed | JobStatus::Canceled => Err(ended_without_result(job)),
+        JobStatus::Queued | JobStatus::Processing => Ok(still_running(&headers, &job)),
     }
 }
 
 /// 200 with a succeeded job's result bytes.
 async fn result_bytes(state: &AppState, job: &Job) -> Result<Response, ApiError> {
-    let result = job.result.as_ref().ok_or_else(|| shared::Error::Corrupt {
-        what: "job record",
-        message: "succeeded without a result".into(),
-    })?;
+    let result = result_of(job)?;
     let bytes = state.blobs.get(&result.key).await?;
     let content_type =
         HeaderValue::from_str(&result.content_type).map_err(|_| shared::Error::Corrupt {
@@ -217,18 +186,6 @@ async fn result_bytes(state: &AppState, job: &Job) -> Result<Response, ApiError>
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
-}
-
-/// `GET /health/` (API key, or a token): `{"status": "ok" | "degraded", "checks": {"table",
-/// "queue", "bucket", "segmenter"}}`, 200 or 503. Unlike the open `GET /health`, a credential is
-/// required, as in the original.
-///
-/// # Errors
-/// 401 without a valid credential.
-pub(crate) async fn health(State(state): State<AppState>, Caller(_): Caller) -> Response {
-    let (healthy, checks) = crate::health::check(&state).await;
-    let body = json!({"status": if healthy { "ok" } else { "degraded" }, "checks": checks});
-    (crate::health::status_code(healthy), Json(body)).into_response()
 }
 
 /// `GET /metrics/?window_hours=N` (JWT with `metrics:read`): the caller's usage over the last
@@ -249,6 +206,7 @@ pub(crate) async fn metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn output_formats_are_case_insensitive() {

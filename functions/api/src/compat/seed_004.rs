@@ -1,0 +1,203 @@
+//! Seed 004, "AI Image Editing Backend" (FastAPI over fal.ai Seedream v4 edit, in-memory jobs):
+//! its three routes over the job service, persistent (jobs live as long as `JOB_TTL_DAYS`).
+//!
+//! | route | answer | canonical |
+//! |---|---|---|
+//! | `POST /api/jobs` (multipart `image`, `prompt`) | the job, after waiting up to 25 s | `POST /v1/jobs` (`edit`) + `Prefer: wait=25` |
+//! | `GET /api/jobs/{job_id}` | the job | `GET /v1/jobs/{id}` |
+//! | `GET /api/jobs` | the caller's `edit` jobs, newest first (at most 100) | `GET /v1/jobs` |
+//!
+//! A job is exactly `{"id", "prompt", "status", "result_image_url", "created_at",
+//! "updated_at"}`: `id` is the job's ULID, `status` the seed's words ([`legacy_status`]),
+//! `result_image_url` a presigned GET URL of the result (`RESULT_URL_TTL_SECONDS`) or `null`,
+//! the times RFC 3339. Only `edit` jobs are this seed's: another operation's id is a 404 here.
+//! Browser frontends are allowed by `CORS_ALLOWED_ORIGINS` like every route, and send a key
+//! (`Authorization`/`X-API-Key`, both allowed in preflight) or a JWT.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+
+use shared::auth::Scope;
+use shared::core::ListQuery;
+use shared::job::{Job, JobStatus, Operation};
+use shared::seedream::{EditParams, SeedreamOptions};
+use shared::service::{InputRef, Submission};
+
+use super::{ended_without_result, read_form_with, submit_and_wait};
+use crate::error::ApiError;
+use crate::http_handler::AppState;
+use crate::identity::Caller;
+use crate::jobs::load_job;
+
+/// Seed 004's routes.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", post(create).get(list))
+        .route("/api/jobs/{job_id}", get(read))
+}
+
+/// Most jobs `GET /api/jobs` returns.
+pub const MAX_LISTED: usize = 100;
+/// Most job records `GET /api/jobs` reads looking for `edit` jobs (10 pages of 100).
+const MAX_SCANNED_PAGES: usize = 10;
+
+/// The seed's status words: `queued` is `pending`, `processing` stays, `succeeded` is
+/// `completed`, `failed` and `canceled` are `failed`.
+pub fn legacy_status(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Queued => "pending",
+        JobStatus::Processing => "processing",
+        JobStatus::Succeeded => "completed",
+        JobStatus::Failed | JobStatus::Canceled => "failed",
+    }
+}
+
+/// The job in the seed's shape; `None` for a job that is not an `edit`.
+async fn view(state: &AppState, job: &Job) -> Result<Option<Value>, ApiError> {
+    let Operation::Edit(params) = &job.operation else {
+        return Ok(None);
+    };
+    let url = match (&job.status, &job.result) {
+        (JobStatus::Succeeded, Some(result)) => Some(
+            state
+                .blobs
+                .presign_get(&result.key, state.settings.result_url_ttl)
+                .await?,
+        ),
+        _ => None,
+    };
+    let time = |t: time::OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
+    Ok(Some(json!({
+        "id": job.id.to_string(),
+        "prompt": params.prompt,
+        "status": legacy_status(job.status),
+        "result_image_url": url,
+        "created_at": time(job.created_at),
+        "updated_at": time(job.updated_at),
+    })))
+}
+
+/// `POST /api/jobs` (API key or token with `jobs:write` and `jobs:read`; multipart `image` and
+/// `prompt`): submits an `edit` job, waits up to the API's limit, and answers the job: **200**
+/// once finished (`completed`), **202** with the same shape (`pending`/`processing`) when the
+/// wait ran out; poll `GET /api/jobs/{id}` then.
+///
+/// # Errors
+/// 422 `missing_input` without `image`, `invalid_params` without `prompt`; the image codes of
+/// `POST /v1/jobs`; a failed job's own code ([`crate::error::sync_failure_status`]), as the
+/// original answered an error when fal failed; 409 `job_canceled`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    req: Request,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsWrite)?;
+    caller.require(Scope::JobsRead)?;
+    let form = read_form_with(&state, req, "image").await?;
+    let prompt = form
+        .field("prompt")
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            ApiError::unprocessable("invalid_params", "prompt: required (the edit to make)")
+        })?
+        .to_owned();
+    let image = form.file.ok_or_else(|| {
+        ApiError::unprocessable("missing_input", "image: required (the image to edit)")
+    })?;
+    let params = EditParams {
+        prompt,
+        options: SeedreamOptions::default(),
+    };
+    params
+        .validate()
+        .map_err(|e| ApiError::unprocessable(e.code, e.to_string()))?;
+    let job = submit_and_wait(
+        &state,
+        Submission {
+            owner: caller.owner,
+            operation: Operation::Edit(params),
+            input: Some(InputRef::Upload(image)),
+            extra_inputs: Vec::new(),
+            idempotency_key: None,
+            notify: Default::default(),
+        },
+    )
+    .await?;
+    let status = match job.status {
+        JobStatus::Failed | JobStatus::Canceled => return Err(ended_without_result(job)),
+        JobStatus::Succeeded => StatusCode::OK,
+        JobStatus::Queued | JobStatus::Processing => StatusCode::ACCEPTED,
+    };
+    let body = view(&state, &job).await?.expect("an edit job");
+    Ok((status, Json(body)).into_response())
+}
+
+/// `GET /api/jobs/{job_id}` (`jobs:read`): the job.
+///
+/// # Errors
+/// 404 `job_not_found` for an unknown id, another owner's job, or a job of another operation.
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let job = load_job(&state, &caller, &job_id).await?;
+    let body = view(&state, &job)
+        .await?
+        .ok_or(ApiError::JobNotFound(job_id))?;
+    Ok(Json(body).into_response())
+}
+
+/// `GET /api/jobs` (`jobs:read`): a JSON array of the caller's `edit` jobs, newest first, at
+/// most [`MAX_LISTED`] (the original listed its whole in-memory store).
+///
+/// # Errors
+/// 403 without `jobs:read`; 503.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::JobsRead)?;
+    let mut out = Vec::new();
+    let mut query = ListQuery {
+        limit: 100,
+        ..ListQuery::default()
+    };
+    for _ in 0..MAX_SCANNED_PAGES {
+        let page = state.store.list(&caller.owner, &query).await?;
+        for job in &page.jobs {
+            if out.len() == MAX_LISTED {
+                break;
+            }
+            if let Some(v) = view(&state, job).await? {
+                out.push(v);
+            }
+        }
+        match page.next_cursor {
+            Some(cursor) if out.len() < MAX_LISTED => query.cursor = Some(cursor),
+            _ => break,
+        }
+    }
+    Ok(Json(Value::Array(out)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_onto_the_seed_words() {
+        assert_eq!(legacy_status(JobStatus::Queued), "pending");
+        assert_eq!(legacy_status(JobStatus::Processing), "processing");
+        assert_eq!(legacy_status(JobStatus::Succeeded), "completed");
+        assert_eq!(legacy_status(JobStatus::Failed), "failed");
+        assert_eq!(legacy_status(JobStatus::Canceled), "failed");
+    }
+}
