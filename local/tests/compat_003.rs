@@ -36,6 +36,12 @@ fn readme_form(email: &str) -> Form {
 async fn the_readme_python_client_runs_unchanged_but_for_its_base_url() {
     let mut env = TestEnv::new().await;
     let key = env.api_key_with("seed-003", "jobs:write,jobs:read").await;
+    // The seed promises an e-mail when done: sent through the emulator's SES.
+    let from = "notify@imagejobs.test";
+    imagejobs_local::provision::verify_email_identity(&env.sdk, from)
+        .await
+        .unwrap();
+    env.notify.from_email = Some(from.into());
     let (segmenter, _models) = start_segmenter().await;
     let stack = env.start_stack(&segmenter).await;
 
@@ -60,6 +66,7 @@ async fn the_readme_python_client_runs_unchanged_but_for_its_base_url() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    println!("seed 003 client output:\n{stdout}");
     assert!(stdout.contains("Saved output:"), "stdout:\n{stdout}");
     let pid = stdout
         .lines()
@@ -111,6 +118,34 @@ async fn the_readme_python_client_runs_unchanged_but_for_its_base_url() {
     assert_eq!(
         job["params"]["model"], "plain-background",
         "COMPAT_MODEL stands in for u2net locally"
+    );
+
+    // "Check your email when done": one message to the form's address, naming the job.
+    let id = job["id"].as_str().unwrap();
+    let mut messages = Vec::new();
+    for _ in 0..50 {
+        messages = env.ses_messages().await;
+        if !messages.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let m = &messages[0];
+    assert_eq!(m["source"], from);
+    assert_eq!(
+        m["destinations"]["ToAddresses"],
+        serde_json::json!(["you@example.com"])
+    );
+    let subject = m["subject"].as_str().unwrap();
+    assert!(
+        subject.contains(id) && subject.contains("succeeded"),
+        "{subject}"
+    );
+    assert!(
+        m["body"].as_str().unwrap().contains("X-Amz-Signature="),
+        "a presigned result link: {}",
+        m["body"]
     );
     stack.shutdown().await;
 }

@@ -511,20 +511,6 @@ async fn a_webhook_host_resolving_to_a_private_address_is_refused_at_delivery() 
     stack.shutdown().await;
 }
 
-/// The messages moto's SES accepted, from its model dump.
-async fn ses_messages(env: &TestEnv) -> Vec<Value> {
-    let data: Value = reqwest::get(format!("{}/moto-api/data.json", env.emulator.endpoint))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    data["ses"]["Message"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_names_the_job_and_links_the_result() {
     let mut env = dev_env().await;
@@ -551,7 +537,7 @@ async fn an_email_names_the_job_and_links_the_result() {
     assert_eq!(record.notifications[0].channel, "email");
     assert_eq!(record.notifications[0].outcome, "delivered", "{record:?}");
 
-    let messages = ses_messages(&env).await;
+    let messages = env.ses_messages().await;
     assert_eq!(messages.len(), 1, "{messages:?}");
     let m = &messages[0];
     assert_eq!(m["source"], from);
@@ -612,7 +598,7 @@ async fn an_unverified_sender_is_a_failed_attempt_not_a_crash() {
         job_record(&env, "acme", &id).await.status,
         shared::job::JobStatus::Succeeded
     );
-    assert!(ses_messages(&env).await.is_empty());
+    assert!(env.ses_messages().await.is_empty());
     // The stack still works.
     let resp = c.get(format!("{base}/v1/jobs/{id}")).send().await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -158,6 +158,22 @@ impl TestEnv {
         .expect("local stack")
     }
 
+    /// The e-mails the emulator's SES accepted, from moto's model dump
+    /// (`/moto-api/data.json`: `source`, `destinations.ToAddresses`, `subject`, `body`).
+    pub async fn ses_messages(&self) -> Vec<serde_json::Value> {
+        let data: serde_json::Value =
+            reqwest::get(format!("{}/moto-api/data.json", self.emulator.endpoint))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        data["ses"]["Message"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Asserts that no job, idempotency record, queue message or object exists: what every
     /// refused request must leave behind.
     pub async fn assert_nothing_stored(&self) {
