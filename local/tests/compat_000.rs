@@ -128,6 +128,7 @@ async fn the_readme_example_answers_the_s3_url_of_the_relit_image() {
             .starts_with("application/json")
     );
     let answer: Value = resp.json().await.unwrap();
+    println!("seed 000 POST /replace-background-relight → 200 {answer}");
     let object = answer.as_object().unwrap();
     assert_eq!(object.len(), 1, "exactly the README's one key: {answer}");
     let s3_url = object["s3_url"].as_str().unwrap();

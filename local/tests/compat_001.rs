@@ -41,6 +41,7 @@ async fn check_s3_uri(env: &TestEnv, resp: reqwest::Response, mode: &str) -> Str
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    println!("seed 001 /v1/images/{mode} → 200 {body}");
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 1, "{body}");
     assert_eq!(data[0].as_object().unwrap().len(), 1, "{body}");
@@ -211,6 +212,7 @@ async fn the_readme_endpoints_generate_from_avatar_photo_and_text() {
     .await;
     assert_eq!(resp.status().as_u16(), 200);
     let body: Value = resp.json().await.unwrap();
+    println!("seed 001 /v1/images/generations → 200 {body}");
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 1, "{body}");
     assert_eq!(data[0].as_object().unwrap().len(), 1, "{body}");

@@ -146,6 +146,7 @@ async fn create_get_and_list_newest_first() {
         assert_eq!(resp.status().as_u16(), 200);
         assert_eq!(resp.headers()["access-control-allow-origin"], ORIGIN);
         let job: Value = resp.json().await.unwrap();
+        println!("seed 004 POST /api/jobs → 200 {job}");
         check_job(&job, prompt).await;
         created.push(job);
     }
