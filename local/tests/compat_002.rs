@@ -12,6 +12,7 @@ use imagejobs_local::inspect::alpha_stats;
 
 /// Runs `curl -sS -w '\n%{http_code}' ARGS…` in `dir`; returns the status and the body.
 async fn curl(dir: &Path, args: &[&str]) -> (u16, String) {
+    println!("$ curl {}", args.join(" "));
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "-w", "\n%{http_code}"])
         .args(args)
@@ -27,6 +28,7 @@ async fn curl(dir: &Path, args: &[&str]) -> (u16, String) {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let (body, code) = text.rsplit_once('\n').unwrap();
+    println!("→ {code} {}", body.chars().take(400).collect::<String>());
     (code.parse().unwrap(), body.to_owned())
 }
 
