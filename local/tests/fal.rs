@@ -688,3 +688,80 @@ async fn cancel_while_queued_and_while_processing() {
         .unwrap();
     assert_error(again, 409, "conflict").await;
 }
+
+#[tokio::test]
+async fn submit_errors_fail_or_retry_by_kind() {
+    let server = MockServer::start().await;
+    let env = env_for(&server).await;
+    let base = env.serve_api().await;
+    let p = processor(&env, Duration::ZERO);
+    let arn = env.provisioned.queue_arn.clone();
+
+    // (answer, expected outcome, job error code once failed)
+    let cases: Vec<(ResponseTemplate, Option<&str>)> = vec![
+        // §2.8: a missing or bad key is 401 `{"detail": …}`: never retried.
+        (
+            ResponseTemplate::new(401).set_body_json(json!({"detail": "No user found for Key ID and Secret"})),
+            Some("provider_auth"),
+        ),
+        // §2.3: a user-set request timeout is a 504 that must not be retried.
+        (
+            ResponseTemplate::new(504)
+                .insert_header("x-fal-request-timeout-type", "user")
+                .insert_header("x-fal-error-type", "request_timeout")
+                .set_body_json(json!({"detail": "Request timed out", "error_type": "request_timeout"})),
+            Some("provider_timeout"),
+        ),
+        // §2.8: infrastructure errors are retried (the record goes back to SQS).
+        (
+            ResponseTemplate::new(503)
+                .insert_header("x-fal-error-type", "runner_scheduling_failure")
+                .set_body_json(json!({"detail": "No runner available", "error_type": "runner_scheduling_failure"})),
+            None,
+        ),
+    ];
+    for (answer, failed_with) in cases {
+        server.reset().await;
+        // A retried submit is tried again on the redelivery; the others exactly once.
+        submit(EDIT_MODEL)
+            .respond_with(answer)
+            .expect(if failed_with.is_some() { 1 } else { 2 })
+            .mount(&server)
+            .await;
+        let job = job_of(&env, &create(&base, edit_form("x")).await).await;
+        let run = take_message(&env).await.unwrap();
+        let response = p.handle(batch(vec![run])).await;
+        let after = reload(&env, &job).await;
+        match failed_with {
+            Some(code) => {
+                assert!(
+                    response.batch_item_failures.is_empty(),
+                    "{code}: not retried"
+                );
+                assert_eq!(after.status, JobStatus::Failed);
+                assert_eq!(after.error.unwrap().code, code);
+            }
+            None => {
+                assert_eq!(
+                    response.batch_item_failures.len(),
+                    1,
+                    "5xx goes back to SQS"
+                );
+                assert_eq!(after.status, JobStatus::Processing);
+                assert!(after.provider_request_id.is_none());
+                // The last receive before the dead-letter queue tries once more, then gives up.
+                assert_eq!(
+                    p.handle_record(&run_record(&job, 5, &arn)).await,
+                    Outcome::Failed("retries_exhausted".into())
+                );
+                let error = reload(&env, &job).await.error.unwrap();
+                assert!(
+                    error.message.contains("runner_scheduling_failure"),
+                    "{}",
+                    error.message
+                );
+            }
+        }
+        server.verify().await;
+    }
+}

@@ -177,8 +177,9 @@ async fn error_from(resp: reqwest::Response) -> ProviderError {
     };
     let detail = match (detail.is_empty(), error_type) {
         (true, Some(t)) => t,
-        (true, None) => format!("HTTP {status}"),
-        (false, _) => detail,
+        (true, None) => "no details".to_owned(),
+        (false, Some(t)) => format!("{t}: {detail}"),
+        (false, None) => detail,
     };
     ProviderError {
         code,
