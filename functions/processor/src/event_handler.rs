@@ -360,14 +360,8 @@ impl Processor {
             Ok(Claim::Missing) => return Outcome::Skipped("no such job"),
             Err(e) => return Outcome::Retry(e.to_string()),
         };
-        match &job.operation {
-            Operation::ReplaceBackgroundRelight(params) => {
-                return self.submit_relight(&job, params, &lease).await;
-            }
-            Operation::Edit(_) | Operation::Generate(_) => {
-                return self.submit_to_fal(&job, &lease).await;
-            }
-            Operation::RemoveBackground(_) => {}
+        if !matches!(job.operation, Operation::RemoveBackground(_)) {
+            return self.submit_to_provider(&job, &lease).await;
         }
         match self.execute(&job).await {
             Ok(result) => {
@@ -460,6 +454,13 @@ impl Processor {
     }
 }
 
+/// `provider_not_configured`, naming the setting that is missing.
+fn not_configured(message: &str) -> JobError {
+    JobError::new("provider_not_configured", message)
+}
+const STABILITY_UNSET: &str = "Stability is not configured: set STABILITY_API_KEY";
+const FAL_UNSET: &str = "fal.ai is not configured: set FAL_KEY";
+
 enum Step {
     Permanent(JobError),
     Transient(String),
@@ -479,10 +480,7 @@ impl Processor {
             .as_ref()
             .and_then(|p| p.remove_background.clone())
         else {
-            return Err(Step::Permanent(JobError::new(
-                "provider_not_configured",
-                "Stability is not configured: set STABILITY_API_KEY",
-            )));
+            return Err(Step::Permanent(not_configured(STABILITY_UNSET)));
         };
         let cutout = provider
             .remove_background(
@@ -559,16 +557,13 @@ impl Processor {
         }
     }
 
-    /// First step of a Stability relight: submit once, store the request id, schedule a poll.
-    async fn submit_relight(&self, job: &Job, params: &RelightParams, lease: &Lease) -> Outcome {
+    /// First step of a provider-backed job: submit once, store the request id, schedule a poll.
+    async fn submit_to_provider(&self, job: &Job, lease: &Lease) -> Outcome {
         let Some(providers) = &self.providers else {
             return self
                 .fail_job(
                     job,
-                    JobError::new(
-                        "provider_not_configured",
-                        "this processor has no provider support",
-                    ),
+                    not_configured("this processor has no provider support"),
                 )
                 .await;
         };
@@ -579,16 +574,24 @@ impl Processor {
                 .schedule_poll(providers, job, request_id, 0, None)
                 .await;
         }
+        match &job.operation {
+            Operation::ReplaceBackgroundRelight(params) => {
+                self.submit_relight(providers, job, params, lease).await
+            }
+            _ => self.submit_to_fal(providers, job, lease).await,
+        }
+    }
+
+    /// Stability's relight submit (multipart with the job's images).
+    async fn submit_relight(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        params: &RelightParams,
+        lease: &Lease,
+    ) -> Outcome {
         let Some(relight) = &providers.relight else {
-            return self
-                .fail_job(
-                    job,
-                    JobError::new(
-                        "provider_not_configured",
-                        "Stability is not configured: set STABILITY_API_KEY",
-                    ),
-                )
-                .await;
+            return self.fail_job(job, not_configured(STABILITY_UNSET)).await;
         };
         if !job.inputs.contains_key("image") {
             return self
@@ -747,22 +750,13 @@ impl Processor {
         attempt: u32,
     ) -> Outcome {
         let (owner, job_id) = (&job.owner, job.id);
-        let job = job.clone();
         let Some(relight) = &providers.relight else {
-            return self
-                .fail_job(
-                    &job,
-                    JobError::new(
-                        "provider_not_configured",
-                        "Stability is not configured: set STABILITY_API_KEY",
-                    ),
-                )
-                .await;
+            return self.fail_job(job, not_configured(STABILITY_UNSET)).await;
         };
         let image = match relight.poll(request_id).await {
             Ok(PollStatus::Pending) => {
                 return self
-                    .schedule_poll(providers, &job, request_id, attempt + 1, None)
+                    .schedule_poll(providers, job, request_id, attempt + 1, None)
                     .await;
             }
             Ok(PollStatus::Done(image)) => image,
@@ -770,10 +764,10 @@ impl Processor {
             Err(e) if e.retryable => {
                 tracing::warn!(error = %e, "poll failed; polling again later");
                 return self
-                    .schedule_poll(providers, &job, request_id, attempt + 1, e.retry_after)
+                    .schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
                     .await;
             }
-            Err(e) => return self.fail_job(&job, JobError::new(e.code, e.message)).await,
+            Err(e) => return self.fail_job(job, JobError::new(e.code, e.message)).await,
         };
         let info =
             match shared::imaging::probe(&image.bytes, &shared::imaging::ImageLimits::default()) {
@@ -781,7 +775,7 @@ impl Processor {
                 Err(e) => {
                     return self
                         .fail_job(
-                            &job,
+                            job,
                             JobError::new(
                                 "provider_error",
                                 format!("the provider's image is unusable: {e}"),
@@ -833,35 +827,11 @@ impl Processor {
 
 /// The fal.ai half: `edit` and `generate` (provider-contracts.md §2).
 impl Processor {
-    /// First step of a fal job: hand fal presigned GET URLs of the inputs, submit once, store
-    /// the request id and its URLs, schedule a poll.
-    async fn submit_to_fal(&self, job: &Job, lease: &Lease) -> Outcome {
-        let Some(providers) = &self.providers else {
-            return self
-                .fail_job(
-                    job,
-                    JobError::new(
-                        "provider_not_configured",
-                        "this processor has no provider support",
-                    ),
-                )
-                .await;
-        };
-        if let Some(request_id) = &job.provider_request_id {
-            return self
-                .schedule_poll(providers, job, request_id, 0, None)
-                .await;
-        }
+    /// fal's submit: presigned GET URLs of the inputs, the model request, and the webhook URL
+    /// when `PUBLIC_BASE_URL` is set.
+    async fn submit_to_fal(&self, providers: &Providers, job: &Job, lease: &Lease) -> Outcome {
         let Some(fal) = &providers.models else {
-            return self
-                .fail_job(
-                    job,
-                    JobError::new(
-                        "provider_not_configured",
-                        "fal.ai is not configured: set FAL_KEY",
-                    ),
-                )
-                .await;
+            return self.fail_job(job, not_configured(FAL_UNSET)).await;
         };
         // `image` sorts before `reference_1` … `reference_9`: the job image goes first.
         let mut image_urls = Vec::with_capacity(job.inputs.len());
@@ -922,15 +892,7 @@ impl Processor {
         attempt: u32,
     ) -> Outcome {
         let Some(fal) = &providers.models else {
-            return self
-                .fail_job(
-                    job,
-                    JobError::new(
-                        "provider_not_configured",
-                        "fal.ai is not configured: set FAL_KEY",
-                    ),
-                )
-                .await;
+            return self.fail_job(job, not_configured(FAL_UNSET)).await;
         };
         let Some(links) = &job.provider_links else {
             return self
@@ -940,7 +902,6 @@ impl Processor {
                 )
                 .await;
         };
-        let again = |e: &ProviderError| e.retryable;
         match fal.status(links).await {
             Ok(QueueStatus::Pending) => {
                 return self
@@ -948,7 +909,7 @@ impl Processor {
                     .await;
             }
             Ok(QueueStatus::Completed) => {}
-            Err(e) if again(&e) => {
+            Err(e) if e.retryable => {
                 tracing::warn!(error = %e, "status failed; polling again later");
                 return self
                     .schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
@@ -958,7 +919,7 @@ impl Processor {
         }
         let output = match fal.result(links).await {
             Ok(output) => output,
-            Err(e) if again(&e) => {
+            Err(e) if e.retryable => {
                 return self
                     .schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
                     .await;

@@ -84,6 +84,25 @@ impl FalClient {
     }
 }
 
+impl FalClient {
+    /// `GET` one of fal's request URLs with the key; a non-success answer becomes its mapped
+    /// error.
+    async fn get_ok(&self, raw: &str) -> std::result::Result<reqwest::Response, ProviderError> {
+        let resp = self
+            .http
+            .get(self.checked(raw)?)
+            .header(reqwest::header::AUTHORIZATION, self.auth())
+            .send()
+            .await
+            .map_err(transport)?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(error_from(resp).await)
+        }
+    }
+}
+
 fn permanent(message: String) -> ProviderError {
     ProviderError {
         code: "provider_error",
@@ -236,17 +255,9 @@ impl ModelQueue for FalClient {
         &self,
         links: &ProviderLinks,
     ) -> std::result::Result<QueueStatus, ProviderError> {
-        let resp = self
-            .http
-            .get(self.checked(&links.status_url)?)
-            .header(reqwest::header::AUTHORIZATION, self.auth())
-            .send()
-            .await
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(error_from(resp).await);
-        }
-        let answer: StatusAnswer = resp
+        let answer: StatusAnswer = self
+            .get_ok(&links.status_url)
+            .await?
             .json()
             .await
             .map_err(|e| permanent(format!("fal status answer unreadable: {e}")))?;
@@ -263,17 +274,9 @@ impl ModelQueue for FalClient {
         &self,
         links: &ProviderLinks,
     ) -> std::result::Result<SeedreamOutput, ProviderError> {
-        let resp = self
-            .http
-            .get(self.checked(&links.response_url)?)
-            .header(reqwest::header::AUTHORIZATION, self.auth())
-            .send()
-            .await
-            .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(error_from(resp).await);
-        }
-        resp.json()
+        self.get_ok(&links.response_url)
+            .await?
+            .json()
             .await
             .map_err(|e| permanent(format!("fal result unreadable: {e}")))
     }
