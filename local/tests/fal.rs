@@ -7,7 +7,9 @@
 mod common;
 
 use common::fal::*;
-use common::queue::{batch, job_of, record, reload, run_record, stored, take_message};
+use common::queue::{
+    batch, job_of, provider_processor, record, reload, run_record, stored, take_message,
+};
 use common::{TestEnv, assert_error, sample_photo};
 use ed25519_dalek::{Signer, SigningKey};
 use reqwest::multipart::{Form, Part};
@@ -16,23 +18,11 @@ use std::time::Duration;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use imagejobs_processor::{Outcome, Processor, ProcessorOptions};
+use imagejobs_processor::{Outcome, Processor};
 use shared::job::{JobMessage, JobStatus};
 
 fn processor(env: &TestEnv, lease: Duration) -> Processor {
-    let mut settings = env.settings.clone();
-    // Not called by fal jobs; the processor only needs a URL to build its client.
-    settings.segmenter_url = Some("http://127.0.0.1:9".into());
-    Processor::with_aws(
-        &settings,
-        &env.aws(),
-        ProcessorOptions {
-            lease,
-            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
-            providers: env.providers.clone(),
-        },
-    )
-    .unwrap()
+    provider_processor(env, env.providers.clone(), lease)
 }
 
 fn edit_form(prompt: &str) -> Form {
@@ -430,20 +420,7 @@ async fn provider_errors_map_to_stable_codes() {
     // No FAL_KEY: the job fails at once and the message names the setting.
     let mut unconfigured = env.providers.clone();
     unconfigured.fal_key = None;
-    let p = Processor::with_aws(
-        &{
-            let mut s = env.settings.clone();
-            s.segmenter_url = Some("http://127.0.0.1:9".into());
-            s
-        },
-        &env.aws(),
-        ProcessorOptions {
-            lease: Duration::from_secs(90),
-            dead_letter_queue_arn: None,
-            providers: unconfigured,
-        },
-    )
-    .unwrap();
+    let p = provider_processor(&env, unconfigured, Duration::from_secs(90));
     let job = job_of(&env, &create(&base, edit_form("x")).await).await;
     assert_eq!(
         p.handle_record(&take_message(&env).await.unwrap()).await,

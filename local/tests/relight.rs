@@ -6,7 +6,8 @@
 mod common;
 
 use common::queue::{
-    batch, expire_lease, job_of, record, reload, run_record, stored, take_message,
+    batch, expire_lease, job_of, provider_processor, record, reload, run_record, stored,
+    take_message,
 };
 use common::stability::*;
 use common::{TestEnv, sample_photo};
@@ -15,7 +16,7 @@ use std::time::Duration;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use imagejobs_processor::{Outcome, Processor, ProcessorOptions};
+use imagejobs_processor::Outcome;
 use shared::job::{JobMessage, JobStatus};
 use shared::providers::ProviderSettings;
 
@@ -50,22 +51,6 @@ async fn create(base: &str, form: Form) -> serde_json::Value {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(status, 202, "{body}");
     body
-}
-
-fn processor(env: &TestEnv, providers: ProviderSettings, lease: Duration) -> Processor {
-    let mut settings = env.settings.clone();
-    // Not called by relight jobs; the processor only needs a URL to build its client.
-    settings.segmenter_url = Some("http://127.0.0.1:9".into());
-    Processor::with_aws(
-        &settings,
-        &env.aws(),
-        ProcessorOptions {
-            lease,
-            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
-            providers,
-        },
-    )
-    .unwrap()
 }
 
 #[tokio::test]
@@ -182,7 +167,7 @@ async fn a_duplicate_run_delivery_submits_exactly_once() {
     let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
     // The API's own message.
     let run = take_message(&env).await.expect("run message");
-    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
     let arn = &env.provisioned.queue_arn;
 
     // The same message twice in one batch (SQS standard queues may do this), once more in a
@@ -258,7 +243,7 @@ async fn rate_limited_submit_is_retried_then_succeeds() {
     let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
     let run = take_message(&env).await.unwrap();
     // A zero lease lets the redelivery take the job over at once.
-    let p = processor(&env, providers(&server), Duration::ZERO);
+    let p = provider_processor(&env, providers(&server), Duration::ZERO);
 
     let response = p.handle(batch(vec![run.clone()])).await;
     assert_eq!(
@@ -300,7 +285,7 @@ async fn moderation_fails_the_job_and_content_filtered_is_a_warning() {
         .await;
     let env = TestEnv::new().await;
     let base = env.serve_api().await;
-    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
 
     let flagged = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
     let run = take_message(&env).await.unwrap();
@@ -341,7 +326,7 @@ async fn cancel_while_queued_and_while_waiting_on_the_provider() {
         .await;
     let env = TestEnv::new().await;
     let base = env.serve_api().await;
-    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
     let http = common::anonymous();
 
     // Queued: canceled at once; the run message then does nothing.
@@ -416,7 +401,7 @@ async fn missing_key_deadline_and_image_limits() {
     };
     let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
     let run = take_message(&env).await.unwrap();
-    let outcome = processor(&env, unconfigured, Duration::from_secs(90))
+    let outcome = provider_processor(&env, unconfigured, Duration::from_secs(90))
         .handle_record(&run)
         .await;
     assert_eq!(outcome, Outcome::Failed("provider_not_configured".into()));
@@ -432,7 +417,7 @@ async fn missing_key_deadline_and_image_limits() {
         provider_deadline: Duration::ZERO,
         ..providers(&server)
     };
-    let p = processor(&env, impatient, Duration::from_secs(90));
+    let p = provider_processor(&env, impatient, Duration::from_secs(90));
     let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
     let run = take_message(&env).await.unwrap();
     assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
@@ -579,7 +564,7 @@ async fn reference_images_are_stored_and_sent_as_file_parts() {
         format!("inputs/anonymous/{}/background_reference.png", job.id)
     );
     let run = take_message(&env).await.unwrap();
-    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
     assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
 
     let requests = server.received_requests().await.unwrap();
@@ -634,7 +619,7 @@ async fn poll_errors_back_off_and_a_404_fails_the_job() {
         .await;
     let env = TestEnv::new().await;
     let base = env.serve_api().await;
-    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
     let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
     let run = take_message(&env).await.unwrap();
     assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
@@ -781,7 +766,7 @@ async fn remove_background_through_stability_in_one_call() {
     assert_eq!(created["params"]["provider"], "stability");
     let job = job_of(&env, &created).await;
     let run = take_message(&env).await.unwrap();
-    let p = processor(&env, providers(&server), Duration::from_secs(90));
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
     assert_eq!(p.handle_record(&run).await, Outcome::Succeeded);
     let done = reload(&env, &job).await;
     assert_eq!(done.status, JobStatus::Succeeded);
@@ -844,7 +829,7 @@ async fn submit_errors_map_to_stable_job_codes() {
             .expect(1)
             .mount(&server)
             .await;
-        let p = processor(&env, providers(&server), Duration::from_secs(90));
+        let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
         let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
         let run = take_message(&env).await.unwrap();
         let outcome = p.handle_record(&run).await;

@@ -6,6 +6,27 @@ use shared::job::{Job, JobMessage, OwnerId};
 
 use super::TestEnv;
 
+/// A processor over the emulator for provider-backed jobs: `providers` point at the contract
+/// servers; the segmenter URL is a placeholder (these jobs never call it).
+pub fn provider_processor(
+    env: &TestEnv,
+    providers: shared::providers::ProviderSettings,
+    lease: std::time::Duration,
+) -> imagejobs_processor::Processor {
+    let mut settings = env.settings.clone();
+    settings.segmenter_url = Some("http://127.0.0.1:9".into());
+    imagejobs_processor::Processor::with_aws(
+        &settings,
+        &env.aws(),
+        imagejobs_processor::ProcessorOptions {
+            lease,
+            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
+            providers,
+        },
+    )
+    .unwrap()
+}
+
 /// The `anonymous` owner's job named by an API answer's `id`.
 pub async fn job_of(env: &TestEnv, body: &serde_json::Value) -> Job {
     let id = ulid::Ulid::from_string(body["id"].as_str().unwrap()).unwrap();
