@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # The README's run command: on a fresh machine, installs what is missing, builds, starts the AWS
-# emulator + segmenter (CPU) + API/processor/ingest (the local runner), sends the bundled sample
-# photo through the public HTTP API, writes the cutout to out/, prints the job and a curl for the
-# next request, and keeps the stack up until Ctrl-C.
+# emulator + segmenter (CPU, real ISNet and u2netp weights fetched and verified by setup) +
+# API/processor/ingest (the local runner), sends the bundled sample photo through the public HTTP
+# API, writes the cutout and a before/after preview to out/, prints the job and the commands for
+# the next requests, and keeps the stack up until Ctrl-C.
 #
 #   bash scripts/run-local.sh            # stays up until Ctrl-C
 #   bash scripts/run-local.sh --once     # stops after the sample job (scripted checks)
 #
 # Ports (override with env): API_PORT=3000, SEGMENTER_PORT=8080, MOTO_PORT=5055.
-# MODEL_DIR (default .local/models, empty) may hold rembg ONNX weights such as u2net.onnx.
+# MODEL_DIR (default .local/models) holds the weights setup installs (isnet, isnet-int8, u2netp);
+# other catalog files (u2net.onnx, birefnet-general.onnx, ...) placed there are served too.
+# MODEL=u2netp picks the model of the sample job (default: the segmenter's, ISNet fp16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,6 +23,7 @@ SEGMENTER_PORT=${SEGMENTER_PORT:-8080}
 MOTO_PORT=${MOTO_PORT:-5055}
 MODEL_DIR=${MODEL_DIR:-.local/models}
 SAMPLE=${SAMPLE:-assets/sample-rocket.jpg}
+MODEL=${MODEL:-}
 
 for cmd in cargo curl python3; do
   command -v "$cmd" >/dev/null || { echo "error: $cmd is required" >&2; exit 1; }
@@ -28,8 +32,8 @@ for port in "$API_PORT" "$SEGMENTER_PORT" "$MOTO_PORT"; do
   port_free "$port" || { echo "error: port $port is in use (set API_PORT/SEGMENTER_PORT/MOTO_PORT)" >&2; exit 1; }
 done
 
-log "setup (Python tools in .venv; first run installs them)"
-bash scripts/setup.sh --no-sam
+log "setup (Python tools in .venv, model weights in .local/models; the first run fetches them)"
+MODEL_DIR="$MODEL_DIR" bash scripts/setup.sh --no-sam
 
 log "build (debug profile; image crates optimised)"
 cargo build -p imagejobs-local -p imagejobs-segmenter -p imagejobs-admin
@@ -75,12 +79,16 @@ for k in sys.argv[1:]:
 print(d)' "$@"
 }
 log "API key for owner 'demo' (imagejobs-admin keys create)"
-key=$(JOBS_TABLE=imagejobs-jobs target/debug/imagejobs-admin keys create --owner demo --name run-local 2>/dev/null | jget key)
+key=$(JOBS_TABLE=imagejobs-jobs target/debug/imagejobs-admin keys create --owner demo --name run-local \
+  --scopes jobs:write,jobs:read,metrics:read | jget key)
 auth="Authorization: Bearer $key"
 echo "$key" > .local/api-key
 
-log "submitting $SAMPLE"
-job=$(curl -sS -H "$auth" -H 'Prefer: wait=20' -F "file=@$SAMPLE" "$api/v1/jobs")
+log "submitting $SAMPLE${MODEL:+ (model $MODEL)}"
+started=$(date +%s.%N)
+model_field=()
+[ -n "$MODEL" ] && model_field=(-F "model=$MODEL")
+job=$(curl -sS -H "$auth" -H 'Prefer: wait=20' -F "file=@$SAMPLE" "${model_field[@]}" "$api/v1/jobs")
 id=$(printf '%s' "$job" | jget id)
 for _ in $(seq 1 60); do
   status=$(printf '%s' "$job" | jget status)
@@ -93,29 +101,38 @@ if [ "$status" != succeeded ]; then
   echo "error: job $id ended $status (logs in .local/logs/)" >&2
   exit 1
 fi
+elapsed=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$started" "$(date +%s.%N)")
 result_key=$(printf '%s' "$job" | jget result key)
+engine=$(printf '%s' "$job" | jget result engine)
+fraction=$(printf '%s' "$job" | jget result foreground_fraction)
 out="out/$id.${result_key##*.}"
 curl -sS -L -H "$auth" -o "$out" "$api/v1/jobs/$id/result"
+preview="out/$id-preview.png"
+target/debug/imagejobs-local preview "$SAMPLE" "$out" -o "$preview" > /dev/null
 
-log "before: $SAMPLE"
-target/debug/imagejobs-local inspect "$SAMPLE"
 log "after: $out"
 target/debug/imagejobs-local inspect "$out"
 
+root=$(pwd)
 cat <<EOT
 
-Done: the cutout is in $out.
+Done, with model $engine in ${elapsed} s (submit to result, over HTTP); the cutout keeps
+$(python3 -c "import sys; print(f'{100 * float(sys.argv[1]):.1f}')" "$fraction") % of the picture.
+  cutout:  $root/$out
+  preview: $root/$preview   (original | cutout over a checkerboard)
 Your API key (owner 'demo', also in .local/api-key): $key
-Next request (paste it):
+Next request (paste it into any shell while this runs):
 
   curl -sS -H 'Authorization: Bearer $key' -H 'Prefer: wait=20' \\
-    -F file=@$SAMPLE -F output_format=webp -F scale=0.5 $api/v1/jobs
+    -F file=@$root/$SAMPLE -F model=u2netp -F output_format=webp -F scale=0.5 $api/v1/jobs
 
 Then: curl -sS -H 'Authorization: Bearer $key' $api/v1/jobs | python3 -m json.tool
       curl -sS -L -H 'Authorization: Bearer $key' -o result.png $api/v1/jobs/<id>/result
-More keys: JOBS_TABLE=imagejobs-jobs AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION \\
-      target/debug/imagejobs-admin keys create --owner you
-Logs: .local/logs/{moto,segmenter,runner}.log
+More keys: AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION \\
+      AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY JOBS_TABLE=imagejobs-jobs \\
+      $root/target/debug/imagejobs-admin keys create --owner you
+Models: curl -sS http://127.0.0.1:$SEGMENTER_PORT/models | python3 -m json.tool
+Logs: $root/.local/logs/{moto,segmenter,runner}.log
 EOT
 
 if [ $once = 1 ]; then exit 0; fi

@@ -67,7 +67,7 @@ async fn webhooks(store: &DynamoNotifications, command: Webhooks) -> Result<(), 
         Webhooks::Show { owner } => {
             let owner = OwnerId::parse(&owner)?;
             let secret = store.webhook_secret(&owner).await;
-            (owner, secret.map_err(|e| e.to_string())?)
+            (owner, secret.map_err(store_error)?)
         }
         Webhooks::SetUrl { owner, url } => {
             let owner = OwnerId::parse(&owner)?;
@@ -81,20 +81,20 @@ async fn webhooks(store: &DynamoNotifications, command: Webhooks) -> Result<(), 
             store
                 .set_default_webhook_url(&owner, url.as_deref())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(store_error)?;
             let secret = store.webhook_secret(&owner).await;
-            (owner, secret.map_err(|e| e.to_string())?)
+            (owner, secret.map_err(store_error)?)
         }
         Webhooks::RotateSecret { owner } => {
             let owner = OwnerId::parse(&owner)?;
             let secret = store.rotate_webhook_secret(&owner).await;
-            (owner, secret.map_err(|e| e.to_string())?)
+            (owner, secret.map_err(store_error)?)
         }
     };
     let settings = store
         .webhook_settings(&owner)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(store_error)?
         .unwrap_or_default();
     println!(
         "{}",
@@ -141,10 +141,48 @@ async fn main() -> ExitCode {
     }
 }
 
+/// What to do when no credentials resolve; against the emulator any values are accepted.
+const NO_CREDENTIALS: &str = "no AWS credentials found: set AWS_ACCESS_KEY_ID and \
+     AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); against the local emulator any values do, e.g. \
+     AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing";
+
+/// Fails early, saying which, when no credentials resolve (rather than a bare SDK error at the
+/// first call).
+async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), String> {
+    use aws_sdk_dynamodb::config::ProvideCredentials;
+    let provider = sdk
+        .credentials_provider()
+        .ok_or_else(|| NO_CREDENTIALS.to_owned())?;
+    provider.provide_credentials().await.map_err(|e| {
+        format!(
+            "{NO_CREDENTIALS} ({})",
+            aws_sdk_dynamodb::error::DisplayErrorContext(e)
+        )
+    })?;
+    Ok(())
+}
+
+/// A store error, naming the endpoint for `dependency_unavailable` so an unreachable emulator
+/// or a wrong region is obvious.
+fn store_error(e: shared::Error) -> String {
+    if e.code() != "dependency_unavailable" {
+        return e.to_string();
+    }
+    let target = match std::env::var("AWS_ENDPOINT_URL") {
+        Ok(url) if !url.trim().is_empty() => format!("the endpoint AWS_ENDPOINT_URL={url}"),
+        _ => format!(
+            "AWS in region {}",
+            std::env::var("AWS_REGION").unwrap_or_else(|_| "(AWS_REGION unset)".into())
+        ),
+    };
+    format!("{e} (could not reach DynamoDB at {target}; is it running and is the table right?)")
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     let sdk = shared::config::aws_sdk_config()
         .await
         .map_err(|e| e.to_string())?;
+    check_credentials(&sdk).await?;
     let notifications = DynamoNotifications::new(aws_sdk_dynamodb::Client::new(&sdk), &cli.table);
     let store = DynamoApiKeys::new(aws_sdk_dynamodb::Client::new(&sdk), cli.table);
     match cli.command {
@@ -170,7 +208,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 last_used_at: None,
                 revoked: false,
             };
-            store.put_key(&record).await.map_err(|e| e.to_string())?;
+            store.put_key(&record).await.map_err(store_error)?;
             println!(
                 "{}",
                 json!({"key": key.secret, "key_id": record.key_id, "owner": record.owner, "name": record.name, "scopes": record.scopes})
@@ -180,11 +218,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Keys(Keys::List { owner }) => {
             let owner = owner.map(|o| OwnerId::parse(&o)).transpose()?;
-            for k in store
-                .list_keys(owner.as_ref())
-                .await
-                .map_err(|e| e.to_string())?
-            {
+            for k in store.list_keys(owner.as_ref()).await.map_err(store_error)? {
                 println!(
                     "{}",
                     json!({"key_id": k.key_id, "owner": k.owner, "name": k.name, "scopes": k.scopes,
@@ -195,7 +229,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Keys(Keys::Revoke { key_id }) => {
-            if store.revoke_key(&key_id).await.map_err(|e| e.to_string())? {
+            if store.revoke_key(&key_id).await.map_err(store_error)? {
                 eprintln!("revoked {key_id}");
                 Ok(())
             } else {

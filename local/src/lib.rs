@@ -3,5 +3,6 @@
 
 pub mod emulator;
 pub mod inspect;
+pub mod preview;
 pub mod provision;
 pub mod runner;

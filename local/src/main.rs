@@ -10,6 +10,9 @@ use imagejobs_local::provision::{ResourceNames, provision};
 use imagejobs_local::runner::{Stack, StackConfig};
 use shared::config::Settings;
 
+/// The local default model: ISNet fp16, the best of the weights setup installs.
+const LOCAL_DEFAULT_MODEL: &str = "isnet";
+
 #[derive(Parser)]
 #[command(
     version,
@@ -32,14 +35,15 @@ enum Command {
         /// Base URL of the segmenter container.
         #[arg(long, env = "SEGMENTER_URL", default_value = "http://127.0.0.1:8080")]
         segmenter_url: String,
-        /// Engine used when a request names none (the neural models need weights in the
-        /// segmenter's MODEL_DIR; plain-background needs none).
-        #[arg(long, env = "DEFAULT_MODEL", default_value = shared::models::PLAIN_BACKGROUND)]
-        default_model: String,
-        /// Engine the compatibility routes (seeds 002, 003) run whatever model a legacy client
-        /// names (`u2net` needs weights; plain-background needs none). Empty: the client's.
-        #[arg(long, env = "COMPAT_MODEL", default_value = shared::models::PLAIN_BACKGROUND)]
-        compat_model: String,
+        /// Engine used when a request names none. Unset or empty: `isnet` (ISNet fp16, which
+        /// `scripts/fetch_models.py` installs into the segmenter's MODEL_DIR).
+        #[arg(long, env = "DEFAULT_MODEL")]
+        default_model: Option<String>,
+        /// Engine the compatibility routes run whatever model a legacy client names. Unset or
+        /// empty (the default): the client's model, or the best loaded neural model when the
+        /// segmenter lacks its weights.
+        #[arg(long, env = "COMPAT_MODEL")]
+        compat_model: Option<String>,
         /// Accept http:// input URLs (never in production).
         #[arg(long, env = "ALLOW_HTTP_URLS")]
         allow_http_urls: bool,
@@ -58,6 +62,16 @@ enum Command {
     Inspect {
         /// The image.
         file: PathBuf,
+    },
+    /// Write a before/after PNG: the original beside the cutout over a checkerboard.
+    Preview {
+        /// The original image.
+        original: PathBuf,
+        /// The cutout (an image with alpha).
+        cutout: PathBuf,
+        /// Where to write the PNG.
+        #[arg(short, long)]
+        output: PathBuf,
     },
 }
 
@@ -84,6 +98,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Command::Preview {
+            original,
+            cutout,
+            output,
+        } => {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            let view = imagejobs_local::preview::side_by_side(&read(&original)?, &read(&cutout)?)?;
+            view.save_with_format(&output, image::ImageFormat::Png)
+                .map_err(|e| format!("{}: {e}", output.display()))?;
+            println!("{}", output.display());
+            Ok(())
+        }
         Command::Provision => {
             let sdk = emulator_sdk_config().await?;
             let p = provision(&sdk, &ResourceNames::local())
@@ -105,10 +131,16 @@ async fn run(cli: Cli) -> Result<(), String> {
             jwt_secret,
             cors_allowed_origins,
         } => {
+            let default_model = default_model
+                .map(|m| m.trim().to_owned())
+                .filter(|m| !m.is_empty())
+                .unwrap_or_else(|| LOCAL_DEFAULT_MODEL.to_owned());
             if !shared::models::is_known(&default_model) {
                 return Err(format!("unknown DEFAULT_MODEL '{default_model}'"));
             }
-            let compat_model = Some(compat_model).filter(|m| !m.trim().is_empty());
+            let compat_model = compat_model
+                .map(|m| m.trim().to_owned())
+                .filter(|m| !m.is_empty());
             if let Some(m) = compat_model
                 .as_deref()
                 .filter(|m| !shared::models::is_known(m))

@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{TestEnv, assert_error, authed, sample_photo, start_segmenter, tempdir, upload};
+use common::{
+    TestEnv, assert_error, authed, portrait_photo, sample_photo, start_segmenter_with, tempdir,
+    upload,
+};
 use serde_json::Value;
 use std::path::Path;
 
@@ -37,18 +40,21 @@ fn json(body: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_curl_sequence_works() {
+async fn the_readme_curl_sequence_works_on_a_portrait_with_real_weights() {
     let mut env = TestEnv::new().await;
+    // No COMPAT_MODEL: the seed's RMBG is not deployed, so the best loaded model stands in.
+    env.settings.compat_model = None;
     let key = env
-        .api_key_with("seed-002", "jobs:write,metrics:read")
+        .api_key_with("seed-002", "jobs:write,jobs:read,metrics:read")
         .await;
-    let (segmenter, _models) = start_segmenter().await;
+    let (segmenter, _models) = start_segmenter_with(&["u2netp", "isnet-int8"]).await;
     let stack = env.start_stack(&segmenter).await;
     let base = format!("http://{}", stack.api_addr);
     let dir = tempdir::Dir::new();
     std::fs::create_dir_all(dir.path().join("app/images")).unwrap();
     std::fs::create_dir_all(dir.path().join("app/outputs")).unwrap();
-    std::fs::write(dir.path().join("app/images/profile7.jpg"), sample_photo()).unwrap();
+    // The README's file name; the bytes are a real portrait (a PNG, sniffed, not named).
+    std::fs::write(dir.path().join("app/images/profile7.jpg"), portrait_photo()).unwrap();
 
     // Step 1: health with the API key.
     let (code, body) = curl(
@@ -122,10 +128,32 @@ async fn the_readme_curl_sequence_works() {
     assert_eq!(image::guess_format(&png).unwrap(), image::ImageFormat::Png);
     let stats = alpha_stats(&png).unwrap();
     assert!(stats.has_alpha, "{stats:?}");
-    assert_eq!((stats.width, stats.height), (640, 427));
+    assert_eq!((stats.width, stats.height), (512, 512));
+    let kept = stats.mean_alpha / 255.0;
     assert!(
-        stats.transparent > 0.6 && stats.opaque > 0.03,
-        "background removed, subject kept: {stats:?}"
+        (0.2..=0.8).contains(&kept) && stats.transparent > 0.15,
+        "the person kept, the background removed: {stats:?}"
+    );
+
+    // The job asked for the seed's model and records the stand-in that ran.
+    let jobs: Value = authed(&key)
+        .get(format!("{base}/v1/jobs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = &jobs["jobs"][0];
+    assert_eq!(job["params"]["model"], "bria-rmbg", "{job}");
+    assert_eq!(
+        job["result"]["engine"], "isnet-int8",
+        "the best loaded model: {job}"
+    );
+    let fraction = job["result"]["foreground_fraction"].as_f64().unwrap();
+    assert!(
+        (fraction - kept).abs() < 0.01,
+        "{fraction} vs the PNG's {kept}"
     );
 
     // Step 4: metrics with the token.
@@ -159,7 +187,7 @@ async fn the_readme_curl_sequence_works() {
     let c = authed(&access_token);
     let resp = c
         .post(format!("{base}/api/remove-background"))
-        .multipart(upload(sample_photo()).text("output_format", "jpg"))
+        .multipart(upload(portrait_photo()).text("output_format", "jpg"))
         .send()
         .await
         .unwrap();
@@ -172,8 +200,20 @@ async fn the_readme_curl_sequence_works() {
         image::ImageFormat::Jpeg
     );
     let img = image::load_from_memory(&jpeg).unwrap().to_rgb8();
-    assert_eq!(img.dimensions(), (640, 427));
-    assert!(img.get_pixel(5, 5).0.iter().all(|c| *c > 240), "white sky");
+    assert_eq!(img.dimensions(), (512, 512));
+    // Where the PNG cutout is fully transparent, the JPEG shows the white background.
+    let cutout = image::load_from_memory(&png).unwrap().to_rgba8();
+    let (mut removed, mut white) = (0u32, 0u32);
+    for (p, q) in cutout.pixels().zip(img.pixels()) {
+        if p.0[3] == 0 {
+            removed += 1;
+            white += u32::from(q.0.iter().all(|c| *c > 230));
+        }
+    }
+    assert!(
+        f64::from(white) > 0.95 * f64::from(removed),
+        "{white} of {removed} removed pixels are white"
+    );
 
     // The canonical route with the key itself.
     let m: Value = authed(&key)

@@ -196,7 +196,7 @@ pub trait BlobStore: Send + Sync {
 }
 
 /// The segmenter's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cutout {
     /// Encoded image.
     pub bytes: Bytes,
@@ -206,8 +206,10 @@ pub struct Cutout {
     pub width: u32,
     /// Height in pixels.
     pub height: u32,
-    /// Engine that produced it.
+    /// Engine that produced it (the stand-in when `model_fallback` chose one).
     pub engine: String,
+    /// Share of the image the mask keeps, 0.0–1.0 (`X-Foreground-Fraction`).
+    pub foreground_fraction: Option<f64>,
 }
 
 /// How a segmenter call failed.

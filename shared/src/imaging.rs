@@ -104,6 +104,27 @@ impl ImageRejection {
     }
 }
 
+/// The share of a cutout that is foreground, 0.0–1.0: the mean alpha / 255 of the decoded
+/// image (1.0 for an image without an alpha channel, which keeps everything). Used on a
+/// provider's cutout, whose mask we never see.
+///
+/// # Errors
+/// [`ImageRejection::Corrupt`] when `bytes` do not decode.
+pub fn foreground_fraction(bytes: &[u8]) -> Result<f64, ImageRejection> {
+    let image =
+        image::load_from_memory(bytes).map_err(|e| ImageRejection::Corrupt(e.to_string()))?;
+    if !image.color().has_alpha() {
+        return Ok(1.0);
+    }
+    let rgba = image.to_rgba8();
+    let n = u64::from(rgba.width()) * u64::from(rgba.height());
+    if n == 0 {
+        return Ok(0.0);
+    }
+    let sum: u64 = rgba.pixels().map(|p| u64::from(p.0[3])).sum();
+    Ok(sum as f64 / (255.0 * n as f64))
+}
+
 /// Sniffs, bounds and fully decodes `bytes` once.
 ///
 /// # Errors

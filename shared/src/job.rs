@@ -144,7 +144,7 @@ pub struct InputImage {
 }
 
 /// The finished output of a job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     /// S3 object key (`results/{owner}/{job_id}.{ext}`).
     pub key: String,
@@ -156,9 +156,15 @@ pub struct JobResult {
     pub height: u32,
     /// Size in bytes.
     pub bytes: u64,
-    /// Engine that produced it (e.g. `plain-background`, `u2net`).
+    /// Engine that produced it (e.g. `isnet`, `plain-background`, `fal/…`). For background
+    /// removal this is the model that actually ran, which differs from `params.model` when a
+    /// compatibility request's model was not deployed and a stand-in ran (`model_fallback`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
+    /// Background removal: the share of the image the mask keeps, 0.0–1.0 (mean alpha / 255
+    /// over the mask, soft edges in proportion). `None` for other operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreground_fraction: Option<f64>,
     /// Every output of a provider job, in the provider's order (the first is the result
     /// above); `GET /v1/jobs/{id}/result?index=N` serves each. Empty for single-output jobs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -27,6 +27,7 @@ pub mod config;
 pub mod core;
 #[cfg(feature = "aws")]
 pub mod fal_webhook;
+#[cfg(feature = "aws")]
 pub mod notify;
 #[cfg(feature = "aws")]
 pub mod providers;

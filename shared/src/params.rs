@@ -189,6 +189,13 @@ pub struct RemoveBackgroundParams {
     /// existing records and the segmenter's query string are unchanged.
     #[serde(default, skip_serializing_if = "RemovalProvider::is_default")]
     pub provider: RemovalProvider,
+    /// When `model`'s weights are not deployed, run the best loaded general-purpose neural model
+    /// instead of failing with `model_unavailable` (never `plain-background`); the job's
+    /// `result.engine` names the model that ran. The compatibility routes set it, because their
+    /// legacy clients name rembg models (`u2net`, `u2net_human_seg`, RMBG) that a deployment may
+    /// not carry. Left out of JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub model_fallback: bool,
 }
 
 /// Engine family of `remove_background`.
@@ -240,6 +247,7 @@ pub const REMOVE_BACKGROUND_FIELDS: &[&str] = &[
     "only_mask",
     "background_color",
     "provider",
+    "model_fallback",
 ];
 
 impl RemoveBackgroundParams {
@@ -253,6 +261,7 @@ impl RemoveBackgroundParams {
             only_mask: false,
             background_color: None,
             provider: RemovalProvider::Segmenter,
+            model_fallback: false,
         }
     }
 
@@ -285,6 +294,7 @@ impl RemoveBackgroundParams {
                 "background_color" if value.is_empty() => p.background_color = None,
                 "background_color" => p.background_color = Some(value.parse()?),
                 "provider" => p.provider = value.parse()?,
+                "model_fallback" => p.model_fallback = parse_bool("model_fallback", value)?,
                 other => {
                     return Err(ParamError::invalid(
                         other,
@@ -312,6 +322,9 @@ impl RemoveBackgroundParams {
         ];
         if let Some(c) = self.background_color {
             pairs.push(("background_color", c.to_string()));
+        }
+        if self.model_fallback {
+            pairs.push(("model_fallback", "true".to_owned()));
         }
         pairs
     }
@@ -439,6 +452,7 @@ mod tests {
             only_mask: false,
             background_color: Some("#10203040".parse().unwrap()),
             provider: RemovalProvider::Segmenter,
+            model_fallback: true,
         };
         let pairs = q.to_pairs();
         let back = RemoveBackgroundParams::from_pairs(

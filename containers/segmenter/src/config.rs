@@ -37,7 +37,8 @@ pub struct Config {
     /// `MODEL_DIR` holds at least one catalog model; start-up fails if it cannot be loaded.
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_dylib_path: Option<PathBuf>,
-    /// Model used when a request names none. Default: `u2net` if its weights are loaded, else
+    /// Model used when a request names none. Unset or empty: the best loaded general-purpose
+    /// neural model (catalog rank: `isnet` before `isnet-int8` before `u2netp`, …), else
     /// `plain-background`. Start-up fails if the named model is unknown or not loaded.
     #[arg(long, env = "DEFAULT_MODEL")]
     pub default_model: Option<String>,

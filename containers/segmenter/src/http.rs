@@ -193,6 +193,7 @@ async fn invocations(
                 height = p.height,
                 bytes = p.bytes.len(),
                 inference_ms = p.inference_ms as u64,
+                foreground_fraction = p.foreground_fraction,
                 total_ms = p.total_ms as u64,
                 "invocation done"
             );
@@ -211,6 +212,9 @@ async fn invocations(
                 "x-inference-ms",
                 HeaderValue::from(p.inference_ms.round() as u64),
             );
+            if let Ok(v) = HeaderValue::from_str(&format!("{:.4}", p.foreground_fraction)) {
+                h.insert("x-foreground-fraction", v);
+            }
             res
         }
         Err(e) => e.into_response(),
@@ -225,12 +229,14 @@ async fn invoke(
 ) -> Result<(String, Processed), ServiceError> {
     let registry = state.registry();
     let params = request_params(uri, headers, registry.default_model())?;
-    let loaded = registry.get(&params.model)?.clone();
+    let loaded = registry
+        .resolve(&params.model, params.model_fallback)?
+        .clone();
     let permit = loaded.admit()?;
     let bytes = read_body(headers, body, state.inner.max_body_bytes).await?;
     let limits = state.inner.limits;
     let compression = state.inner.png_compression;
-    let model = params.model.clone();
+    let model = loaded.engine.name().to_owned();
     let processed = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         remove_background(&bytes, loaded.engine.as_ref(), &params, limits, compression)

@@ -174,7 +174,7 @@ pub fn postprocess(
     width: u32,
     height: u32,
 ) -> Result<GrayImage, EngineError> {
-    let bad = || EngineError(format!("model output has an unusable shape {shape:?}"));
+    let bad = || EngineError::Runtime(format!("model output has an unusable shape {shape:?}"));
     if shape.len() < 2 {
         return Err(bad());
     }
@@ -226,14 +226,14 @@ impl Engine for OnnxEngine {
             i64::from(self.spec.input_width),
         ];
         let tensor = Tensor::from_array((shape, input))
-            .map_err(|e| EngineError(format!("building the input tensor: {e}")))?;
+            .map_err(|e| EngineError::Runtime(format!("building the input tensor: {e}")))?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session
-            .run(ort::inputs![tensor])
-            .map_err(|e| EngineError(format!("{}: inference failed: {e}", self.spec.name)))?;
-        let (shape, data) = outputs[0]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| EngineError(format!("{}: output 0 is not f32: {e}", self.spec.name)))?;
+        let outputs = session.run(ort::inputs![tensor]).map_err(|e| {
+            EngineError::Runtime(format!("{}: inference failed: {e}", self.spec.name))
+        })?;
+        let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| {
+            EngineError::Runtime(format!("{}: output 0 is not f32: {e}", self.spec.name))
+        })?;
         postprocess(self.spec, shape, data, image.width(), image.height())
     }
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use image::codecs::png::CompressionType;
 use shared::params::RemoveBackgroundParams;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::error::ServiceError;
 use crate::imaging::{self, DecodeLimits};
 
@@ -21,6 +21,9 @@ pub struct Processed {
     pub width: u32,
     /// Output height in px (after `scale`).
     pub height: u32,
+    /// Share of the image the mask keeps, 0.0–1.0: the mean mask value / 255 (soft edges count
+    /// in proportion), before `scale`.
+    pub foreground_fraction: f64,
     /// Engine time (mask computation, incl. pre/post-processing), milliseconds.
     pub inference_ms: f64,
     /// Whole pipeline time (decode to encode), milliseconds.
@@ -34,8 +37,10 @@ pub struct Processed {
 /// `png_compression` is [`CompressionType::Fast`] in the server.
 ///
 /// # Errors
-/// Decoding errors (`unsupported_image`, `image_too_large`, `invalid_image`) and `internal`
-/// for engine or encoder failures.
+/// Decoding errors (`unsupported_image`, `image_too_large`, `invalid_image`);
+/// `no_plain_background` when `plain-background` refuses the picture; `no_foreground` when the
+/// mask keeps nothing at all (an empty cutout is never returned as a success); `internal` for
+/// engine or encoder failures.
 pub fn remove_background(
     bytes: &[u8],
     engine: &dyn Engine,
@@ -47,9 +52,10 @@ pub fn remove_background(
     let image = imaging::decode(bytes, limits)?;
     let rgb = image.to_rgb8();
     let t = Instant::now();
-    let mask = engine
-        .segment(&rgb)
-        .map_err(|e| ServiceError::Internal(format!("{}: {e}", engine.name())))?;
+    let mask = engine.segment(&rgb).map_err(|e| match e {
+        EngineError::NoPlainBackground(m) => ServiceError::NoPlainBackground(m),
+        EngineError::Runtime(m) => ServiceError::Internal(format!("{}: {m}", engine.name())),
+    })?;
     let inference_ms = t.elapsed().as_secs_f64() * 1e3;
     drop(rgb);
     if mask.dimensions() != (image.width(), image.height()) {
@@ -60,6 +66,13 @@ pub fn remove_background(
             mask.height(),
             image.width(),
             image.height()
+        )));
+    }
+    let foreground_fraction = foreground_fraction(&mask);
+    if foreground_fraction == 0.0 {
+        return Err(ServiceError::NoForeground(format!(
+            "{} found no foreground in this image (the mask is empty); try another model",
+            engine.name()
         )));
     }
     let out = imaging::compose(&image, &mask, params);
@@ -73,7 +86,34 @@ pub fn remove_background(
         content_type: params.output_format.content_type(),
         width: out.width(),
         height: out.height(),
+        foreground_fraction,
         inference_ms,
         total_ms: started.elapsed().as_secs_f64() * 1e3,
     })
+}
+
+/// The share of the image a mask keeps, 0.0–1.0: the mean of its values / 255.
+pub fn foreground_fraction(mask: &image::GrayImage) -> f64 {
+    let n = u64::from(mask.width()) * u64::from(mask.height());
+    if n == 0 {
+        return 0.0;
+    }
+    let sum: u64 = mask.as_raw().iter().map(|&v| u64::from(v)).sum();
+    sum as f64 / (255.0 * n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreground_fraction_counts_soft_edges_in_proportion() {
+        let mut mask = image::GrayImage::new(4, 1);
+        assert_eq!(foreground_fraction(&mask), 0.0);
+        mask.as_mut().copy_from_slice(&[255, 255, 0, 0]);
+        assert_eq!(foreground_fraction(&mask), 0.5);
+        mask.as_mut().copy_from_slice(&[255, 51, 0, 0]);
+        assert!((foreground_fraction(&mask) - 0.3).abs() < 1e-9);
+        assert_eq!(foreground_fraction(&image::GrayImage::new(0, 0)), 0.0);
+    }
 }

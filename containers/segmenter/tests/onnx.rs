@@ -96,14 +96,14 @@ async fn router_serves_the_loaded_models() {
         v["models"],
         serde_json::json!([
             "plain-background",
-            "u2net",
             "u2netp",
+            "u2net",
             "birefnet-general-lite"
         ])
     );
     assert_eq!(
-        v["default_model"], "u2net",
-        "u2net is the default when its weights are present"
+        v["default_model"], "birefnet-general-lite",
+        "without DEFAULT_MODEL the best-ranked loaded model is the default"
     );
 
     let body = png(&DynamicImage::ImageRgb8(red_blue(400, 300)));
@@ -115,11 +115,36 @@ async fn router_serves_the_loaded_models() {
         .to_luma8();
     assert_red_blue_mask(&mask);
 
-    // The default model (u2net) when none is named; header-only parameters (SageMaker).
+    // The default model when none is named; header-only parameters (SageMaker).
     let res = invoke(&app, "", Some("output_format=webp"), body.clone()).await;
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(header(&res, "x-model"), "u2net");
+    assert_eq!(header(&res, "x-model"), "birefnet-general-lite");
     assert_eq!(header(&res, "content-type"), "image/webp");
+    let fraction: f64 = header(&res, "x-foreground-fraction").parse().unwrap();
+    assert!(
+        (0.0..=1.0).contains(&fraction) && fraction > 0.0,
+        "{fraction}"
+    );
+
+    // A model that is not deployed: 422, unless the request allows a stand-in, which is the
+    // best loaded model (never plain-background) and is named in X-Model.
+    let res = invoke(&app, "model=isnet", None, body.clone()).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = invoke(&app, "model=isnet&model_fallback=true", None, body.clone()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "x-model"), "birefnet-general-lite");
+    let res = invoke(
+        &app,
+        "model=plain-background&model_fallback=true",
+        None,
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        header(&res, "x-model"),
+        "plain-background",
+        "a loaded model runs as named"
+    );
 
     // Cutout from the predictable model: red kept opaque, blue fully transparent.
     let res = invoke(&app, "", Some("model=u2netp"), body.clone()).await;

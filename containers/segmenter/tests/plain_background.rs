@@ -204,3 +204,54 @@ fn disc_on_a_vignetted_background_after_jpeg_compression() {
     assert_eq!(s.border_max, 0);
     assert_eq!(mask.get_pixel(170, 140).0[0], 255);
 }
+
+/// A bundled real photograph, decoded to RGB.
+fn photo(name: &str) -> RgbImage {
+    image::open(workspace_root().join("assets").join(name))
+        .unwrap()
+        .to_rgb8()
+}
+
+#[test]
+fn a_real_photo_on_a_graded_sky_passes_the_plain_background_check() {
+    let a = PlainBackground::default().analyse(&photo("sample-rocket.jpg"));
+    println!(
+        "rocket: noise {:.2}, border fit {:.3}, foreground {:.4}",
+        a.border_noise, a.border_fit, a.foreground_fraction
+    );
+    a.check().unwrap();
+    assert!(
+        (0.02..0.5).contains(&a.foreground_fraction),
+        "{}",
+        a.foreground_fraction
+    );
+}
+
+#[test]
+fn a_cluttered_portrait_is_refused_not_cut_out_wrongly() {
+    use imagejobs_segmenter::engine::{Engine, EngineError};
+    let img = photo("portrait-astronaut.png");
+    let a = PlainBackground::default().analyse(&img);
+    println!(
+        "portrait: noise {:.2}, border fit {:.3}, foreground {:.4}",
+        a.border_noise, a.border_fit, a.foreground_fraction
+    );
+    let err = PlainBackground::default().segment(&img).unwrap_err();
+    let EngineError::NoPlainBackground(message) = err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("neural model"), "{message}");
+}
+
+#[test]
+fn an_empty_scene_is_refused_as_an_implausible_cutout() {
+    use imagejobs_segmenter::engine::Engine;
+    let mut rng = Noise::new(11);
+    let empty = RgbImage::from_fn(120, 90, |_, _| {
+        let v = (240 + rng.next(4)) as u8;
+        image::Rgb([v, v, v])
+    });
+    let a = PlainBackground::default().analyse(&empty);
+    assert!(a.foreground_fraction < 0.005, "{}", a.foreground_fraction);
+    assert!(PlainBackground::default().segment(&empty).is_err());
+}

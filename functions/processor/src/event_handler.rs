@@ -446,6 +446,7 @@ impl Processor {
                     height: cutout.height,
                     bytes,
                     engine: Some(cutout.engine),
+                    foreground_fraction: cutout.foreground_fraction,
                     images: Vec::new(),
                     seed: None,
                 })
@@ -506,6 +507,19 @@ impl Processor {
                     format!("the provider's image is unusable: {e}"),
                 ))
             })?;
+        let foreground_fraction =
+            shared::imaging::foreground_fraction(&cutout.bytes).map_err(|e| {
+                Step::Permanent(JobError::new(
+                    "provider_error",
+                    format!("the provider's image is unusable: {e}"),
+                ))
+            })?;
+        if foreground_fraction == 0.0 {
+            return Err(Step::Permanent(JobError::new(
+                "no_foreground",
+                "the provider's cutout is fully transparent: it found no foreground",
+            )));
+        }
         let key = job::result_key(&job.owner, job.id, info.extension());
         let bytes = cutout.bytes.len() as u64;
         self.blobs
@@ -519,6 +533,7 @@ impl Processor {
             height: info.height,
             bytes,
             engine: Some("stability/remove-background".into()),
+            foreground_fraction: Some(foreground_fraction),
             images: Vec::new(),
             seed: None,
         })
@@ -803,6 +818,7 @@ impl Processor {
             height: info.height,
             bytes,
             engine: Some("stability/replace-background-and-relight".into()),
+            foreground_fraction: None,
             images: Vec::new(),
             seed: None,
         };
@@ -1003,6 +1019,7 @@ impl Processor {
             height: first.height,
             bytes: first.bytes,
             engine: Some(format!("fal/{model}")),
+            foreground_fraction: None,
             images,
             seed: output.seed,
         };

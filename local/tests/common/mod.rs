@@ -281,6 +281,51 @@ pub async fn start_segmenter() -> (String, tempdir::Dir) {
     (format!("http://{addr}"), dir)
 }
 
+/// A real portrait photograph (PNG, 512×512): the astronaut Eileen Collins in front of a flag
+/// and a model of the shuttle, a cluttered background (`assets/README.md`).
+pub fn portrait_photo() -> Vec<u8> {
+    std::fs::read(emulator::workspace_root().join("assets/portrait-astronaut.png")).unwrap()
+}
+
+/// The real weights installed by `scripts/fetch_models.py` (`.local/models`); panics with
+/// instructions when `name`'s file is missing, so these tests never pass without them.
+pub fn real_model(name: &str) -> PathBuf {
+    let spec = shared::models::find(name).expect("a catalog model");
+    let path = emulator::workspace_root()
+        .join(".local/models")
+        .join(spec.file);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash scripts/setup.sh` (it runs scripts/fetch_models.py)",
+        path.display()
+    );
+    path
+}
+
+/// The ONNX Runtime library that setup found (`.local/ort-dylib-path`).
+pub fn ort_dylib() -> PathBuf {
+    let file = emulator::workspace_root().join(".local/ort-dylib-path");
+    let path = std::fs::read_to_string(&file)
+        .unwrap_or_else(|_| panic!("{} is missing: run `bash scripts/setup.sh`", file.display()));
+    PathBuf::from(path.trim())
+}
+
+/// Starts the real segmenter in-process serving the real weights of `models` (links to the
+/// files in `.local/models`) with no `DEFAULT_MODEL`, so the best of them is the default.
+pub async fn start_segmenter_with(models: &[&str]) -> (String, tempdir::Dir) {
+    let dir = tempdir::Dir::new();
+    for name in models {
+        let source = real_model(name);
+        std::os::unix::fs::symlink(&source, dir.path().join(source.file_name().unwrap())).unwrap();
+    }
+    let mut config = imagejobs_segmenter::Config::new(dir.path());
+    config.host = "127.0.0.1".parse().unwrap();
+    config.port = 0;
+    config.ort_dylib_path = Some(ort_dylib());
+    let (addr, _task): (SocketAddr, _) = imagejobs_segmenter::spawn(config).await.unwrap();
+    (format!("http://{addr}"), dir)
+}
+
 /// A unique empty directory under the target dir, removed on drop.
 pub mod tempdir {
     use super::PathBuf;

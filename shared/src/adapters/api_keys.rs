@@ -22,9 +22,7 @@ pub struct DynamoApiKeys {
     table: String,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::unavailable("dynamodb", e)
-}
+use super::dynamodb_unavailable as unavailable;
 
 fn key(hash: &str) -> HashMap<String, AttributeValue> {
     HashMap::from([

@@ -160,9 +160,7 @@ fn encode<T: serde::Serialize>(what: &'static str, v: &T) -> Result<AttributeVal
     })
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::unavailable("dynamodb", e)
-}
+use super::dynamodb_unavailable as unavailable;
 
 /// The cursor is the last returned job's sort key, base64url-encoded: opaque to clients,
 /// meaningless across owners (the partition comes from the caller, never from the cursor).

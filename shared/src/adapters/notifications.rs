@@ -29,9 +29,7 @@ pub struct DynamoNotifications {
     table: String,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::unavailable("dynamodb", e)
-}
+use super::dynamodb_unavailable as unavailable;
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())

@@ -88,6 +88,12 @@ impl Segmenter for HttpSegmenter {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(&params.model)
                 .to_owned();
+            let foreground_fraction = resp
+                .headers()
+                .get("x-foreground-fraction")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|f| (0.0..=1.0).contains(f));
             let bytes = resp
                 .bytes()
                 .await
@@ -98,6 +104,7 @@ impl Segmenter for HttpSegmenter {
                 width,
                 height,
                 engine,
+                foreground_fraction,
             });
         }
         let text = resp.text().await.unwrap_or_default();

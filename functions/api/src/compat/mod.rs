@@ -254,8 +254,8 @@ pub(crate) async fn read_form_with(
     Ok(form)
 }
 
-/// The engine a compatibility route runs: `COMPAT_MODEL` when set, else the model the legacy
-/// client named, else `DEFAULT_MODEL`.
+/// The engine a compatibility route asks for: `COMPAT_MODEL` when set, else the model the
+/// legacy client named, else `DEFAULT_MODEL`.
 pub(crate) fn engine(settings: &Settings, requested: Option<&str>) -> String {
     settings
         .compat_model
@@ -263,6 +263,13 @@ pub(crate) fn engine(settings: &Settings, requested: Option<&str>) -> String {
         .or(requested)
         .unwrap_or(&settings.default_model)
         .to_owned()
+}
+
+/// Whether a compatibility job may run a stand-in when the model it asks for is not deployed
+/// ([`shared::params::RemoveBackgroundParams::model_fallback`]): yes, unless the operator pinned
+/// `COMPAT_MODEL`, which then runs as named.
+pub(crate) fn model_fallback(settings: &Settings) -> bool {
+    settings.compat_model.is_none()
 }
 
 /// Seed 002's JWT-only routes refuse API keys, as the service they replace did.
@@ -367,6 +374,9 @@ mod tests {
         assert_eq!(engine(&s, Some("u2netp")), "u2netp");
         s.compat_model = Some("plain-background".into());
         assert_eq!(engine(&s, Some("u2netp")), "plain-background");
+        assert!(!model_fallback(&s));
+        s.compat_model = None;
+        assert!(model_fallback(&s));
     }
 
     #[test]

@@ -101,10 +101,15 @@ fn output_format(raw: Option<&str>) -> Result<OutputFormat, ApiError> {
     }
 }
 
-/// The job parameters of a seed-002 request: the deployment's engine, the format, and a white
-/// background for JPEG (which has no alpha channel).
+/// The model the replaced service ran (BRIA RMBG); a deployment without its weights runs the
+/// best loaded neural model instead ([`super::model_fallback`]).
+pub const LEGACY_MODEL: &str = "bria-rmbg";
+
+/// The job parameters of a background-removal request of this API: its legacy model (or
+/// `COMPAT_MODEL`), the format, and a white background for JPEG (which has no alpha channel).
 fn params(settings: &shared::config::Settings, format: OutputFormat) -> RemoveBackgroundParams {
-    let mut p = RemoveBackgroundParams::with_model(engine(settings, None));
+    let mut p = RemoveBackgroundParams::with_model(engine(settings, Some(LEGACY_MODEL)));
+    p.model_fallback = super::model_fallback(settings);
     p.output_format = format;
     if format == OutputFormat::Jpeg {
         p.background_color = Some(Color {
@@ -228,6 +233,10 @@ mod tests {
         assert_eq!(p.background_color.unwrap().to_string(), "#ffffff");
         assert!(p.validate().is_ok());
         assert_eq!(params(&s, OutputFormat::Png).background_color, None);
-        assert_eq!(params(&s, OutputFormat::Png).model, "u2net");
+        let png = params(&s, OutputFormat::Png);
+        assert_eq!(
+            (png.model.as_str(), png.model_fallback),
+            (LEGACY_MODEL, true)
+        );
     }
 }

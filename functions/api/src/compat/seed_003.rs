@@ -118,6 +118,9 @@ fn validate(
     if format != "png" {
         pairs.push(("background_color", "#ffffff"));
     }
+    if super::model_fallback(settings) {
+        pairs.push(("model_fallback", "true"));
+    }
     let params = RemoveBackgroundParams::from_pairs(pairs, &settings.default_model)
         .map_err(|e| ApiError::unprocessable(e.code, e.to_string()))?;
     Ok(ProcessRequest {
@@ -343,6 +346,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.params.model, "u2net", "the seed's default model");
+        assert!(
+            r.params.model_fallback,
+            "a stand-in runs when u2net is not deployed"
+        );
         assert_eq!(r.params.output_format.as_str(), "jpeg");
         assert_eq!(r.params.background_color.unwrap().to_string(), "#ffffff");
         assert_eq!(r.params.quality, 95);
@@ -351,6 +358,10 @@ mod tests {
         local.compat_model = Some("plain-background".into());
         let r = validate(&local, &form(&[("email", "a@b.co"), ("model", "u2net")])).unwrap();
         assert_eq!(r.params.model, "plain-background");
+        assert!(
+            !r.params.model_fallback,
+            "a pinned COMPAT_MODEL runs as named"
+        );
     }
 
     #[test]
