@@ -13,6 +13,14 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Each deployable alone, as its Dockerfile or SAM builds it: a whole-workspace build unifies
+# features and would hide a crate that does not compile on its own.
+for crate in imagejobs-api imagejobs-processor imagejobs-ingest imagejobs-admin imagejobs-segmenter; do
+  log "cargo check -p $crate (alone)"
+  cargo check -p "$crate" --locked
+done
+log "cargo check -p imagejobs-segmenter --features cuda (alone)"
+cargo check -p imagejobs-segmenter --features cuda --locked
 log "template.yaml: cfn-lint + sam validate"
 bash scripts/validate-template.sh
 log "cargo test"
