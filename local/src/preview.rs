@@ -61,7 +61,7 @@ fn fit(w: u32, h: u32) -> (u32, u32) {
 
 fn over_checkerboard(img: &RgbaImage) -> RgbImage {
     RgbImage::from_fn(img.width(), img.height(), |x, y| {
-        let bg = if (x / SQUARE + y / SQUARE) % 2 == 0 {
+        let bg = if (x / SQUARE + y / SQUARE).is_multiple_of(2) {
             204.0
         } else {
             255.0

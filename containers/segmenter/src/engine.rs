@@ -344,3 +344,18 @@ fn missing_reason(name: &str, model_dir: &Path) -> String {
         None => "the built-in engine is disabled".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_default_model_means_unset() {
+        let engines: Vec<Arc<dyn Engine>> = vec![Arc::new(PlainBackground::default())];
+        for unset in [None, Some(""), Some("  ")] {
+            let r = Registry::from_engines(engines.clone(), unset, 1, Path::new("/none")).unwrap();
+            assert_eq!(r.default_model(), PLAIN_BACKGROUND);
+        }
+        assert!(Registry::from_engines(engines, Some("isnet"), 1, Path::new("/none")).is_err());
+    }
+}
