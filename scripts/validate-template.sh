@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks template.yaml offline, without credentials. The tools catch different errors
-# (reference/local-aws.md), so all three run:
+# (docs/local-aws.md §4), so all three run:
 #   1. cfn-lint      the SAM template against the CloudFormation and SAM schemas. cfn-lint 1.5x
 #                    no longer expands the SAM transform (it only merges Globals), so it never
 #                    sees the generated resources, and it skips circular dependencies that

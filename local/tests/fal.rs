@@ -1,7 +1,7 @@
 //! `edit` and `generate` end to end: the public API, the jobs queue, the processor and S3 on
 //! the emulator, with fal.ai played by a wiremock contract server that checks each request
 //! (auth, path, JSON input field by field) and replays the documented answers
-//! (`/work/shared/reference/provider-contracts.md` §2.2–§2.9), and fal's webhooks signed with
+//! (`docs/providers.md` §2.2–§2.10), and fal's webhooks signed with
 //! a test Ed25519 key published as a JWKS (§2.6).
 
 mod common;

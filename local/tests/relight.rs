@@ -1,7 +1,7 @@
 //! `replace_background_relight` end to end: the public API, the jobs queue, the processor and
 //! S3 on the emulator, with Stability played by a wiremock contract server that checks each
 //! request field by field and replays the documented answers
-//! (`/work/shared/reference/provider-contracts.md` §1.2–§1.4).
+//! (`docs/providers.md` §1.2–§1.4).
 
 mod common;
 
@@ -689,7 +689,10 @@ async fn poll_errors_back_off_and_a_404_fails_the_job() {
 async fn remove_background_through_stability_in_one_call() {
     let server = MockServer::start().await;
     let cutout = {
-        let img = image::RgbaImage::from_pixel(80, 64, image::Rgba([9, 9, 9, 0]));
+        // The subject fills the left half; the right half is removed background.
+        let img = image::RgbaImage::from_fn(80, 64, |x, _| {
+            image::Rgba([9, 9, 9, if x < 40 { 255 } else { 0 }])
+        });
         let mut out = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
             .unwrap();
@@ -771,6 +774,11 @@ async fn remove_background_through_stability_in_one_call() {
     let done = reload(&env, &job).await;
     assert_eq!(done.status, JobStatus::Succeeded);
     let result = done.result.unwrap();
+    assert_eq!(
+        result.foreground_fraction,
+        Some(0.5),
+        "measured on the provider's alpha"
+    );
     assert_eq!(
         result.engine.as_deref(),
         Some("stability/remove-background")

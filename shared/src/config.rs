@@ -54,7 +54,7 @@ pub struct Settings {
     pub max_jobs_per_minute: u32,
     /// `UPLOAD_URL_TTL_SECONDS`: lifetime of presigned upload URLs (default 600).
     pub upload_url_ttl: Duration,
-    /// `FAL_JWKS_URL`: fal.ai's webhook signing keys (provider-contracts.md §2.6), default
+    /// `FAL_JWKS_URL`: fal.ai's webhook signing keys (docs/providers.md §2.6), default
     /// [`crate::providers::FAL_DEFAULT_JWKS_URL`].
     pub fal_jwks_url: String,
     /// `S3_AVATAR_PREFIX` (default `avatars/`): where seed 001's `POST /v1/images/memory`

@@ -332,7 +332,8 @@ pub struct GeneratedImage {
     pub bytes: Bytes,
     /// Their MIME type (from the provider's `content-type`).
     pub content_type: String,
-    /// Stability's `finish-reason` header: `SUCCESS` or `CONTENT_FILTERED` (§1.4).
+    /// Stability's `finish-reason` header: `SUCCESS` or `CONTENT_FILTERED`
+    /// (docs/providers.md §1.4).
     pub finish_reason: Option<String>,
 }
 
@@ -361,7 +362,7 @@ pub struct ProviderError {
 }
 
 /// Stability AI's asynchronous Replace Background and Relight
-/// (`/work/shared/reference/provider-contracts.md` §1.3 submit, §1.4 results).
+/// (`docs/providers.md` §1.3 submit, §1.4 results).
 #[async_trait]
 pub trait RelightProvider: Send + Sync {
     /// Submits the images (`subject_image`, and `background_reference`/`light_reference` when
@@ -389,7 +390,7 @@ pub struct ProviderSubmission {
     pub links: Option<crate::job::ProviderLinks>,
 }
 
-/// A request accepted by fal.ai's queue (provider-contracts.md §2.3).
+/// A request accepted by fal.ai's queue (docs/providers.md §2.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedRequest {
     /// fal's `request_id` (the key for the queue API and for webhooks).
@@ -416,7 +417,7 @@ pub enum CancelOutcome {
     NothingToCancel,
 }
 
-/// fal.ai's queue API (provider-contracts.md §2.2–§2.5). Each call is one HTTP request;
+/// fal.ai's queue API (docs/providers.md §2.2–§2.5). Each call is one HTTP request;
 /// retries are the processor's (through the queue), never inside.
 #[async_trait]
 pub trait ModelQueue: Send + Sync {
@@ -453,7 +454,7 @@ pub enum ProviderMark {
     CancelSent,
 }
 
-/// Stability AI's synchronous Remove Background (provider-contracts.md §1.5).
+/// Stability AI's synchronous Remove Background (docs/providers.md §1.5).
 #[async_trait]
 pub trait RemoveBackgroundProvider: Send + Sync {
     /// Sends `image` (field `image`) with `output_format` (`png` | `webp`); the cutout comes

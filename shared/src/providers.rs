@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Stability's production host (provider-contracts.md §1.0).
+/// Stability's production host (docs/providers.md §1.1).
 pub const STABILITY_DEFAULT_BASE_URL: &str = "https://api.stability.ai";
 
-/// fal.ai's queue host (provider-contracts.md §2.1).
+/// fal.ai's queue host (docs/providers.md §2.1).
 pub const FAL_DEFAULT_QUEUE_URL: &str = "https://queue.fal.run";
 /// Where fal publishes its webhook signing keys (§2.6).
 pub const FAL_DEFAULT_JWKS_URL: &str = "https://rest.alpha.fal.ai/.well-known/jwks.json";

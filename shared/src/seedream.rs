@@ -1,14 +1,14 @@
 //! Parameters of the operations that run on fal.ai's Seedream v4 models — `edit` and
 //! `generate` — and the model inputs built from them. Pure: no I/O.
 //!
-//! Contract: `/work/shared/reference/provider-contracts.md` §2.9 (`fal-ai/bytedance/seedream/v4/edit`
-//! input and output), §2.7 (images are passed as URLs: presigned S3 GET URLs here).
+//! Contract: `docs/providers.md` §2.9 (`fal-ai/bytedance/seedream/v4/edit` input and output),
+//! §2.10 (`…/text-to-image`), §2.7 (images are passed as URLs: presigned S3 GET URLs here).
 
 use serde::{Deserialize, Serialize};
 
 use crate::params::ParamError;
 
-/// Most images one fal request may take (§2.9 `image_urls`: "up to 10").
+/// Most images one fal request may take (§2.9 `image_urls`: at most 10).
 pub const MAX_INPUT_IMAGES: usize = 10;
 /// Most generations per request (§2.9 `num_images`: 1–6).
 pub const MAX_NUM_IMAGES: u8 = 6;
@@ -16,8 +16,9 @@ pub const MAX_NUM_IMAGES: u8 = 6;
 pub const MAX_IMAGES_PER_REQUEST: usize = 15;
 /// Longest prompt accepted (our limit: the contract gives none; Stability's is the same).
 pub const MAX_PROMPT_CHARS: usize = 10_000;
-/// Largest custom side, px ([3p] in §2.9: custom sizes are 1024–4096; smaller totals than
-/// 921,600 px are scaled up by the provider, so only the upper bound is refused here).
+/// Largest custom side, px (§2.9, a third-party claim: custom sizes are 1024–4096; smaller
+/// totals than 921,600 px are scaled up by the provider, so only the upper bound is refused
+/// here).
 pub const MAX_SIDE: u32 = 4096;
 
 /// Names of the further reference images `edit` takes besides `image` (at most 9, §2.9).

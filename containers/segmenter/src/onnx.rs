@@ -6,7 +6,8 @@
 //! and reused; `Session::run` takes `&mut self` in rc.15, so the session sits behind a mutex
 //! (requests for the same model run one at a time; the engine queue bounds the wait).
 //!
-//! Pre- and post-processing follow rembg (`reference/provider-contracts.md` §4.2) exactly:
+//! Pre- and post-processing follow rembg (`docs/providers.md` §3.2; the steps as implemented
+//! are in `docs/models.md`, "Pre- and post-processing") exactly:
 //!
 //! * input: RGB → **Lanczos3** resize to the model's input size, aspect ratio not kept (rembg uses
 //!   PIL `LANCZOS`) → divide by the resized image's own maximum value (an all-black image stays

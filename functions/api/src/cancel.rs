@@ -2,7 +2,7 @@
 //!
 //! A job already at a provider: fal.ai requests are canceled there too — the API queues a poll
 //! message and the processor (which holds the fal key) makes the `PUT cancel_url` call once
-//! (provider-contracts.md §2.5). Stability has no cancel call (§1.3/§1.4). Either way the
+//! (docs/providers.md §2.5). Stability has no cancel call (§1.3/§1.4). Either way the
 //! provider's result is discarded, because only a `processing` job can complete.
 //!
 //! A canceled job with a webhook or e-mail target gets its `job.canceled` notification through

@@ -1,5 +1,5 @@
 //! `POST /v1/providers/fal/webhook?owner=…&job_id=…`: fal.ai's completion callback
-//! (provider-contracts.md §2.6).
+//! (docs/providers.md §2.6).
 //!
 //! The delivery is verified first (Ed25519 over request id, user id, timestamp and the SHA-256
 //! of the raw body, with fal's JWKS keys; timestamp within 300 s). It then only wakes the job

@@ -69,7 +69,7 @@ impl AppState {
             settings.clone(),
         )?
         .with_uploads(Arc::new(aws.jobs.clone()));
-        // fal allows caching its keys for up to 24 h (provider-contracts.md §2.6).
+        // fal allows caching its keys for up to 24 h (docs/providers.md §2.6).
         let fal_keys = Arc::new(shared::adapters::JwksCache::new(
             &settings.fal_jwks_url,
             Duration::from_secs(24 * 3600),

@@ -468,7 +468,8 @@ enum Step {
 }
 
 impl Processor {
-    /// `remove_background` with `provider = stability`: one synchronous call (§1.5).
+    /// `remove_background` with `provider = stability`: one synchronous call
+    /// (docs/providers.md §1.5).
     async fn remove_with_stability(
         &self,
         job: &Job,
@@ -841,7 +842,7 @@ impl Processor {
     }
 }
 
-/// The fal.ai half: `edit` and `generate` (provider-contracts.md §2).
+/// The fal.ai half: `edit` and `generate` (docs/providers.md §2).
 impl Processor {
     /// fal's submit: presigned GET URLs of the inputs, the model request, and the webhook URL
     /// when `PUBLIC_BASE_URL` is set.

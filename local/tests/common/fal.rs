@@ -1,5 +1,5 @@
-//! fal.ai played by wiremock: the queue contract (`/work/shared/reference/provider-contracts.md`
-//! §2.2–§2.9) as `tests/fal.rs` and the compatibility tests drive it.
+//! fal.ai played by wiremock: the queue contract (`docs/providers.md` §2.2–§2.10) as
+//! `tests/fal.rs` and the compatibility tests drive it.
 
 use serde_json::json;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Stability AI played by wiremock: "Replace Background and Relight" submit and result polling
-//! (`/work/shared/reference/provider-contracts.md` §1.2–§1.4), as `tests/relight.rs` and the
+//! (`docs/providers.md` §1.2–§1.4), as `tests/relight.rs` and the
 //! compatibility tests drive it, and a reader of the multipart bodies it receives.
 
 use std::time::Duration;

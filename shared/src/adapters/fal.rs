@@ -1,5 +1,5 @@
 //! HTTP client of fal.ai's queue API and the cache of its webhook signing keys.
-//! Contract: `/work/shared/reference/provider-contracts.md` §2.1 (auth: `Authorization: Key …`),
+//! Contract: `docs/providers.md` §2.1 (auth: `Authorization: Key …`),
 //! §2.2 (endpoints; use the returned URLs), §2.3 submit, §2.4 status, §2.5 result and cancel,
 //! §2.6 webhooks (JWKS, cached ≤ 24 h), §2.8 errors.
 

@@ -1,5 +1,5 @@
 //! HTTP client of Stability AI's v2beta REST API: Replace Background and Relight (async submit,
-//! then results polling). Contract: `/work/shared/reference/provider-contracts.md` §1.1 (auth,
+//! then results polling). Contract: `docs/providers.md` §1.1 (auth,
 //! multipart, rate limit), §1.2 (error envelope), §1.3 (submit), §1.4 (results).
 
 use async_trait::async_trait;
