@@ -1,7 +1,7 @@
 //! `template.yaml` is the one source of resource shapes: local provisioning and the code's
 //! constants must agree with it.
 
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 use shared::resources as r;
 
 use imagejobs_local::emulator::workspace_root;
@@ -9,7 +9,7 @@ use imagejobs_local::provision::{lifecycle_rules, table_key_schema};
 
 fn template() -> Value {
     let text = std::fs::read_to_string(workspace_root().join("template.yaml")).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_yaml_ng::from_str(&text).unwrap()
 }
 
 fn resource<'a>(t: &'a Value, name: &str) -> &'a Value {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::env::Env;
 use crate::error::{Error, Result};
 use crate::imaging::ImageLimits;
 use crate::models;
@@ -69,26 +70,21 @@ pub struct Settings {
 }
 
 fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    Env::process().text(name)
 }
 
-fn required(name: &str) -> Result<String> {
-    var(name).ok_or_else(|| Error::Config(format!("environment variable {name} is not set")))
+fn required(name: &'static str) -> Result<String> {
+    Ok(Env::process().required(name)?)
 }
 
-fn parsed<T: std::str::FromStr>(name: &str, default: T) -> Result<T> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| Error::Config(format!("environment variable {name}='{v}' is not valid"))),
-    }
+fn parsed<T: std::str::FromStr>(name: &'static str, default: T) -> Result<T> {
+    Ok(Env::process().parsed(name, default, "valid")?)
 }
 
 /// An S3 key prefix from `name`: non-empty, ending in `/`, not starting with one, without
 /// `..`, and not one of the service's own prefixes (`inbox/`, `uploads/`, `inputs/`,
 /// `results/`), whose objects are scoped and expired by other rules.
-fn prefix(name: &str, default: &str) -> Result<String> {
+fn prefix(name: &'static str, default: &str) -> Result<String> {
     check_prefix(name, &var(name).unwrap_or_else(|| default.to_owned()))
 }
 

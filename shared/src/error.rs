@@ -96,3 +96,9 @@ impl From<crate::imaging::ImageRejection> for Error {
 
 /// Result alias of the shared crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<crate::env::EnvError> for Error {
+    fn from(e: crate::env::EnvError) -> Self {
+        Self::Config(e.to_string())
+    }
+}

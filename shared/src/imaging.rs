@@ -166,7 +166,7 @@ pub fn probe(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageRejec
     }
     // The JPEG decoder pads a truncated scan with grey instead of failing, so a missing
     // end-of-image marker is the reliable sign of a cut-off upload.
-    if format == ImageFormat::Jpeg && !has_jpeg_eoi(bytes) {
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
         return Err(ImageRejection::Corrupt(
             "JPEG data is truncated (no end-of-image marker)".into(),
         ));
@@ -196,11 +196,64 @@ pub fn probe(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageRejec
     })
 }
 
-/// Whether the JPEG's end-of-image marker (FF D9) ends the data, allowing the trailing padding
-/// some cameras append.
-fn has_jpeg_eoi(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(4096)..];
-    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+/// Whether a JPEG stream reaches its end-of-image marker (`FFD9`) after the scan data.
+///
+/// `image`'s JPEG decoder (zune-jpeg) decodes a truncated file without an error, filling the
+/// missing rows, so truncation is detected here by walking the marker segments (skipping
+/// APPn payloads such as EXIF thumbnails, which carry their own markers) and the entropy-coded
+/// data (where `FF` is always followed by `00` stuffing or a restart marker).
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
+        return false;
+    }
+    let n = bytes.len();
+    let mut pos = 2;
+    let mut seen_scan = false;
+    while pos + 1 < n {
+        if bytes[pos] != 0xFF {
+            // Extraneous bytes before a marker (tolerated, as libjpeg does).
+            pos += 1;
+            continue;
+        }
+        let marker = bytes[pos + 1];
+        match marker {
+            0xFF => pos += 1, // fill byte
+            0xD9 => return seen_scan,
+            0x00 | 0x01 | 0xD0..=0xD7 => pos += 2,
+            _ => {
+                if pos + 3 >= n {
+                    return false;
+                }
+                let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
+                if len < 2 {
+                    return false;
+                }
+                pos += 2 + len;
+                if pos > n {
+                    return false;
+                }
+                if marker == 0xDA {
+                    seen_scan = true;
+                    // Entropy-coded data: runs until an FF that is not stuffing or a restart.
+                    loop {
+                        match bytes[pos..].iter().position(|&b| b == 0xFF) {
+                            None => return false,
+                            Some(i) => pos += i,
+                        }
+                        if pos + 1 >= n {
+                            return false;
+                        }
+                        match bytes[pos + 1] {
+                            0x00 | 0xD0..=0xD7 => pos += 2,
+                            0xFF => pos += 1,
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - [`adapters`]: DynamoDB, SQS, S3 and segmenter implementations (feature `aws`).
 //! - [`service`]: job submission shared by the API and ingest (feature `aws`).
 
+pub mod env;
 pub mod error;
 #[cfg(feature = "aws")]
 pub mod fetch;

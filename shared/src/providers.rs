@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::env::Env;
+use crate::error::Result;
 
 /// Stability's production host (docs/providers.md §1.1).
 pub const STABILITY_DEFAULT_BASE_URL: &str = "https://api.stability.ai";
@@ -87,18 +88,11 @@ impl Default for ProviderSettings {
 }
 
 fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    Env::process().text(name)
 }
 
-fn secs(name: &str, default: Duration) -> Result<Duration> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|_| Error::Config(format!("{name}='{v}' is not a whole number of seconds"))),
-    }
+fn secs(name: &'static str, default: Duration) -> Result<Duration> {
+    Ok(Env::process().seconds(name, default)?)
 }
 
 impl ProviderSettings {

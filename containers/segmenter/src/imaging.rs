@@ -121,65 +121,9 @@ fn check_size(w: u32, h: u32, limits: DecodeLimits) -> Result<(), ServiceError> 
     Ok(())
 }
 
-/// Whether a JPEG stream reaches its end-of-image marker (`FFD9`) after the scan data.
-///
-/// `image`'s JPEG decoder (zune-jpeg) decodes a truncated file without an error, filling the
-/// missing rows, so truncation is detected here by walking the marker segments (skipping
-/// APPn payloads such as EXIF thumbnails, which carry their own markers) and the entropy-coded
-/// data (where `FF` is always followed by `00` stuffing or a restart marker).
-pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 {
-        return false;
-    }
-    let n = bytes.len();
-    let mut pos = 2;
-    let mut seen_scan = false;
-    while pos + 1 < n {
-        if bytes[pos] != 0xFF {
-            // Extraneous bytes before a marker (tolerated, as libjpeg does).
-            pos += 1;
-            continue;
-        }
-        let marker = bytes[pos + 1];
-        match marker {
-            0xFF => pos += 1, // fill byte
-            0xD9 => return seen_scan,
-            0x00 | 0x01 | 0xD0..=0xD7 => pos += 2,
-            _ => {
-                if pos + 3 >= n {
-                    return false;
-                }
-                let len = usize::from(u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]));
-                if len < 2 {
-                    return false;
-                }
-                pos += 2 + len;
-                if pos > n {
-                    return false;
-                }
-                if marker == 0xDA {
-                    seen_scan = true;
-                    // Entropy-coded data: runs until an FF that is not stuffing or a restart.
-                    loop {
-                        match bytes[pos..].iter().position(|&b| b == 0xFF) {
-                            None => return false,
-                            Some(i) => pos += i,
-                        }
-                        if pos + 1 >= n {
-                            return false;
-                        }
-                        match bytes[pos + 1] {
-                            0x00 | 0xD0..=0xD7 => pos += 2,
-                            0xFF => pos += 1,
-                            _ => break,
-                        }
-                    }
-                }
-            }
-        }
-    }
-    false
-}
+/// The JPEG truncation check the API applies too, so an image the API accepts is one the
+/// segmenter accepts.
+pub use shared::imaging::jpeg_is_complete;
 
 /// Resampling filter for [`resize`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

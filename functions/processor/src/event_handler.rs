@@ -97,21 +97,19 @@ pub struct ProcessorOptions {
 
 impl ProcessorOptions {
     /// Reads the options from the environment.
-    pub fn from_env() -> Self {
-        let lease = std::env::var("LEASE_SECONDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(90);
-        Self {
-            lease: Duration::from_secs(lease),
-            dead_letter_queue_arn: std::env::var("DEAD_LETTER_QUEUE_ARN")
-                .ok()
-                .filter(|v| !v.is_empty()),
-            providers: ProviderSettings::from_env().unwrap_or_else(|e| {
-                tracing::error!(error = %e, "provider settings unusable; using defaults");
-                ProviderSettings::default()
-            }),
-        }
+    ///
+    /// # Errors
+    /// [`ProcessorError::Config`] naming a variable that is set but unusable (a garbage
+    /// `LEASE_SECONDS` or provider setting fails start-up instead of falling back to a default).
+    pub fn from_env() -> Result<Self, ProcessorError> {
+        let env = shared::env::Env::process();
+        Ok(Self {
+            lease: env
+                .seconds("LEASE_SECONDS", Duration::from_secs(90))
+                .map_err(|e| ProcessorError::Config(e.to_string()))?,
+            dead_letter_queue_arn: env.text("DEAD_LETTER_QUEUE_ARN"),
+            providers: ProviderSettings::from_env()?,
+        })
     }
 }
 
@@ -167,7 +165,7 @@ impl Processor {
         let aws = Aws::with_sdk_config(&sdk, &settings);
         let notify = crate::notify::NotifySettings::from_env()?;
         Ok(
-            Self::with_aws(&settings, &aws, ProcessorOptions::from_env())?.with_notifier(
+            Self::with_aws(&settings, &aws, ProcessorOptions::from_env()?)?.with_notifier(
                 crate::notify::Notifier::with_aws(&sdk, &settings, &aws, notify),
             ),
         )

@@ -26,6 +26,7 @@ use ulid::Ulid;
 use shared::adapters::{Aws, SesEmail};
 use shared::config::Settings;
 use shared::core::{BlobStore, JobQueue, JobStore};
+use shared::env::Env;
 use shared::fetch::{FetchPolicy, SystemResolver};
 use shared::job::{Job, JobMessage, JobStatus, NotificationAttempt, OwnerId};
 use shared::notify::{
@@ -85,19 +86,13 @@ impl Default for NotifySettings {
 }
 
 fn var(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    Env::process().text(name)
 }
 
-fn number(name: &str, default: u64) -> Result<u64, ProcessorError> {
-    match var(name) {
-        None => Ok(default),
-        Some(v) => v
-            .parse()
-            .map_err(|_| ProcessorError::Config(format!("{name}='{v}' is not a whole number"))),
-    }
+fn number(name: &'static str, default: u64) -> Result<u64, ProcessorError> {
+    Env::process()
+        .parsed(name, default, "a whole number")
+        .map_err(|e| ProcessorError::Config(e.to_string()))
 }
 
 impl NotifySettings {
