@@ -153,12 +153,10 @@ async fn check_credentials(sdk: &aws_config::SdkConfig) -> Result<(), String> {
     let provider = sdk
         .credentials_provider()
         .ok_or_else(|| NO_CREDENTIALS.to_owned())?;
-    provider.provide_credentials().await.map_err(|e| {
-        format!(
-            "{NO_CREDENTIALS} ({})",
-            aws_sdk_dynamodb::error::DisplayErrorContext(e)
-        )
-    })?;
+    provider
+        .provide_credentials()
+        .await
+        .map_err(|e| format!("{NO_CREDENTIALS} ({})", shared::error::chain(&e)))?;
     Ok(())
 }
 

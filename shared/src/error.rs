@@ -97,8 +97,35 @@ impl From<crate::imaging::ImageRejection> for Error {
 /// Result alias of the shared crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn chain_joins_sources_and_drops_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let outer = std::io::Error::other(io);
+        assert_eq!(super::chain(&outer), "connection refused");
+        let e = crate::env::EnvError::Missing("X");
+        assert_eq!(super::chain(&e), "environment variable X is not set");
+    }
+}
+
 impl From<crate::env::EnvError> for Error {
     fn from(e: crate::env::EnvError) -> Self {
         Self::Config(e.to_string())
     }
+}
+
+/// `e` and each of its sources, joined with `: ` (repeats dropped): the whole story of an SDK
+/// error, whose own `Display` says only "dispatch failure" or "unhandled error".
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = err.source();
+    }
+    parts.join(": ")
 }

@@ -65,7 +65,7 @@ impl ApiKeyStore for DynamoApiKeys {
             .expression_attribute_names("#pk", PK)
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -77,7 +77,7 @@ impl ApiKeyStore for DynamoApiKeys {
             .set_key(Some(key(hash)))
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         out.item.map(decode).transpose()
     }
 
@@ -95,7 +95,7 @@ impl ApiKeyStore for DynamoApiKeys {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| unavailable(e.into_service_error()))?;
+                .map_err(unavailable)?;
             for item in out.items.unwrap_or_default() {
                 let record = decode(item)?;
                 if owner.is_none_or(|o| *o == record.owner) {
@@ -130,7 +130,7 @@ impl ApiKeyStore for DynamoApiKeys {
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         Ok(true)
     }
 

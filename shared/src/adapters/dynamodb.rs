@@ -260,7 +260,7 @@ impl DynamoJobs {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         let Some(item) = out.item else {
             return Ok(None);
         };
@@ -408,7 +408,7 @@ impl JobStore for DynamoJobs {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         out.item.map(decode_job).transpose()
     }
 
@@ -438,10 +438,7 @@ impl JobStore for DynamoJobs {
                     .expression_attribute_names("#status", "status")
                     .expression_attribute_values(":status", s(status.as_str()));
             }
-            let out = req
-                .send()
-                .await
-                .map_err(|e| unavailable(e.into_service_error()))?;
+            let out = req.send().await.map_err(unavailable)?;
             for item in out.items.unwrap_or_default() {
                 jobs.push(decode_job(item)?);
             }
@@ -489,9 +486,7 @@ impl JobStore for DynamoJobs {
                     .build(),
             );
         }
-        req.send()
-            .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+        req.send().await.map_err(unavailable)?;
         Ok(())
     }
 }
@@ -626,7 +621,7 @@ impl UploadStore for DynamoJobs {
             .set_item(Some(item))
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -639,7 +634,7 @@ impl UploadStore for DynamoJobs {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         out.item
             .map(|item| {
                 serde_dynamo::from_item(item).map_err(|e| Error::Corrupt {
@@ -700,7 +695,7 @@ impl CapabilityStore for DynamoJobs {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         let Some(item) = out.item else {
             return Ok(None);
         };
@@ -898,7 +893,7 @@ impl Probe for DynamoJobs {
             .table_name(&self.table)
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ use crate::config::{Settings, uses_custom_endpoint};
 /// `dependency_unavailable` for a failed DynamoDB call, with the SDK error's whole chain of
 /// causes (its own `Display` says only "dispatch failure" or "unhandled error").
 pub(crate) fn dynamodb_unavailable(e: impl std::error::Error) -> crate::error::Error {
-    crate::error::Error::unavailable("dynamodb", aws_sdk_dynamodb::error::DisplayErrorContext(e))
+    crate::error::Error::unavailable("dynamodb", crate::error::chain(&e))
 }
 use crate::error::Result;
 

@@ -78,7 +78,7 @@ impl DynamoNotifications {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         Ok(out.item)
     }
 
@@ -102,7 +102,7 @@ impl DynamoNotifications {
             .return_values(ReturnValue::AllNew)
             .send()
             .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+            .map_err(unavailable)?;
         secret_of(&out.attributes.unwrap_or_default())?.ok_or_else(|| Error::Corrupt {
             what: "webhook settings",
             message: "no secret after writing one".into(),
@@ -149,9 +149,7 @@ impl NotificationStore for DynamoNotifications {
                 .expression_attribute_values(":url", s(url)),
             None => req.update_expression("SET updated_at = :now REMOVE default_url"),
         };
-        req.send()
-            .await
-            .map_err(|e| unavailable(e.into_service_error()))?;
+        req.send().await.map_err(unavailable)?;
         Ok(())
     }
 
