@@ -136,25 +136,8 @@ async fn the_readme_curl_sequence_works_on_a_portrait_with_real_weights() {
     );
 
     // The job asked for the seed's model and records the stand-in that ran.
-    let jobs: Value = authed(&key)
-        .get(format!("{base}/v1/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let job = &jobs["jobs"][0];
-    assert_eq!(job["params"]["model"], "bria-rmbg", "{job}");
-    assert_eq!(
-        job["result"]["engine"], "isnet-int8",
-        "the best loaded model: {job}"
-    );
-    let fraction = job["result"]["foreground_fraction"].as_f64().unwrap();
-    assert!(
-        (fraction - kept).abs() < 0.01,
-        "{fraction} vs the PNG's {kept}"
-    );
+    let jobs = common::json_of(authed(&key).get(format!("{base}/v1/jobs"))).await;
+    common::assert_stand_in(&jobs["jobs"][0], "bria-rmbg", "isnet-int8", kept);
 
     // Step 4: metrics with the token.
     let (code, body) = curl(

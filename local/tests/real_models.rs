@@ -19,17 +19,14 @@ use serde_json::Value;
 async fn run_job(base: &str, key: &str, photo: Vec<u8>, model: &str) -> (Value, Option<Vec<u8>>) {
     let client = reqwest::Client::new();
     let auth = format!("Bearer {key}");
-    let mut job: Value = client
-        .post(format!("{base}/v1/jobs"))
-        .header("authorization", &auth)
-        .header("prefer", "wait=20")
-        .multipart(upload(photo).text("model", model.to_owned()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mut job = common::json_of(
+        client
+            .post(format!("{base}/v1/jobs"))
+            .header("authorization", &auth)
+            .header("prefer", "wait=20")
+            .multipart(upload(photo).text("model", model.to_owned())),
+    )
+    .await;
     let id = job["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{job}"))
@@ -42,15 +39,12 @@ async fn run_job(base: &str, key: &str, photo: Vec<u8>, model: &str) -> (Value, 
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        job = client
-            .get(format!("{base}/v1/jobs/{id}"))
-            .header("authorization", &auth)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        job = common::json_of(
+            client
+                .get(format!("{base}/v1/jobs/{id}"))
+                .header("authorization", &auth),
+        )
+        .await;
     }
     if job["status"] != "succeeded" {
         return (job, None);

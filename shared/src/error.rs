@@ -97,18 +97,6 @@ impl From<crate::imaging::ImageRejection> for Error {
 /// Result alias of the shared crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[cfg(test)]
-mod chain_tests {
-    #[test]
-    fn chain_joins_sources_and_drops_repeats() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
-        let outer = std::io::Error::other(io);
-        assert_eq!(super::chain(&outer), "connection refused");
-        let e = crate::env::EnvError::Missing("X");
-        assert_eq!(super::chain(&e), "environment variable X is not set");
-    }
-}
-
 impl From<crate::env::EnvError> for Error {
     fn from(e: crate::env::EnvError) -> Self {
         Self::Config(e.to_string())
@@ -128,4 +116,16 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         next = err.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn chain_joins_sources_and_drops_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let outer = std::io::Error::other(io);
+        assert_eq!(super::chain(&outer), "connection refused");
+        let e = crate::env::EnvError::Missing("X");
+        assert_eq!(super::chain(&e), "environment variable X is not set");
+    }
 }

@@ -310,6 +310,27 @@ pub fn ort_dylib() -> PathBuf {
     PathBuf::from(path.trim())
 }
 
+/// Sends `request` and reads the answer as JSON (panics on transport or JSON errors).
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Checks a compatibility job that asked for `asked` (not deployed) and ran the best loaded
+/// model `ran` as a stand-in, whose recorded foreground fraction matches the cutout's `kept`.
+pub fn assert_stand_in(job: &serde_json::Value, asked: &str, ran: &str, kept: f64) {
+    assert_eq!(job["params"]["model"], asked, "the model asked for: {job}");
+    assert_eq!(job["params"]["model_fallback"], true, "{job}");
+    assert_eq!(
+        job["result"]["engine"], ran,
+        "the best loaded model ran: {job}"
+    );
+    let fraction = job["result"]["foreground_fraction"].as_f64().unwrap();
+    assert!(
+        (fraction - kept).abs() < 0.01,
+        "{fraction} recorded vs the cutout's {kept}"
+    );
+}
+
 /// Starts the real segmenter in-process serving the real weights of `models` (links to the
 /// files in `.local/models`) with no `DEFAULT_MODEL`, so the best of them is the default.
 pub async fn start_segmenter_with(models: &[&str]) -> (String, tempdir::Dir) {
