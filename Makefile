@@ -5,7 +5,7 @@ run:        ## set up, start the local stack, process the sample photo, stay up
 	bash scripts/run-local.sh
 test:       ## everything CI runs
 	bash scripts/test.sh
-setup:      ## Python tools (.venv, .venv-sam) and test models
+setup:      ## Python tools (.venv, .venv-sam), real model weights (.local/models), test models
 	bash scripts/setup.sh
 build:
 	cargo build --workspace
