@@ -2,12 +2,12 @@
 //! segmenter played by a local HTTP server that follows the container contract (so failures
 //! can be chosen) — or by the real segmenter where the real output matters.
 
-mod common;
+use crate::common;
 
+use crate::common::{TestEnv, sample_photo};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use common::{TestEnv, sample_photo};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -126,7 +126,7 @@ fn event(
     source_arn: &str,
 ) -> aws_lambda_events::event::sqs::SqsEvent {
     let mut event: aws_lambda_events::event::sqs::SqsEvent =
-        serde_json::from_str(include_str!("../../events/sqs-job.json")).unwrap();
+        serde_json::from_str(include_str!("../../../events/sqs-job.json")).unwrap();
     let record = &mut event.records[0];
     record.message_id = Some(format!("msg-{receive_count}-{}", ulid::Ulid::new()));
     record.body = Some(
@@ -283,7 +283,7 @@ async fn a_dead_lettered_message_fails_its_job() {
     let job = submit(&env).await;
     // The dead-letter fixture, pointed at this test's job and dead-letter queue.
     let mut dlq: aws_lambda_events::event::sqs::SqsEvent =
-        serde_json::from_str(include_str!("../../events/sqs-dlq.json")).unwrap();
+        serde_json::from_str(include_str!("../../../events/sqs-dlq.json")).unwrap();
     let template = event(&job, 5, &env.provisioned.dead_letter_queue_arn);
     dlq.records[0].body = template.records[0].body.clone();
     dlq.records[0].event_source_arn = template.records[0].event_source_arn.clone();

@@ -1,9 +1,7 @@
 //! End to end: a real photograph through the public HTTP API, the queue, the processor, the
 //! real segmenter and S3, and back through the presigned result URL; and S3 ingest.
 
-mod common;
-
-use common::{TestEnv, assert_error, sample_photo, start_segmenter};
+use crate::common::{TestEnv, assert_error, sample_photo, start_segmenter};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -214,7 +212,7 @@ async fn a_duplicate_s3_event_finds_the_same_job() {
         .await
         .unwrap();
     let ingest = imagejobs_ingest::Ingest::with_aws(env.settings.clone(), &env.aws()).unwrap();
-    let fixture = include_str!("../../events/s3-inbox-put.json")
+    let fixture = include_str!("../../../events/s3-inbox-put.json")
         .replace("imagejobs-local", &env.settings.bucket);
     let event = || serde_json::from_str(&fixture).unwrap();
     let first = ingest.handle(event()).await.unwrap();

@@ -66,7 +66,7 @@ pub fn record(
     arn: &str,
 ) -> aws_lambda_events::event::sqs::SqsMessage {
     let mut event: aws_lambda_events::event::sqs::SqsEvent =
-        serde_json::from_str(include_str!("../../../events/sqs-job.json")).unwrap();
+        serde_json::from_str(include_str!("../../../../events/sqs-job.json")).unwrap();
     let mut r = event.records.remove(0);
     r.message_id = Some(ulid::Ulid::new().to_string());
     r.body = Some(body);
@@ -80,7 +80,7 @@ pub fn batch(
     records: Vec<aws_lambda_events::event::sqs::SqsMessage>,
 ) -> aws_lambda_events::event::sqs::SqsEvent {
     let mut event: aws_lambda_events::event::sqs::SqsEvent =
-        serde_json::from_str(include_str!("../../../events/sqs-job.json")).unwrap();
+        serde_json::from_str(include_str!("../../../../events/sqs-job.json")).unwrap();
     event.records = records;
     event
 }

@@ -2,9 +2,9 @@
 //! sequence through real `curl` processes (health with the key, token, remove-background saving
 //! the bytes, metrics), then the JWT-only rules, validation and the 202 fallback.
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     TestEnv, assert_error, authed, portrait_photo, sample_photo, start_segmenter_with, tempdir,
     upload,
 };

@@ -2,9 +2,9 @@
 //! Python `requests` client runs as written with only `BASE` changed, then the routes' shapes,
 //! 423/404 answers, expiry and validation (nothing stored for a refused request).
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     TestEnv, assert_error, portrait_photo, sample_photo, start_segmenter_with, tempdir, venv_python,
 };
 use reqwest::multipart::{Form, Part};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use imagejobs_local::inspect::alpha_stats;
 
-/// The README's client, verbatim (`local/tests/fixtures/seed_003_client.py`).
+/// The README's client, verbatim (`local/tests/it/fixtures/seed_003_client.py`).
 const CLIENT: &str = include_str!("fixtures/seed_003_client.py");
 const README_BASE_LINE: &str = "BASE = \"http://localhost:8000\"";
 

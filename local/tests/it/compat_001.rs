@@ -4,13 +4,13 @@
 //! `avatars/{owner}/{user_id}`), subject (the photo from `subjects/{owner}/{user_id}/…`) and
 //! generations; answers checked field by field and the images decoded.
 
-mod common;
+use crate::common;
 
-use common::fal::{
+use crate::common::fal::{
     EDIT_MODEL, TEXT_MODEL, completed, env_for, outputs, png, result, status, submit, submits,
     submitted,
 };
-use common::{TestEnv, assert_error, sample_photo, start_segmenter};
+use crate::common::{TestEnv, assert_error, sample_photo, start_segmenter};
 use serde_json::{Value, json};
 use wiremock::MockServer;
 

@@ -3,11 +3,11 @@
 //! bodies, quota exhaustion, and uploads that do not match their declaration. Each refusal
 //! asserts the status, the error code, and that no job, queue message or object was created.
 
-mod common;
+use crate::common;
 
+use crate::common::{JWT_SECRET, TestEnv, assert_error, authed, http, sample_photo, upload};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{JWT_SECRET, TestEnv, assert_error, authed, http, sample_photo, upload};
 use serde_json::{Value, json};
 
 use shared::auth::{self, Scope};

@@ -4,13 +4,13 @@
 //! (`docs/providers.md` §2.2–§2.10), and fal's webhooks signed with
 //! a test Ed25519 key published as a JWKS (§2.6).
 
-mod common;
+use crate::common;
 
-use common::fal::*;
-use common::queue::{
+use crate::common::fal::*;
+use crate::common::queue::{
     batch, job_of, provider_processor, record, reload, run_record, stored, take_message,
 };
-use common::{TestEnv, assert_error, sample_photo};
+use crate::common::{TestEnv, assert_error, sample_photo};
 use ed25519_dalek::{Signer, SigningKey};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};

@@ -3,14 +3,14 @@
 //! request field by field and replays the documented answers
 //! (`docs/providers.md` §1.2–§1.4).
 
-mod common;
+use crate::common;
 
-use common::queue::{
+use crate::common::queue::{
     batch, expire_lease, job_of, provider_processor, record, reload, run_record, stored,
     take_message,
 };
-use common::stability::*;
-use common::{TestEnv, sample_photo};
+use crate::common::stability::*;
+use crate::common::{TestEnv, sample_photo};
 use reqwest::multipart::{Form, Part};
 use std::time::Duration;
 use wiremock::matchers::{header, method, path};

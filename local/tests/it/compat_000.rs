@@ -3,13 +3,13 @@
 //! played by the contract server of `tests/common/stability.rs`; the answer checked field by
 //! field, the stored image decoded, and the request Stability received read back.
 
-mod common;
+use crate::common;
 
-use common::stability::{
+use crate::common::stability::{
     GENERATION_ID, SUBMIT_PATH, done, field, multipart_parts, providers, relit_png, results,
     submit_ok,
 };
-use common::{TestEnv, assert_error, sample_photo};
+use crate::common::{TestEnv, assert_error, sample_photo};
 use serde_json::{Value, json};
 use wiremock::MockServer;
 

@@ -3,12 +3,12 @@
 //! with backoff, duplicates, cancel, the SSRF guard at delivery, and e-mail through the
 //! emulator's SES v2 (read back from moto's `/moto-api/data.json`).
 
-mod common;
+use crate::common;
 
+use crate::common::{TestEnv, assert_error, sample_photo, upload};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use bytes::Bytes;
-use common::{TestEnv, assert_error, sample_photo, upload};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -3,10 +3,12 @@
 //! server of `tests/common/fal.rs`: create (multipart `image` + `prompt`), get, list newest
 //! first, the frontend's CORS preflight; every job checked key by key and its image decoded.
 
-mod common;
+use crate::common;
 
-use common::fal::{EDIT_MODEL, completed, env_for, outputs, result, status, submit, submitted};
-use common::{assert_error, sample_photo};
+use crate::common::fal::{
+    EDIT_MODEL, completed, env_for, outputs, result, status, submit, submitted,
+};
+use crate::common::{assert_error, sample_photo};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use wiremock::MockServer;

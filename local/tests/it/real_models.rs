@@ -4,13 +4,15 @@
 //! refuses a cluttered portrait instead of returning an empty cutout. Also the weights installer
 //! itself: a corrupted file is replaced, a wrong pinned checksum fails and leaves nothing.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{TestEnv, portrait_photo, start_segmenter, start_segmenter_with, tempdir, upload};
+use crate::common::{
+    TestEnv, portrait_photo, start_segmenter, start_segmenter_with, tempdir, upload,
+};
 use image::GrayImage;
 use serde_json::Value;
 

@@ -1,9 +1,9 @@
 //! The public HTTP API against the emulator: validation (every rejection leaves no job, queue
 //! message or object behind), idempotency, listing and result states.
 
-mod common;
+use crate::common;
 
-use common::{TestEnv, assert_error, sample_photo, upload};
+use crate::common::{TestEnv, assert_error, sample_photo, upload};
 use reqwest::multipart::Form;
 use serde_json::{Value, json};
 
