@@ -16,10 +16,10 @@ use image::codecs::png::CompressionType;
 use shared::params::{ParamError, RemoveBackgroundParams};
 
 use crate::config::Config;
-use crate::engine::Registry;
 use crate::error::ServiceError;
 use crate::imaging::DecodeLimits;
 use crate::pipeline::{Processed, remove_background};
+use crate::registry::Registry;
 
 /// The SageMaker header carrying parameters (`key=value,key=value`); SageMaker forwards it to
 /// the container but not the query string.

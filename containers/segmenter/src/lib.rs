@@ -3,8 +3,8 @@
 //!
 //! Modules:
 //! * [`config`] — flags and environment variables;
-//! * [`engine`] — the [`engine::Engine`] trait and the [`engine::Registry`] of engines loaded at
-//!   start-up, each with a bounded queue;
+//! * [`engine`] — the [`engine::Engine`] trait and a loaded engine with its bounded queue;
+//! * [`registry`] — the engines loaded at start-up, the default model and stand-ins;
 //! * [`onnx`] — rembg-family ONNX models on ONNX Runtime (`ort`, loaded dynamically);
 //! * [`plain_background`] — the built-in engine for plain / smoothly graded backgrounds;
 //! * [`imaging`] — decode with limits, EXIF orientation, resize, compose, encode;
@@ -33,6 +33,7 @@ pub mod imaging;
 pub mod onnx;
 pub mod pipeline;
 pub mod plain_background;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -46,9 +47,9 @@ pub use http::{AppState, router};
 /// the router, ready to serve or to call in-process.
 ///
 /// # Errors
-/// See [`engine::Registry::load`].
+/// See [`registry::Registry::load`].
 pub fn app(config: &Config) -> Result<Router, StartupError> {
-    let registry = engine::Registry::load(config)?;
+    let registry = registry::Registry::load(config)?;
     tracing::info!(
         models = ?registry.available(),
         default_model = registry.default_model(),

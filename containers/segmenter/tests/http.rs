@@ -7,7 +7,7 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
-use imagejobs_segmenter::engine::Registry;
+use imagejobs_segmenter::registry::Registry;
 use imagejobs_segmenter::{AppState, Config, router};
 
 fn config(name: &str) -> Config {

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use common::*;
 use image::{DynamicImage, GrayImage};
-use imagejobs_segmenter::engine::{Engine, Registry};
+use imagejobs_segmenter::engine::Engine;
 use imagejobs_segmenter::onnx::{OnnxEngine, OrtOptions};
+use imagejobs_segmenter::registry::Registry;
 use imagejobs_segmenter::{Config, StartupError};
 
 fn config() -> Config {
