@@ -125,7 +125,7 @@ fn check_size(w: u32, h: u32, limits: DecodeLimits) -> Result<(), ServiceError> 
 /// segmenter accepts.
 pub use shared::imaging::jpeg_is_complete;
 
-/// Resampling filter for [`resize`].
+/// Resampling filter for [`resize_rgb`], [`resize_gray`] and [`resize_rgba`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
     /// Lanczos3 (as rembg's PIL `LANCZOS`): sharpest, used for model input and mask output.
