@@ -166,11 +166,13 @@ fn store_error(e: shared::Error) -> String {
     if e.code() != "dependency_unavailable" {
         return e.to_string();
     }
-    let target = match std::env::var("AWS_ENDPOINT_URL") {
-        Ok(url) if !url.trim().is_empty() => format!("the endpoint AWS_ENDPOINT_URL={url}"),
-        _ => format!(
+    let env = shared::env::Env::process();
+    let target = match env.text("AWS_ENDPOINT_URL") {
+        Some(url) => format!("the endpoint AWS_ENDPOINT_URL={url}"),
+        None => format!(
             "AWS in region {}",
-            std::env::var("AWS_REGION").unwrap_or_else(|_| "(AWS_REGION unset)".into())
+            env.text("AWS_REGION")
+                .unwrap_or_else(|| "(AWS_REGION unset)".into())
         ),
     };
     format!("{e} (could not reach DynamoDB at {target}; is it running and is the table right?)")

@@ -132,15 +132,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             cors_allowed_origins,
         } => {
             let default_model = default_model
-                .map(|m| m.trim().to_owned())
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| LOCAL_DEFAULT_MODEL.to_owned());
+                .as_deref()
+                .and_then(shared::env::non_empty)
+                .unwrap_or(LOCAL_DEFAULT_MODEL)
+                .to_owned();
             if !shared::models::is_known(&default_model) {
                 return Err(format!("unknown DEFAULT_MODEL '{default_model}'"));
             }
             let compat_model = compat_model
-                .map(|m| m.trim().to_owned())
-                .filter(|m| !m.is_empty());
+                .as_deref()
+                .and_then(shared::env::non_empty)
+                .map(str::to_owned);
             if let Some(m) = compat_model
                 .as_deref()
                 .filter(|m| !shared::models::is_known(m))

@@ -5,6 +5,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+/// `v` trimmed, or `None` when that leaves nothing: the rule for every setting, from the
+/// environment or a flag.
+pub fn non_empty(v: &str) -> Option<&str> {
+    let v = v.trim();
+    (!v.is_empty()).then_some(v)
+}
+
 /// A variable that is set but unusable, or required and missing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EnvError {
@@ -46,9 +53,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
     /// The trimmed value of `name`; `None` when unset or empty.
     pub fn text(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        (self.lookup)(name).and_then(|v| non_empty(&v).map(str::to_owned))
     }
 
     /// The value of `name`, which must be set.

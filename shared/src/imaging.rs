@@ -116,13 +116,17 @@ pub fn foreground_fraction(bytes: &[u8]) -> Result<f64, ImageRejection> {
     if !image.color().has_alpha() {
         return Ok(1.0);
     }
-    let rgba = image.to_rgba8();
-    let n = u64::from(rgba.width()) * u64::from(rgba.height());
+    Ok(coverage(image.to_rgba8().pixels().map(|p| p.0[3])))
+}
+
+/// The mean of 8-bit mask or alpha values / 255, 0.0–1.0 (soft edges count in proportion;
+/// no values → 0.0): the foreground fraction of a mask, the segmenter's and a provider's alike.
+pub fn coverage(values: impl Iterator<Item = u8>) -> f64 {
+    let (sum, n) = values.fold((0u64, 0u64), |(s, n), v| (s + u64::from(v), n + 1));
     if n == 0 {
-        return Ok(0.0);
+        return 0.0;
     }
-    let sum: u64 = rgba.pixels().map(|p| u64::from(p.0[3])).sum();
-    Ok(sum as f64 / (255.0 * n as f64))
+    sum as f64 / (255.0 * n as f64)
 }
 
 /// Sniffs, bounds and fully decodes `bytes` once.

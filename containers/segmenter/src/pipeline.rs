@@ -92,14 +92,9 @@ pub fn remove_background(
     })
 }
 
-/// The share of the image a mask keeps, 0.0–1.0: the mean of its values / 255.
+/// The share of the image a mask keeps, 0.0–1.0 ([`shared::imaging::coverage`] of its values).
 pub fn foreground_fraction(mask: &image::GrayImage) -> f64 {
-    let n = u64::from(mask.width()) * u64::from(mask.height());
-    if n == 0 {
-        return 0.0;
-    }
-    let sum: u64 = mask.as_raw().iter().map(|&v| u64::from(v)).sum();
-    sum as f64 / (255.0 * n as f64)
+    shared::imaging::coverage(mask.as_raw().iter().copied())
 }
 
 #[cfg(test)]

@@ -148,7 +148,7 @@ impl Registry {
             .into_iter()
             .map(|e| (e.name().to_owned(), LoadedEngine::new(e, queue_depth)))
             .collect();
-        let default_model = match default_model.map(str::trim).filter(|n| !n.is_empty()) {
+        let default_model = match default_model.and_then(shared::env::non_empty) {
             Some(name) if !models::is_known(name) => {
                 return Err(StartupError::Config(format!(
                     "DEFAULT_MODEL '{name}' is not a known model; known: {}",
