@@ -11,7 +11,7 @@ use ulid::Ulid;
 
 use crate::error::Result;
 use crate::job::{Job, JobError, JobMessage, JobResult, JobStatus, OwnerId};
-use crate::params::RemoveBackgroundParams;
+use crate::operation::remove_background::RemoveBackgroundParams;
 
 /// A client-chosen idempotency key with the hash of the request it was first used for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,7 +371,7 @@ pub trait RelightProvider: Send + Sync {
     async fn submit(
         &self,
         images: Vec<ImagePart>,
-        params: &crate::generative::RelightParams,
+        params: &crate::operation::relight::RelightParams,
     ) -> std::result::Result<String, ProviderError>;
     /// Polls `GET /v2beta/results/{id}`: 202 → [`PollStatus::Pending`], 200 → the image.
     async fn poll(&self, request_id: &str) -> std::result::Result<PollStatus, ProviderError>;
@@ -417,6 +417,24 @@ pub enum CancelOutcome {
     NothingToCancel,
 }
 
+/// One image a hosted model made (docs/providers.md §2.9 `Image`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputImage {
+    /// Where the provider serves it (fal CDN; expires, so it is copied to S3 at once).
+    pub url: String,
+    /// Its MIME type, when given.
+    pub content_type: Option<String>,
+}
+
+/// What a hosted model returned (§2.9): the generated images, in order, and the seed used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelOutput {
+    /// The generated images, in order.
+    pub images: Vec<OutputImage>,
+    /// The seed used, when the model reports it.
+    pub seed: Option<u64>,
+}
+
 /// fal.ai's queue API (docs/providers.md §2.2–§2.5). Each call is one HTTP request;
 /// retries are the processor's (through the queue), never inside.
 #[async_trait]
@@ -425,7 +443,7 @@ pub trait ModelQueue: Send + Sync {
     /// idempotent (a submit can be billed).
     async fn submit(
         &self,
-        request: &crate::seedream::ModelRequest,
+        request: &crate::operation::ModelRequest,
         webhook: Option<&str>,
     ) -> std::result::Result<QueuedRequest, ProviderError>;
     /// `GET status_url`.
@@ -437,7 +455,7 @@ pub trait ModelQueue: Send + Sync {
     async fn result(
         &self,
         links: &crate::job::ProviderLinks,
-    ) -> std::result::Result<crate::seedream::SeedreamOutput, ProviderError>;
+    ) -> std::result::Result<ModelOutput, ProviderError>;
     /// `PUT cancel_url`.
     async fn cancel(
         &self,

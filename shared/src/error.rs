@@ -76,8 +76,8 @@ impl Error {
     }
 }
 
-impl From<crate::params::ParamError> for Error {
-    fn from(e: crate::params::ParamError) -> Self {
+impl From<crate::operation::ParamError> for Error {
+    fn from(e: crate::operation::ParamError) -> Self {
         Self::Invalid {
             code: e.code,
             message: e.to_string(),

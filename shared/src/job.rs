@@ -10,8 +10,8 @@ use std::fmt;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
-use crate::generative::RelightParams;
-use crate::params::RemoveBackgroundParams;
+use crate::operation::relight::RelightParams;
+use crate::operation::remove_background::RemoveBackgroundParams;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,10 +86,10 @@ pub enum Operation {
     ReplaceBackgroundRelight(RelightParams),
     /// Edit `inputs.image` (plus `reference_1`…`reference_9`) as the prompt says (fal.ai
     /// Seedream v4 edit, async; docs/providers.md §2.9).
-    Edit(crate::seedream::EditParams),
+    Edit(crate::operation::edit::EditParams),
     /// Make an illustration: from text, the owner's avatar, or the owner's photo (fal.ai
     /// Seedream v4, async).
-    Generate(crate::seedream::GenerateParams),
+    Generate(crate::operation::generate::GenerateParams),
 }
 
 impl Operation {
@@ -492,7 +492,7 @@ impl JobMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::RemoveBackgroundParams;
+    use crate::operation::remove_background::RemoveBackgroundParams;
 
     fn job() -> Job {
         Job::new(

@@ -1,6 +1,6 @@
 //! imagejobs shared library: the job domain (pure), the ports, and the AWS/HTTP adapters.
 //!
-//! - [`job`], [`params`], [`models`], [`imaging`], [`resources`], [`metrics`]: the pure domain.
+//! - [`job`], [`operation`], [`models`], [`imaging`], [`resources`], [`metrics`]: the pure domain.
 //! - [`core`]: the ports (one small trait per capability).
 //! - [`adapters`]: DynamoDB, SQS, S3 and segmenter implementations (feature `aws`).
 //! - [`service`]: job submission shared by the API and ingest (feature `aws`).
@@ -9,14 +9,12 @@ pub mod env;
 pub mod error;
 #[cfg(feature = "aws")]
 pub mod fetch;
-pub mod generative;
 pub mod imaging;
 pub mod job;
 pub mod metrics;
 pub mod models;
-pub mod params;
+pub mod operation;
 pub mod resources;
-pub mod seedream;
 
 #[cfg(feature = "aws")]
 pub mod adapters;

@@ -120,7 +120,7 @@ fn processing_time(mut ms: Vec<i64>) -> ProcessingTime {
 mod tests {
     use super::*;
     use crate::job::{JobError, Operation, OwnerId};
-    use crate::params::RemoveBackgroundParams;
+    use crate::operation::remove_background::RemoveBackgroundParams;
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-11-21 12:00 UTC);

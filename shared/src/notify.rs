@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn event_body_names_the_job_and_its_end() {
-        use crate::params::RemoveBackgroundParams;
+        use crate::operation::remove_background::RemoveBackgroundParams;
         let mut job = Job::new(
             Ulid::from_string("01JD0000000000000000000000").unwrap(),
             OwnerId::parse("team-a").unwrap(),

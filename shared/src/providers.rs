@@ -37,7 +37,7 @@ pub struct ProviderSettings {
     /// `FAL_TIMEOUT_SECONDS`, default 30: per HTTP call to the queue.
     pub fal_timeout: Duration,
     /// `FAL_EDIT_MODEL` / `FAL_TEXT_TO_IMAGE_MODEL`: which models `edit` and `generate` use.
-    pub fal_models: crate::seedream::SeedreamModels,
+    pub fal_models: crate::operation::ModelIds,
     /// `PUBLIC_BASE_URL` (e.g. `https://abc.execute-api.eu-west-1.amazonaws.com`): when set,
     /// fal requests carry `fal_webhook={PUBLIC_BASE_URL}/v1/providers/fal/webhook?...`;
     /// polling continues as the fallback either way.
@@ -80,7 +80,7 @@ impl Default for ProviderSettings {
             fal_key: None,
             fal_queue_url: FAL_DEFAULT_QUEUE_URL.into(),
             fal_timeout: Duration::from_secs(30),
-            fal_models: crate::seedream::SeedreamModels::default(),
+            fal_models: crate::operation::ModelIds::default(),
             public_base_url: None,
             presigned_input_ttl: Duration::from_secs(3600),
         }
@@ -112,7 +112,7 @@ impl ProviderSettings {
             fal_key: var("FAL_KEY").filter(|k| k.trim() != "-"),
             fal_queue_url: var("FAL_QUEUE_URL").unwrap_or(d.fal_queue_url),
             fal_timeout: secs("FAL_TIMEOUT_SECONDS", d.fal_timeout)?,
-            fal_models: crate::seedream::SeedreamModels {
+            fal_models: crate::operation::ModelIds {
                 edit: var("FAL_EDIT_MODEL").unwrap_or(d.fal_models.edit),
                 text_to_image: var("FAL_TEXT_TO_IMAGE_MODEL").unwrap_or(d.fal_models.text_to_image),
             },

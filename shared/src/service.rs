@@ -232,7 +232,7 @@ impl JobSubmitter {
             checked.push((name.as_str(), extra_info, extra_bytes.len() as u64));
             extras.push((name.clone(), extra_bytes, extra_info, extra_source));
         }
-        crate::generative::check_inputs(&sub.operation, &checked)?;
+        crate::operation::check_inputs(&sub.operation, &checked)?;
         let mut inputs = BTreeMap::new();
         // `key` is empty when the job has no main image (`generate` from text alone).
         let (key, stored_here) = match main {

@@ -20,7 +20,7 @@ use imagejobs_segmenter::imaging::{self, DecodeLimits};
 use imagejobs_segmenter::onnx::{OnnxEngine, OrtOptions};
 use imagejobs_segmenter::pipeline::remove_background;
 use imagejobs_segmenter::plain_background::PlainBackground;
-use shared::params::{OutputFormat, RemoveBackgroundParams};
+use shared::operation::remove_background::{OutputFormat, RemoveBackgroundParams};
 
 const W: u32 = 4000;
 const H: u32 = 3000;

@@ -10,7 +10,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use shared::params::ParamError;
+use shared::operation::ParamError;
 
 /// A failed request. Each variant has one status and one code; see the table in the README.
 #[derive(Debug, thiserror::Error)]

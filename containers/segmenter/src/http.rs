@@ -13,7 +13,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use image::codecs::png::CompressionType;
-use shared::params::{ParamError, RemoveBackgroundParams};
+use shared::operation::ParamError;
+use shared::operation::remove_background::RemoveBackgroundParams;
 
 use crate::config::Config;
 use crate::error::ServiceError;

@@ -13,7 +13,7 @@ use image::{
     DynamicImage, GrayImage, ImageDecoder, ImageEncoder, ImageError, ImageFormat, ImageReader,
     Limits, RgbImage, RgbaImage,
 };
-use shared::params::{Color, OutputFormat, RemoveBackgroundParams};
+use shared::operation::remove_background::{Color, OutputFormat, RemoveBackgroundParams};
 
 use crate::error::ServiceError;
 

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use image::codecs::png::CompressionType;
-use shared::params::RemoveBackgroundParams;
+use shared::operation::remove_background::RemoveBackgroundParams;
 
 use crate::engine::{Engine, EngineError};
 use crate::error::ServiceError;

@@ -190,7 +190,7 @@ impl Registry {
                 reason: missing_reason(name, &self.model_dir),
             })
         } else {
-            Err(ServiceError::Params(shared::params::ParamError {
+            Err(ServiceError::Params(shared::operation::ParamError {
                 field: "model".into(),
                 message: format!("unknown model '{name}'"),
                 code: "unknown_model",

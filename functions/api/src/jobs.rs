@@ -14,7 +14,7 @@ use ulid::Ulid;
 
 use shared::core::{Created, ListQuery};
 use shared::job::{Job, JobStatus, Operation, OwnerId};
-use shared::params::RemoveBackgroundParams;
+use shared::operation::remove_background::RemoveBackgroundParams;
 use shared::service::{InputRef, Submission};
 
 use crate::error::ApiError;
@@ -138,8 +138,8 @@ fn notify_targets(
 /// Multipart fields / `inputs` names that carry further named images (a file, or an
 /// `s3://`/`https://` text): relight's references and edit's `reference_1` … `reference_9`.
 fn is_extra_input(name: &str) -> bool {
-    shared::generative::RELIGHT_REFERENCE_INPUTS.contains(&name)
-        || shared::seedream::EDIT_REFERENCE_INPUTS.contains(&name)
+    shared::operation::relight::RELIGHT_REFERENCE_INPUTS.contains(&name)
+        || shared::operation::edit::EDIT_REFERENCE_INPUTS.contains(&name)
 }
 
 fn operation_from_pairs(
@@ -156,19 +156,19 @@ fn operation_from_pairs(
             .map_err(shared::Error::from)?,
         )),
         "replace_background_relight" => Ok(Operation::ReplaceBackgroundRelight(
-            shared::generative::RelightParams::from_pairs(
+            shared::operation::relight::RelightParams::from_pairs(
                 pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )
             .map_err(shared::Error::from)?,
         )),
         "edit" => Ok(Operation::Edit(
-            shared::seedream::EditParams::from_pairs(
+            shared::operation::edit::EditParams::from_pairs(
                 pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )
             .map_err(shared::Error::from)?,
         )),
         "generate" => Ok(Operation::Generate(
-            shared::seedream::GenerateParams::from_pairs(
+            shared::operation::generate::GenerateParams::from_pairs(
                 pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             )
             .map_err(shared::Error::from)?,
@@ -195,15 +195,15 @@ fn operation_from_json(
             Ok(Operation::RemoveBackground(p))
         }
         "replace_background_relight" => Ok(Operation::ReplaceBackgroundRelight(
-            shared::generative::RelightParams::from_json(params.unwrap_or_default())
+            shared::operation::relight::RelightParams::from_json(params.unwrap_or_default())
                 .map_err(shared::Error::from)?,
         )),
         "edit" => Ok(Operation::Edit(
-            shared::seedream::EditParams::from_json(params.unwrap_or_default())
+            shared::operation::edit::EditParams::from_json(params.unwrap_or_default())
                 .map_err(shared::Error::from)?,
         )),
         "generate" => Ok(Operation::Generate(
-            shared::seedream::GenerateParams::from_json(params.unwrap_or_default())
+            shared::operation::generate::GenerateParams::from_json(params.unwrap_or_default())
                 .map_err(shared::Error::from)?,
         )),
         other => Err(unknown_operation(other)),
@@ -310,7 +310,7 @@ async fn read_submission(
                     "invalid_input",
                     format!(
                         "inputs.{name} is not accepted (accepted: {}, reference_1 … reference_9)",
-                        shared::generative::RELIGHT_REFERENCE_INPUTS.join(", ")
+                        shared::operation::relight::RELIGHT_REFERENCE_INPUTS.join(", ")
                     ),
                 ));
             }

@@ -7,7 +7,7 @@ use lambda_http::http::{Method, header};
 use lambda_http::request::{LambdaRequest, RequestContext};
 use lambda_http::{Body, Request, RequestExt};
 use shared::job::Operation;
-use shared::params::OutputFormat;
+use shared::operation::remove_background::OutputFormat;
 
 const CREATE_JOB: &str = include_str!("../../../events/apigw-create-job.json");
 const GET_JOB: &str = include_str!("../../../events/apigw-get-job.json");
@@ -168,7 +168,7 @@ fn create_edit_job_event_carries_a_reference_and_fal_params() {
             .starts_with("s3://")
     );
     let params = body["params"].as_object().unwrap().clone();
-    let edit = shared::seedream::EditParams::from_json(params).expect("valid edit params");
+    let edit = shared::operation::edit::EditParams::from_json(params).expect("valid edit params");
     assert_eq!(edit.options.num_images, 2);
 }
 

@@ -15,7 +15,7 @@ use shared::adapters::Aws;
 use shared::config::Settings;
 use shared::core::{BlobStore, Created, Idempotency, JobQueue, JobStore, JobTransitions};
 use shared::job::{Job, JobError, Operation, OwnerId};
-use shared::params::{REMOVE_BACKGROUND_FIELDS, RemoveBackgroundParams};
+use shared::operation::remove_background::{REMOVE_BACKGROUND_FIELDS, RemoveBackgroundParams};
 use shared::resources::INBOX_PREFIX;
 use shared::service::{InputRef, JobSubmitter, Submission};
 

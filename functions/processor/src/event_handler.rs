@@ -25,14 +25,22 @@ use shared::core::{
     QueueStatus, RelightProvider, RemoveBackgroundProvider, Segmenter, SegmenterError,
 };
 use shared::fetch::FetchPolicy;
-use shared::generative::{RelightParams, poll_delay};
 use shared::job::{
     self, Job, JobError, JobMessage, JobResult, Operation, ProviderLinks, ResultImage,
 };
-use shared::params::{RemovalProvider, RemoveBackgroundParams};
+use shared::operation::relight::RelightParams;
+use shared::operation::remove_background::{RemovalProvider, RemoveBackgroundParams};
 use shared::providers::ProviderSettings;
 
 use crate::error::ProcessorError;
+
+/// Delay before poll number `attempt` (0-based): `base`, doubling, capped at 15 minutes (SQS's
+/// largest `DelaySeconds`). Stability asks for ≥ 10 s between polls (docs/providers.md §1.4),
+/// the default base.
+pub fn poll_delay(base: Duration, attempt: u32) -> Duration {
+    let max = Duration::from_secs(900);
+    base.saturating_mul(1u32 << attempt.min(10)).min(max)
+}
 
 /// Runs jobs from queue messages.
 #[derive(Clone)]
@@ -1081,6 +1089,15 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn poll_backoff_doubles_and_caps() {
+        let base = Duration::from_secs(10);
+        assert_eq!(poll_delay(base, 0).as_secs(), 10);
+        assert_eq!(poll_delay(base, 2).as_secs(), 40);
+        assert_eq!(poll_delay(base, 30).as_secs(), 900);
+        assert_eq!(poll_delay(Duration::ZERO, 5).as_secs(), 0);
+    }
 
     #[test]
     fn fixture_event_parses() {

@@ -235,10 +235,16 @@ async fn the_readme_endpoints_generate_from_avatar_photo_and_text() {
     assert_eq!(sent[0].url.path(), format!("/{EDIT_MODEL}"));
     assert_eq!(
         bodies[0]["prompt"],
-        format!("{} a picnic by the lake", shared::seedream::MEMORY_PROMPT)
+        format!(
+            "{} a picnic by the lake",
+            shared::operation::generate::MEMORY_PROMPT
+        )
     );
     assert_eq!(bodies[0]["image_urls"].as_array().unwrap().len(), 1);
-    assert_eq!(bodies[1]["prompt"], shared::seedream::SUBJECT_PROMPT);
+    assert_eq!(
+        bodies[1]["prompt"],
+        shared::operation::generate::SUBJECT_PROMPT
+    );
     assert_eq!(sent[2].url.path(), format!("/{TEXT_MODEL}"));
     assert_eq!(
         bodies[2],

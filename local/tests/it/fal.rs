@@ -283,7 +283,7 @@ async fn subject_mode_sends_the_photo_to_the_edit_model_with_the_portrait_prompt
         Outcome::Waiting
     );
     let body: Value = serde_json::from_slice(&submits(&server).await[0].body).unwrap();
-    assert_eq!(body["prompt"], shared::seedream::SUBJECT_PROMPT);
+    assert_eq!(body["prompt"], shared::operation::generate::SUBJECT_PROMPT);
     assert_eq!(body["image_urls"].as_array().unwrap().len(), 1);
     assert_eq!(reload(&env, &job).await.status, JobStatus::Processing);
 }

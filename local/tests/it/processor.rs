@@ -88,7 +88,9 @@ async fn submit(env: &TestEnv) -> Job {
         .submit(Submission {
             owner: shared::job::OwnerId::parse("proc-test").unwrap(),
             operation: shared::job::Operation::RemoveBackground(
-                shared::params::RemoveBackgroundParams::with_model("plain-background"),
+                shared::operation::remove_background::RemoveBackgroundParams::with_model(
+                    "plain-background",
+                ),
             ),
             input: Some(InputRef::Upload(sample_photo().into())),
             extra_inputs: Vec::new(),

@@ -8,10 +8,45 @@ use ed25519_dalek::VerifyingKey;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
 
-use crate::core::{CancelOutcome, ModelQueue, ProviderError, QueueStatus, QueuedRequest};
+use crate::core::{
+    CancelOutcome, ModelOutput, ModelQueue, OutputImage, ProviderError, QueueStatus, QueuedRequest,
+};
 use crate::error::{Error, Result};
 use crate::job::ProviderLinks;
-use crate::seedream::{ModelRequest, SeedreamOutput};
+use crate::operation::ModelRequest;
+
+/// The model output on the wire (§2.9): `images` (required; extra fields such as `file_size`
+/// are ignored) and `seed`.
+#[derive(Debug, serde::Deserialize)]
+struct WireOutput {
+    images: Vec<WireImage>,
+    #[serde(default)]
+    seed: Option<u64>,
+}
+
+/// One image on the wire (§2.9 `Image`).
+#[derive(Debug, serde::Deserialize)]
+struct WireImage {
+    url: String,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+impl From<WireOutput> for ModelOutput {
+    fn from(wire: WireOutput) -> Self {
+        Self {
+            images: wire
+                .images
+                .into_iter()
+                .map(|i| OutputImage {
+                    url: i.url,
+                    content_type: i.content_type,
+                })
+                .collect(),
+            seed: wire.seed,
+        }
+    }
+}
 
 /// Client of one fal.ai queue host (`https://queue.fal.run` or a contract server).
 #[derive(Clone)]
@@ -273,11 +308,12 @@ impl ModelQueue for FalClient {
     async fn result(
         &self,
         links: &ProviderLinks,
-    ) -> std::result::Result<SeedreamOutput, ProviderError> {
+    ) -> std::result::Result<ModelOutput, ProviderError> {
         self.get_ok(&links.response_url)
             .await?
-            .json()
+            .json::<WireOutput>()
             .await
+            .map(ModelOutput::from)
             .map_err(|e| permanent(format!("fal result unreadable: {e}")))
     }
 
@@ -386,5 +422,29 @@ impl JwksCache {
         let keys = crate::fal_webhook::parse_jwks(&body).map_err(|e| unavailable(e.to_string()))?;
         *self.state.write().await = Some((Instant::now(), keys.clone()));
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_decodes() {
+        let wire: WireOutput = serde_json::from_value(serde_json::json!({
+            "images": [{"url": "https://v3.fal.media/files/a.png", "content_type": "image/png",
+                        "file_size": 1824075, "width": 1024, "height": 1024}],
+            "seed": 7
+        }))
+        .unwrap();
+        let out = ModelOutput::from(wire);
+        assert_eq!(
+            out.images,
+            vec![OutputImage {
+                url: "https://v3.fal.media/files/a.png".into(),
+                content_type: Some("image/png".into()),
+            }]
+        );
+        assert_eq!(out.seed, Some(7));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::core::{Cutout, Probe, Segmenter, SegmenterError};
 use crate::error::{Error, Result};
-use crate::params::RemoveBackgroundParams;
+use crate::operation::remove_background::RemoveBackgroundParams;
 
 /// Client of one segmenter endpoint.
 #[derive(Debug, Clone)]

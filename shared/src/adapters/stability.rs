@@ -9,7 +9,7 @@ use crate::core::{
     GeneratedImage, ImagePart, PollStatus, ProviderError, RelightProvider, RemoveBackgroundProvider,
 };
 use crate::error::{Error, Result};
-use crate::generative::RelightParams;
+use crate::operation::relight::RelightParams;
 
 /// Stability's lockout after a 429 (§1.1): "timed out for 60 seconds".
 const RATE_LIMIT_LOCKOUT: Duration = Duration::from_secs(60);

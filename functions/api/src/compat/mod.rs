@@ -266,7 +266,7 @@ pub(crate) fn engine(settings: &Settings, requested: Option<&str>) -> String {
 }
 
 /// Whether a compatibility job may run a stand-in when the model it asks for is not deployed
-/// ([`shared::params::RemoveBackgroundParams::model_fallback`]): yes, unless the operator pinned
+/// ([`shared::operation::remove_background::RemoveBackgroundParams::model_fallback`]): yes, unless the operator pinned
 /// `COMPAT_MODEL`, which then runs as named.
 pub(crate) fn model_fallback(settings: &Settings) -> bool {
     settings.compat_model.is_none()

@@ -32,8 +32,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use shared::auth::Scope;
-use shared::generative::{GenFormat, LightDirection, RelightParams};
 use shared::job::{JobStatus, Operation};
+use shared::operation::relight::{GenFormat, LightDirection, RelightParams};
 use shared::service::{InputRef, Submission};
 
 use super::{ended_without_result, input_reference, result_of, still_running, submit_and_wait};
@@ -86,7 +86,7 @@ struct RelightRequest {
 /// # Errors
 /// 422 `missing_input` without `subject_image`; 422 `invalid_params` naming the field.
 fn validate(input: RelightInput) -> Result<RelightRequest, ApiError> {
-    let invalid = |e: shared::params::ParamError| ApiError::unprocessable(e.code, e.to_string());
+    let invalid = |e: shared::operation::ParamError| ApiError::unprocessable(e.code, e.to_string());
     let subject = present(input.subject_image).ok_or_else(|| {
         ApiError::unprocessable(
             "missing_input",

@@ -40,7 +40,8 @@ use serde_json::json;
 
 use shared::auth::{Principal, Scope};
 use shared::job::{Job, JobStatus, Operation, OwnerId};
-use shared::seedream::{GenerateMode, GenerateParams, SeedreamOptions};
+use shared::operation::edit::GenerationOptions;
+use shared::operation::generate::{GenerateMode, GenerateParams};
 use shared::service::{InputRef, Submission};
 
 use super::{
@@ -169,7 +170,7 @@ fn params(
         mode,
         prompt: prompt.filter(|p| !p.trim().is_empty()),
         num_inference_steps: steps,
-        options: SeedreamOptions::default(),
+        options: GenerationOptions::default(),
     };
     p.validate()
         .map_err(|e| ApiError::unprocessable(e.code, e.to_string()))?;

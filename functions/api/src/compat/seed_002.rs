@@ -24,7 +24,7 @@ use std::collections::HashMap;
 
 use shared::auth::Scope;
 use shared::job::{Job, JobStatus, Operation};
-use shared::params::{Color, OutputFormat, RemoveBackgroundParams};
+use shared::operation::remove_background::{Color, OutputFormat, RemoveBackgroundParams};
 use shared::service::{InputRef, Submission};
 
 use super::{

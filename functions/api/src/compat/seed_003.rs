@@ -28,7 +28,7 @@ use time::OffsetDateTime;
 use shared::auth::Scope;
 use shared::core::{Capability, Created};
 use shared::job::{Job, JobError, JobStatus, Notify, Operation};
-use shared::params::RemoveBackgroundParams;
+use shared::operation::remove_background::RemoveBackgroundParams;
 use shared::service::{InputRef, Submission};
 
 use super::{LegacyForm, absolute, engine, extension, read_form};

@@ -26,7 +26,7 @@ use time::format_description::well_known::Rfc3339;
 use shared::auth::Scope;
 use shared::core::ListQuery;
 use shared::job::{Job, JobStatus, Operation};
-use shared::seedream::{EditParams, SeedreamOptions};
+use shared::operation::edit::{EditParams, GenerationOptions};
 use shared::service::{InputRef, Submission};
 
 use super::{ended_without_result, read_form_with, submit_and_wait};
@@ -113,7 +113,7 @@ pub(crate) async fn create(
     })?;
     let params = EditParams {
         prompt,
-        options: SeedreamOptions::default(),
+        options: GenerationOptions::default(),
     };
     params
         .validate()

@@ -1,17 +1,11 @@
-//! Parameters and input limits of the generative operations that run on external providers.
-//! Pure: no I/O.
-//!
-//! `replace_background_relight` follows Stability's v2beta "Replace Background and Relight"
-//! contract field by field: `docs/providers.md` §1.3 (ranges,
-//! defaults, enums) and §1.1 (seed range, 10 MiB body limit).
+//! `replace_background_relight`: Stability's v2beta "Replace Background and Relight", field by
+//! field (docs/providers.md §1.3: ranges, defaults, enums; §1.1: seed range, 10 MiB body limit).
 
 use serde::{Deserialize, Serialize};
 
+use super::{MAX_PROMPT_CHARS, ParamError, ProviderImageLimits};
 use crate::imaging::ImageInfo;
-use crate::params::ParamError;
 
-/// Longest accepted prompt (Stability `maxLength` 10000, §1.1/§1.3).
-pub const MAX_PROMPT_CHARS: usize = 10_000;
 /// Largest seed Stability accepts (§1.1); 0 means random.
 pub const MAX_SEED: u64 = 4_294_967_294;
 
@@ -341,21 +335,6 @@ impl RelightParams {
     }
 }
 
-/// Image limits of a Stability endpoint (§1.3, §1.5).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProviderImageLimits {
-    /// Smallest side, px.
-    pub min_side: u32,
-    /// Fewest pixels.
-    pub min_pixels: u64,
-    /// Most pixels.
-    pub max_pixels: u64,
-    /// Widest aspect ratio (long side / short side), if limited.
-    pub max_aspect: Option<f64>,
-    /// Largest request body, bytes.
-    pub max_bytes: u64,
-}
-
 /// Relight's `subject_image` limits: sides ≥ 64 px, 4,096–9,437,184 pixels, aspect ratio
 /// 1:2.5–2.5:1, body ≤ 10 MiB (§1.1, §1.3).
 pub const RELIGHT_LIMITS: ProviderImageLimits = ProviderImageLimits {
@@ -366,48 +345,6 @@ pub const RELIGHT_LIMITS: ProviderImageLimits = ProviderImageLimits {
     max_bytes: 10 * 1024 * 1024,
 };
 
-impl ProviderImageLimits {
-    /// Checks an input image against the limits, naming the one that failed.
-    ///
-    /// # Errors
-    /// `invalid_image` with the limit and the actual value.
-    pub fn check(&self, info: &ImageInfo, bytes: u64) -> Result<(), crate::Error> {
-        let bad = |message: String| crate::Error::Invalid {
-            code: "invalid_image",
-            message,
-        };
-        let (w, h) = (info.width, info.height);
-        if w.min(h) < self.min_side {
-            return Err(bad(format!(
-                "the provider needs each side ≥ {} px; this image is {w}×{h}",
-                self.min_side
-            )));
-        }
-        let pixels = u64::from(w) * u64::from(h);
-        if pixels < self.min_pixels || pixels > self.max_pixels {
-            return Err(bad(format!(
-                "the provider accepts {}–{} pixels; this image has {pixels} ({w}×{h})",
-                self.min_pixels, self.max_pixels
-            )));
-        }
-        if let Some(max) = self.max_aspect {
-            let ratio = f64::from(w.max(h)) / f64::from(w.min(h));
-            if ratio > max {
-                return Err(bad(format!(
-                    "the provider accepts aspect ratios between 1:{max} and {max}:1; this image is {w}×{h}"
-                )));
-            }
-        }
-        if bytes > self.max_bytes {
-            return Err(bad(format!(
-                "the provider accepts request bodies up to {} bytes; this image alone is {bytes}",
-                self.max_bytes
-            )));
-        }
-        Ok(())
-    }
-}
-
 /// Stability's reference-image limits (`background_reference`, `light_reference`, §1.3):
 /// sides ≥ 64 px, 4,096–9,437,184 pixels; no aspect-ratio limit is documented for them.
 pub const REFERENCE_LIMITS: ProviderImageLimits = ProviderImageLimits {
@@ -415,141 +352,65 @@ pub const REFERENCE_LIMITS: ProviderImageLimits = ProviderImageLimits {
     ..RELIGHT_LIMITS
 };
 
-/// Stability remove-background's `image` limits (§1.5): sides ≥ 64 px, 4,096–4,194,304
-/// pixels, body ≤ 10 MiB.
-pub const REMOVE_BACKGROUND_LIMITS: ProviderImageLimits = ProviderImageLimits {
-    max_pixels: 4_194_304,
-    max_aspect: None,
-    ..RELIGHT_LIMITS
-};
-
 /// Names of the extra inputs `replace_background_relight` takes (§1.3).
 pub const RELIGHT_REFERENCE_INPUTS: &[&str] = &["background_reference", "light_reference"];
 
-/// Provider-specific checks of a job's inputs (`(name, info, bytes)`, the main one named
-/// `image`), applied at submission before anything is stored.
+/// Checks the subject image and the references against Stability's limits, their sum against
+/// the 10 MiB body limit (§1.1), and the parameters against the inputs present.
 ///
 /// # Errors
-/// `invalid_image` naming the input and the limit that failed; `invalid_params` when the
-/// inputs and parameters do not fit together (e.g. neither `background_prompt` nor
-/// `background_reference`); `invalid_input` for an input the operation does not take.
-pub fn check_inputs(
-    operation: &crate::job::Operation,
+/// As [`super::check_inputs`].
+pub(super) fn check_inputs(
+    params: &RelightParams,
     inputs: &[(&str, ImageInfo, u64)],
 ) -> Result<(), crate::Error> {
-    match operation {
-        crate::job::Operation::ReplaceBackgroundRelight(params) => {
-            let mut total = 0;
-            for (name, info, bytes) in inputs {
-                let limits = match *name {
-                    "image" => RELIGHT_LIMITS,
-                    n if RELIGHT_REFERENCE_INPUTS.contains(&n) => REFERENCE_LIMITS,
-                    other => {
-                        return Err(crate::Error::Invalid {
-                            code: "invalid_input",
-                            message: format!(
-                                "replace_background_relight takes no input '{other}' (accepted: subject_image, {})",
-                                RELIGHT_REFERENCE_INPUTS.join(", ")
-                            ),
-                        });
-                    }
-                };
-                let shown = if *name == "image" {
-                    "subject_image"
-                } else {
-                    name
-                };
-                limits
-                    .check(info, *bytes)
-                    .map_err(|e| crate::Error::Invalid {
-                        code: "invalid_image",
-                        message: format!("{shown}: {e}"),
-                    })?;
-                total += bytes;
-            }
-            // The whole multipart body the provider receives must fit in 10 MiB (§1.1).
-            if total > RELIGHT_LIMITS.max_bytes {
-                return Err(crate::Error::Invalid {
-                    code: "invalid_image",
-                    message: format!(
-                        "the provider accepts request bodies up to {} bytes; these images add up to {total}",
-                        RELIGHT_LIMITS.max_bytes
-                    ),
-                });
-            }
-            let has = |n: &str| inputs.iter().any(|(name, _, _)| *name == n);
-            params
-                .check_with_inputs(has("background_reference"), has("light_reference"))
-                .map_err(crate::Error::from)
-        }
-        crate::job::Operation::Edit(params) => {
-            if let Some((other, _, _)) = inputs.iter().find(|(n, _, _)| {
-                *n != "image" && !crate::seedream::EDIT_REFERENCE_INPUTS.contains(n)
-            }) {
+    let mut total = 0;
+    for (name, info, bytes) in inputs {
+        let limits = match *name {
+            "image" => RELIGHT_LIMITS,
+            n if RELIGHT_REFERENCE_INPUTS.contains(&n) => REFERENCE_LIMITS,
+            other => {
                 return Err(crate::Error::Invalid {
                     code: "invalid_input",
                     message: format!(
-                        "edit takes 'image' and reference_1 … reference_9; '{other}' is not one of them"
+                        "replace_background_relight takes no input '{other}' (accepted: subject_image, {})",
+                        RELIGHT_REFERENCE_INPUTS.join(", ")
                     ),
                 });
             }
-            if !inputs.iter().any(|(n, _, _)| *n == "image") {
-                return Err(crate::Error::Invalid {
-                    code: "missing_input",
-                    message: "edit needs the image to edit".into(),
-                });
-            }
-            crate::seedream::check_image_count(inputs.len(), &params.options)
-                .map_err(crate::Error::from)
-        }
-        crate::job::Operation::Generate(params) => {
-            if let Some((other, _, _)) = inputs.iter().find(|(n, _, _)| *n != "image") {
-                return Err(crate::Error::Invalid {
-                    code: "invalid_input",
-                    message: format!(
-                        "generate takes one reference image; '{other}' is not an input it accepts"
-                    ),
-                });
-            }
-            if params.mode.needs_image() && inputs.is_empty() {
-                return Err(crate::Error::Invalid {
-                    code: "missing_input",
-                    message: "generate in modes memory and subject needs the person's image (the avatar or the photo)".into(),
-                });
-            }
-            crate::seedream::check_image_count(inputs.len(), &params.options)
-                .map_err(crate::Error::from)
-        }
-        crate::job::Operation::RemoveBackground(params) => {
-            if let Some((other, _, _)) = inputs.iter().find(|(n, _, _)| *n != "image") {
-                return Err(crate::Error::Invalid {
-                    code: "invalid_input",
-                    message: format!(
-                        "remove_background takes one image; '{other}' is not an input it accepts"
-                    ),
-                });
-            }
-            if params.provider == crate::params::RemovalProvider::Stability {
-                for (_, info, bytes) in inputs {
-                    REMOVE_BACKGROUND_LIMITS.check(info, *bytes)?;
-                }
-            }
-            Ok(())
-        }
+        };
+        let shown = if *name == "image" {
+            "subject_image"
+        } else {
+            name
+        };
+        limits
+            .check(info, *bytes)
+            .map_err(|e| crate::Error::Invalid {
+                code: "invalid_image",
+                message: format!("{shown}: {e}"),
+            })?;
+        total += bytes;
     }
-}
-
-/// Delay before poll number `attempt` (0-based): `base`, doubling, capped at 15 minutes (SQS's
-/// largest `DelaySeconds`). Stability asks for ≥ 10 s between polls (§1.4), the default base.
-pub fn poll_delay(base: std::time::Duration, attempt: u32) -> std::time::Duration {
-    let max = std::time::Duration::from_secs(900);
-    base.saturating_mul(1u32 << attempt.min(10)).min(max)
+    // The whole multipart body the provider receives must fit in 10 MiB (§1.1).
+    if total > RELIGHT_LIMITS.max_bytes {
+        return Err(crate::Error::Invalid {
+            code: "invalid_image",
+            message: format!(
+                "the provider accepts request bodies up to {} bytes; these images add up to {total}",
+                RELIGHT_LIMITS.max_bytes
+            ),
+        });
+    }
+    let has = |n: &str| inputs.iter().any(|(name, _, _)| *name == n);
+    params
+        .check_with_inputs(has("background_reference"), has("light_reference"))
+        .map_err(crate::Error::from)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::ImageFormat;
 
     #[test]
     fn defaults_follow_the_contract() {
@@ -636,34 +497,5 @@ mod tests {
                 .to_form_fields(true)
                 .contains(&("light_source_strength", "0.5".into()))
         );
-    }
-
-    #[test]
-    fn image_limits_name_the_failed_limit() {
-        let info = |width, height| ImageInfo {
-            format: ImageFormat::Png,
-            width,
-            height,
-        };
-        assert!(RELIGHT_LIMITS.check(&info(640, 427), 1000).is_ok());
-        let msg = |w, h, b| {
-            RELIGHT_LIMITS
-                .check(&info(w, h), b)
-                .unwrap_err()
-                .to_string()
-        };
-        assert!(msg(63, 640, 1).contains("each side"));
-        assert!(msg(4000, 4000, 1).contains("pixels"));
-        assert!(msg(1000, 200, 1).contains("aspect"));
-        assert!(msg(640, 427, 11 * 1024 * 1024).contains("bytes"));
-    }
-
-    #[test]
-    fn poll_backoff_doubles_and_caps() {
-        let base = std::time::Duration::from_secs(10);
-        assert_eq!(poll_delay(base, 0).as_secs(), 10);
-        assert_eq!(poll_delay(base, 2).as_secs(), 40);
-        assert_eq!(poll_delay(base, 30).as_secs(), 900);
-        assert_eq!(poll_delay(std::time::Duration::ZERO, 5).as_secs(), 0);
     }
 }

@@ -1,37 +1,13 @@
-//! Typed, validated parameters of each operation. Pure: no I/O.
-//!
-//! The same types are parsed from JSON (API), from form fields (multipart API, S3 object
-//! metadata on ingest) and from query strings (segmenter), so every entry point applies the same
-//! ranges and gives the same error for the same mistake.
+//! `remove_background`: parameters of the segmenter's engines and of Stability's synchronous
+//! remove-background (docs/providers.md §1.5).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+use super::{ParamError, ProviderImageLimits, only_image};
+use crate::imaging::ImageInfo;
 use crate::models;
-
-/// A parameter that failed validation: which one, and why, in words a client can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ParamError {
-    /// The offending field, as named in the public API.
-    pub field: String,
-    /// What is wrong and what is accepted.
-    pub message: String,
-    /// Stable machine-readable code: `invalid_params` or `unknown_model`.
-    pub code: &'static str,
-}
-
-impl ParamError {
-    /// An out-of-range or malformed value (`invalid_params`).
-    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_owned(),
-            message: message.into(),
-            code: "invalid_params",
-        }
-    }
-}
 
 /// Encoded format of a result image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -400,6 +376,32 @@ fn parse_bool(field: &str, value: &str) -> Result<bool, ParamError> {
             format!("'{value}' is not a boolean (true/false)"),
         )),
     }
+}
+/// Stability remove-background's `image` limits (§1.5): sides ≥ 64 px, 4,096–4,194,304
+/// pixels, body ≤ 10 MiB.
+pub const REMOVE_BACKGROUND_LIMITS: ProviderImageLimits = ProviderImageLimits {
+    min_side: 64,
+    min_pixels: 4_096,
+    max_pixels: 4_194_304,
+    max_aspect: None,
+    max_bytes: 10 * 1024 * 1024,
+};
+
+/// One input, `image`; with `provider = stability`, within [`REMOVE_BACKGROUND_LIMITS`].
+///
+/// # Errors
+/// As [`super::check_inputs`].
+pub(super) fn check_inputs(
+    params: &RemoveBackgroundParams,
+    inputs: &[(&str, ImageInfo, u64)],
+) -> Result<(), crate::Error> {
+    only_image("remove_background", inputs)?;
+    if params.provider == RemovalProvider::Stability {
+        for (_, info, bytes) in inputs {
+            REMOVE_BACKGROUND_LIMITS.check(info, *bytes)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
