@@ -12,7 +12,7 @@ use shared::adapters::{DynamoApiKeys, DynamoNotifications};
 use shared::auth::{self, ApiKeyRecord};
 use shared::core::ApiKeyStore;
 use shared::job::OwnerId;
-use shared::notify::{NotificationStore, WebhookSecret};
+use shared::notification::{NotificationStore, WebhookSecret};
 
 #[derive(Parser)]
 #[command(
@@ -74,7 +74,7 @@ async fn webhooks(store: &DynamoNotifications, command: Webhooks) -> Result<(), 
             let url = match url.trim() {
                 "" => None,
                 given => Some(
-                    shared::notify::validate_webhook_url(given, false, false)
+                    shared::notification::validate_webhook_url(given, false, false)
                         .map_err(|e| e.to_string())?,
                 ),
             };
@@ -179,7 +179,7 @@ fn store_error(e: shared::Error) -> String {
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let sdk = shared::config::aws_sdk_config()
+    let sdk = shared::adapters::aws_sdk_config()
         .await
         .map_err(|e| e.to_string())?;
     check_credentials(&sdk).await?;

@@ -202,13 +202,13 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 /// The local runner only ever targets the emulator: refuse to provision real AWS by accident.
 async fn emulator_sdk_config() -> Result<aws_config::SdkConfig, String> {
-    if !shared::config::uses_custom_endpoint() {
+    if !shared::adapters::uses_custom_endpoint() {
         return Err(
             "AWS_ENDPOINT_URL is not set: the local runner targets the AWS emulator (see README)"
                 .into(),
         );
     }
-    shared::config::aws_sdk_config()
+    shared::adapters::aws_sdk_config()
         .await
         .map_err(|e| e.to_string())
 }

@@ -84,12 +84,15 @@ impl Stack {
             },
         )
         .map_err(|e| StackError::Handler(e.to_string()))?
-        .with_notifier(imagejobs_processor::Notifier::with_aws(
-            sdk,
-            &config.settings,
-            &aws,
-            config.notify.clone(),
-        ));
+        .with_notifier(
+            imagejobs_processor::Notifier::with_aws(
+                sdk,
+                &config.settings,
+                &aws,
+                config.notify.clone(),
+            )
+            .map_err(|e| StackError::Handler(e.to_string()))?,
+        );
         let ingest = Ingest::with_aws(config.settings.clone(), &aws)
             .map_err(|e| StackError::Handler(e.to_string()))?;
 

@@ -1,11 +1,12 @@
 //! Configuration from the environment (the Lambda functions' variables in `template.yaml`, or
-//! the local runner's), and the AWS SDK configuration.
+//! the local runner's). Pure: the AWS SDK's own configuration is loaded by
+//! [`crate::adapters::aws_sdk_config`] (feature `aws`).
 
 use std::time::Duration;
 
 use crate::env::Env;
 use crate::error::{Error, Result};
-use crate::imaging::ImageLimits;
+use crate::image_check::ImageLimits;
 use crate::models;
 
 /// Everything the functions read from their environment.
@@ -205,29 +206,6 @@ impl Settings {
             s3_generated_prefix: prefix("S3_GENERATED_PREFIX", "generated/")?,
         })
     }
-}
-
-/// Loads the AWS SDK configuration (credentials chain, region, and `AWS_ENDPOINT_URL` for the
-/// emulator).
-///
-/// # Errors
-/// [`Error::Config`] when no region is configured: the SDK would otherwise fail later with an
-/// unhelpful dispatch error.
-pub async fn aws_sdk_config() -> Result<aws_config::SdkConfig> {
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    if config.region().is_none() {
-        return Err(Error::Config(
-            "no AWS region configured: set AWS_REGION (e.g. us-east-1)".into(),
-        ));
-    }
-    Ok(config)
-}
-
-/// Whether an endpoint override is in effect (the emulator), which needs path-style S3 URLs.
-pub fn uses_custom_endpoint() -> bool {
-    var("AWS_ENDPOINT_URL").is_some() || var("AWS_ENDPOINT_URL_S3").is_some()
 }
 
 #[cfg(test)]

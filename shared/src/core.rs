@@ -417,6 +417,32 @@ pub enum CancelOutcome {
     NothingToCancel,
 }
 
+/// Downloads from URLs that callers or providers give (input images, provider outputs), under
+/// the rules of [`crate::egress`].
+#[async_trait]
+pub trait UrlFetcher: Send + Sync {
+    /// The body of `GET url`, following at most [`crate::egress::MAX_REDIRECTS`] redirects.
+    ///
+    /// # Errors
+    /// `invalid_input_reference` (not a URL), `url_scheme_not_allowed`,
+    /// `url_address_not_allowed`, `too_many_redirects`, `payload_too_large` (over the policy's
+    /// byte cap), `input_fetch_failed` (DNS, connection, non-2xx status, timeout).
+    async fn fetch(&self, url: &str) -> Result<Bytes>;
+}
+
+/// Sends webhook deliveries to owners' URLs, under the rules of [`crate::egress`].
+#[async_trait]
+pub trait WebhookPoster: Send + Sync {
+    /// `POST url` with `headers` and `body`; no redirect is followed and the answer's body is
+    /// not read. Returns the HTTP status.
+    ///
+    /// # Errors
+    /// `invalid_input_reference`, `url_scheme_not_allowed`, `url_address_not_allowed`,
+    /// `input_fetch_failed` (DNS), and [`crate::Error::Unavailable`] (`webhook`) for connection
+    /// failures and timeouts.
+    async fn post(&self, url: &str, headers: &[(&str, String)], body: Bytes) -> Result<u16>;
+}
+
 /// One image a hosted model made (docs/providers.md §2.9 `Image`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputImage {

@@ -85,8 +85,8 @@ impl From<crate::operation::ParamError> for Error {
     }
 }
 
-impl From<crate::imaging::ImageRejection> for Error {
-    fn from(e: crate::imaging::ImageRejection) -> Self {
+impl From<crate::image_check::ImageRejection> for Error {
+    fn from(e: crate::image_check::ImageRejection) -> Self {
         Self::Invalid {
             code: e.code(),
             message: e.to_string(),

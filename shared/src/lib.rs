@@ -1,37 +1,44 @@
 //! imagejobs shared library: the job domain (pure), the ports, and the AWS/HTTP adapters.
+//! Dependencies point one way: adapters → ports → domain (`docs/ARCHITECTURE.md`).
 //!
-//! - [`job`], [`operation`], [`models`], [`imaging`], [`resources`], [`metrics`]: the pure domain.
-//! - [`core`]: the ports (one small trait per capability).
-//! - [`adapters`]: DynamoDB, SQS, S3 and segmenter implementations (feature `aws`).
-//! - [`service`]: job submission shared by the API and ingest (feature `aws`).
+//! - Always (no feature): the pure domain: [`job`], [`operation`], [`models`], [`image_check`],
+//!   [`resources`], [`metrics`], [`env`], [`error`].
+//! - Feature `ports`: the ports ([`core`], one small trait per capability), the settings
+//!   ([`config`], [`providers`]), and the logic written against the ports only: job submission
+//!   ([`service`]), API keys and tokens ([`auth`]), job-end notifications ([`notification`]),
+//!   fal.ai webhook signatures ([`fal_signature`]) and the outbound-request policy ([`egress`]).
+//!   No AWS crate and no HTTP client is compiled in.
+//! - Feature `aws` (default, implies `ports`): the [`adapters`] (DynamoDB, SQS, S3, SES, the
+//!   segmenter, Stability, fal.ai, outbound HTTP) and [`telemetry`].
 
 pub mod env;
 pub mod error;
-#[cfg(feature = "aws")]
-pub mod fetch;
-pub mod imaging;
+pub mod image_check;
 pub mod job;
 pub mod metrics;
 pub mod models;
 pub mod operation;
 pub mod resources;
 
+#[cfg(feature = "ports")]
+pub mod auth;
+#[cfg(feature = "ports")]
+pub mod config;
+#[cfg(feature = "ports")]
+pub mod core;
+#[cfg(feature = "ports")]
+pub mod egress;
+#[cfg(feature = "ports")]
+pub mod fal_signature;
+#[cfg(feature = "ports")]
+pub mod notification;
+#[cfg(feature = "ports")]
+pub mod providers;
+#[cfg(feature = "ports")]
+pub mod service;
+
 #[cfg(feature = "aws")]
 pub mod adapters;
-#[cfg(feature = "aws")]
-pub mod auth;
-#[cfg(feature = "aws")]
-pub mod config;
-#[cfg(feature = "aws")]
-pub mod core;
-#[cfg(feature = "aws")]
-pub mod fal_webhook;
-#[cfg(feature = "aws")]
-pub mod notify;
-#[cfg(feature = "aws")]
-pub mod providers;
-#[cfg(feature = "aws")]
-pub mod service;
 #[cfg(feature = "aws")]
 pub mod telemetry;
 

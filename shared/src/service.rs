@@ -15,10 +15,9 @@ use time::OffsetDateTime;
 use ulid::Ulid;
 
 use crate::config::Settings;
-use crate::core::{BlobStore, Created, Idempotency, JobQueue, JobStore, UploadStore};
+use crate::core::{BlobStore, Created, Idempotency, JobQueue, JobStore, UploadStore, UrlFetcher};
 use crate::error::{Error, Result};
-use crate::fetch::{FetchPolicy, Resolver, SystemResolver};
-use crate::imaging::{self, ImageInfo};
+use crate::image_check::{self, ImageInfo};
 use crate::job::{self, InputImage, InputSource, Job, JobMessage, Operation, OwnerId};
 
 /// Where the input image of a new job comes from.
@@ -90,7 +89,7 @@ pub struct JobSubmitter {
     queue: Arc<dyn JobQueue>,
     blobs: Arc<dyn BlobStore>,
     settings: Arc<Settings>,
-    fetcher: FetchPolicy,
+    fetcher: Arc<dyn UrlFetcher>,
     uploads: Option<Arc<dyn UploadStore>>,
 }
 
@@ -117,32 +116,23 @@ pub fn validate_idempotency_key(key: &str) -> Result<()> {
 }
 
 impl JobSubmitter {
-    /// Builds a submitter over the given ports.
-    ///
-    /// # Errors
-    /// [`Error::Config`] when the HTTP client for URL inputs cannot be built.
+    /// Builds a submitter over the given ports; `fetcher` downloads URL inputs (the adapter
+    /// under [`crate::egress::FetchPolicy::for_inputs`] in a deployment).
     pub fn new(
         store: Arc<dyn JobStore>,
         queue: Arc<dyn JobQueue>,
         blobs: Arc<dyn BlobStore>,
         settings: Arc<Settings>,
-    ) -> Result<Self> {
-        let fetcher = FetchPolicy {
-            allow_http: settings.allow_http_urls,
-            allow_private: settings.allow_private_urls,
-            allowed_addresses: Vec::new(),
-            max_bytes: settings.image_limits.max_bytes,
-            timeout: Duration::from_secs(20),
-            resolver: Arc::new(SystemResolver),
-        };
-        Ok(Self {
+        fetcher: Arc<dyn UrlFetcher>,
+    ) -> Self {
+        Self {
             store,
             queue,
             blobs,
             settings,
             fetcher,
             uploads: None,
-        })
+        }
     }
 
     /// Checks references to `uploads/{owner}/{id}` against their declarations (size and type).
@@ -151,22 +141,17 @@ impl JobSubmitter {
         self
     }
 
-    /// Replaces the name resolver and the non-public addresses that may still be fetched
-    /// (tests map names to addresses without DNS; deployments may allow a VPC endpoint).
-    pub fn with_url_resolution(
-        mut self,
-        resolver: Arc<dyn Resolver>,
-        allowed_addresses: Vec<std::net::SocketAddr>,
-    ) -> Self {
-        self.fetcher.resolver = resolver;
-        self.fetcher.allowed_addresses = allowed_addresses;
+    /// Replaces the downloader of URL inputs (tests resolve names without DNS; deployments may
+    /// allow a VPC endpoint).
+    pub fn with_fetcher(mut self, fetcher: Arc<dyn UrlFetcher>) -> Self {
+        self.fetcher = fetcher;
         self
     }
 
     /// Validates, stores and enqueues a job.
     ///
     /// # Errors
-    /// [`Error::Invalid`] for bad input (image codes from [`imaging::ImageRejection`],
+    /// [`Error::Invalid`] for bad input (image codes from [`image_check::ImageRejection`],
     /// `input_not_found`, `invalid_input_reference`), [`Error::IdempotencyMismatch`], and
     /// [`Error::Unavailable`] when a dependency fails (nothing is left behind then).
     pub async fn submit(&self, sub: Submission) -> Result<Created> {
@@ -216,7 +201,7 @@ impl JobSubmitter {
         let main = match &sub.input {
             Some(input) => {
                 let (bytes, existing_key, source) = self.resolve(&sub.owner, input).await?;
-                let info = imaging::probe(&bytes, &self.settings.image_limits)?;
+                let info = image_check::probe(&bytes, &self.settings.image_limits)?;
                 Some((bytes, existing_key, source, info))
             }
             None => None,
@@ -228,7 +213,7 @@ impl JobSubmitter {
         }
         for (name, input) in &sub.extra_inputs {
             let (extra_bytes, _, extra_source) = self.resolve(&sub.owner, input).await?;
-            let extra_info = imaging::probe(&extra_bytes, &self.settings.image_limits)?;
+            let extra_info = image_check::probe(&extra_bytes, &self.settings.image_limits)?;
             checked.push((name.as_str(), extra_info, extra_bytes.len() as u64));
             extras.push((name.clone(), extra_bytes, extra_info, extra_source));
         }
@@ -406,7 +391,7 @@ impl JobSubmitter {
                 code: "input_not_found",
                 message: format!("s3://{}/{key} does not exist", self.blobs.bucket()),
             }),
-            Some(info) if info.size > limit => Err(imaging::ImageRejection::TooManyBytes {
+            Some(info) if info.size > limit => Err(image_check::ImageRejection::TooManyBytes {
                 actual: info.size,
                 limit,
             }

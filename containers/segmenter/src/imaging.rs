@@ -123,7 +123,7 @@ fn check_size(w: u32, h: u32, limits: DecodeLimits) -> Result<(), ServiceError> 
 
 /// The JPEG truncation check the API applies too, so an image the API accepts is one the
 /// segmenter accepts.
-pub use shared::imaging::jpeg_is_complete;
+pub use shared::image_check::jpeg_is_complete;
 
 /// Resampling filter for [`resize_rgb`], [`resize_gray`] and [`resize_rgba`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -92,9 +92,9 @@ pub fn remove_background(
     })
 }
 
-/// The share of the image a mask keeps, 0.0–1.0 ([`shared::imaging::coverage`] of its values).
+/// The share of the image a mask keeps, 0.0–1.0 ([`shared::image_check::coverage`] of its values).
 pub fn foreground_fraction(mask: &image::GrayImage) -> f64 {
-    shared::imaging::coverage(mask.as_raw().iter().copied())
+    shared::image_check::coverage(mask.as_raw().iter().copied())
 }
 
 #[cfg(test)]

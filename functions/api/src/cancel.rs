@@ -50,7 +50,7 @@ pub(crate) async fn cancel_job(
                 }
             }
             // The webhook/e-mail goes out from the processor, never from this request.
-            if let Err(e) = shared::notify::enqueue_for_ended_job(
+            if let Err(e) = shared::notification::enqueue_for_ended_job(
                 &canceled,
                 state.notifications.as_ref(),
                 state.queue.as_ref(),

@@ -18,7 +18,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use shared::core::ProviderMark;
-use shared::fal_webhook::{SignedHeaders, WebhookRejection, verify};
+use shared::fal_signature::{SignedHeaders, WebhookRejection, verify};
 use shared::job::{JobMessage, OwnerId};
 
 use crate::error::ApiError;

@@ -14,9 +14,10 @@ use tower_http::request_id::{
 };
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use shared::adapters::{Aws, HttpSegmenter};
+use shared::adapters::{Aws, HttpSegmenter, PublicHttp};
 use shared::config::Settings;
 use shared::core::{ApiKeyStore, BlobStore, CapabilityStore, JobStore, Probe, UploadStore};
+use shared::egress::FetchPolicy;
 use shared::service::JobSubmitter;
 
 use crate::error::ApiError;
@@ -41,7 +42,7 @@ pub struct AppState {
     /// Seed 003's `processing_id` pointers.
     pub(crate) capabilities: Arc<dyn CapabilityStore>,
     /// Owner webhook settings (`/v1/webhooks`).
-    pub(crate) notifications: Arc<dyn shared::notify::NotificationStore>,
+    pub(crate) notifications: Arc<dyn shared::notification::NotificationStore>,
 }
 
 impl AppState {
@@ -67,7 +68,8 @@ impl AppState {
             Arc::new(aws.queue.clone()),
             blobs.clone(),
             settings.clone(),
-        )?
+            Arc::new(PublicHttp::new(FetchPolicy::for_inputs(&settings))?),
+        )
         .with_uploads(Arc::new(aws.jobs.clone()));
         // fal allows caching its keys for up to 24 h (docs/providers.md §2.6).
         let fal_keys = Arc::new(shared::adapters::JwksCache::new(
@@ -92,15 +94,23 @@ impl AppState {
 
     /// The same state with another name resolver for URL inputs and non-public addresses that
     /// may still be fetched (tests; VPC endpoints).
+    ///
+    /// # Errors
+    /// [`shared::Error::Config`] when the HTTP client cannot be built.
     pub fn with_url_resolution(
         mut self,
-        resolver: Arc<dyn shared::fetch::Resolver>,
+        resolver: Arc<dyn shared::egress::Resolver>,
         allowed_addresses: Vec<std::net::SocketAddr>,
-    ) -> Self {
+    ) -> shared::Result<Self> {
+        let policy = FetchPolicy {
+            resolver: Some(resolver),
+            allowed_addresses,
+            ..FetchPolicy::for_inputs(&self.settings)
+        };
         self.submitter = self
             .submitter
-            .with_url_resolution(resolver, allowed_addresses);
-        self
+            .with_fetcher(Arc::new(PublicHttp::new(policy)?));
+        Ok(self)
     }
 
     /// Reads settings and AWS configuration from the environment.

@@ -122,7 +122,7 @@ fn notify_targets(
     Ok(shared::job::Notify {
         webhook_url: given(webhook_url)
             .map(|u| {
-                shared::notify::validate_webhook_url(
+                shared::notification::validate_webhook_url(
                     &u,
                     settings.allow_http_urls,
                     settings.allow_private_urls,
@@ -130,7 +130,7 @@ fn notify_targets(
             })
             .transpose()?,
         email: given(email)
-            .map(|e| shared::notify::validate_email(&e))
+            .map(|e| shared::notification::validate_email(&e))
             .transpose()?,
     })
 }

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use shared::auth::{Principal, Scope};
-use shared::notify::{WebhookSecret, validate_webhook_url};
+use shared::notification::{WebhookSecret, validate_webhook_url};
 
 use crate::error::ApiError;
 use crate::http_handler::AppState;

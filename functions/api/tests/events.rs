@@ -190,7 +190,7 @@ fn fal_webhook_event_has_the_signed_headers_and_the_job_query() {
     assert_eq!(body["request_id"], request_id);
     assert_eq!(body["status"], "OK");
     // Its placeholder signature must not verify: the fixture is for routing, not for replay.
-    let signed = shared::fal_webhook::SignedHeaders {
+    let signed = shared::fal_signature::SignedHeaders {
         request_id,
         user_id: header(&req, "x-fal-webhook-user-id"),
         timestamp: header(&req, "x-fal-webhook-timestamp"),
@@ -198,7 +198,7 @@ fn fal_webhook_event_has_the_signed_headers_and_the_job_query() {
     };
     let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]).verifying_key();
     assert!(
-        shared::fal_webhook::verify(&signed, body_text(&req).as_bytes(), &[key], timestamp)
+        shared::fal_signature::verify(&signed, body_text(&req).as_bytes(), &[key], timestamp)
             .is_err()
     );
 }

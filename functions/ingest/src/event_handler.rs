@@ -11,9 +11,10 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use shared::adapters::Aws;
+use shared::adapters::{Aws, PublicHttp};
 use shared::config::Settings;
 use shared::core::{BlobStore, Created, Idempotency, JobQueue, JobStore, JobTransitions};
+use shared::egress::FetchPolicy;
 use shared::job::{Job, JobError, Operation, OwnerId};
 use shared::operation::remove_background::{REMOVE_BACKGROUND_FIELDS, RemoveBackgroundParams};
 use shared::resources::INBOX_PREFIX;
@@ -115,7 +116,14 @@ impl Ingest {
         let store: Arc<dyn JobStore> = Arc::new(aws.jobs.clone());
         let queue: Arc<dyn JobQueue> = Arc::new(aws.queue.clone());
         let blobs: Arc<dyn BlobStore> = Arc::new(aws.blobs.clone());
-        let submitter = JobSubmitter::new(store.clone(), queue, blobs.clone(), settings.clone())?;
+        let fetcher = Arc::new(PublicHttp::new(FetchPolicy::for_inputs(&settings))?);
+        let submitter = JobSubmitter::new(
+            store.clone(),
+            queue,
+            blobs.clone(),
+            settings.clone(),
+            fetcher,
+        );
         Ok(Self::new(
             submitter,
             store,

@@ -17,14 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use shared::adapters::{Aws, FalClient, HttpSegmenter, StabilityClient};
+use shared::adapters::{Aws, FalClient, HttpSegmenter, PublicHttp, StabilityClient};
 use shared::config::Settings;
 use shared::core::{
     BlobStore, CancelOutcome, Claim, ImagePart, JobQueue, JobStore, JobTransitions, Lease,
     ModelQueue, PollStatus, ProviderError, ProviderMark, ProviderSubmission, ProviderTransitions,
-    QueueStatus, RelightProvider, RemoveBackgroundProvider, Segmenter, SegmenterError,
+    QueueStatus, RelightProvider, RemoveBackgroundProvider, Segmenter, SegmenterError, UrlFetcher,
 };
-use shared::fetch::FetchPolicy;
+use shared::egress::FetchPolicy;
 use shared::job::{
     self, Job, JobError, JobMessage, JobResult, Operation, ProviderLinks, ResultImage,
 };
@@ -73,10 +73,13 @@ pub struct Providers {
     /// fal.ai's queue (`edit`, `generate`), when `FAL_KEY` is set.
     pub models: Option<Arc<dyn ModelQueue>>,
     /// How provider output URLs are downloaded (public https only, outside development).
-    pub downloads: FetchPolicy,
+    pub downloads: Arc<dyn UrlFetcher>,
     /// Poll cadence, deadline, model ids, webhook base URL.
     pub settings: ProviderSettings,
 }
+
+/// Largest provider output downloaded, bytes (a 4096×4096 PNG fits).
+const OUTPUT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The download policy for provider outputs: the same address rules as URL inputs, and a
 /// 64 MiB cap (a 4096×4096 PNG fits).
@@ -85,9 +88,9 @@ pub fn output_downloads(settings: &Settings) -> FetchPolicy {
         allow_http: settings.allow_http_urls,
         allow_private: settings.allow_private_urls,
         allowed_addresses: Vec::new(),
-        max_bytes: 64 * 1024 * 1024,
+        max_bytes: OUTPUT_MAX_BYTES,
         timeout: Duration::from_secs(60),
-        resolver: Arc::new(shared::fetch::SystemResolver),
+        resolver: None,
     }
 }
 
@@ -169,12 +172,12 @@ impl Processor {
     /// [`ProcessorError::Config`] naming what is missing.
     pub async fn from_env() -> Result<Self, ProcessorError> {
         let settings = Settings::from_env()?;
-        let sdk = shared::config::aws_sdk_config().await?;
+        let sdk = shared::adapters::aws_sdk_config().await?;
         let aws = Aws::with_sdk_config(&sdk, &settings);
         let notify = crate::notify::NotifySettings::from_env()?;
         Ok(
             Self::with_aws(&settings, &aws, ProcessorOptions::from_env()?)?.with_notifier(
-                crate::notify::Notifier::with_aws(&sdk, &settings, &aws, notify),
+                crate::notify::Notifier::with_aws(&sdk, &settings, &aws, notify)?,
             ),
         )
     }
@@ -224,7 +227,7 @@ impl Processor {
             relight: stability.clone().map(|c| c as Arc<dyn RelightProvider>),
             remove_background: stability.map(|c| c as Arc<dyn RemoveBackgroundProvider>),
             models: fal,
-            downloads: output_downloads(settings),
+            downloads: Arc::new(PublicHttp::new(output_downloads(settings))?),
             settings: provider_settings,
         }))
     }
@@ -507,15 +510,16 @@ impl Processor {
                     Step::Permanent(JobError::new(e.code, e.message))
                 }
             })?;
-        let info = shared::imaging::probe(&cutout.bytes, &shared::imaging::ImageLimits::default())
-            .map_err(|e| {
-                Step::Permanent(JobError::new(
-                    "provider_error",
-                    format!("the provider's image is unusable: {e}"),
-                ))
-            })?;
+        let info =
+            shared::image_check::probe(&cutout.bytes, &shared::image_check::ImageLimits::default())
+                .map_err(|e| {
+                    Step::Permanent(JobError::new(
+                        "provider_error",
+                        format!("the provider's image is unusable: {e}"),
+                    ))
+                })?;
         let foreground_fraction =
-            shared::imaging::foreground_fraction(&cutout.bytes).map_err(|e| {
+            shared::image_check::foreground_fraction(&cutout.bytes).map_err(|e| {
                 Step::Permanent(JobError::new(
                     "provider_error",
                     format!("the provider's image is unusable: {e}"),
@@ -791,21 +795,23 @@ impl Processor {
             }
             Err(e) => return self.fail_job(job, JobError::new(e.code, e.message)).await,
         };
-        let info =
-            match shared::imaging::probe(&image.bytes, &shared::imaging::ImageLimits::default()) {
-                Ok(info) => info,
-                Err(e) => {
-                    return self
-                        .fail_job(
-                            job,
-                            JobError::new(
-                                "provider_error",
-                                format!("the provider's image is unusable: {e}"),
-                            ),
-                        )
-                        .await;
-                }
-            };
+        let info = match shared::image_check::probe(
+            &image.bytes,
+            &shared::image_check::ImageLimits::default(),
+        ) {
+            Ok(info) => info,
+            Err(e) => {
+                return self
+                    .fail_job(
+                        job,
+                        JobError::new(
+                            "provider_error",
+                            format!("the provider's image is unusable: {e}"),
+                        ),
+                    )
+                    .await;
+            }
+        };
         let key = job::result_key(&job.owner, job.id, info.extension());
         let bytes = image.bytes.len() as u64;
         if let Err(e) = self.blobs.put(&key, image.bytes, info.content_type()).await {
@@ -979,10 +985,10 @@ impl Processor {
                         .await;
                 }
             };
-            let info = match shared::imaging::probe(
+            let info = match shared::image_check::probe(
                 &bytes,
-                &shared::imaging::ImageLimits {
-                    max_bytes: providers.downloads.max_bytes,
+                &shared::image_check::ImageLimits {
+                    max_bytes: OUTPUT_MAX_BYTES,
                     ..Default::default()
                 },
             ) {

@@ -4,7 +4,7 @@
 //!
 //! - Whatever ends a job (this processor's run or poll, the dead-letter path, the API's cancel)
 //!   enqueues one `notify` message when the job has a `webhook_url` or `email`, or its owner a
-//!   default webhook URL ([`shared::notify::enqueue_for_ended_job`]).
+//!   default webhook URL ([`shared::notification::enqueue_for_ended_job`]).
 //! - The handler reads the job, sends each channel that has no `delivered` attempt yet, and
 //!   appends every attempt to `Job.notifications`. So a duplicate message, or a retry after one
 //!   channel already went through, never sends that channel again.
@@ -23,13 +23,15 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
+use shared::adapters::PublicHttp;
 use shared::adapters::{Aws, SesEmail};
 use shared::config::Settings;
+use shared::core::WebhookPoster;
 use shared::core::{BlobStore, JobQueue, JobStore};
+use shared::egress::FetchPolicy;
 use shared::env::Env;
-use shared::fetch::{FetchPolicy, SystemResolver};
 use shared::job::{Job, JobMessage, JobStatus, NotificationAttempt, OwnerId};
-use shared::notify::{
+use shared::notification::{
     self as n, CHANNEL_EMAIL, CHANNEL_WEBHOOK, DELIVERED, EmailError, EmailSender, FAILED,
     NotificationStore,
 };
@@ -146,7 +148,7 @@ pub struct Notifier {
     queue: Arc<dyn JobQueue>,
     blobs: Arc<dyn BlobStore>,
     email: Option<Arc<dyn EmailSender>>,
-    webhook: FetchPolicy,
+    webhook: Arc<dyn WebhookPoster>,
     settings: NotifySettings,
 }
 
@@ -180,25 +182,16 @@ impl Tried {
 }
 
 impl Notifier {
-    /// A notifier over the given ports. `settings` (the functions' [`Settings`]) gives the
-    /// development switches `ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` for webhook URLs.
+    /// A notifier over the given ports; `webhook` sends the deliveries.
     pub fn new(
         store: Arc<dyn JobStore>,
         notifications: Arc<dyn NotificationStore>,
         queue: Arc<dyn JobQueue>,
         blobs: Arc<dyn BlobStore>,
         email: Option<Arc<dyn EmailSender>>,
-        settings: &Settings,
+        webhook: Arc<dyn WebhookPoster>,
         notify: NotifySettings,
     ) -> Self {
-        let webhook = FetchPolicy {
-            allow_http: settings.allow_http_urls,
-            allow_private: settings.allow_private_urls,
-            allowed_addresses: Vec::new(),
-            max_bytes: 0,
-            timeout: notify.webhook_timeout,
-            resolver: Arc::new(SystemResolver),
-        };
         Self {
             store,
             notifications,
@@ -210,26 +203,39 @@ impl Notifier {
         }
     }
 
-    /// A notifier over the AWS adapters, with SES when `NOTIFY_FROM_EMAIL` is set.
+    /// A notifier over the AWS adapters, with SES when `NOTIFY_FROM_EMAIL` is set. Webhooks go
+    /// out under the address rules of `settings` (`ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` are
+    /// development switches) with `NOTIFY_WEBHOOK_TIMEOUT_SECONDS`, following no redirect.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Shared`] when the HTTP client cannot be built.
     pub fn with_aws(
         sdk: &aws_config::SdkConfig,
         settings: &Settings,
         aws: &Aws,
         notify: NotifySettings,
-    ) -> Self {
+    ) -> Result<Self, ProcessorError> {
+        let webhook = PublicHttp::without_redirects(FetchPolicy {
+            allow_http: settings.allow_http_urls,
+            allow_private: settings.allow_private_urls,
+            allowed_addresses: Vec::new(),
+            max_bytes: 0,
+            timeout: notify.webhook_timeout,
+            resolver: None,
+        })?;
         let email = notify
             .from_email
             .as_ref()
             .map(|from| Arc::new(SesEmail::from_sdk_config(sdk, from)) as Arc<dyn EmailSender>);
-        Self::new(
+        Ok(Self::new(
             Arc::new(aws.jobs.clone()),
             Arc::new(aws.notifications.clone()),
             Arc::new(aws.queue.clone()),
             Arc::new(aws.blobs.clone()),
             email,
-            settings,
+            Arc::new(webhook),
             notify,
-        )
+        ))
     }
 
     /// Called when this processor ended a job: enqueues its `notify` message if anyone is to

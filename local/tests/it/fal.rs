@@ -444,13 +444,13 @@ fn signed_delivery(
     body: &[u8],
 ) -> Vec<(&'static str, String)> {
     let ts = timestamp.to_string();
-    let headers = shared::fal_webhook::SignedHeaders {
+    let headers = shared::fal_signature::SignedHeaders {
         request_id,
         user_id: "fal-user-1",
         timestamp: &ts,
         signature: "",
     };
-    let message = shared::fal_webhook::signed_message(&headers, body);
+    let message = shared::fal_signature::signed_message(&headers, body);
     vec![
         ("x-fal-webhook-request-id", request_id.to_owned()),
         ("x-fal-webhook-user-id", "fal-user-1".to_owned()),

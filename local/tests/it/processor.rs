@@ -82,8 +82,13 @@ async fn submit(env: &TestEnv) -> Job {
         Arc::new(aws.queue.clone()),
         Arc::new(aws.blobs.clone()),
         Arc::new(env.settings.clone()),
-    )
-    .unwrap();
+        Arc::new(
+            shared::adapters::PublicHttp::new(shared::egress::FetchPolicy::for_inputs(
+                &env.settings,
+            ))
+            .unwrap(),
+        ),
+    );
     let created = submitter
         .submit(Submission {
             owner: shared::job::OwnerId::parse("proc-test").unwrap(),

@@ -419,7 +419,8 @@ impl JwksCache {
             return Err(unavailable(format!("HTTP {}", resp.status())));
         }
         let body = resp.bytes().await.map_err(|e| unavailable(e.to_string()))?;
-        let keys = crate::fal_webhook::parse_jwks(&body).map_err(|e| unavailable(e.to_string()))?;
+        let keys =
+            crate::fal_signature::parse_jwks(&body).map_err(|e| unavailable(e.to_string()))?;
         *self.state.write().await = Some((Instant::now(), keys.clone()));
         Ok(keys)
     }

@@ -3,7 +3,8 @@
 mod api_keys;
 mod dynamodb;
 mod fal;
-mod notifications;
+mod notification_records;
+mod public_http;
 mod s3;
 mod segmenter;
 mod ses;
@@ -13,21 +14,22 @@ mod stability;
 pub use api_keys::DynamoApiKeys;
 pub use dynamodb::{DynamoJobs, Quotas};
 pub use fal::{FalClient, JwksCache};
-pub use notifications::{DynamoNotifications, WEBHOOK_SK};
+pub use notification_records::{DynamoNotifications, WEBHOOK_SK};
+pub use public_http::{PublicHttp, SystemResolver};
 pub use s3::S3Blobs;
 pub use segmenter::HttpSegmenter;
 pub use ses::SesEmail;
 pub use sqs::SqsJobQueue;
 pub use stability::StabilityClient;
 
-use crate::config::{Settings, uses_custom_endpoint};
+use crate::config::Settings;
+use crate::error::{Error, Result};
 
 /// `dependency_unavailable` for a failed DynamoDB call, with the SDK error's whole chain of
 /// causes (its own `Display` says only "dispatch failure" or "unhandled error").
 pub(crate) fn dynamodb_unavailable(e: impl std::error::Error) -> crate::error::Error {
     crate::error::Error::unavailable("dynamodb", crate::error::chain(&e))
 }
-use crate::error::Result;
 
 /// The AWS adapters every function needs, built once per cold start.
 #[derive(Debug, Clone)]
@@ -50,7 +52,7 @@ impl Aws {
     /// # Errors
     /// [`crate::Error::Config`] when no region is configured.
     pub async fn from_settings(settings: &Settings) -> Result<Self> {
-        let sdk = crate::config::aws_sdk_config().await?;
+        let sdk = crate::adapters::aws_sdk_config().await?;
         Ok(Self::with_sdk_config(&sdk, settings))
     }
 
@@ -76,4 +78,28 @@ impl Aws {
             blobs: S3Blobs::new(aws_sdk_s3::Client::from_conf(s3_config), &settings.bucket),
         }
     }
+}
+
+/// Loads the AWS SDK configuration (credentials chain, region, and `AWS_ENDPOINT_URL` for the
+/// emulator).
+///
+/// # Errors
+/// [`Error::Config`] when no region is configured: the SDK would otherwise fail later with an
+/// unhelpful dispatch error.
+pub async fn aws_sdk_config() -> Result<aws_config::SdkConfig> {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    if config.region().is_none() {
+        return Err(Error::Config(
+            "no AWS region configured: set AWS_REGION (e.g. us-east-1)".into(),
+        ));
+    }
+    Ok(config)
+}
+
+/// Whether an endpoint override is in effect (the emulator), which needs path-style S3 URLs.
+pub fn uses_custom_endpoint() -> bool {
+    let env = crate::env::Env::process();
+    env.text("AWS_ENDPOINT_URL").is_some() || env.text("AWS_ENDPOINT_URL_S3").is_some()
 }

@@ -6,7 +6,7 @@ use aws_sdk_sesv2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sesv2::operation::send_email::SendEmailError;
 use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
 
-use crate::notify::{EmailError, EmailSender};
+use crate::notification::{EmailError, EmailSender};
 
 /// Sends from one configured address (`NOTIFY_FROM_EMAIL`), which must be a verified SES
 /// identity (or on a verified domain) that the function's role may send as.

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ModelIds, ModelRequest, ParamError, check_prompt};
-use crate::imaging::ImageInfo;
+use crate::image_check::ImageInfo;
 
 /// Most images one fal request may take (§2.9 `image_urls`: at most 10).
 pub const MAX_INPUT_IMAGES: usize = 10;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::edit::{GenerationOptions, check_image_count, pairs_to_json};
 use super::{ModelIds, ModelRequest, ParamError, check_prompt};
-use crate::imaging::ImageInfo;
+use crate::image_check::ImageInfo;
 
 /// How `generate` makes an illustration (seed 001's three endpoints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ pub mod generate;
 pub mod relight;
 pub mod remove_background;
 
-use crate::imaging::ImageInfo;
+use crate::image_check::ImageInfo;
 use crate::job::Operation;
 
 /// A parameter that failed validation: which one, and why, in words a client can act on.
@@ -143,8 +143,6 @@ impl ProviderImageLimits {
         Ok(())
     }
 }
-
-/// Stability's reference-image limits (`background_reference`, `light_reference`, §1.3):
 
 /// Checks a job's inputs (`(name, info, bytes)`, the main one named `image`) against its
 /// operation, at submission, before anything is stored.

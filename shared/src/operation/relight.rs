@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{MAX_PROMPT_CHARS, ParamError, ProviderImageLimits};
-use crate::imaging::ImageInfo;
+use crate::image_check::ImageInfo;
 
 /// Largest seed Stability accepts (§1.1); 0 means random.
 pub const MAX_SEED: u64 = 4_294_967_294;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{ParamError, ProviderImageLimits, only_image};
-use crate::imaging::ImageInfo;
+use crate::image_check::ImageInfo;
 use crate::models;
 
 /// Encoded format of a result image.

@@ -224,7 +224,7 @@ async fn user_image(
     let limit = state.settings.image_limits.max_bytes;
     if newest.size > limit {
         return Err(
-            shared::Error::from(shared::imaging::ImageRejection::TooManyBytes {
+            shared::Error::from(shared::image_check::ImageRejection::TooManyBytes {
                 actual: newest.size,
                 limit,
             })

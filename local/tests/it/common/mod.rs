@@ -123,9 +123,10 @@ impl TestEnv {
         let state = imagejobs_api::AppState::new(self.settings.clone(), &self.aws())
             .unwrap()
             .with_url_resolution(
-                std::sync::Arc::new(shared::fetch::StaticResolver(table)),
+                std::sync::Arc::new(shared::egress::StaticResolver(table)),
                 allowed,
-            );
+            )
+            .unwrap();
         serve(state).await
     }
 }

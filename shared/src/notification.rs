@@ -263,7 +263,7 @@ pub fn validate_webhook_url(raw: &str, allow_http: bool, allow_private: bool) ->
         Some(url::Host::Domain(_)) => None,
     };
     if let Some(ip) = ip
-        && crate::fetch::is_non_public(ip)
+        && crate::egress::is_non_public(ip)
         && !allow_private
     {
         return Err(bad("points at a non-public address"));

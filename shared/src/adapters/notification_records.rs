@@ -14,7 +14,7 @@ use ulid::Ulid;
 
 use crate::error::{Error, Result};
 use crate::job::{NotificationAttempt, OwnerId};
-use crate::notify::{NotificationStore, OwnerWebhook, WebhookSecret};
+use crate::notification::{NotificationStore, OwnerWebhook, WebhookSecret};
 use crate::resources::{TABLE_PARTITION_KEY as PK, TABLE_SORT_KEY as SK};
 
 type Item = HashMap<String, AttributeValue>;
