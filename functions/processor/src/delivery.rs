@@ -23,7 +23,6 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
-use shared::adapters::{Aws, SesEmail};
 use shared::config::Settings;
 use shared::core::{BlobStore, JobQueue, JobStore};
 use shared::env::Env;
@@ -35,7 +34,7 @@ use shared::notify::{
 };
 
 use crate::error::ProcessorError;
-use crate::event_handler::{Outcome, Processor};
+use crate::outcome::Outcome;
 
 /// The environment variables the notifier reads (all optional; `template.yaml` sets them on
 /// the processor).
@@ -208,28 +207,6 @@ impl Notifier {
             webhook,
             settings: notify,
         }
-    }
-
-    /// A notifier over the AWS adapters, with SES when `NOTIFY_FROM_EMAIL` is set.
-    pub fn with_aws(
-        sdk: &aws_config::SdkConfig,
-        settings: &Settings,
-        aws: &Aws,
-        notify: NotifySettings,
-    ) -> Self {
-        let email = notify
-            .from_email
-            .as_ref()
-            .map(|from| Arc::new(SesEmail::from_sdk_config(sdk, from)) as Arc<dyn EmailSender>);
-        Self::new(
-            Arc::new(aws.jobs.clone()),
-            Arc::new(aws.notifications.clone()),
-            Arc::new(aws.queue.clone()),
-            Arc::new(aws.blobs.clone()),
-            email,
-            settings,
-            notify,
-        )
     }
 
     /// Called when this processor ended a job: enqueues its `notify` message if anyone is to
@@ -435,15 +412,6 @@ impl Notifier {
             _ => text.push_str(&format!("Details: {api}\n")),
         }
         Ok((subject, text))
-    }
-}
-
-impl Processor {
-    /// Sends job-end notifications through `notifier` (webhooks, e-mail); without one,
-    /// `notify` messages are skipped.
-    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
-        self.notifier = Some(Arc::new(notifier));
-        self
     }
 }
 
