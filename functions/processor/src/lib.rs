@@ -1,10 +1,20 @@
 //! The imagejobs job processor (`functions/processor`): an SQS consumer with partial batch
-//! failures. See [`event_handler`].
+//! failures. [`Processor::handle`] takes a batch; the modules, from the entry point inward:
+//! `batch` (records → outcomes), `processor` (the ports and the dispatch of a run message),
+//! `operation` (one module per operation, and the provider submit/poll lifecycle), [`delivery`]
+//! (job-end notifications), `outcome`; `wiring` builds it all over the AWS adapters.
 
+mod batch;
+pub mod delivery;
 mod error;
-pub mod event_handler;
-pub mod notify;
+mod operation;
+mod outcome;
+mod processor;
+mod wiring;
 
+pub use delivery::{Notifier, NotifySettings};
 pub use error::ProcessorError;
-pub use event_handler::{Outcome, Processor, ProcessorOptions, Providers};
-pub use notify::{Notifier, NotifySettings};
+pub use operation::provider::poll_delay;
+pub use outcome::Outcome;
+pub use processor::{Processor, ProcessorOptions, Providers};
+pub use wiring::output_downloads;

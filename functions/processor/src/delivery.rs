@@ -23,12 +23,8 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
-use shared::adapters::PublicHttp;
-use shared::adapters::{Aws, SesEmail};
-use shared::config::Settings;
 use shared::core::WebhookPoster;
 use shared::core::{BlobStore, JobQueue, JobStore};
-use shared::egress::FetchPolicy;
 use shared::env::Env;
 use shared::job::{Job, JobMessage, JobStatus, NotificationAttempt, OwnerId};
 use shared::notification::{
@@ -37,7 +33,7 @@ use shared::notification::{
 };
 
 use crate::error::ProcessorError;
-use crate::event_handler::{Outcome, Processor};
+use crate::outcome::Outcome;
 
 /// The environment variables the notifier reads (all optional; `template.yaml` sets them on
 /// the processor).
@@ -201,41 +197,6 @@ impl Notifier {
             webhook,
             settings: notify,
         }
-    }
-
-    /// A notifier over the AWS adapters, with SES when `NOTIFY_FROM_EMAIL` is set. Webhooks go
-    /// out under the address rules of `settings` (`ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` are
-    /// development switches) with `NOTIFY_WEBHOOK_TIMEOUT_SECONDS`, following no redirect.
-    ///
-    /// # Errors
-    /// [`ProcessorError::Shared`] when the HTTP client cannot be built.
-    pub fn with_aws(
-        sdk: &aws_config::SdkConfig,
-        settings: &Settings,
-        aws: &Aws,
-        notify: NotifySettings,
-    ) -> Result<Self, ProcessorError> {
-        let webhook = PublicHttp::without_redirects(FetchPolicy {
-            allow_http: settings.allow_http_urls,
-            allow_private: settings.allow_private_urls,
-            allowed_addresses: Vec::new(),
-            max_bytes: 0,
-            timeout: notify.webhook_timeout,
-            resolver: None,
-        })?;
-        let email = notify
-            .from_email
-            .as_ref()
-            .map(|from| Arc::new(SesEmail::from_sdk_config(sdk, from)) as Arc<dyn EmailSender>);
-        Ok(Self::new(
-            Arc::new(aws.jobs.clone()),
-            Arc::new(aws.notifications.clone()),
-            Arc::new(aws.queue.clone()),
-            Arc::new(aws.blobs.clone()),
-            email,
-            Arc::new(webhook),
-            notify,
-        ))
     }
 
     /// Called when this processor ended a job: enqueues its `notify` message if anyone is to
@@ -441,15 +402,6 @@ impl Notifier {
             _ => text.push_str(&format!("Details: {api}\n")),
         }
         Ok((subject, text))
-    }
-}
-
-impl Processor {
-    /// Sends job-end notifications through `notifier` (webhooks, e-mail); without one,
-    /// `notify` messages are skipped.
-    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
-        self.notifier = Some(Arc::new(notifier));
-        self
     }
 }
 

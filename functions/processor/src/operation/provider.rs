@@ -1,0 +1,192 @@
+//! The lifecycle every provider-backed operation (relight at Stability, edit and generate at
+//! fal.ai) shares: submit once, record the request id with a conditional write, then poll with
+//! backoff until the provider finishes, the job is canceled or the deadline passes. What differs
+//! per provider lives in [`super::relight`] and [`super::model_queue`].
+
+use std::time::Duration;
+use time::OffsetDateTime;
+
+use shared::core::{Lease, ProviderError, ProviderSubmission};
+use shared::job::{Job, JobError, JobMessage, Operation, ProviderLinks};
+
+use crate::outcome::Outcome;
+use crate::processor::{Processor, Providers, not_configured};
+
+/// Delay before poll number `attempt` (0-based): `base`, doubling, capped at 15 minutes (SQS's
+/// largest `DelaySeconds`). Stability asks for ≥ 10 s between polls (docs/providers.md §1.4),
+/// the default base.
+pub fn poll_delay(base: Duration, attempt: u32) -> Duration {
+    let max = Duration::from_secs(900);
+    base.saturating_mul(1u32 << attempt.min(10)).min(max)
+}
+
+impl Processor {
+    pub(super) async fn schedule_poll(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        request_id: &str,
+        attempt: u32,
+        at_least: Option<Duration>,
+    ) -> Outcome {
+        let delay =
+            poll_delay(providers.settings.poll_delay, attempt).max(at_least.unwrap_or_default());
+        let message = JobMessage::Poll {
+            owner: job.owner.clone(),
+            job_id: job.id,
+            request_id: request_id.to_owned(),
+            attempt,
+        };
+        match providers.queue.send(&message, delay).await {
+            Ok(()) => Outcome::Waiting,
+            Err(e) => Outcome::Retry(format!("could not schedule the poll: {e}")),
+        }
+    }
+
+    /// First step of a provider-backed job: submit once, store the request id, schedule a poll.
+    pub(crate) async fn submit_to_provider(&self, job: &Job, lease: &Lease) -> Outcome {
+        let Some(providers) = &self.providers else {
+            return self
+                .fail_job(
+                    job,
+                    not_configured("this processor has no provider support"),
+                )
+                .await;
+        };
+        // A run message redelivered after the submit (the lease expired, or the poll could not
+        // be scheduled) resumes polling instead of submitting (and paying) again.
+        if let Some(request_id) = &job.provider_request_id {
+            return self
+                .schedule_poll(providers, job, request_id, 0, None)
+                .await;
+        }
+        match &job.operation {
+            Operation::ReplaceBackgroundRelight(params) => {
+                self.submit_relight(providers, job, params, lease).await
+            }
+            _ => self.submit_to_fal(providers, job, lease).await,
+        }
+    }
+
+    /// Stores the provider request on the job (once: the conditional write is what keeps a
+    /// redelivered message from submitting and paying twice) and schedules the first poll.
+    pub(super) async fn record_and_poll(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        lease: &Lease,
+        provider: &str,
+        request_id: String,
+        links: Option<ProviderLinks>,
+    ) -> Outcome {
+        let now = OffsetDateTime::now_utc();
+        let deadline = now.unix_timestamp() + providers.settings.provider_deadline.as_secs() as i64;
+        match providers
+            .transitions
+            .record_submission(
+                &job.owner,
+                job.id,
+                &lease.token,
+                &ProviderSubmission {
+                    provider: provider.into(),
+                    request_id: request_id.clone(),
+                    deadline,
+                    links,
+                },
+                now,
+            )
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Skipped("lease lost or already submitted"),
+            Err(e) => {
+                // The provider has the request but we could not store its id; retrying would
+                // submit again, so the job waits for the lease to expire and the redelivery.
+                tracing::error!(%request_id, error = %e, "submitted but could not record the request id");
+                return Outcome::Retry(e.to_string());
+            }
+        }
+        tracing::info!(%request_id, provider, "submitted");
+        self.schedule_poll(providers, job, &request_id, 0, None)
+            .await
+    }
+
+    /// A provider error: retryable ones go back to SQS (the visibility timeout is longer than
+    /// Stability's 60 s lockout), the rest fail the job with the mapped code.
+    pub(super) async fn provider_failed(&self, job: &Job, e: ProviderError) -> Outcome {
+        if e.retryable {
+            Outcome::Retry(e.to_string())
+        } else {
+            self.fail_job(job, JobError::new(e.code, e.message)).await
+        }
+    }
+
+    /// A poll message: ask the provider, then complete, re-poll with backoff, or fail.
+    pub(crate) async fn poll(
+        &self,
+        owner: &shared::job::OwnerId,
+        job_id: ulid::Ulid,
+        request_id: &str,
+        attempt: u32,
+    ) -> Outcome {
+        let Some(providers) = &self.providers else {
+            return Outcome::Skipped("no provider support");
+        };
+        let job = match providers.store.get(owner, job_id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return Outcome::Skipped("no such job"),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        let own_request = job.provider_request_id.as_deref() == Some(request_id);
+        // Canceled or finished jobs discard whatever the provider still has; a canceled fal
+        // request is also canceled there, once.
+        if job.status.is_terminal() {
+            if own_request
+                && job.status == shared::job::JobStatus::Canceled
+                && job.provider.as_deref() == Some("fal")
+            {
+                return self.cancel_at_fal(providers, &job, request_id).await;
+            }
+            return Outcome::Skipped("already finished");
+        }
+        if !own_request {
+            return Outcome::Skipped("poll for another request");
+        }
+        let now = OffsetDateTime::now_utc();
+        if job
+            .provider_deadline
+            .is_some_and(|d| now.unix_timestamp() > d)
+        {
+            return self
+                .fail_job(
+                    &job,
+                    JobError::new(
+                        "provider_timeout",
+                        format!("the provider did not finish request {request_id} in time"),
+                    ),
+                )
+                .await;
+        }
+        match job.provider.as_deref() {
+            Some("fal") => self.poll_fal(providers, &job, request_id, attempt).await,
+            _ => {
+                self.poll_stability(providers, &job, request_id, attempt)
+                    .await
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_backoff_doubles_and_caps() {
+        let base = Duration::from_secs(10);
+        assert_eq!(poll_delay(base, 0).as_secs(), 10);
+        assert_eq!(poll_delay(base, 2).as_secs(), 40);
+        assert_eq!(poll_delay(base, 30).as_secs(), 900);
+        assert_eq!(poll_delay(Duration::ZERO, 5).as_secs(), 0);
+    }
+}

@@ -1,0 +1,131 @@
+//! `remove_background`: the segmenter container, or Stability's synchronous removal when the
+//! job asks for `provider = stability`. Both run inside the claim; no poll.
+
+use shared::core::{ImagePart, SegmenterError};
+use shared::job::{self, Job, JobError, JobResult};
+use shared::operation::remove_background::{RemovalProvider, RemoveBackgroundParams};
+
+use crate::processor::{Processor, STABILITY_UNSET, Step, not_configured};
+
+impl Processor {
+    /// Reads the job's image, removes its background and stores the cutout.
+    pub(crate) async fn remove_background(
+        &self,
+        job: &Job,
+        params: &RemoveBackgroundParams,
+    ) -> Result<JobResult, Step> {
+        let input = job.inputs.get("image").ok_or_else(|| {
+            Step::Permanent(JobError::new("invalid_job", "the job has no input image"))
+        })?;
+        let image = self.blobs.get(&input.key).await.map_err(|e| match e {
+            shared::Error::NotFound(what) => Step::Permanent(JobError::new(
+                "input_not_found",
+                format!("{what} no longer exists"),
+            )),
+            other => Step::Transient(other.to_string()),
+        })?;
+        if params.provider == RemovalProvider::Stability {
+            return self.remove_with_stability(job, params, input, image).await;
+        }
+        let cutout = self
+            .segmenter
+            .remove_background(image, params)
+            .await
+            .map_err(|e| match e {
+                SegmenterError::Permanent { code, message } => {
+                    Step::Permanent(JobError::new(code, message))
+                }
+                SegmenterError::Transient(reason) => Step::Transient(reason),
+            })?;
+        let key = job::result_key(&job.owner, job.id, params.output_format.extension());
+        let bytes = cutout.bytes.len() as u64;
+        self.blobs
+            .put(&key, cutout.bytes, &cutout.content_type)
+            .await
+            .map_err(|e| Step::Transient(e.to_string()))?;
+        Ok(JobResult {
+            key,
+            content_type: cutout.content_type,
+            width: cutout.width,
+            height: cutout.height,
+            bytes,
+            engine: Some(cutout.engine),
+            foreground_fraction: cutout.foreground_fraction,
+            images: Vec::new(),
+            seed: None,
+        })
+    }
+
+    /// `remove_background` with `provider = stability`: one synchronous call
+    /// (docs/providers.md §1.5).
+    async fn remove_with_stability(
+        &self,
+        job: &Job,
+        params: &RemoveBackgroundParams,
+        input: &shared::job::InputImage,
+        image: bytes::Bytes,
+    ) -> Result<JobResult, Step> {
+        let Some(provider) = self
+            .providers
+            .as_ref()
+            .and_then(|p| p.remove_background.clone())
+        else {
+            return Err(Step::Permanent(not_configured(STABILITY_UNSET)));
+        };
+        let cutout = provider
+            .remove_background(
+                ImagePart {
+                    field: "image".into(),
+                    bytes: image,
+                    content_type: input.content_type.clone(),
+                },
+                params.output_format.as_str(),
+            )
+            .await
+            .map_err(|e| {
+                if e.retryable {
+                    Step::Transient(e.to_string())
+                } else {
+                    Step::Permanent(JobError::new(e.code, e.message))
+                }
+            })?;
+        let info =
+            shared::image_check::probe(&cutout.bytes, &shared::image_check::ImageLimits::default())
+                .map_err(|e| {
+                    Step::Permanent(JobError::new(
+                        "provider_error",
+                        format!("the provider's image is unusable: {e}"),
+                    ))
+                })?;
+        let foreground_fraction =
+            shared::image_check::foreground_fraction(&cutout.bytes).map_err(|e| {
+                Step::Permanent(JobError::new(
+                    "provider_error",
+                    format!("the provider's image is unusable: {e}"),
+                ))
+            })?;
+        if foreground_fraction == 0.0 {
+            return Err(Step::Permanent(JobError::new(
+                "no_foreground",
+                "the provider's cutout is fully transparent: it found no foreground",
+            )));
+        }
+        let key = job::result_key(&job.owner, job.id, info.extension());
+        let bytes = cutout.bytes.len() as u64;
+        self.blobs
+            .put(&key, cutout.bytes, info.content_type())
+            .await
+            .map_err(|e| Step::Transient(e.to_string()))?;
+        Ok(JobResult {
+            key,
+            content_type: info.content_type().to_owned(),
+            width: info.width,
+            height: info.height,
+            bytes,
+            engine: Some("stability/remove-background".into()),
+            foreground_fraction: Some(foreground_fraction),
+            images: Vec::new(),
+            seed: None,
+        })
+    }
+}

@@ -1,0 +1,200 @@
+//! The processor: an SQS consumer that runs each job exactly once in effect.
+//!
+//! Per message: claim the job with a conditional write (`queued → processing`, or take over an
+//! expired lease) → read the input → run the operation → write the result to S3 under a
+//! deterministic key → `processing → succeeded` (only by the lease holder). A duplicate delivery
+//! finds the job leased or terminal and is acknowledged without running anything.
+//!
+//! This module holds the [`Processor`] over its ports and the dispatch of a run message; `batch`
+//! feeds it records, `operation` holds what each operation does, and `wiring` builds it over the
+//! real adapters: this module names ports only.
+
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+
+use shared::config::Settings;
+use shared::core::{
+    BlobStore, Claim, JobQueue, JobStore, JobTransitions, Lease, ModelQueue, ProviderTransitions,
+    RelightProvider, RemoveBackgroundProvider, Segmenter, UrlFetcher,
+};
+use shared::job::{Job, JobError, JobMessage, JobResult, Operation};
+use shared::providers::ProviderSettings;
+
+use crate::delivery::Notifier;
+use crate::outcome::Outcome;
+
+/// Runs jobs from queue messages.
+#[derive(Clone)]
+pub struct Processor {
+    pub(crate) transitions: Arc<dyn JobTransitions>,
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) segmenter: Arc<dyn Segmenter>,
+    pub(crate) max_receive_count: u32,
+    pub(crate) lease: Duration,
+    pub(crate) dead_letter_queue_arn: Option<String>,
+    pub(crate) providers: Option<Providers>,
+    /// Job-end notifications ([`crate::delivery`]); `None` skips `notify` messages.
+    pub(crate) notifier: Option<Arc<Notifier>>,
+}
+
+/// What the provider-backed operations need: the job reads and provider transitions, the queue
+/// for poll messages, and the provider clients (`None` when the key is not configured).
+#[derive(Clone)]
+pub struct Providers {
+    /// Reads jobs on poll messages.
+    pub store: Arc<dyn JobStore>,
+    /// Provider-side conditional writes.
+    pub transitions: Arc<dyn ProviderTransitions>,
+    /// Where poll messages go (the jobs queue itself).
+    pub queue: Arc<dyn JobQueue>,
+    /// Stability, when `STABILITY_API_KEY` is set.
+    pub relight: Option<Arc<dyn RelightProvider>>,
+    /// Stability's synchronous remove-background, when `STABILITY_API_KEY` is set.
+    pub remove_background: Option<Arc<dyn RemoveBackgroundProvider>>,
+    /// fal.ai's queue (`edit`, `generate`), when `FAL_KEY` is set.
+    pub models: Option<Arc<dyn ModelQueue>>,
+    /// How provider output URLs are downloaded (public https only, outside development).
+    pub downloads: Arc<dyn UrlFetcher>,
+    /// Poll cadence, deadline, model ids, webhook base URL.
+    pub settings: ProviderSettings,
+}
+
+/// Processor tuning beyond [`Settings`] (read from the environment by
+/// [`ProcessorOptions::from_env`]).
+#[derive(Debug, Clone)]
+pub struct ProcessorOptions {
+    /// How long a claim is exclusive (`LEASE_SECONDS`, default 90: longer than one Lambda run,
+    /// shorter than the queue's visibility timeout, so a redelivery after a crash can take over).
+    pub lease: Duration,
+    /// ARN of the dead-letter queue (`DEAD_LETTER_QUEUE_ARN`); records from it fail their job.
+    pub dead_letter_queue_arn: Option<String>,
+    /// Provider keys, hosts and poll cadence ([`ProviderSettings::from_env`]).
+    pub providers: ProviderSettings,
+}
+
+impl Processor {
+    /// Builds a processor over the given ports.
+    pub fn new(
+        transitions: Arc<dyn JobTransitions>,
+        blobs: Arc<dyn BlobStore>,
+        segmenter: Arc<dyn Segmenter>,
+        settings: &Settings,
+        options: ProcessorOptions,
+    ) -> Self {
+        Self {
+            transitions,
+            blobs,
+            segmenter,
+            max_receive_count: settings.max_receive_count,
+            lease: options.lease,
+            dead_letter_queue_arn: options.dead_letter_queue_arn,
+            providers: None,
+            notifier: None,
+        }
+    }
+
+    /// Enables the provider-backed operations.
+    pub fn with_providers(mut self, providers: Providers) -> Self {
+        self.providers = Some(providers);
+        self
+    }
+
+    /// Sends job-end notifications through `notifier` (webhooks, e-mail); without one,
+    /// `notify` messages are skipped.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = Some(Arc::new(notifier));
+        self
+    }
+
+    pub(crate) async fn run(&self, message: &JobMessage) -> Outcome {
+        let (owner, job_id) = message.job();
+        let now = OffsetDateTime::now_utc();
+        let lease = Lease {
+            token: ulid::Ulid::new().to_string(),
+            until: now.unix_timestamp() + self.lease.as_secs() as i64,
+        };
+        let job = match self.transitions.claim(owner, job_id, &lease, now).await {
+            Ok(Claim::Claimed(job)) => job,
+            Ok(Claim::Leased(_)) => return Outcome::Skipped("another processor holds the lease"),
+            Ok(Claim::Terminal(_)) => return Outcome::Skipped("already finished"),
+            Ok(Claim::Missing) => return Outcome::Skipped("no such job"),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        };
+        if !matches!(job.operation, Operation::RemoveBackground(_)) {
+            return self.submit_to_provider(&job, &lease).await;
+        }
+        match self.execute(&job).await {
+            Ok(result) => {
+                match self
+                    .transitions
+                    .complete(
+                        owner,
+                        job_id,
+                        &lease.token,
+                        &result,
+                        OffsetDateTime::now_utc(),
+                    )
+                    .await
+                {
+                    Ok(_) => Outcome::Succeeded,
+                    Err(shared::Error::Conflict(_)) => {
+                        Outcome::Skipped("lease lost to another processor")
+                    }
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
+            Err(Step::Permanent(error)) => {
+                match self
+                    .transitions
+                    .fail(owner, job_id, &error, OffsetDateTime::now_utc())
+                    .await
+                {
+                    Ok(_) => Outcome::Failed(error.code),
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
+            Err(Step::Transient(reason)) => Outcome::Retry(reason),
+        }
+    }
+
+    /// Runs the operation and stores its output; no job state changes here.
+    async fn execute(&self, job: &Job) -> Result<JobResult, Step> {
+        match &job.operation {
+            Operation::ReplaceBackgroundRelight(_)
+            | Operation::Edit(_)
+            | Operation::Generate(_) => Err(Step::Permanent(JobError::new(
+                "invalid_job",
+                format!(
+                    "{} runs through submit/poll, not execute",
+                    job.operation.name()
+                ),
+            ))),
+            Operation::RemoveBackground(params) => self.remove_background(job, params).await,
+        }
+    }
+
+    pub(crate) async fn fail_job(&self, job: &Job, error: JobError) -> Outcome {
+        match self
+            .transitions
+            .fail(&job.owner, job.id, &error, OffsetDateTime::now_utc())
+            .await
+        {
+            Ok(_) => Outcome::Failed(error.code),
+            Err(e) => Outcome::Retry(e.to_string()),
+        }
+    }
+}
+
+/// `provider_not_configured`, naming the setting that is missing.
+pub(crate) fn not_configured(message: &str) -> JobError {
+    JobError::new("provider_not_configured", message)
+}
+pub(crate) const STABILITY_UNSET: &str = "Stability is not configured: set STABILITY_API_KEY";
+
+/// How a step of an operation failed: the caller fails the job on a permanent failure and
+/// returns the message to SQS on a transient one.
+pub(crate) enum Step {
+    Permanent(JobError),
+    Transient(String),
+}

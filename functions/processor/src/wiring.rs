@@ -1,0 +1,153 @@
+//! The composition root: reads the processor's options from the environment and builds the
+//! [`Processor`] and its [`Notifier`] over the AWS adapters, the HTTP segmenter and the provider
+//! clients. The only module that names concrete adapters; everything else sees ports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::adapters::{Aws, FalClient, HttpSegmenter, PublicHttp, SesEmail, StabilityClient};
+use shared::config::Settings;
+use shared::core::{ModelQueue, RelightProvider, RemoveBackgroundProvider};
+use shared::egress::FetchPolicy;
+use shared::notification::EmailSender;
+use shared::providers::ProviderSettings;
+
+use crate::delivery::{Notifier, NotifySettings};
+use crate::error::ProcessorError;
+use crate::operation::OUTPUT_MAX_BYTES;
+use crate::processor::{Processor, ProcessorOptions, Providers};
+
+/// The download policy for provider outputs: the same address rules as URL inputs, and a
+/// [`OUTPUT_MAX_BYTES`] cap.
+pub fn output_downloads(settings: &Settings) -> FetchPolicy {
+    FetchPolicy {
+        allow_http: settings.allow_http_urls,
+        allow_private: settings.allow_private_urls,
+        allowed_addresses: Vec::new(),
+        max_bytes: OUTPUT_MAX_BYTES,
+        timeout: Duration::from_secs(60),
+        resolver: None,
+    }
+}
+
+impl ProcessorOptions {
+    /// Reads the options from the environment.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Config`] naming a variable that is set but unusable (a garbage
+    /// `LEASE_SECONDS` or provider setting fails start-up instead of falling back to a default).
+    pub fn from_env() -> Result<Self, ProcessorError> {
+        let env = shared::env::Env::process();
+        Ok(Self {
+            lease: env
+                .seconds("LEASE_SECONDS", Duration::from_secs(90))
+                .map_err(|e| ProcessorError::Config(e.to_string()))?,
+            dead_letter_queue_arn: env.text("DEAD_LETTER_QUEUE_ARN"),
+            providers: ProviderSettings::from_env()?,
+        })
+    }
+}
+
+impl Processor {
+    /// Builds the processor from the environment (`SEGMENTER_URL` is required).
+    ///
+    /// # Errors
+    /// [`ProcessorError::Config`] naming what is missing.
+    pub async fn from_env() -> Result<Self, ProcessorError> {
+        let settings = Settings::from_env()?;
+        let sdk = shared::adapters::aws_sdk_config().await?;
+        let aws = Aws::with_sdk_config(&sdk, &settings);
+        let notify = NotifySettings::from_env()?;
+        Ok(
+            Self::with_aws(&settings, &aws, ProcessorOptions::from_env()?)?
+                .with_notifier(Notifier::with_aws(&sdk, &settings, &aws, notify)?),
+        )
+    }
+
+    /// Builds the processor over the AWS adapters and the HTTP segmenter.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Config`] when `SEGMENTER_URL` is not set.
+    pub fn with_aws(
+        settings: &Settings,
+        aws: &Aws,
+        options: ProcessorOptions,
+    ) -> Result<Self, ProcessorError> {
+        let url = settings
+            .segmenter_url
+            .as_deref()
+            .ok_or_else(|| ProcessorError::Config("SEGMENTER_URL is not set".into()))?;
+        let segmenter = HttpSegmenter::new(url, settings.segmenter_timeout)?;
+        let provider_settings = options.providers.clone();
+        let stability = match &provider_settings.stability_api_key {
+            Some(key) => Some(Arc::new(StabilityClient::new(
+                &provider_settings.stability_base_url,
+                key,
+                provider_settings.stability_timeout,
+            )?)),
+            None => None,
+        };
+        let fal = match &provider_settings.fal_key {
+            Some(key) => Some(Arc::new(FalClient::new(
+                &provider_settings.fal_queue_url,
+                key,
+                provider_settings.fal_timeout,
+            )?) as Arc<dyn ModelQueue>),
+            None => None,
+        };
+        Ok(Self::new(
+            Arc::new(aws.jobs.clone()),
+            Arc::new(aws.blobs.clone()),
+            Arc::new(segmenter),
+            settings,
+            options,
+        )
+        .with_providers(Providers {
+            store: Arc::new(aws.jobs.clone()),
+            transitions: Arc::new(aws.jobs.clone()),
+            queue: Arc::new(aws.queue.clone()),
+            relight: stability.clone().map(|c| c as Arc<dyn RelightProvider>),
+            remove_background: stability.map(|c| c as Arc<dyn RemoveBackgroundProvider>),
+            models: fal,
+            downloads: Arc::new(PublicHttp::new(output_downloads(settings))?),
+            settings: provider_settings,
+        }))
+    }
+}
+
+impl Notifier {
+    /// A notifier over the AWS adapters, with SES when `NOTIFY_FROM_EMAIL` is set. Webhooks go
+    /// out under the address rules of `settings` (`ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` are
+    /// development switches) within `NOTIFY_WEBHOOK_TIMEOUT_SECONDS`, following no redirect.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Shared`] when the HTTP client cannot be built.
+    pub fn with_aws(
+        sdk: &aws_config::SdkConfig,
+        settings: &Settings,
+        aws: &Aws,
+        notify: NotifySettings,
+    ) -> Result<Self, ProcessorError> {
+        let webhook = PublicHttp::without_redirects(FetchPolicy {
+            allow_http: settings.allow_http_urls,
+            allow_private: settings.allow_private_urls,
+            allowed_addresses: Vec::new(),
+            max_bytes: 0,
+            timeout: notify.webhook_timeout,
+            resolver: None,
+        })?;
+        let email = notify
+            .from_email
+            .as_ref()
+            .map(|from| Arc::new(SesEmail::from_sdk_config(sdk, from)) as Arc<dyn EmailSender>);
+        Ok(Self::new(
+            Arc::new(aws.jobs.clone()),
+            Arc::new(aws.notifications.clone()),
+            Arc::new(aws.queue.clone()),
+            Arc::new(aws.blobs.clone()),
+            email,
+            Arc::new(webhook),
+            notify,
+        ))
+    }
+}
