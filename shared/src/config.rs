@@ -24,7 +24,7 @@ pub struct Settings {
     pub segmenter_timeout: Duration,
     /// `DEFAULT_MODEL`: engine used when a request names none (default `u2net`).
     pub default_model: String,
-    /// `COMPAT_MODEL`: engine the compatibility routes (seeds 002 and 003) run instead of the
+    /// `COMPAT_MODEL`: engine the background-removal compatibility routes run instead of the
     /// model a legacy client names, which is still validated against that seed's list. Unset
     /// (the default, and on AWS): the client's model as sent, or `DEFAULT_MODEL` when it names
     /// none. The local runner sets `plain-background`, the one engine that needs no weights.
@@ -59,13 +59,13 @@ pub struct Settings {
     /// `FAL_JWKS_URL`: fal.ai's webhook signing keys (docs/providers.md §2.6), default
     /// [`crate::providers::FAL_DEFAULT_JWKS_URL`].
     pub fal_jwks_url: String,
-    /// `S3_AVATAR_PREFIX` (default `avatars/`): where seed 001's `POST /v1/images/memory`
+    /// `S3_AVATAR_PREFIX` (default `avatars/`): where the illustration route `POST /v1/images/memory`
     /// finds a user's avatar, `{prefix}{owner}/{user_id}`.
     pub s3_avatar_prefix: String,
-    /// `S3_SUBJECT_PREFIX` (default `subjects/`): where seed 001's `POST /v1/images/subject`
+    /// `S3_SUBJECT_PREFIX` (default `subjects/`): where the illustration route `POST /v1/images/subject`
     /// finds a user's photo, `{prefix}{owner}/{user_id}`.
     pub s3_subject_prefix: String,
-    /// `S3_GENERATED_PREFIX` (default `generated/`): where seed 001's memory and subject
+    /// `S3_GENERATED_PREFIX` (default `generated/`): where the illustration routes' memory and subject
     /// illustrations are copied, `{prefix}{owner}/{user_id}/{mode}_{job_id}.{ext}`.
     pub s3_generated_prefix: String,
 }

@@ -263,7 +263,7 @@ pub trait ApiKeyStore: Send + Sync {
     async fn touch_key(&self, hash: &str, now: OffsetDateTime) -> Result<()>;
 }
 
-/// An unguessable public handle on one job: seed 003's `processing_id`, a random UUID v4 (122
+/// An unguessable public handle on one job: the async background-removal route's `processing_id`, a random UUID v4 (122
 /// random bits) that lets a credential-less client read the job's status and download its
 /// result, like a presigned URL. It expires with the job (same `expires_at`).
 #[derive(Debug, Clone, PartialEq, Eq)]

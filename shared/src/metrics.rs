@@ -1,4 +1,4 @@
-//! Per-owner usage metrics over a time window (`GET /v1/metrics`, and seed 002's
+//! Per-owner usage metrics over a time window (`GET /v1/metrics`, and the JWT background-removal route's
 //! `GET /metrics/`). Pure: the caller reads the jobs, this module only counts.
 
 use serde::Serialize;

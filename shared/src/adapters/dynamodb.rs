@@ -5,7 +5,7 @@
 //!   `lease_until` (Unix seconds) while processing;
 //! - idempotency record: `pk = OWNER#{owner}`, `sk = IDEM#{key}`, `request_hash`, `job_id`,
 //!   `expires_at`.
-//! - capability (seed 003's `processing_id`): `pk = sk = CAPABILITY#{uuid}`, `owner`, `job_id`,
+//! - capability (the async background-removal route's `processing_id`): `pk = sk = CAPABILITY#{uuid}`, `owner`, `job_id`,
 //!   `expires_at` (the job's, so DynamoDB TTL removes both together).
 //!
 //! Every state change is an `UpdateItem` with a condition on `status` (and the lease), so two

@@ -8,7 +8,7 @@ use super::edit::{GenerationOptions, check_image_count, pairs_to_json};
 use super::{ModelIds, ModelRequest, ParamError, check_prompt};
 use crate::image_check::ImageInfo;
 
-/// How `generate` makes an illustration (seed 001's three endpoints).
+/// How `generate` makes an illustration (the three endpoints of the illustration service it replaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GenerateMode {
@@ -36,7 +36,7 @@ pub struct GenerateParams {
     /// What to draw: required for `text` and `memory`, an optional addition for `subject`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
-    /// Accepted for seed 001 compatibility (1–150) and recorded, but not sent: Seedream has no
+    /// Accepted for the illustration service's clients (1–150) and recorded, but not sent: Seedream has no
     /// step count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_inference_steps: Option<u32>,

@@ -133,7 +133,7 @@ impl<'de> Deserialize<'de> for Color {
     }
 }
 
-/// Default JPEG quality, as in the async background-removal service (seed 003).
+/// Default JPEG quality, as in the asynchronous background-removal service it replaces.
 pub const DEFAULT_QUALITY: u8 = 95;
 
 /// Parameters of `remove_background`.
