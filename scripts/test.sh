@@ -19,6 +19,16 @@ for crate in imagejobs-api imagejobs-processor imagejobs-ingest imagejobs-admin 
   log "cargo check -p $crate (alone)"
   cargo check -p "$crate" --locked
 done
+# Dependencies point one way: the domain and the ports build with no AWS crate and no HTTP client.
+log "cargo check -p imagejobs-shared --features ports (domain + ports alone)"
+cargo check -p imagejobs-shared --no-default-features --features ports --locked
+leaked=$(cargo tree -p imagejobs-shared --no-default-features --features ports -e normal --prefix none --locked \
+  | grep -E '^(aws-config|aws-sdk-[a-z0-9]+|aws-smithy-[a-z-]+|reqwest|hyper|tokio) ' | sort -u || true)
+if [[ -n "$leaked" ]]; then
+  echo "imagejobs-shared --features ports pulls adapter crates:" >&2
+  echo "$leaked" >&2
+  exit 1
+fi
 log "cargo check -p imagejobs-segmenter --features cuda (alone)"
 cargo check -p imagejobs-segmenter --features cuda --locked
 log "template.yaml: cfn-lint + sam validate"
