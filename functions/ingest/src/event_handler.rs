@@ -11,10 +11,8 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use time::OffsetDateTime;
 
-use shared::adapters::{Aws, PublicHttp};
 use shared::config::Settings;
-use shared::core::{BlobStore, Created, Idempotency, JobQueue, JobStore, JobTransitions};
-use shared::egress::FetchPolicy;
+use shared::core::{BlobStore, Created, Idempotency, JobStore, JobTransitions};
 use shared::job::{Job, JobError, Operation, OwnerId};
 use shared::operation::remove_background::{REMOVE_BACKGROUND_FIELDS, RemoveBackgroundParams};
 use shared::resources::INBOX_PREFIX;
@@ -105,42 +103,6 @@ impl Ingest {
             blobs,
             settings,
         }
-    }
-
-    /// Builds the handler over the AWS adapters.
-    ///
-    /// # Errors
-    /// [`IngestError`] when the submitter cannot be built.
-    pub fn with_aws(settings: Settings, aws: &Aws) -> Result<Self, IngestError> {
-        let settings = Arc::new(settings);
-        let store: Arc<dyn JobStore> = Arc::new(aws.jobs.clone());
-        let queue: Arc<dyn JobQueue> = Arc::new(aws.queue.clone());
-        let blobs: Arc<dyn BlobStore> = Arc::new(aws.blobs.clone());
-        let fetcher = Arc::new(PublicHttp::new(FetchPolicy::for_inputs(&settings))?);
-        let submitter = JobSubmitter::new(
-            store.clone(),
-            queue,
-            blobs.clone(),
-            settings.clone(),
-            fetcher,
-        );
-        Ok(Self::new(
-            submitter,
-            store,
-            Arc::new(aws.jobs.clone()),
-            blobs,
-            settings,
-        ))
-    }
-
-    /// Builds the handler from the environment.
-    ///
-    /// # Errors
-    /// [`IngestError`] naming the missing configuration.
-    pub async fn from_env() -> Result<Self, IngestError> {
-        let settings = Settings::from_env()?;
-        let aws = Aws::from_settings(&settings).await?;
-        Self::with_aws(settings, &aws)
     }
 
     /// Handles every record. A transient failure fails the whole invocation so that Lambda

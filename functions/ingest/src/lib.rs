@@ -3,6 +3,7 @@
 
 mod error;
 pub mod event_handler;
+mod wiring;
 
 pub use error::IngestError;
 pub use event_handler::{Ingest, IngestOutcome};
