@@ -189,8 +189,7 @@ impl EditParams {
     /// # Errors
     /// `invalid_params` naming the field.
     pub fn from_json(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, ParamError> {
-        let p: Self = serde_json::from_value(serde_json::Value::Object(map))
-            .map_err(|e| ParamError::invalid("params", e.to_string()))?;
+        let p: Self = super::deserialize_params(map)?;
         p.validate()?;
         Ok(p)
     }

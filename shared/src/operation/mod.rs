@@ -37,6 +37,18 @@ impl ParamError {
     }
 }
 
+/// JSON `params` into an operation's parameter type (unknown fields and wrong types are refused
+/// by its serde attributes); the ranges are the type's own `validate`.
+///
+/// # Errors
+/// `invalid_params` on `params` with serde's words for what is wrong.
+pub(crate) fn deserialize_params<T: serde::de::DeserializeOwned>(
+    map: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, ParamError> {
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| ParamError::invalid("params", e.to_string()))
+}
+
 /// Longest accepted prompt, characters (Stability's `maxLength` 10000, docs/providers.md
 /// §1.1/§1.3; fal.ai gives none and gets the same limit).
 pub const MAX_PROMPT_CHARS: usize = 10_000;
