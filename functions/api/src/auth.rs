@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 use shared::auth::{self, AuthError, Claims, Credential, Principal};
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 /// Signs a JWT for a caller that authenticated with an API key: `sub` = the key's owner,
 /// `scope` = the key's scopes, lifetime `JWT_TTL_SECONDS`.

@@ -16,9 +16,9 @@ use time::OffsetDateTime;
 use shared::auth::Scope;
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
 use crate::jobs::{load_job, view};
+use crate::state::AppState;
 
 /// 200 with the canceled job; 409 `conflict` when it had already finished; 404 for unknown ids.
 pub(crate) async fn cancel_job(

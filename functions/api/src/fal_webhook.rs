@@ -22,7 +22,7 @@ use shared::fal_signature::{SignedHeaders, WebhookRejection, verify};
 use shared::job::{JobMessage, OwnerId};
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
+use crate::state::AppState;
 
 /// Which job the webhook URL was minted for (set by the processor at submit).
 #[derive(Deserialize)]

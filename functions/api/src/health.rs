@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::time::Duration;
 
-use crate::http_handler::AppState;
 use crate::identity::authenticate;
+use crate::state::AppState;
 
 /// Probes every dependency (3 s each, concurrently): whether all answered, and each one's
 /// state (`ok`, `unavailable` or `timeout`) by name (`table`, `queue`, `bucket`, `segmenter`).

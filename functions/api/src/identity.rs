@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use shared::auth::{self, AuthError, Principal};
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
+use crate::state::AppState;
 
 /// An authenticated caller, as an extractor: handlers that take it require authentication.
 #[derive(Debug, Clone)]

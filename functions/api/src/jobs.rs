@@ -18,8 +18,8 @@ use shared::operation::remove_background::RemoveBackgroundParams;
 use shared::service::{InputRef, Submission};
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 use shared::auth::{Principal, Scope};
 
 /// Longest `Prefer: wait=N` honoured, in seconds (API Gateway's integration timeout is 30 s).

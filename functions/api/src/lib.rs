@@ -1,5 +1,6 @@
 //! The imagejobs HTTP API (`functions/api`): accepts jobs, answers their status and results.
-//! See [`http_handler::router`] for the routes.
+//! See [`router()`] for the routes, [`AppState`] for what the handlers share, and [`wiring`]
+//! for how the deployed function builds it.
 
 mod auth;
 mod cancel;
@@ -7,12 +8,15 @@ mod compat;
 mod error;
 mod fal_webhook;
 mod health;
-pub mod http_handler;
 mod identity;
 pub mod jobs;
 mod metrics;
+mod router;
+mod state;
 mod uploads;
 mod webhooks;
+pub mod wiring;
 
 pub use error::ApiError;
-pub use http_handler::{AppState, router};
+pub use router::router;
+pub use state::AppState;

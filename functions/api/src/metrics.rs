@@ -12,8 +12,8 @@ use shared::core::ListQuery;
 use shared::metrics::{self, DEFAULT_WINDOW_HOURS, MAX_WINDOW_HOURS, UsageMetrics};
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 /// Pages of 100 jobs read at most per request: the newest 5 000 jobs of the window are
 /// counted, and `truncated` says when there were more.

@@ -16,8 +16,8 @@ use shared::core::Upload;
 use shared::resources::UPLOADS_PREFIX;
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 /// Content types an upload may declare.
 const ACCEPTED: &[&str] = &["image/jpeg", "image/png", "image/webp"];

@@ -19,8 +19,8 @@ use shared::auth::{Principal, Scope};
 use shared::notification::{WebhookSecret, validate_webhook_url};
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 async fn answer(
     state: &AppState,

@@ -44,9 +44,9 @@ use shared::job::{Job, JobError, JobResult, JobStatus};
 use shared::service::{InputRef, Submission};
 
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
 use crate::jobs::{MAX_WAIT_SECONDS, job_path, multipart_error, wait_for_job};
+use crate::state::AppState;
 
 /// Every compatibility route, to merge into the API's router.
 pub(crate) fn routes() -> Router<AppState> {

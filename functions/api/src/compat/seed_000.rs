@@ -38,8 +38,8 @@ use shared::service::{InputRef, Submission};
 
 use super::{ended_without_result, input_reference, result_of, still_running, submit_and_wait};
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 /// Seed 000's route.
 pub(crate) fn routes() -> Router<AppState> {

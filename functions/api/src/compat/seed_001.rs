@@ -48,8 +48,8 @@ use super::{
     ended_without_result, extension, input_reference, result_of, still_running, submit_and_wait,
 };
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 /// Seed 001's routes (its `GET /health/` is [`super::legacy_health`]).
 pub(crate) fn routes() -> Router<AppState> {

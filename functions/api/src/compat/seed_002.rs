@@ -32,8 +32,8 @@ use super::{
     submit_and_wait,
 };
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 /// Seed 002's routes.
 pub(crate) fn routes() -> Router<AppState> {

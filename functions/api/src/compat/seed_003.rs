@@ -33,8 +33,8 @@ use shared::service::{InputRef, Submission};
 
 use super::{LegacyForm, absolute, engine, extension, read_form};
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 /// Seed 003's routes.
 pub(crate) fn routes() -> Router<AppState> {

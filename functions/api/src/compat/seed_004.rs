@@ -31,9 +31,9 @@ use shared::service::{InputRef, Submission};
 
 use super::{ended_without_result, read_form_with, submit_and_wait};
 use crate::error::ApiError;
-use crate::http_handler::AppState;
 use crate::identity::Caller;
 use crate::jobs::load_job;
+use crate::state::AppState;
 
 /// Seed 004's routes.
 pub(crate) fn routes() -> Router<AppState> {
