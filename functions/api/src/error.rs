@@ -70,10 +70,11 @@ pub enum ApiError {
         message: String,
     },
     /// The route takes a JWT from `POST /auth/token` (or `/v1/auth/token`), and an API key was
-    /// sent (401 `token_required`; seed 002's JWT-only routes).
+    /// sent (401 `token_required`; the JWT background-removal service's JWT-only routes).
     #[error("this route needs a JWT Bearer token: exchange the API key at POST /auth/token first")]
     TokenRequired,
-    /// Unknown or expired `processing_id` (404 `processing_not_found`; seed 003).
+    /// Unknown or expired `processing_id` (404 `processing_not_found`; the async
+    /// background-removal service).
     #[error("no processing '{0}' (unknown or expired)")]
     ProcessingNotFound(String),
     /// A job the request waited on synchronously failed: the job's own code, with a status

@@ -20,8 +20,8 @@ pub struct Caller(pub Principal);
 
 /// The credential a request carries, if any: `X-API-Key`, `Authorization: Bearer …`, or
 /// `Authorization: Basic base64(KEY:)` (Stripe-style: the user name is the credential and the
-/// password is ignored; what HTTP clients send for `http://KEY:@host/…`, as seed 003's Python
-/// client does once the key is in its base URL).
+/// password is ignored; what HTTP clients send for `http://KEY:@host/…`, as the async
+/// background-removal service's Python client does once the key is in its base URL).
 fn credential(headers: &HeaderMap) -> Option<Cow<'_, str>> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
         return Some(Cow::Borrowed(v.trim()));

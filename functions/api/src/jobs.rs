@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use shared::job::{Job, JobStatus, Operation, OwnerId};
 use shared::operation::remove_background::RemoveBackgroundParams;
 use shared::service::{InputRef, Submission};
 
+use crate::body::{InvalidJson, content_type, multipart, multipart_error, read_json};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::state::AppState;
@@ -220,14 +221,6 @@ fn unknown_operation(name: &str) -> ApiError {
     )
 }
 
-pub(crate) fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge(format!("request body is over the limit: {}", e.body_text()))
-    } else {
-        ApiError::bad_request("invalid_multipart", e.body_text())
-    }
-}
-
 /// Reads the request into a submission: multipart (`file` + fields) or JSON (`input`
 /// reference + `params`).
 async fn read_submission(
@@ -236,19 +229,12 @@ async fn read_submission(
     idempotency_key: Option<String>,
     req: Request,
 ) -> Result<Submission, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = content_type(req.headers());
     let default_model = state.settings.default_model.as_str();
     let (operation, input, extra_inputs, notify) = if content_type
         .starts_with("multipart/form-data")
     {
-        let mut multipart = Multipart::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_multipart", e.body_text()))?;
+        let mut multipart = multipart(state, req).await?;
         let mut file: Option<Bytes> = None;
         let mut reference: Option<String> = None;
         let mut op_name: Option<String> = None;
@@ -295,12 +281,8 @@ async fn read_submission(
         let notify = notify_targets(state, webhook_url, email)?;
         (operation, input, extra_inputs, notify)
     } else if content_type.starts_with("application/json") {
-        let limit = state.settings.image_limits.max_bytes as usize;
-        let body = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| ApiError::PayloadTooLarge("JSON body is over the limit".into()))?;
-        let parsed: CreateJobJson = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
+        // The content type is known to be JSON here, so only the limit and the parse can fail.
+        let parsed: CreateJobJson = read_json(state, req, InvalidJson::BadRequest).await?;
         let operation =
             operation_from_json(parsed.operation.as_deref(), parsed.params, default_model)?;
         let mut extra_inputs = Vec::new();

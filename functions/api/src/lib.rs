@@ -3,14 +3,15 @@
 //! for how the deployed function builds it.
 
 mod auth;
+mod body;
 mod cancel;
 mod compat;
 mod error;
-mod fal_webhook;
 mod health;
 mod identity;
 pub mod jobs;
 mod metrics;
+mod provider_callbacks;
 mod router;
 mod state;
 mod uploads;

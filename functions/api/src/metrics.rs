@@ -1,5 +1,6 @@
 //! `GET /v1/metrics?window_hours=N`: the caller's usage (jobs by status and operation,
-//! processing times) over the last N hours. Also served as seed 002's `GET /metrics/`.
+//! processing times) over the last N hours. Also served as the JWT background-removal
+//! service's `GET /metrics/`.
 
 use axum::Json;
 use axum::extract::{Query, State};

@@ -16,7 +16,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{auth, cancel, compat, fal_webhook, health, jobs, metrics, uploads, webhooks};
+use crate::{auth, cancel, compat, health, jobs, metrics, provider_callbacks, uploads, webhooks};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -39,7 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}/cancel", post(cancel::cancel_job))
         .route(
             "/v1/providers/fal/webhook",
-            post(fal_webhook::receive_fal_webhook),
+            post(provider_callbacks::receive_fal_webhook),
         )
         .route("/v1/metrics", get(metrics::get_metrics))
         .route(

@@ -15,6 +15,7 @@ use shared::auth::Scope;
 use shared::core::Upload;
 use shared::resources::UPLOADS_PREFIX;
 
+use crate::body::{InvalidJson, parse_json};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::state::AppState;
@@ -36,8 +37,7 @@ pub(crate) async fn create_upload(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
-    let req: UploadRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("request body: {e}")))?;
+    let req: UploadRequest = parse_json(&body, InvalidJson::BadRequest)?;
     if !ACCEPTED.contains(&req.content_type.as_str()) {
         return Err(ApiError::Domain(shared::Error::Invalid {
             code: "unsupported_image",

@@ -18,6 +18,7 @@ use serde_json::json;
 use shared::auth::{Principal, Scope};
 use shared::notification::{WebhookSecret, validate_webhook_url};
 
+use crate::body::{InvalidJson, parse_json};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::state::AppState;
@@ -61,12 +62,10 @@ pub(crate) async fn put_webhooks(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
-    let parsed: PutWebhooks = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!("request body: {e} (expected {{\"default_url\": \"https://…\" | null}})"),
-        )
-    })?;
+    let parsed: PutWebhooks = parse_json(
+        &body,
+        InvalidJson::BadRequestExpecting(r#"{"default_url": "https://…" | null}"#),
+    )?;
     let url = parsed
         .default_url
         .filter(|u| !u.trim().is_empty())

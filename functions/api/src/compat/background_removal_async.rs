@@ -1,10 +1,13 @@
-//! Seed 003, "Background Removal Service" (FastAPI, asynchronous): submit, poll, download.
+//! Replaces the "Background Removal Service" (FastAPI, asynchronous).
+//!
+//! The async background-removal service's routes, over the job service: submit, poll,
+//! download.
 //!
 //! `POST /process` needs the API key (HTTP Basic with the key as user name, i.e. the key in the
 //! client's base URL `http://KEY:@host` (`requests` sends no credential without the colon), or `Authorization: Bearer` / `X-API-Key`). Its answer's
 //! `processing_id` is a random UUID v4 (122 random bits, like the original's) stored as a
 //! capability pointer next to the job; `GET /status/{id}` and `GET /download/{id}` take no
-//! credential, exactly as the seed's clients call them: the id itself is the secret, as a
+//! credential, exactly as the service's clients call them: the id itself is the secret, as a
 //! presigned URL is. It expires with the job (`JOB_TTL_DAYS`, DynamoDB TTL and the S3
 //! lifecycle rules).
 //!
@@ -31,12 +34,13 @@ use shared::job::{Job, JobError, JobStatus, Notify, Operation};
 use shared::operation::remove_background::RemoveBackgroundParams;
 use shared::service::{InputRef, Submission};
 
-use super::{LegacyForm, absolute, engine, extension, read_form};
+use super::request::{LegacyForm, engine, model_fallback, read_form};
+use super::response::{absolute, extension};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::state::AppState;
 
-/// Seed 003's routes.
+/// The async background-removal service's routes.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/process", post(process))
@@ -44,8 +48,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/download/{processing_id}", get(download))
 }
 
-/// The models seed 003 accepts (its `MODEL_NAMES`); `u2net` is its default.
-pub const SEED_MODELS: &[&str] = &["u2net", "u2netp", "u2net_human_seg"];
+/// The models the service accepts (its `MODEL_NAMES`); `u2net` is its default.
+pub const ACCEPTED_MODELS: &[&str] = &["u2net", "u2netp", "u2net_human_seg"];
 
 /// The `message` of a 202 from `POST /process`, word for word.
 pub const PROCESS_MESSAGE: &str = "Processing started. Check your email when done.";
@@ -61,7 +65,7 @@ struct ProcessRequest {
 ///
 /// - `email`: required, RFC 5322 syntax (`email_address`);
 /// - `model`: `u2net` (default), `u2netp`, `u2net_human_seg`; the engine that runs is
-///   [`super::engine`] of it (`COMPAT_MODEL` when set);
+///   [`engine`] of it (`COMPAT_MODEL` when set);
 /// - `output_format`: `png` (default), `jpg`, `jpeg`, any case; JPEG is composited on white;
 /// - `quality`: integer 1–100, default 95; `scale`: number 0.1–1.0, default 1.0.
 ///
@@ -85,12 +89,12 @@ fn validate(
         )
     })?;
     let model = match form.field("model").map(str::trim).filter(|m| !m.is_empty()) {
-        None => SEED_MODELS[0],
-        Some(m) if SEED_MODELS.contains(&m) => m,
+        None => ACCEPTED_MODELS[0],
+        Some(m) if ACCEPTED_MODELS.contains(&m) => m,
         Some(m) => {
             return Err(ApiError::unprocessable(
                 "unknown_model",
-                format!("model: '{m}' is not one of {}", SEED_MODELS.join(", ")),
+                format!("model: '{m}' is not one of {}", ACCEPTED_MODELS.join(", ")),
             ));
         }
     };
@@ -118,7 +122,7 @@ fn validate(
     if format != "png" {
         pairs.push(("background_color", "#ffffff"));
     }
-    if super::model_fallback(settings) {
+    if model_fallback(settings) {
         pairs.push(("model_fallback", "true"));
     }
     let params = RemoveBackgroundParams::from_pairs(pairs, &settings.default_model)
@@ -186,7 +190,7 @@ pub(crate) async fn process(
         }
         return Err(e.into());
     }
-    tracing::info!(job_id = %job.id, processing_id = %capability.id, "seed 003 processing started");
+    tracing::info!(job_id = %job.id, processing_id = %capability.id, "async background removal started");
     let status_url = absolute(&headers, &format!("/status/{}", capability.id));
     Ok((
         StatusCode::ACCEPTED,
@@ -224,7 +228,7 @@ async fn resolve(state: &AppState, raw: &str) -> Result<(String, Job), ApiError>
     Ok((id, job))
 }
 
-/// Seed 003's status word: `queued` and `processing` are `processing`, `succeeded` is
+/// The service's status word: `queued` and `processing` are `processing`, `succeeded` is
 /// `completed`, `failed` and `canceled` are `failed`.
 pub fn legacy_status(status: JobStatus) -> &'static str {
     match status {
@@ -345,7 +349,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(r.params.model, "u2net", "the seed's default model");
+        assert_eq!(r.params.model, "u2net", "the service's default model");
         assert!(
             r.params.model_fallback,
             "a stand-in runs when u2net is not deployed"
@@ -396,7 +400,7 @@ mod tests {
     }
 
     #[test]
-    fn statuses_collapse_to_the_seed_words() {
+    fn statuses_collapse_to_the_legacy_words() {
         assert_eq!(legacy_status(JobStatus::Queued), "processing");
         assert_eq!(legacy_status(JobStatus::Processing), "processing");
         assert_eq!(legacy_status(JobStatus::Succeeded), "completed");

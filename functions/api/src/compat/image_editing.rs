@@ -1,5 +1,7 @@
-//! Seed 004, "AI Image Editing Backend" (FastAPI over fal.ai Seedream v4 edit, in-memory jobs):
-//! its three routes over the job service, persistent (jobs live as long as `JOB_TTL_DAYS`).
+//! Replaces the "AI Image Editing Backend" (FastAPI over fal.ai Seedream v4 edit, in-memory jobs).
+//!
+//! The image-editing service's three routes, over the job service, persistent (jobs live as
+//! long as `JOB_TTL_DAYS`):
 //!
 //! | route | answer | canonical |
 //! |---|---|---|
@@ -8,9 +10,9 @@
 //! | `GET /api/jobs` | the caller's `edit` jobs, newest first (at most 100) | `GET /v1/jobs` |
 //!
 //! A job is exactly `{"id", "prompt", "status", "result_image_url", "created_at",
-//! "updated_at"}`: `id` is the job's ULID, `status` the seed's words ([`legacy_status`]),
+//! "updated_at"}`: `id` is the job's ULID, `status` the service's words ([`legacy_status`]),
 //! `result_image_url` a presigned GET URL of the result (`RESULT_URL_TTL_SECONDS`) or `null`,
-//! the times RFC 3339. Only `edit` jobs are this seed's: another operation's id is a 404 here.
+//! the times RFC 3339. Only `edit` jobs are this service's: another operation's id is a 404 here.
 //! Browser frontends are allowed by `CORS_ALLOWED_ORIGINS` like every route, and send a key
 //! (`Authorization`/`X-API-Key`, both allowed in preflight) or a JWT.
 
@@ -29,13 +31,14 @@ use shared::job::{Job, JobStatus, Operation};
 use shared::operation::edit::{EditParams, GenerationOptions};
 use shared::service::{InputRef, Submission};
 
-use super::{ended_without_result, read_form_with, submit_and_wait};
+use super::request::read_form_with;
+use super::response::{ended_without_result, submit_and_wait};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::jobs::load_job;
 use crate::state::AppState;
 
-/// Seed 004's routes.
+/// The image-editing service's routes.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/jobs", post(create).get(list))
@@ -47,7 +50,7 @@ pub const MAX_LISTED: usize = 100;
 /// Most job records `GET /api/jobs` reads looking for `edit` jobs (10 pages of 100).
 const MAX_SCANNED_PAGES: usize = 10;
 
-/// The seed's status words: `queued` is `pending`, `processing` stays, `succeeded` is
+/// The service's status words: `queued` is `pending`, `processing` stays, `succeeded` is
 /// `completed`, `failed` and `canceled` are `failed`.
 pub fn legacy_status(status: JobStatus) -> &'static str {
     match status {
@@ -58,7 +61,7 @@ pub fn legacy_status(status: JobStatus) -> &'static str {
     }
 }
 
-/// The job in the seed's shape; `None` for a job that is not an `edit`.
+/// The job in the service's shape; `None` for a job that is not an `edit`.
 async fn view(state: &AppState, job: &Job) -> Result<Option<Value>, ApiError> {
     let Operation::Edit(params) = &job.operation else {
         return Ok(None);
@@ -193,7 +196,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_map_onto_the_seed_words() {
+    fn statuses_map_onto_the_legacy_words() {
         assert_eq!(legacy_status(JobStatus::Queued), "pending");
         assert_eq!(legacy_status(JobStatus::Processing), "processing");
         assert_eq!(legacy_status(JobStatus::Succeeded), "completed");

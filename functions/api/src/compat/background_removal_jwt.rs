@@ -1,16 +1,16 @@
-//! Seed 002, "Background Removal API" (FastAPI, JWT): its four routes over the job service.
+//! Replaces the "Background Removal API" (FastAPI, JWT).
 //!
-//! The two-tier flow of the original is kept: an API key for `GET /health/` and
-//! `POST /auth/token`, the JWT it returns for `POST /api/remove-background` and
-//! `GET /metrics/` (an API key there is 401 `token_required`). The token carries the key's owner
-//! and scopes, so a seed-002 client's key needs `jobs:write` (background removal) and
-//! `metrics:read` (metrics).
+//! The JWT background-removal service's four routes, over the job service. The two-tier flow
+//! of the original is kept: an API key for `GET /health/` and `POST /auth/token`, the JWT it
+//! returns for `POST /api/remove-background` and `GET /metrics/` (an API key there is 401
+//! `token_required`). The token carries the key's owner and scopes, so this service's clients'
+//! keys need `jobs:write` (background removal) and `metrics:read` (metrics).
 //!
 //! | route | answer | canonical |
 //! |---|---|---|
 //! | `POST /auth/token?user_id=…` | `{"access_token", "token_type": "bearer"}` | `POST /v1/auth/token` |
 //! | `POST /api/remove-background` | the image bytes (200), or 202 `{"job_id", "status", "status_url", "result_url"}` | `POST /v1/jobs` + `Prefer: wait=25` |
-//! | `GET /health/` | `{"status", "message", "checks"}` (200 / 503), shared with seed 001: [`super::legacy_health`] | `GET /health` |
+//! | `GET /health/` | `{"status", "message", "checks"}` (200 / 503), shared with the image-generation service: [`super::health::legacy_health`] | `GET /health` |
 //! | `GET /metrics/?window_hours=24` | [`shared::metrics::UsageMetrics`] | `GET /v1/metrics` |
 
 use axum::Json;
@@ -27,15 +27,13 @@ use shared::job::{Job, JobStatus, Operation};
 use shared::operation::remove_background::{Color, OutputFormat, RemoveBackgroundParams};
 use shared::service::{InputRef, Submission};
 
-use super::{
-    ended_without_result, engine, read_form, require_token, result_of, still_running,
-    submit_and_wait,
-};
+use super::request::{engine, model_fallback, read_form, require_token};
+use super::response::{ended_without_result, result_of, still_running, submit_and_wait};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::state::AppState;
 
-/// Seed 002's routes.
+/// The JWT background-removal service's routes.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/auth/token", post(token))
@@ -74,14 +72,14 @@ pub(crate) async fn token(
         ));
     }
     let (token, claims) = crate::auth::issue_for_key(&state, &caller)?;
-    tracing::info!(owner = %caller.owner, user_id, jti = %claims.jti, "seed 002 token issued");
+    tracing::info!(owner = %caller.owner, user_id, jti = %claims.jti, "background-removal token issued");
     let mut resp = Json(json!({"access_token": token, "token_type": "bearer"})).into_response();
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }
 
-/// Parses seed 002's `output_format`: `PNG`, `JPG`, `JPEG` or `WEBP`, any case; PNG when
+/// Parses the service's `output_format`: `PNG`, `JPG`, `JPEG` or `WEBP`, any case; PNG when
 /// absent or empty.
 ///
 /// # Errors
@@ -102,14 +100,14 @@ fn output_format(raw: Option<&str>) -> Result<OutputFormat, ApiError> {
 }
 
 /// The model the replaced service ran (BRIA RMBG); a deployment without its weights runs the
-/// best loaded neural model instead ([`super::model_fallback`]).
+/// best loaded neural model instead ([`model_fallback`]).
 pub const LEGACY_MODEL: &str = "bria-rmbg";
 
 /// The job parameters of a background-removal request of this API: its legacy model (or
 /// `COMPAT_MODEL`), the format, and a white background for JPEG (which has no alpha channel).
 fn params(settings: &shared::config::Settings, format: OutputFormat) -> RemoveBackgroundParams {
     let mut p = RemoveBackgroundParams::with_model(engine(settings, Some(LEGACY_MODEL)));
-    p.model_fallback = super::model_fallback(settings);
+    p.model_fallback = model_fallback(settings);
     p.output_format = format;
     if format == OutputFormat::Jpeg {
         p.background_color = Some(Color {

@@ -1,12 +1,14 @@
-//! Seed 001, "Image Generation API" (FastAPI, diffusion models): its routes over the job
-//! service, running `generate` on fal.ai's Seedream v4.
+//! Replaces the "Image Generation API" (FastAPI, diffusion models).
+//!
+//! The image-generation service's routes, over the job service, running `generate` on fal.ai's
+//! Seedream v4:
 //!
 //! | route | answer | canonical |
 //! |---|---|---|
 //! | `POST /v1/images/memory` `{"user_id", "prompt", "num_inference_steps"}` | `{"data": [{"s3_uri"}]}` | `POST /v1/jobs` (`generate`, mode `memory`) + `Prefer: wait=25` |
 //! | `POST /v1/images/subject` `{"user_id", "num_inference_steps"}` | `{"data": [{"s3_uri"}]}` | `POST /v1/jobs` (`generate`, mode `subject`) + `Prefer: wait=25` |
 //! | `POST /v1/images/generations` `{"prompt", "num_inference_steps", "reference_image_url"}` | `{"data": [{"url"}]}` | `POST /v1/jobs` (`generate`, mode `text`) + `Prefer: wait=25` |
-//! | `GET /health/` | `{"status": "healthy", "message": "Image generation service is ready", "checks"}` | `GET /health` ([`super::legacy_health`], shared with seed 002) |
+//! | `GET /health/` | `{"status": "healthy", "message": "Image generation service is ready", "checks"}` | `GET /health` ([`super::health::legacy_health`], shared with the JWT background-removal service) |
 //! | `GET /` | `{"message", "version", "endpoints"}` | none |
 //!
 //! **Tenancy.** The original read `avatars/{user_id}` from a bucket of its own. Here the bucket
@@ -23,19 +25,17 @@
 //! the request sees the job finish (objects there do not expire with the job; the canonical
 //! result under `results/` does). `url` is a presigned GET URL of the result
 //! (`RESULT_URL_TTL_SECONDS`). A job still running at the wait limit is a 202 with the
-//! canonical job routes ([`super::still_running`]); no copy is made for it.
+//! canonical job routes ([`super::response::still_running`]); no copy is made for it.
 //!
 //! `num_inference_steps` (1–150) is accepted and recorded; Seedream has no step count.
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use shared::auth::{Principal, Scope};
@@ -44,14 +44,15 @@ use shared::operation::edit::GenerationOptions;
 use shared::operation::generate::{GenerateMode, GenerateParams};
 use shared::service::{InputRef, Submission};
 
-use super::{
-    ended_without_result, extension, input_reference, result_of, still_running, submit_and_wait,
-};
+use super::request::input_reference;
+use super::response::{ended_without_result, extension, result_of, still_running, submit_and_wait};
+use crate::body::{InvalidJson, read_json};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::state::AppState;
 
-/// Seed 001's routes (its `GET /health/` is [`super::legacy_health`]).
+/// The image-generation service's routes (its `GET /health/` is
+/// [`super::health::legacy_health`]).
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(root))
@@ -104,31 +105,6 @@ pub(crate) async fn root() -> Response {
         },
     }))
     .into_response()
-}
-
-/// Reads a JSON body into `T`.
-///
-/// # Errors
-/// 415 for another media type; 413 over the limit; 422 `invalid_json` when it does not parse
-/// or a field has the wrong type (FastAPI answered 422 for both).
-async fn read_json<T: DeserializeOwned>(state: &AppState, req: Request) -> Result<T, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if !content_type.starts_with("application/json") {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type '{content_type}' is not accepted: send application/json"
-        )));
-    }
-    let limit = state.settings.image_limits.max_bytes as usize;
-    let body: Bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge("JSON body is over the limit".into()))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::unprocessable("invalid_json", format!("request body: {e}")))
 }
 
 /// Checks a `user_id`: one key segment of 1–128 characters of `A–Z a–z 0–9 _ - . @`, not `.`
@@ -289,8 +265,10 @@ async fn generated_answer(
 /// **200** `{"data": [{"s3_uri": "s3://{bucket}/generated/{owner}/{user_id}/memory_{job_id}.png"}]}`.
 ///
 /// # Errors
-/// 422 `invalid_json`, `invalid_params`, `input_not_found` (no avatar); a failed job's own
-/// code; 202 is not an error ([`super::still_running`]).
+/// 415 for another media type; 413 over the limit; 422 `invalid_json` (a body that does not
+/// parse or a field of the wrong type: FastAPI answered 422 for both), `invalid_params`,
+/// `input_not_found` (no avatar); a failed job's own code; 202 is not an error
+/// ([`super::response::still_running`]).
 pub(crate) async fn memory(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -298,7 +276,7 @@ pub(crate) async fn memory(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let headers = req.headers().clone();
-    let body: MemoryRequest = read_json(&state, req).await?;
+    let body: MemoryRequest = read_json(&state, req, InvalidJson::Unprocessable).await?;
     let user = user_id(body.user_id.as_deref())?;
     let p = params(GenerateMode::Memory, body.prompt, body.num_inference_steps)?;
     let prefix = state.settings.s3_avatar_prefix.clone();
@@ -320,7 +298,7 @@ pub(crate) async fn subject(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let headers = req.headers().clone();
-    let body: SubjectRequest = read_json(&state, req).await?;
+    let body: SubjectRequest = read_json(&state, req, InvalidJson::Unprocessable).await?;
     let user = user_id(body.user_id.as_deref())?;
     let p = params(GenerateMode::Subject, body.prompt, body.num_inference_steps)?;
     let prefix = state.settings.s3_subject_prefix.clone();
@@ -344,7 +322,7 @@ pub(crate) async fn generations(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let headers = req.headers().clone();
-    let body: GenerationsRequest = read_json(&state, req).await?;
+    let body: GenerationsRequest = read_json(&state, req, InvalidJson::Unprocessable).await?;
     let p = params(GenerateMode::Text, body.prompt, body.num_inference_steps)?;
     let reference = match body
         .reference_image_url

@@ -1,3 +1,6 @@
+//! Callbacks from the model providers, under `/v1/providers/…`. fal.ai's completion webhook is
+//! the only one so far.
+//!
 //! `POST /v1/providers/fal/webhook?owner=…&job_id=…`: fal.ai's completion callback
 //! (docs/providers.md §2.6).
 //!

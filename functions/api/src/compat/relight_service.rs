@@ -1,5 +1,6 @@
-//! Seed 000, "Replace Background and Relight Microservice" (FastAPI over Stability AI): its one
-//! route over the job service.
+//! Replaces the "Replace Background and Relight Microservice" (FastAPI over Stability AI).
+//!
+//! The relight service's one route, over the job service:
 //!
 //! | route | answer | canonical |
 //! |---|---|---|
@@ -12,7 +13,7 @@
 //! `light_source_direction`, `seed`, `output_format`. Images are `s3://` URIs or S3 object URLs
 //! of this deployment's bucket (the caller's own objects: `uploads/{owner}/…`,
 //! `inputs/{owner}/…`, `results/{owner}/…`, `inbox/{owner}/…`), or public `https://` URLs
-//! ([`super::input_reference`]). As the original's client sent them: empty strings mean
+//! ([`super::request::input_reference`]). As the original's client sent them: empty strings mean
 //! "absent", `light_source_direction: "none"` means no direction, and `light_source_strength`
 //! is dropped when neither a direction nor a `light_reference` steers the light (Stability only
 //! takes it with one of them). Unknown fields are ignored, as Pydantic did.
@@ -23,9 +24,7 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::Deserialize;
@@ -36,12 +35,14 @@ use shared::job::{JobStatus, Operation};
 use shared::operation::relight::{GenFormat, LightDirection, RelightParams};
 use shared::service::{InputRef, Submission};
 
-use super::{ended_without_result, input_reference, result_of, still_running, submit_and_wait};
+use super::request::input_reference;
+use super::response::{ended_without_result, result_of, still_running, submit_and_wait};
+use crate::body::{InvalidJson, read_json};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::state::AppState;
 
-/// Seed 000's route.
+/// The relight service's route.
 pub(crate) fn routes() -> Router<AppState> {
     Router::new().route(
         "/replace-background-relight",
@@ -155,41 +156,18 @@ fn validate(input: RelightInput) -> Result<RelightRequest, ApiError> {
     })
 }
 
-/// Reads the JSON body.
-///
-/// # Errors
-/// 415 for another media type; 413 over the limit; 422 `invalid_json` when it does not parse
-/// or a field has the wrong type (FastAPI answered 422 for both).
-async fn read_json(state: &AppState, req: Request) -> Result<RelightInput, ApiError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if !content_type.starts_with("application/json") {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type '{content_type}' is not accepted: send application/json"
-        )));
-    }
-    let limit = state.settings.image_limits.max_bytes as usize;
-    let body: Bytes = axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge("JSON body is over the limit".into()))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::unprocessable("invalid_json", format!("request body: {e}")))
-}
-
 /// `POST /replace-background-relight` (API key or token with `jobs:write`; JSON): synchronous
 /// to the client.
 ///
 /// Submits a `replace_background_relight` job (the subject as the job's image, the references
 /// as its `background_reference` / `light_reference` inputs), waits up to the API's limit, and
 /// answers **200** `{"s3_url"}`. Still running then: **202** `{"job_id", "status",
-/// "status_url", "result_url"}` ([`super::still_running`]).
+/// "status_url", "result_url"}` ([`super::response::still_running`]).
 ///
 /// # Errors
-/// 422 `missing_input`, `invalid_params`, `invalid_json`; 400 `invalid_input_reference`; the
+/// 415 for another media type; 413 over the limit; 422 `missing_input`, `invalid_params`,
+/// `invalid_json` (a body that does not parse or a field of the wrong type: FastAPI answered
+/// 422 for both); 400 `invalid_input_reference`; the
 /// input codes of `POST /v1/jobs` (`input_not_found`, `input_fetch_failed`, image codes); a
 /// failed job's own code ([`crate::error::sync_failure_status`]); 409 `job_canceled`.
 pub(crate) async fn replace_background_relight(
@@ -199,7 +177,7 @@ pub(crate) async fn replace_background_relight(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let headers = req.headers().clone();
-    let request = validate(read_json(&state, req).await?)?;
+    let request = validate(read_json(&state, req, InvalidJson::Unprocessable).await?)?;
     let bucket = state.blobs.bucket().to_owned();
     let subject = input_reference(&bucket, &request.subject)?;
     let mut extra_inputs: Vec<(String, InputRef)> = Vec::new();
