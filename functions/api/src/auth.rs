@@ -45,6 +45,9 @@ pub(crate) fn issue_for_key(
 
 /// Answers `{"access_token", "token_type": "Bearer", "expires_in", "scope"}` (RFC 6749 §5.1
 /// field names) with the key's owner and scopes.
+///
+/// # Errors
+/// As [`issue_for_key`]; 401 for a bad key.
 pub(crate) async fn issue_token(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -20,7 +20,11 @@ use crate::identity::Caller;
 use crate::jobs::{load_job, view};
 use crate::state::AppState;
 
-/// 200 with the canceled job; 409 `conflict` when it had already finished; 404 for unknown ids.
+/// 200 with the canceled job ([`crate::jobs::view`]).
+///
+/// # Errors
+/// 403 `insufficient_scope` without `jobs:write` or `jobs:read`; 404 `job_not_found` for
+/// unknown ids; 409 `conflict` when it had already finished; 503 when the store fails.
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -43,10 +43,13 @@ struct Links {
     result: String,
 }
 
+/// A job's canonical path, `/v1/jobs/{id}`: its `Location`, and the base of its links.
 pub(crate) fn job_path(id: Ulid) -> String {
     format!("/v1/jobs/{id}")
 }
 
+/// The job as every `/v1` route shows it: the record's fields plus
+/// `"links": {"self", "result"}`.
 pub(crate) fn view(job: &Job) -> JobView<'_> {
     JobView {
         job,
@@ -321,6 +324,14 @@ async fn read_submission(
 
 /// `POST /v1/jobs`: 202 with the job and `Location`; 200 when it is already finished (an
 /// idempotent replay, or `Prefer: wait=N` and it finished in time).
+///
+/// # Errors
+/// 401 without a valid credential; 403 `insufficient_scope` without `jobs:write`; 400
+/// `invalid_prefer`, `invalid_idempotency_key`, `invalid_multipart`, `invalid_json`,
+/// `invalid_input`, `unknown_operation` and the parameters' codes; 415 `unsupported_media_type`;
+/// 413 `payload_too_large`; 422 `invalid_webhook_url`, `invalid_email` and the input codes;
+/// whatever [`shared::service::JobSubmitter::submit`] refuses (409 `idempotency_key_reused`,
+/// 429 quotas, 503 `dependency_unavailable`).
 pub(crate) async fn create_job(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -397,6 +408,9 @@ fn parse_job_id(raw: &str) -> Result<Ulid, ApiError> {
 }
 
 /// The caller's job (needs `jobs:read`); another owner's id is a 404 like an unknown one.
+///
+/// # Errors
+/// 403 `insufficient_scope`; 404 `job_not_found`; 503 when the store fails.
 pub(crate) async fn load_job(
     state: &AppState,
     caller: &Principal,
@@ -412,7 +426,10 @@ pub(crate) async fn load_job(
         .ok_or_else(|| ApiError::JobNotFound(raw_id.to_owned()))
 }
 
-/// `GET /v1/jobs/{id}`.
+/// `GET /v1/jobs/{id}`: 200 with the job ([`view`]).
+///
+/// # Errors
+/// As [`load_job`].
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -423,8 +440,12 @@ pub(crate) async fn get_job(
 }
 
 /// `GET /v1/jobs/{id}/result[?index=N]`: 303 to a presigned URL of the result (or of output
-/// `N`, 0-based, of a multi-output job), 423 while unfinished, 409 when failed, 404
-/// `result_not_found` for an index past the last output.
+/// `N`, 0-based, of a multi-output job).
+///
+/// # Errors
+/// As [`load_job`]; 400 `invalid_params` for an `index` that is not a whole number; 423
+/// `job_not_finished` while unfinished; 409 with the job's own code when it failed,
+/// `job_canceled` when canceled; 404 `result_not_found` for an index past the last output.
 pub(crate) async fn get_result(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -488,7 +509,12 @@ pub(crate) async fn get_result(
     }
 }
 
-/// `GET /v1/jobs?limit=&cursor=&status=`: newest first.
+/// `GET /v1/jobs?limit=&cursor=&status=`: `{"jobs": [job…], "next_cursor"}`, newest first
+/// (`limit` 1–100, default 20).
+///
+/// # Errors
+/// 403 `insufficient_scope` without `jobs:read`; 400 `invalid_params` for a bad value or an
+/// unknown parameter; 503 when the store fails.
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -93,6 +93,9 @@ pub(crate) async fn usage(
 }
 
 /// `GET /v1/metrics`: the [`UsageMetrics`] JSON, for an API key or a JWT with `metrics:read`.
+///
+/// # Errors
+/// As [`window_hours`] and [`usage`].
 pub(crate) async fn get_metrics(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -57,9 +57,15 @@ fn rejected(e: WebhookRejection) -> ApiError {
     }
 }
 
-/// 200 `{"accepted": true|false, "reason"}` for a verified delivery (fal stops retrying);
-/// 401 for one that does not verify (nothing changes); 409 `submission_pending` when the job
-/// has not recorded this request yet (fal retries, §2.6: 10 times over 2 hours).
+/// 200 for a verified delivery, so that fal stops retrying: `{"accepted": true, "job_id"}` when
+/// the completion was queued, `{"accepted": false, "reason"}` when there was nothing to do
+/// (unknown or finished job, another request's delivery, a duplicate).
+///
+/// # Errors
+/// 401 `webhook_headers_missing`, `webhook_stale` or `webhook_signature_invalid` for a
+/// delivery that does not verify (nothing changes); 409 `conflict` when the job has not
+/// recorded this request yet (fal retries, §2.6: 10 times over 2 hours); 503 when fal's keys,
+/// the store or the queue are unavailable.
 pub(crate) async fn receive_fal_webhook(
     State(state): State<AppState>,
     Query(target): Query<WebhookTarget>,

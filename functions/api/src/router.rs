@@ -22,7 +22,7 @@ use crate::{auth, cancel, compat, health, jobs, metrics, provider_callbacks, upl
 const BODY_OVERHEAD: usize = 64 * 1024;
 
 /// The API's routes: `/v1/…`, `/health`, and the compatibility routes of the services it
-/// replaces ([`crate::compat`]).
+/// replaces (`compat/`).
 ///
 /// An unknown path is 404 `route_not_found` and a known path with another method 405
 /// `method_not_allowed`, both as [`ApiError`] JSON. Bodies are capped at the image byte limit

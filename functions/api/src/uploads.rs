@@ -30,7 +30,13 @@ struct UploadRequest {
     content_length: u64,
 }
 
-/// Answers 201 with `{upload_id, url, method, headers, input, expires_at}`.
+/// `POST /v1/uploads` with `{"content_type", "content_length"}`: 201 with `{upload_id, url,
+/// method, headers, input, expires_at}`.
+///
+/// # Errors
+/// 403 `insufficient_scope` without `jobs:write`; 400 `invalid_json`, `invalid_params` (a
+/// zero length); 415 `unsupported_image` for a type other than JPEG, PNG or WebP; 413
+/// `payload_too_large` over the image byte limit; 503 when the store fails.
 pub(crate) async fn create_upload(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -39,7 +39,10 @@ async fn answer(
     )
 }
 
-/// `GET /v1/webhooks`.
+/// `GET /v1/webhooks`: `{"default_url", "secret"}`, creating the secret on first use.
+///
+/// # Errors
+/// 403 `insufficient_scope` without `jobs:write`; 503 when the store fails.
 pub(crate) async fn get_webhooks(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -55,7 +58,11 @@ struct PutWebhooks {
     default_url: Option<String>,
 }
 
-/// `PUT /v1/webhooks`: 400 `invalid_json` for another body, 422 `invalid_webhook_url`.
+/// `PUT /v1/webhooks` with `{"default_url": "https://…" | null}`: the same shape as `GET`.
+///
+/// # Errors
+/// 403 `insufficient_scope` without `jobs:write`; 400 `invalid_json` for another body; 422
+/// `invalid_webhook_url`; 503 when the store fails.
 pub(crate) async fn put_webhooks(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -85,7 +92,10 @@ pub(crate) async fn put_webhooks(
     answer(&state, &caller, secret).await
 }
 
-/// `POST /v1/webhooks/rotate-secret`.
+/// `POST /v1/webhooks/rotate-secret`: the same shape as `GET`, with the new secret.
+///
+/// # Errors
+/// 403 `insufficient_scope` without `jobs:write`; 503 when the store fails.
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     Caller(caller): Caller,
