@@ -13,15 +13,25 @@ use shared::service::JobSubmitter;
 /// What the handlers share. Cheap to clone: every field is an `Arc` or holds them.
 #[derive(Clone)]
 pub struct AppState {
+    /// Validates, stores and queues new jobs: the one way in for every route that creates one.
     pub(crate) submitter: JobSubmitter,
+    /// Job records, read by the status, result, list and metrics routes.
     pub(crate) store: Arc<dyn JobStore>,
+    /// Inputs and results in the bucket.
     pub(crate) blobs: Arc<dyn BlobStore>,
+    /// What `GET /health` checks: table, queue, bucket, and the segmenter when configured.
     pub(crate) probes: Vec<Arc<dyn Probe>>,
+    /// API key records, looked up by hash.
     pub(crate) keys: Arc<dyn ApiKeyStore>,
+    /// Presigned-upload records (`POST /v1/uploads`).
     pub(crate) uploads: Arc<dyn UploadStore>,
+    /// The deployment's settings.
     pub(crate) settings: Arc<Settings>,
+    /// The job transitions the API makes itself: cancel, and marking a fal delivery seen.
     pub(crate) provider_transitions: Arc<dyn shared::core::ProviderTransitions>,
+    /// The processor's queue (fal completions and cancels, notifications).
     pub(crate) queue: Arc<dyn shared::core::JobQueue>,
+    /// fal's webhook signing keys, cached.
     pub(crate) fal_keys: Arc<shared::adapters::JwksCache>,
     /// The async background-removal service's `processing_id` pointers.
     pub(crate) capabilities: Arc<dyn CapabilityStore>,
