@@ -102,3 +102,61 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
         .map_err(|_| ApiError::PayloadTooLarge("JSON body is over the limit".into()))?;
     parse_json(&body, invalid)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        n: u32,
+    }
+
+    #[test]
+    fn a_body_that_does_not_parse_is_invalid_json_with_the_routes_status() {
+        let refuse = |invalid| parse_json::<Body>(br#"{"n": "x"}"#, invalid).unwrap_err();
+        let e = refuse(InvalidJson::BadRequest);
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::BAD_REQUEST, "invalid_json")
+        );
+        assert!(
+            e.to_string().starts_with("request body: invalid type"),
+            "{e}"
+        );
+        let e = refuse(InvalidJson::Unprocessable);
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_json")
+        );
+        assert!(
+            e.to_string().starts_with("request body: invalid type"),
+            "{e}"
+        );
+        let e = refuse(InvalidJson::BadRequestExpecting(r#"{"n": 1}"#));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::BAD_REQUEST, "invalid_json")
+        );
+        assert!(e.to_string().ends_with(r#" (expected {"n": 1})"#), "{e}");
+        assert_eq!(
+            parse_json::<Body>(br#"{"n": 7}"#, InvalidJson::BadRequest)
+                .unwrap()
+                .n,
+            7
+        );
+    }
+
+    #[test]
+    fn content_types_are_lower_cased_and_empty_when_absent() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_type(&h), "");
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
+        assert_eq!(content_type(&h), "application/json; charset=utf-8");
+    }
+}
