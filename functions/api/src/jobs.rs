@@ -102,7 +102,7 @@ struct CreateJobJson {
     /// `reference_1` … `reference_9`).
     #[serde(default)]
     inputs: std::collections::BTreeMap<String, String>,
-    /// Receives the signed job-end event (see [`shared::notify`]).
+    /// Receives the signed job-end event (see [`shared::notification`]).
     #[serde(default)]
     webhook_url: Option<String>,
     /// Receives a job-end e-mail.
