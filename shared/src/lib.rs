@@ -10,6 +10,8 @@
 //!   No AWS crate and no HTTP client is compiled in.
 //! - Feature `aws` (default, implies `ports`): the [`adapters`] (DynamoDB, SQS, S3, SES, the
 //!   segmenter, Stability, fal.ai, outbound HTTP) and [`telemetry`].
+//! - Feature `fakes` (implies `ports`, not in `default`): in-memory implementations of the
+//!   ports ([`fakes`]) for in-process tests; never enabled by a deployed function.
 
 pub mod env;
 pub mod error;
@@ -39,6 +41,8 @@ pub mod service;
 
 #[cfg(feature = "aws")]
 pub mod adapters;
+#[cfg(feature = "fakes")]
+pub mod fakes;
 #[cfg(feature = "aws")]
 pub mod telemetry;
 
