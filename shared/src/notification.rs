@@ -241,7 +241,7 @@ fn invalid(code: &'static str, message: String) -> Error {
 /// (`http` too when `allow_http`, local development only) with a host, at most
 /// [`MAX_WEBHOOK_URL_LEN`] bytes; a literal IP address must be public unless `allow_private`.
 /// Host names are resolved and checked again at every delivery (the SSRF guard of
-/// [`crate::fetch`]).
+/// [`crate::egress`]).
 ///
 /// # Errors
 /// [`Error::Invalid`] `invalid_webhook_url` saying what is wrong.
