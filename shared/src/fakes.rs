@@ -9,7 +9,13 @@
 //!   complete, terminal states stay terminal, once-only marks);
 //! - [`InMemoryQueue`]: [`JobQueue`], recording each message with its delay;
 //! - [`InMemoryBlobs`]: [`BlobStore`] over a map, with `memory://` presigned URLs;
-//! - [`ScriptedSegmenter`]: [`Segmenter`] answering from a script and counting calls.
+//! - [`ScriptedSegmenter`]: [`Segmenter`] answering from a script and counting calls;
+//! - [`InMemoryJobs`] also holds the table's other items, as `adapters::DynamoJobs` and
+//!   `adapters::DynamoNotifications` do: [`UploadStore`], [`CapabilityStore`] and
+//!   [`NotificationStore`];
+//! - [`InMemoryApiKeys`]: [`ApiKeyStore`] keyed by the key's SHA-256, with
+//!   [`InMemoryApiKeys::create_key`] handing out a working plaintext key;
+//! - [`FakeProbe`]: a [`Probe`] that is healthy or not as a test says.
 //!
 //! State sits behind a [`std::sync::Mutex`] that is never held across an `.await`, so the
 //! fakes work on any runtime and each call is atomic, like one conditional write.
@@ -27,13 +33,16 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
+use crate::auth::{ApiKeyRecord, Scope};
 use crate::core::{
-    BlobStore, Claim, Created, Cutout, Idempotency, JobPage, JobQueue, JobStore, JobTransitions,
-    Lease, ListQuery, ObjectInfo, ObjectSummary, ProviderMark, ProviderSubmission,
-    ProviderTransitions, Segmenter, SegmenterError,
+    ApiKeyStore, BlobStore, Capability, CapabilityStore, Claim, Created, Cutout, Idempotency,
+    JobPage, JobQueue, JobStore, JobTransitions, Lease, ListQuery, ObjectInfo, ObjectSummary,
+    Probe, ProviderMark, ProviderSubmission, ProviderTransitions, Segmenter, SegmenterError,
+    Upload, UploadStore,
 };
 use crate::error::{Error, Result};
-use crate::job::{Job, JobError, JobMessage, JobResult, JobStatus, OwnerId};
+use crate::job::{Job, JobError, JobMessage, JobResult, JobStatus, NotificationAttempt, OwnerId};
+use crate::notification::{NotificationStore, OwnerWebhook, WebhookSecret};
 use crate::operation::remove_background::RemoveBackgroundParams;
 
 /// Locks `m`, ignoring poisoning: a test that panicked while holding the lock must not turn
@@ -76,6 +85,12 @@ struct IdempotencyRecord {
 struct JobsState {
     jobs: HashMap<(OwnerId, Ulid), Record>,
     idempotency: HashMap<(OwnerId, String), IdempotencyRecord>,
+    /// `UPLOAD#{id}` items, by owner and upload id.
+    uploads: HashMap<(OwnerId, String), Upload>,
+    /// `CAPABILITY#{id}` items.
+    capabilities: HashMap<String, Capability>,
+    /// `OWNER#{owner}` / `WEBHOOK` items.
+    webhooks: HashMap<OwnerId, OwnerWebhook>,
 }
 
 impl JobsState {
@@ -697,6 +712,249 @@ impl Segmenter for ScriptedSegmenter {
     }
 }
 
+#[async_trait]
+impl UploadStore for InMemoryJobs {
+    /// Writes (or overwrites, like the adapter's unconditional `PutItem`) `UPLOAD#{id}`.
+    async fn put_upload(&self, owner: &OwnerId, upload: &Upload) -> Result<()> {
+        lock(&self.state)
+            .uploads
+            .insert((owner.clone(), upload.id.clone()), upload.clone());
+        Ok(())
+    }
+
+    /// The owner's upload; another owner's id is `None`. Expired records are still returned,
+    /// as the adapter does until TTL deletes them.
+    async fn get_upload(&self, owner: &OwnerId, id: &str) -> Result<Option<Upload>> {
+        Ok(lock(&self.state)
+            .uploads
+            .get(&(owner.clone(), id.to_owned()))
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl CapabilityStore for InMemoryJobs {
+    /// Stores the handle once: an id already stored is an [`Error::Conflict`].
+    async fn put_capability(&self, capability: &Capability) -> Result<()> {
+        let mut state = lock(&self.state);
+        if state.capabilities.contains_key(&capability.id) {
+            return Err(Error::Conflict(format!(
+                "capability {} already exists",
+                capability.id
+            )));
+        }
+        state
+            .capabilities
+            .insert(capability.id.clone(), capability.clone());
+        Ok(())
+    }
+
+    /// The handle, or `None` when unknown or once `expires_at <= now` (as the adapter).
+    async fn find_capability(&self, id: &str, now: OffsetDateTime) -> Result<Option<Capability>> {
+        Ok(lock(&self.state)
+            .capabilities
+            .get(id)
+            .filter(|c| c.expires_at > now.unix_timestamp())
+            .cloned())
+    }
+}
+
+#[async_trait]
+impl NotificationStore for InMemoryJobs {
+    async fn webhook_settings(&self, owner: &OwnerId) -> Result<Option<OwnerWebhook>> {
+        Ok(lock(&self.state).webhooks.get(owner).cloned())
+    }
+
+    /// The stored secret, or a new one written only when none is stored (the adapter's
+    /// `if_not_exists`).
+    async fn webhook_secret(&self, owner: &OwnerId) -> Result<WebhookSecret> {
+        let fresh = WebhookSecret::generate().map_err(|e| Error::Config(e.to_string()))?;
+        let mut state = lock(&self.state);
+        let settings = state.webhooks.entry(owner.clone()).or_default();
+        let text = settings
+            .secret
+            .get_or_insert_with(|| fresh.as_str().to_owned());
+        WebhookSecret::parse(text).map_err(|e| Error::Corrupt {
+            what: "webhook settings",
+            message: e.to_string(),
+        })
+    }
+
+    async fn rotate_webhook_secret(&self, owner: &OwnerId) -> Result<WebhookSecret> {
+        let fresh = WebhookSecret::generate().map_err(|e| Error::Config(e.to_string()))?;
+        lock(&self.state)
+            .webhooks
+            .entry(owner.clone())
+            .or_default()
+            .secret = Some(fresh.as_str().to_owned());
+        Ok(fresh)
+    }
+
+    /// Sets or removes `default_url`, creating the settings item when missing (an
+    /// `UpdateItem`), the secret left as it is.
+    async fn set_default_webhook_url(&self, owner: &OwnerId, url: Option<&str>) -> Result<()> {
+        lock(&self.state)
+            .webhooks
+            .entry(owner.clone())
+            .or_default()
+            .default_url = url.map(str::to_owned);
+        Ok(())
+    }
+
+    /// Appends to the job's `notifications` and sets `updated_at` (to the wall clock, as the
+    /// adapter does); [`Error::NotFound`] for a missing job.
+    async fn record_attempt(
+        &self,
+        owner: &OwnerId,
+        job_id: Ulid,
+        attempt: &NotificationAttempt,
+    ) -> Result<()> {
+        let mut state = lock(&self.state);
+        let record = state
+            .jobs
+            .get_mut(&(owner.clone(), job_id))
+            .ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
+        record.job.notifications.push(attempt.clone());
+        record.job.updated_at = OffsetDateTime::now_utc();
+        Ok(())
+    }
+}
+
+/// The API key records in memory: [`ApiKeyStore`] keyed by the key's SHA-256 hex
+/// ([`crate::auth::hash_api_key`]), as `adapters::DynamoApiKeys` keys `APIKEY#{sha256}`; the
+/// plaintext is never stored.
+///
+/// `put_key` refuses a hash already stored (the adapter's `attribute_not_exists`; it reports
+/// that as a failed call, here [`Error::Conflict`]); `touch_key` writes `last_used_at` only
+/// when unset or over a minute old, and ignores unknown keys; `list_keys` is oldest first.
+#[derive(Debug, Default)]
+pub struct InMemoryApiKeys {
+    keys: Mutex<HashMap<String, ApiKeyRecord>>,
+}
+
+impl InMemoryApiKeys {
+    /// No keys.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Generates and stores a key for `owner` with `scopes` (named `test`, created now) and
+    /// returns the plaintext key (`ij_live_…`) to send as a credential.
+    ///
+    /// # Panics
+    /// When the OS random source fails.
+    pub fn create_key(&self, owner: &OwnerId, scopes: &[Scope]) -> String {
+        let new = crate::auth::generate_api_key().expect("random source");
+        let record = ApiKeyRecord {
+            key_id: new.key_id,
+            hash: new.hash.clone(),
+            owner: owner.clone(),
+            name: "test".into(),
+            scopes: scopes.to_vec(),
+            created_at: OffsetDateTime::now_utc(),
+            last_used_at: None,
+            revoked: false,
+        };
+        lock(&self.keys).insert(new.hash, record);
+        new.secret
+    }
+
+    /// The stored record of a plaintext key, if any.
+    pub fn record(&self, secret: &str) -> Option<ApiKeyRecord> {
+        lock(&self.keys)
+            .get(&crate::auth::hash_api_key(secret))
+            .cloned()
+    }
+}
+
+#[async_trait]
+impl ApiKeyStore for InMemoryApiKeys {
+    async fn put_key(&self, record: &ApiKeyRecord) -> Result<()> {
+        let mut keys = lock(&self.keys);
+        if keys.contains_key(&record.hash) {
+            return Err(Error::Conflict(format!(
+                "API key {} already exists",
+                record.key_id
+            )));
+        }
+        keys.insert(record.hash.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn find_key(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
+        Ok(lock(&self.keys).get(hash).cloned())
+    }
+
+    async fn list_keys(&self, owner: Option<&OwnerId>) -> Result<Vec<ApiKeyRecord>> {
+        let mut keys: Vec<ApiKeyRecord> = lock(&self.keys)
+            .values()
+            .filter(|k| owner.is_none_or(|o| *o == k.owner))
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| k.created_at);
+        Ok(keys)
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> Result<bool> {
+        Ok(lock(&self.keys)
+            .values_mut()
+            .find(|k| k.key_id == key_id)
+            .map(|k| k.revoked = true)
+            .is_some())
+    }
+
+    async fn touch_key(&self, hash: &str, now: OffsetDateTime) -> Result<()> {
+        if let Some(k) = lock(&self.keys).get_mut(hash)
+            && k.last_used_at
+                .is_none_or(|t| t < now - time::Duration::minutes(1))
+        {
+            k.last_used_at = Some(now);
+        }
+        Ok(())
+    }
+}
+
+/// A [`Probe`] (a `GET /health` check) that answers as it is told: healthy until
+/// [`FakeProbe::set_healthy`] says otherwise; unhealthy is [`Error::Unavailable`].
+#[derive(Debug)]
+pub struct FakeProbe {
+    name: &'static str,
+    healthy: std::sync::atomic::AtomicBool,
+}
+
+impl FakeProbe {
+    /// A healthy probe reported under `name` (`table`, `queue`, `bucket`, …).
+    pub fn healthy(name: &'static str) -> Self {
+        Self {
+            name,
+            healthy: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// Makes later pings succeed (`true`) or fail.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Probe for FakeProbe {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn ping(&self) -> Result<()> {
+        if self.healthy.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Error::Unavailable {
+                service: self.name,
+                message: "fake probe set unhealthy".into(),
+            })
+        }
+    }
+}
+
 /// The [`Cutout`] the segmenter container would answer with for these encoded bytes: width and
 /// height from the image, `content_type` sniffed, the foreground fraction as the mean alpha
 /// ([`crate::image_check::foreground_fraction`], the container's own measure), and `engine`.
@@ -953,6 +1211,78 @@ mod tests {
             assert_eq!(
                 jobs.list(&owner(), &bad).await.unwrap_err().code(),
                 "invalid_cursor"
+            );
+        });
+    }
+
+    #[test]
+    fn keys_uploads_capabilities_and_webhooks_keep_the_adapters_rules() {
+        block_on(async {
+            let keys = InMemoryApiKeys::new();
+            let secret = keys.create_key(&owner(), &[Scope::JobsRead]);
+            let hash = crate::auth::hash_api_key(&secret);
+            let record = keys.find_key(&hash).await.unwrap().unwrap();
+            assert_eq!(
+                (record.owner, record.scopes),
+                (owner(), vec![Scope::JobsRead])
+            );
+            let now = OffsetDateTime::now_utc();
+            keys.touch_key(&hash, now).await.unwrap();
+            // At most one write a minute.
+            keys.touch_key(&hash, now + time::Duration::seconds(30))
+                .await
+                .unwrap();
+            assert_eq!(keys.record(&secret).unwrap().last_used_at, Some(now));
+            assert!(keys.revoke_key(&record.key_id).await.unwrap());
+            assert!(keys.record(&secret).unwrap().revoked);
+            assert!(!keys.revoke_key("key_none").await.unwrap());
+
+            let jobs = InMemoryJobs::new();
+            let capability = Capability {
+                id: "c1".into(),
+                owner: owner(),
+                job_id: Ulid::new(),
+                expires_at: now.unix_timestamp() + 60,
+            };
+            jobs.put_capability(&capability).await.unwrap();
+            assert!(matches!(
+                jobs.put_capability(&capability).await,
+                Err(Error::Conflict(_))
+            ));
+            assert_eq!(
+                jobs.find_capability("c1", now).await.unwrap(),
+                Some(capability)
+            );
+            let later = now + time::Duration::seconds(60);
+            assert_eq!(jobs.find_capability("c1", later).await.unwrap(), None);
+
+            let upload = Upload {
+                id: "u1".into(),
+                key: "uploads/team-a/u1".into(),
+                content_type: "image/png".into(),
+                content_length: 1,
+                expires_at: 0,
+            };
+            jobs.put_upload(&owner(), &upload).await.unwrap();
+            assert_eq!(jobs.get_upload(&owner(), "u1").await.unwrap(), Some(upload));
+            let other = OwnerId::parse("team-b").unwrap();
+            assert_eq!(jobs.get_upload(&other, "u1").await.unwrap(), None);
+
+            let first = jobs.webhook_secret(&owner()).await.unwrap();
+            assert_eq!(
+                jobs.webhook_secret(&owner()).await.unwrap().as_str(),
+                first.as_str()
+            );
+            let rotated = jobs.rotate_webhook_secret(&owner()).await.unwrap();
+            assert_ne!(rotated.as_str(), first.as_str());
+            jobs.set_default_webhook_url(&owner(), Some("https://example.com/h"))
+                .await
+                .unwrap();
+            let settings = jobs.webhook_settings(&owner()).await.unwrap().unwrap();
+            assert_eq!(settings.secret.as_deref(), Some(rotated.as_str()));
+            assert_eq!(
+                settings.default_url.as_deref(),
+                Some("https://example.com/h")
             );
         });
     }

@@ -20,4 +20,4 @@ pub mod wiring;
 
 pub use error::ApiError;
 pub use router::router;
-pub use state::AppState;
+pub use state::{AppState, Ports};

@@ -6,8 +6,12 @@ use std::time::Duration;
 
 use shared::adapters::{Aws, HttpSegmenter, PublicHttp};
 use shared::config::Settings;
-use shared::core::{ApiKeyStore, BlobStore, CapabilityStore, JobStore, Probe, UploadStore};
+use shared::core::{
+    ApiKeyStore, BlobStore, CapabilityStore, JobQueue, JobStore, Probe, ProviderTransitions,
+    UploadStore, UrlFetcher,
+};
 use shared::egress::FetchPolicy;
+use shared::notification::NotificationStore;
 use shared::service::JobSubmitter;
 
 /// What the handlers share. Cheap to clone: every field is an `Arc` or holds them.
@@ -39,6 +43,34 @@ pub struct AppState {
     pub(crate) notifications: Arc<dyn shared::notification::NotificationStore>,
 }
 
+/// The ports [`AppState`] is built over: the AWS adapters in a deployment
+/// ([`AppState::new`]), in-memory fakes in tests ([`AppState::from_ports`]).
+#[derive(Clone)]
+pub struct Ports {
+    /// Job records: created by the submitter, read by the status, result, list and metrics
+    /// routes.
+    pub store: Arc<dyn JobStore>,
+    /// The job transitions the API makes itself: cancel, and marking a fal delivery seen.
+    pub provider_transitions: Arc<dyn ProviderTransitions>,
+    /// Inputs and results.
+    pub blobs: Arc<dyn BlobStore>,
+    /// The processor's queue: new jobs, fal completions and cancels, notifications.
+    pub queue: Arc<dyn JobQueue>,
+    /// API key records, looked up by hash.
+    pub keys: Arc<dyn ApiKeyStore>,
+    /// Presigned-upload records (`POST /v1/uploads`); the submitter checks references to
+    /// them too.
+    pub uploads: Arc<dyn UploadStore>,
+    /// The async background-removal service's `processing_id` pointers.
+    pub capabilities: Arc<dyn CapabilityStore>,
+    /// Owner webhook settings (`/v1/webhooks`).
+    pub notifications: Arc<dyn NotificationStore>,
+    /// What `GET /health` checks, in order.
+    pub probes: Vec<Arc<dyn Probe>>,
+    /// Downloads URL inputs (`input: "https://…"`).
+    pub fetcher: Arc<dyn UrlFetcher>,
+}
+
 impl AppState {
     /// Builds the state over the AWS adapters; `SEGMENTER_URL`, when set, joins the health
     /// check.
@@ -46,9 +78,6 @@ impl AppState {
     /// # Errors
     /// [`shared::Error::Config`] for unusable settings.
     pub fn new(settings: Settings, aws: &Aws) -> shared::Result<Self> {
-        let settings = Arc::new(settings);
-        let store: Arc<dyn JobStore> = Arc::new(aws.jobs.clone());
-        let blobs: Arc<dyn BlobStore> = Arc::new(aws.blobs.clone());
         let mut probes: Vec<Arc<dyn Probe>> = vec![
             Arc::new(aws.jobs.clone()),
             Arc::new(aws.queue.clone()),
@@ -57,14 +86,37 @@ impl AppState {
         if let Some(url) = &settings.segmenter_url {
             probes.push(Arc::new(HttpSegmenter::new(url, Duration::from_secs(3))?));
         }
+        let ports = Ports {
+            store: Arc::new(aws.jobs.clone()),
+            provider_transitions: Arc::new(aws.jobs.clone()),
+            blobs: Arc::new(aws.blobs.clone()),
+            queue: Arc::new(aws.queue.clone()),
+            keys: Arc::new(aws.keys.clone()),
+            uploads: Arc::new(aws.jobs.clone()),
+            capabilities: Arc::new(aws.jobs.clone()),
+            notifications: Arc::new(aws.notifications.clone()),
+            probes,
+            fetcher: Arc::new(PublicHttp::new(FetchPolicy::for_inputs(&settings))?),
+        };
+        Self::from_ports(settings, ports)
+    }
+
+    /// Builds the state over any implementation of the ports (in-memory fakes in tests). fal's
+    /// webhook keys are fetched from `settings.fal_jwks_url` on first use (building the cache
+    /// does no I/O).
+    ///
+    /// # Errors
+    /// [`shared::Error::Config`] when the JWKS HTTP client cannot be built.
+    pub fn from_ports(settings: Settings, ports: Ports) -> shared::Result<Self> {
+        let settings = Arc::new(settings);
         let submitter = JobSubmitter::new(
-            store.clone(),
-            Arc::new(aws.queue.clone()),
-            blobs.clone(),
+            ports.store.clone(),
+            ports.queue.clone(),
+            ports.blobs.clone(),
             settings.clone(),
-            Arc::new(PublicHttp::new(FetchPolicy::for_inputs(&settings))?),
+            ports.fetcher,
         )
-        .with_uploads(Arc::new(aws.jobs.clone()));
+        .with_uploads(ports.uploads.clone());
         // fal allows caching its keys for up to 24 h (docs/providers.md §2.6).
         let fal_keys = Arc::new(shared::adapters::JwksCache::new(
             &settings.fal_jwks_url,
@@ -72,17 +124,17 @@ impl AppState {
         )?);
         Ok(Self {
             submitter,
-            store,
-            blobs,
-            probes,
-            keys: Arc::new(aws.keys.clone()),
-            uploads: Arc::new(aws.jobs.clone()),
+            store: ports.store,
+            blobs: ports.blobs,
+            probes: ports.probes,
+            keys: ports.keys,
+            uploads: ports.uploads,
             settings,
-            provider_transitions: Arc::new(aws.jobs.clone()),
-            queue: Arc::new(aws.queue.clone()),
+            provider_transitions: ports.provider_transitions,
+            queue: ports.queue,
             fal_keys,
-            capabilities: Arc::new(aws.jobs.clone()),
-            notifications: Arc::new(aws.notifications.clone()),
+            capabilities: ports.capabilities,
+            notifications: ports.notifications,
         })
     }
 
