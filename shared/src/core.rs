@@ -51,6 +51,33 @@ pub struct ListQuery {
     pub status: Option<JobStatus>,
 }
 
+/// The cursor of a [`JobPage`]: the last returned job's sort key (`JOB#{ulid}`),
+/// base64url-encoded without padding. Every [`JobStore`] issues this one format, so a cursor
+/// means the same thing in every implementation; it is opaque to clients and meaningless across
+/// owners (the owner comes from the caller, never from the cursor).
+pub fn encode_job_cursor(id: Ulid) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("JOB#{id}"))
+}
+
+/// Reads a cursor made by [`encode_job_cursor`].
+///
+/// # Errors
+/// [`crate::Error::Invalid`] `invalid_cursor` for anything else.
+pub fn decode_job_cursor(cursor: &str) -> Result<Ulid> {
+    use base64::Engine as _;
+    let bad = || crate::Error::Invalid {
+        code: "invalid_cursor",
+        message: "cursor is malformed: pass the next_cursor of a previous page unchanged".into(),
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let sk = String::from_utf8(raw).map_err(|_| bad())?;
+    let id = sk.strip_prefix("JOB#").ok_or_else(bad)?;
+    Ulid::from_string(id).map_err(|_| bad())
+}
+
 /// Creating, reading and discarding job records.
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -73,7 +100,7 @@ pub trait JobStore: Send + Sync {
     /// The owner's jobs, newest first.
     ///
     /// # Errors
-    /// [`crate::Error::Corrupt`] with `what = "cursor"` for a cursor this store did not issue.
+    /// [`crate::Error::Invalid`] `invalid_cursor` for a cursor that [`decode_job_cursor`] refuses.
     async fn list(&self, owner: &OwnerId, query: &ListQuery) -> Result<JobPage>;
     /// Removes a job that was never enqueued (compensation when the queue refuses it), with its
     /// idempotency record.
@@ -547,4 +574,26 @@ pub trait ProviderTransitions: Send + Sync {
         mark: ProviderMark,
         now: OffsetDateTime,
     ) -> Result<bool>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let id = Ulid::from_string("01JD0000000000000000000000").unwrap();
+        assert_eq!(decode_job_cursor(&encode_job_cursor(id)).unwrap(), id);
+        for bad in [
+            "",
+            "!!!",
+            &URL_SAFE_NO_PAD.encode("IDEM#x"),
+            &URL_SAFE_NO_PAD.encode("JOB#nope"),
+        ] {
+            let err = decode_job_cursor(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_cursor", "{bad}");
+        }
+    }
 }

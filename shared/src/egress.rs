@@ -99,17 +99,31 @@ pub struct FetchPolicy {
 }
 
 impl FetchPolicy {
-    /// The policy for input images at caller URLs: the settings' address rules, their byte cap,
-    /// 20 s, the system resolver.
-    pub fn for_inputs(settings: &crate::config::Settings) -> Self {
+    /// The settings' address rules (`ALLOW_HTTP_URLS`, `ALLOW_PRIVATE_URLS`: development
+    /// switches) with this byte cap and deadline, and the system resolver.
+    pub fn from_settings(
+        settings: &crate::config::Settings,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Self {
         Self {
             allow_http: settings.allow_http_urls,
             allow_private: settings.allow_private_urls,
             allowed_addresses: Vec::new(),
-            max_bytes: settings.image_limits.max_bytes,
-            timeout: Duration::from_secs(20),
+            max_bytes,
+            timeout,
             resolver: None,
         }
+    }
+
+    /// The policy for input images at caller URLs: the settings' address rules, their byte cap,
+    /// 20 s.
+    pub fn for_inputs(settings: &crate::config::Settings) -> Self {
+        Self::from_settings(
+            settings,
+            settings.image_limits.max_bytes,
+            Duration::from_secs(20),
+        )
     }
 
     /// Whether `addr` may be connected to: public, or private ones allowed, or listed.

@@ -22,8 +22,6 @@
 #![warn(missing_docs)]
 
 use async_trait::async_trait;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -163,24 +161,6 @@ impl InMemoryJobs {
     }
 }
 
-/// The cursor of a page is the last job's sort key, base64url-encoded, exactly as the adapter
-/// issues it, so a cursor means the same thing here and there.
-fn encode_cursor(id: Ulid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("JOB#{id}"))
-}
-
-/// Reads a cursor; the adapter's `invalid_cursor` for one this store did not issue.
-fn decode_cursor(cursor: &str) -> Result<Ulid> {
-    let bad = || Error::Invalid {
-        code: "invalid_cursor",
-        message: "cursor is malformed: pass the next_cursor of a previous page unchanged".into(),
-    };
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let sk = String::from_utf8(raw).map_err(|_| bad())?;
-    let id = sk.strip_prefix("JOB#").ok_or_else(bad)?;
-    Ulid::from_string(id).map_err(|_| bad())
-}
-
 #[async_trait]
 impl JobStore for InMemoryJobs {
     /// Writes the job as given, with its idempotency record, both or neither. A key already
@@ -242,7 +222,11 @@ impl JobStore for InMemoryJobs {
     /// empty page; callers must accept both).
     async fn list(&self, owner: &OwnerId, query: &ListQuery) -> Result<JobPage> {
         let limit = query.limit.clamp(1, 100) as usize;
-        let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let after = query
+            .cursor
+            .as_deref()
+            .map(crate::core::decode_job_cursor)
+            .transpose()?;
         let state = lock(&self.state);
         let mut matching: Vec<&Job> = state
             .jobs
@@ -258,7 +242,7 @@ impl JobStore for InMemoryJobs {
         let more = matching.len() > limit;
         let jobs: Vec<Job> = matching.into_iter().take(limit).cloned().collect();
         let next_cursor = if more {
-            jobs.last().map(|j| encode_cursor(j.id))
+            jobs.last().map(|j| crate::core::encode_job_cursor(j.id))
         } else {
             None
         };

@@ -20,14 +20,7 @@ use crate::processor::{Processor, ProcessorOptions, Providers};
 /// The download policy for provider outputs: the same address rules as URL inputs, and a
 /// [`OUTPUT_MAX_BYTES`] cap.
 pub fn output_downloads(settings: &Settings) -> FetchPolicy {
-    FetchPolicy {
-        allow_http: settings.allow_http_urls,
-        allow_private: settings.allow_private_urls,
-        allowed_addresses: Vec::new(),
-        max_bytes: OUTPUT_MAX_BYTES,
-        timeout: Duration::from_secs(60),
-        resolver: None,
-    }
+    FetchPolicy::from_settings(settings, OUTPUT_MAX_BYTES, Duration::from_secs(60))
 }
 
 impl ProcessorOptions {
@@ -128,14 +121,11 @@ impl Notifier {
         aws: &Aws,
         notify: NotifySettings,
     ) -> Result<Self, ProcessorError> {
-        let webhook = PublicHttp::without_redirects(FetchPolicy {
-            allow_http: settings.allow_http_urls,
-            allow_private: settings.allow_private_urls,
-            allowed_addresses: Vec::new(),
-            max_bytes: 0,
-            timeout: notify.webhook_timeout,
-            resolver: None,
-        })?;
+        let webhook = PublicHttp::without_redirects(FetchPolicy::from_settings(
+            settings,
+            0,
+            notify.webhook_timeout,
+        ))?;
         let email = notify
             .from_email
             .as_ref()

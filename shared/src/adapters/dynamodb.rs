@@ -17,8 +17,6 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashMap;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -161,23 +159,6 @@ fn encode<T: serde::Serialize>(what: &'static str, v: &T) -> Result<AttributeVal
 }
 
 use super::dynamodb_unavailable as unavailable;
-
-/// The cursor is the last returned job's sort key, base64url-encoded: opaque to clients,
-/// meaningless across owners (the partition comes from the caller, never from the cursor).
-fn encode_cursor(id: Ulid) -> String {
-    URL_SAFE_NO_PAD.encode(job_sk(id))
-}
-
-fn decode_cursor(cursor: &str) -> Result<Ulid> {
-    let bad = || Error::Invalid {
-        code: "invalid_cursor",
-        message: "cursor is malformed: pass the next_cursor of a previous page unchanged".into(),
-    };
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let sk = String::from_utf8(raw).map_err(|_| bad())?;
-    let id = sk.strip_prefix("JOB#").ok_or_else(bad)?;
-    Ulid::from_string(id).map_err(|_| bad())
-}
 
 impl DynamoJobs {
     /// Wraps a client for `table`.
@@ -415,7 +396,7 @@ impl JobStore for DynamoJobs {
     async fn list(&self, owner: &OwnerId, query: &ListQuery) -> Result<JobPage> {
         let limit = query.limit.clamp(1, 100) as usize;
         let mut start = match &query.cursor {
-            Some(c) => Some(Self::key(owner, job_sk(decode_cursor(c)?))),
+            Some(c) => Some(Self::key(owner, job_sk(crate::core::decode_job_cursor(c)?))),
             None => None,
         };
         let mut jobs = Vec::with_capacity(limit);
@@ -449,7 +430,7 @@ impl JobStore for DynamoJobs {
         }
         // A full page may be followed by more; the next page starts after its last job.
         let next_cursor = match start {
-            Some(_) => jobs.last().map(|j| encode_cursor(j.id)),
+            Some(_) => jobs.last().map(|j| crate::core::encode_job_cursor(j.id)),
             None => None,
         };
         Ok(JobPage { jobs, next_cursor })
@@ -895,25 +876,5 @@ impl Probe for DynamoJobs {
             .await
             .map_err(unavailable)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_refuse_garbage() {
-        let id = Ulid::from_string("01JD0000000000000000000000").unwrap();
-        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
-        for bad in [
-            "",
-            "!!!",
-            &URL_SAFE_NO_PAD.encode("IDEM#x"),
-            &URL_SAFE_NO_PAD.encode("JOB#nope"),
-        ] {
-            let err = decode_cursor(bad).unwrap_err();
-            assert_eq!(err.code(), "invalid_cursor", "{bad}");
-        }
     }
 }

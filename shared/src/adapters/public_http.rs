@@ -46,6 +46,12 @@ fn refuse(code: &'static str, message: String) -> Error {
     Error::Invalid { code, message }
 }
 
+impl From<Refusal> for Error {
+    fn from(r: Refusal) -> Self {
+        refuse(r.code, r.message)
+    }
+}
+
 /// The resolver every connection of the client goes through: every answer must be allowed (a
 /// mixed answer is how rebinding attacks start).
 struct CheckedResolver {
@@ -58,28 +64,9 @@ impl reqwest::dns::Resolve for CheckedResolver {
         let inner = Arc::clone(&self.inner);
         let policy = Arc::clone(&self.policy);
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let addrs = inner.resolve(&host, 0).await.map_err(|e| Refusal {
-                code: "input_fetch_failed",
-                message: format!("could not resolve '{host}': {e}"),
-            })?;
-            if addrs.is_empty() {
-                return Err(Refusal {
-                    code: "input_fetch_failed",
-                    message: format!("'{host}' has no address"),
-                }
-                .into());
-            }
-            if let Some(bad) = addrs.iter().find(|a| !policy.allows_ip(a.ip())) {
-                return Err(Refusal {
-                    code: "url_address_not_allowed",
-                    message: format!(
-                        "'{host}' leads to a non-public address ({}); only public hosts are fetched",
-                        bad.ip()
-                    ),
-                }
-                .into());
-            }
+            let host = name.as_str();
+            let addrs =
+                resolve_checked(&*inner, host, 0, host, |a| policy.allows_ip(a.ip())).await?;
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
@@ -162,33 +149,44 @@ impl PublicHttp {
                 format!("'{url}' is not a valid URL: {e}"),
             )
         })?;
-        check_url(&self.policy, &parsed).map_err(|r| refuse(r.code, r.message))?;
+        check_url(&self.policy, &parsed)?;
         if let Some(url::Host::Domain(host)) = parsed.host() {
             let port = parsed.port_or_known_default().unwrap_or(443);
-            let addrs = self.resolver.resolve(host, port).await.map_err(|e| {
-                refuse(
-                    "input_fetch_failed",
-                    format!("could not resolve '{host}': {e}"),
-                )
-            })?;
-            if addrs.is_empty() {
-                return Err(refuse(
-                    "input_fetch_failed",
-                    format!("'{host}' has no address"),
-                ));
-            }
-            if let Some(bad) = addrs.iter().find(|a| !self.policy.allows(**a)) {
-                return Err(refuse(
-                    "url_address_not_allowed",
-                    format!(
-                        "'{url}' leads to a non-public address ({}); only public hosts are fetched",
-                        bad.ip()
-                    ),
-                ));
-            }
+            resolve_checked(&*self.resolver, host, port, url, |a| self.policy.allows(a)).await?;
         }
         Ok(parsed)
     }
+}
+
+/// Resolves `host` and checks every answer with `allowed` (a mixed answer is how rebinding
+/// attacks start); `subject` names what was asked for in the refusal (the host or the URL).
+async fn resolve_checked(
+    resolver: &dyn Resolver,
+    host: &str,
+    port: u16,
+    subject: &str,
+    allowed: impl Fn(SocketAddr) -> bool,
+) -> Result<Vec<SocketAddr>, Refusal> {
+    let addrs = resolver.resolve(host, port).await.map_err(|e| Refusal {
+        code: "input_fetch_failed",
+        message: format!("could not resolve '{host}': {e}"),
+    })?;
+    if addrs.is_empty() {
+        return Err(Refusal {
+            code: "input_fetch_failed",
+            message: format!("'{host}' has no address"),
+        });
+    }
+    if let Some(bad) = addrs.iter().find(|a| !allowed(**a)) {
+        return Err(Refusal {
+            code: "url_address_not_allowed",
+            message: format!(
+                "'{subject}' leads to a non-public address ({}); only public hosts are fetched",
+                bad.ip()
+            ),
+        });
+    }
+    Ok(addrs)
 }
 
 /// The checks on a URL that need no resolution: the scheme, a host, and a host written as an
