@@ -37,6 +37,8 @@ MODEL_DIR="$MODEL_DIR" bash scripts/setup.sh --no-sam
 
 log "build (debug profile; image crates optimised)"
 cargo build -p imagejobs-local -p imagejobs-segmenter -p imagejobs-admin
+# Where cargo put them: the workspace's target/ unless CARGO_TARGET_DIR moves it.
+bin="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 
 mkdir -p .local/logs "$MODEL_DIR" out
 pids=()
@@ -59,13 +61,13 @@ export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT"
 
 log "segmenter on 127.0.0.1:$SEGMENTER_PORT (MODEL_DIR=$MODEL_DIR)"
 ORT_DYLIB_PATH=$(cat .local/ort-dylib-path) \
-  target/debug/segmenter --host 127.0.0.1 --port "$SEGMENTER_PORT" --model-dir "$MODEL_DIR" \
+  "$bin"/segmenter --host 127.0.0.1 --port "$SEGMENTER_PORT" --model-dir "$MODEL_DIR" \
   > .local/logs/segmenter.log 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$SEGMENTER_PORT/ping" 60 segmenter "${pids[-1]}"
 
 log "API + processor + ingest (local runner) on 127.0.0.1:$API_PORT"
-target/debug/imagejobs-local serve --addr "127.0.0.1:$API_PORT" \
+"$bin"/imagejobs-local serve --addr "127.0.0.1:$API_PORT" \
   --segmenter-url "http://127.0.0.1:$SEGMENTER_PORT" > .local/logs/runner.log 2>&1 &
 pids+=($!)
 api="http://127.0.0.1:$API_PORT"
@@ -79,7 +81,7 @@ for k in sys.argv[1:]:
 print(d)' "$@"
 }
 log "API key for owner 'demo' (imagejobs-admin keys create)"
-key=$(JOBS_TABLE=imagejobs-jobs target/debug/imagejobs-admin keys create --owner demo --name run-local \
+key=$(JOBS_TABLE=imagejobs-jobs "$bin"/imagejobs-admin keys create --owner demo --name run-local \
   --scopes jobs:write,jobs:read,metrics:read | jget key)
 auth="Authorization: Bearer $key"
 echo "$key" > .local/api-key
@@ -108,10 +110,10 @@ fraction=$(printf '%s' "$job" | jget result foreground_fraction)
 out="out/$id.${result_key##*.}"
 curl -sS -L -H "$auth" -o "$out" "$api/v1/jobs/$id/result"
 preview="out/$id-preview.png"
-target/debug/imagejobs-local preview "$SAMPLE" "$out" -o "$preview" > /dev/null
+"$bin"/imagejobs-local preview "$SAMPLE" "$out" -o "$preview" > /dev/null
 
 log "after: $out"
-target/debug/imagejobs-local inspect "$out"
+"$bin"/imagejobs-local inspect "$out"
 
 root=$(pwd)
 cat <<EOT
@@ -130,7 +132,7 @@ Then: curl -sS -H 'Authorization: Bearer $key' $api/v1/jobs | python3 -m json.to
       curl -sS -L -H 'Authorization: Bearer $key' -o result.png $api/v1/jobs/<id>/result
 More keys: AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION \\
       AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY JOBS_TABLE=imagejobs-jobs \\
-      $root/target/debug/imagejobs-admin keys create --owner you
+      "$bin"/imagejobs-admin keys create --owner you
 Models: curl -sS http://127.0.0.1:$SEGMENTER_PORT/models | python3 -m json.tool
 Logs: $root/.local/logs/{moto,segmenter,runner}.log
 EOT
