@@ -97,6 +97,20 @@ async fn not_found(uri: Uri) -> Response {
     (StatusCode::NOT_FOUND, Json(body)).into_response()
 }
 
+/// The result's metadata for the response's custom-attributes header, in the request
+/// header's `key=value,…` form: `width`, `height` (px), `model` (the engine that ran),
+/// `foreground_fraction` (0–1, four decimals) and `inference_ms` (integer) — the `X-*` headers'
+/// values, which SageMaker does not return. Well under the header's 1,024-character limit.
+pub fn result_attributes(model: &str, p: &Processed) -> String {
+    format!(
+        "width={},height={},model={model},foreground_fraction={:.4},inference_ms={}",
+        p.width,
+        p.height,
+        p.foreground_fraction,
+        p.inference_ms.round() as u64
+    )
+}
+
 /// Parses the SageMaker custom-attributes header value: comma-separated `key=value` pairs,
 /// whitespace around keys and values ignored, empty entries skipped.
 ///
@@ -198,6 +212,7 @@ async fn invocations(
                 total_ms = p.total_ms as u64,
                 "invocation done"
             );
+            let attributes = result_attributes(&model, &p);
             let mut res = (StatusCode::OK, p.bytes).into_response();
             let h = res.headers_mut();
             h.insert(
@@ -215,6 +230,11 @@ async fn invocations(
             );
             if let Ok(v) = HeaderValue::from_str(&format!("{:.4}", p.foreground_fraction)) {
                 h.insert("x-foreground-fraction", v);
+            }
+            // SageMaker drops the X-* headers above on the way back and returns only this one
+            // (as InvokeEndpoint's CustomAttributes), so the same metadata rides here too.
+            if let Ok(v) = HeaderValue::from_str(&attributes) {
+                h.insert(CUSTOM_ATTRIBUTES, v);
             }
             res
         }
@@ -272,6 +292,28 @@ mod tests {
             parse_custom_attributes("=x").unwrap_err().code,
             "invalid_params"
         );
+    }
+
+    #[test]
+    fn result_attributes_are_custom_attributes_pairs() {
+        let p = Processed {
+            bytes: Vec::new(),
+            content_type: "image/png",
+            width: 640,
+            height: 427,
+            foreground_fraction: 0.123_456,
+            inference_ms: 86.6,
+            total_ms: 120.0,
+        };
+        let text = result_attributes("isnet", &p);
+        assert!(text.len() <= 1024 && text.bytes().all(|b| b.is_ascii_graphic()));
+        let pairs = parse_custom_attributes(&text).unwrap();
+        let get = |k: &str| pairs.iter().find(|(key, _)| key == k).unwrap().1.clone();
+        assert_eq!(get("width"), "640");
+        assert_eq!(get("height"), "427");
+        assert_eq!(get("model"), "isnet");
+        assert_eq!(get("foreground_fraction"), "0.1235");
+        assert_eq!(get("inference_ms"), "87");
     }
 
     #[test]

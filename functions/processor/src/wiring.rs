@@ -1,13 +1,15 @@
 //! The composition root: reads the processor's options from the environment and builds the
-//! [`Processor`] and its [`Notifier`] over the AWS adapters, the HTTP segmenter and the provider
-//! clients. The only module that names concrete adapters; everything else sees ports.
+//! [`Processor`] and its [`Notifier`] over the AWS adapters, the segmenter (a SageMaker endpoint
+//! or an HTTP URL) and the provider clients. The only module that names concrete adapters; everything else sees ports.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::adapters::{Aws, FalClient, HttpSegmenter, PublicHttp, SesEmail, StabilityClient};
+use shared::adapters::{
+    Aws, FalClient, HttpSegmenter, PublicHttp, SageMakerSegmenter, SesEmail, StabilityClient,
+};
 use shared::config::Settings;
-use shared::core::{ModelQueue, RelightProvider, RemoveBackgroundProvider};
+use shared::core::{ModelQueue, RelightProvider, RemoveBackgroundProvider, Segmenter};
 use shared::egress::FetchPolicy;
 use shared::notification::EmailSender;
 use shared::providers::ProviderSettings;
@@ -21,6 +23,26 @@ use crate::processor::{Processor, ProcessorOptions, Providers};
 /// [`OUTPUT_MAX_BYTES`] cap.
 pub fn output_downloads(settings: &Settings) -> FetchPolicy {
     FetchPolicy::from_settings(settings, OUTPUT_MAX_BYTES, Duration::from_secs(60))
+}
+
+/// `SEGMENTER_ENDPOINT_NAME`: the SageMaker real-time endpoint serving the segmenter
+/// (template.yaml sets it when `SegmenterDeployment=sagemaker`); `None` when unset or empty, and
+/// then `SEGMENTER_URL` names the segmenter instead.
+pub fn segmenter_endpoint_name<F: Fn(&str) -> Option<String>>(
+    env: &shared::env::Env<F>,
+) -> Option<String> {
+    env.text("SEGMENTER_ENDPOINT_NAME")
+}
+
+/// The HTTP segmenter at `SEGMENTER_URL` with `SEGMENTER_TIMEOUT_SECONDS`.
+///
+/// # Errors
+/// [`ProcessorError::Config`] when `SEGMENTER_URL` is not set.
+fn http_segmenter(settings: &Settings) -> Result<HttpSegmenter, ProcessorError> {
+    let url = settings.segmenter_url.as_deref().ok_or_else(|| {
+        ProcessorError::Config("neither SEGMENTER_ENDPOINT_NAME nor SEGMENTER_URL is set".into())
+    })?;
+    Ok(HttpSegmenter::new(url, settings.segmenter_timeout)?)
 }
 
 impl ProcessorOptions {
@@ -42,7 +64,9 @@ impl ProcessorOptions {
 }
 
 impl Processor {
-    /// Builds the processor from the environment (`SEGMENTER_URL` is required).
+    /// Builds the processor from the environment. The segmenter is the SageMaker endpoint
+    /// `SEGMENTER_ENDPOINT_NAME` when set, else the HTTP segmenter at `SEGMENTER_URL` (one of
+    /// them is required); both calls give up after `SEGMENTER_TIMEOUT_SECONDS`.
     ///
     /// # Errors
     /// [`ProcessorError::Config`] naming what is missing.
@@ -51,10 +75,22 @@ impl Processor {
         let sdk = shared::adapters::aws_sdk_config().await?;
         let aws = Aws::with_sdk_config(&sdk, &settings);
         let notify = NotifySettings::from_env()?;
-        Ok(
-            Self::with_aws(&settings, &aws, ProcessorOptions::from_env()?)?
-                .with_notifier(Notifier::with_aws(&sdk, &settings, &aws, notify)?),
-        )
+        let segmenter: Arc<dyn Segmenter> =
+            match segmenter_endpoint_name(&shared::env::Env::process()) {
+                Some(name) => Arc::new(SageMakerSegmenter::from_sdk_config(
+                    &sdk,
+                    name,
+                    settings.segmenter_timeout,
+                )),
+                None => Arc::new(http_segmenter(&settings)?),
+            };
+        Ok(Self::with_aws_and_segmenter(
+            &settings,
+            &aws,
+            segmenter,
+            ProcessorOptions::from_env()?,
+        )?
+        .with_notifier(Notifier::with_aws(&sdk, &settings, &aws, notify)?))
     }
 
     /// Builds the processor over the AWS adapters and the HTTP segmenter.
@@ -66,11 +102,21 @@ impl Processor {
         aws: &Aws,
         options: ProcessorOptions,
     ) -> Result<Self, ProcessorError> {
-        let url = settings
-            .segmenter_url
-            .as_deref()
-            .ok_or_else(|| ProcessorError::Config("SEGMENTER_URL is not set".into()))?;
-        let segmenter = HttpSegmenter::new(url, settings.segmenter_timeout)?;
+        let segmenter = Arc::new(http_segmenter(settings)?);
+        Self::with_aws_and_segmenter(settings, aws, segmenter, options)
+    }
+
+    /// Builds the processor over the AWS adapters and the given segmenter.
+    ///
+    /// # Errors
+    /// [`ProcessorError::Config`] / [`ProcessorError::Shared`] when a provider or download
+    /// client cannot be built.
+    pub fn with_aws_and_segmenter(
+        settings: &Settings,
+        aws: &Aws,
+        segmenter: Arc<dyn Segmenter>,
+        options: ProcessorOptions,
+    ) -> Result<Self, ProcessorError> {
         let provider_settings = options.providers.clone();
         let stability = match &provider_settings.stability_api_key {
             Some(key) => Some(Arc::new(StabilityClient::new(
@@ -91,7 +137,7 @@ impl Processor {
         Ok(Self::new(
             Arc::new(aws.jobs.clone()),
             Arc::new(aws.blobs.clone()),
-            Arc::new(segmenter),
+            segmenter,
             settings,
             options,
         )
