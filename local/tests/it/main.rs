@@ -17,4 +17,5 @@ mod pipeline;
 mod processor;
 mod real_models;
 mod relight;
+mod sagemaker;
 mod template;
