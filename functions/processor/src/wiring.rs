@@ -84,13 +84,15 @@ impl Processor {
                 )),
                 None => Arc::new(http_segmenter(&settings)?),
             };
-        Ok(Self::with_aws_and_segmenter(
-            &settings,
-            &aws,
-            segmenter,
-            ProcessorOptions::from_env()?,
-        )?
-        .with_notifier(Notifier::with_aws(&sdk, &settings, &aws, notify)?))
+        Ok(
+            Self::with_aws_and_segmenter(
+                &settings,
+                &aws,
+                segmenter,
+                ProcessorOptions::from_env()?,
+            )?
+            .with_notifier(Notifier::with_aws(&sdk, &settings, &aws, notify)?),
+        )
     }
 
     /// Builds the processor over the AWS adapters and the HTTP segmenter.

@@ -113,7 +113,11 @@ async fn invoke_endpoint_sends_the_params_as_custom_attributes_and_reads_them_ba
     assert_eq!((out.width, out.height), (320, 214));
     assert_eq!(out.engine, "u2netp");
     assert_eq!(out.foreground_fraction, Some(0.0421));
-    assert_eq!(custom_attributes(&p).matches(',').count(), 5, "one header value");
+    assert_eq!(
+        custom_attributes(&p).matches(',').count(),
+        5,
+        "one header value"
+    );
 }
 
 #[tokio::test]
@@ -208,11 +212,7 @@ async fn overload_not_ready_and_unavailable_endpoints_are_transient() {
             "ValidationError",
             json!({"Message": "Endpoint imagejobs-segmenter of account 123456789012 not found."}),
         ),
-        (
-            503,
-            "ServiceUnavailable",
-            json!({"Message": "try again"}),
-        ),
+        (503, "ServiceUnavailable", json!({"Message": "try again"})),
     ] {
         let server = MockServer::start().await;
         invocations()
@@ -356,8 +356,13 @@ async fn the_real_container_answers_through_sagemakers_header_contract() {
     let decoded = image::load_from_memory(&out.bytes).unwrap();
     assert_eq!((out.width, out.height), (decoded.width(), decoded.height()));
     assert_eq!((out.width, out.height), (320, 214));
-    let fraction = out.foreground_fraction.expect("foreground_fraction attribute");
-    assert!(fraction > 0.0 && fraction < 0.5, "the rocket, not the sky: {fraction}");
+    let fraction = out
+        .foreground_fraction
+        .expect("foreground_fraction attribute");
+    assert!(
+        fraction > 0.0 && fraction < 0.5,
+        "the rocket, not the sky: {fraction}"
+    );
 
     // A catalog model this container has no weights for: the container's 422 and code.
     let err = client

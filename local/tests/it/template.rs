@@ -261,3 +261,450 @@ fn processor_gets_the_notification_settings_and_may_send_only_from_the_sender() 
     // (checked above for polls); local provisioning verifies the same sender on the emulator
     // (imagejobs_local::provision::verify_email_identity, used by `imagejobs-local serve`).
 }
+
+// ---- the segmenter deployment (SegmenterDeployment: url | sagemaker) ----
+
+const ON_SAGEMAKER: &str = "SegmenterOnSageMaker";
+
+/// `v` as deployed with `SegmenterDeployment=sagemaker` (`on`) or `url`: each
+/// `!If [SegmenterOnSageMaker, a, b]` becomes its branch and `!Ref AWS::NoValue` disappears from
+/// maps and lists; other conditions are left as written. `None` when `v` itself disappears.
+fn deployed(v: &Value, on: bool) -> Option<Value> {
+    match v {
+        Value::Tagged(t) if t.tag == "!If" && t.value[0].as_str() == Some(ON_SAGEMAKER) => {
+            deployed(&t.value[if on { 1 } else { 2 }], on)
+        }
+        Value::Tagged(t) if t.tag == "!Ref" && t.value.as_str() == Some("AWS::NoValue") => None,
+        Value::Mapping(m) => Some(Value::Mapping(
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), deployed(v, on)?)))
+                .collect(),
+        )),
+        Value::Sequence(s) => Some(Value::Sequence(
+            s.iter().filter_map(|v| deployed(v, on)).collect(),
+        )),
+        other => Some(other.clone()),
+    }
+}
+
+/// The argument of the intrinsic `tag` (`!Ref`, `!GetAtt`, `!Sub`, …) that `v` must be.
+fn intrinsic<'a>(v: &'a Value, tag: &str) -> &'a Value {
+    match v {
+        Value::Tagged(t) if t.tag == tag => &t.value,
+        other => panic!("not {tag}: {other:?}"),
+    }
+}
+
+/// The processor's policy statements as deployed.
+fn processor_statements(t: &Value, on: bool) -> Vec<Value> {
+    let policies = deployed(&resource(t, "ProcessorFunction")["Policies"], on).unwrap();
+    policies
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Statement"].as_sequence())
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+fn actions(statement: &Value) -> Vec<&str> {
+    match &statement["Action"] {
+        Value::String(a) => vec![a.as_str()],
+        Value::Sequence(s) => s.iter().map(string).collect(),
+        other => panic!("Action: {other:?}"),
+    }
+}
+
+#[test]
+fn segmenter_deployment_defaults_to_url_which_deploys_nothing_and_keeps_segmenter_url() {
+    let t = template();
+    let param = &t["Parameters"]["SegmenterDeployment"];
+    // Existing stacks update without new parameters and nothing GPU-billed appears.
+    assert_eq!(string(&param["Default"]), "url");
+    let allowed: Vec<&str> = param["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(string)
+        .collect();
+    assert_eq!(allowed, ["url", "sagemaker"]);
+    // `deployed` relies on this being the one condition the choice drives.
+    let condition = intrinsic(&t["Conditions"][ON_SAGEMAKER], "!Equals");
+    assert_eq!(
+        string(intrinsic(&condition[0], "!Ref")),
+        "SegmenterDeployment"
+    );
+    assert_eq!(string(&condition[1]), "sagemaker");
+
+    for function in ["ProcessorFunction", "ApiFunction"] {
+        let env = deployed(&resource(&t, function)["Environment"]["Variables"], false).unwrap();
+        assert_eq!(
+            string(intrinsic(&env["SEGMENTER_URL"], "!Ref")),
+            "SegmenterEndpointUrl",
+            "{function}"
+        );
+        assert!(env["SEGMENTER_ENDPOINT_NAME"].is_null(), "{function}");
+    }
+    assert!(
+        processor_statements(&t, false)
+            .iter()
+            .all(|s| actions(s).iter().all(|a| !a.starts_with("sagemaker:"))),
+        "no SageMaker permission without the endpoint"
+    );
+    // Every segmenter resource exists only with the sagemaker deployment.
+    let resources = t["Resources"].as_mapping().unwrap();
+    let segmenter: Vec<&str> = resources
+        .iter()
+        .filter(|(name, _)| string(name).starts_with("Segmenter"))
+        .map(|(name, r)| {
+            assert_eq!(
+                r["Condition"].as_str(),
+                Some(ON_SAGEMAKER),
+                "{name:?} is conditional"
+            );
+            string(&r["Type"])
+        })
+        .collect();
+    for kind in [
+        "AWS::IAM::Role",
+        "AWS::SageMaker::Model",
+        "AWS::SageMaker::EndpointConfig",
+        "AWS::SageMaker::Endpoint",
+        "AWS::ApplicationAutoScaling::ScalableTarget",
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+    ] {
+        assert!(segmenter.contains(&kind), "a Segmenter* {kind}");
+    }
+    for (name, r) in resources {
+        let kind = string(&r["Type"]);
+        if kind.starts_with("AWS::SageMaker::") || kind.starts_with("AWS::ApplicationAutoScaling") {
+            assert!(string(name).starts_with("Segmenter"), "{name:?}");
+        }
+    }
+    // The sagemaker deployment refuses to start without an image and weights.
+    let rule = &t["Rules"]["SageMakerSegmenterNeedsImageAndWeights"];
+    let when = intrinsic(&rule["RuleCondition"], "!Equals");
+    assert_eq!(string(intrinsic(&when[0], "!Ref")), "SegmenterDeployment");
+    assert_eq!(string(&when[1]), "sagemaker");
+    let required: Vec<&str> = rule["Assertions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let not = intrinsic(&a["Assert"], "!Not");
+            let equals = intrinsic(&not[0], "!Equals");
+            assert_eq!(string(&equals[1]), "");
+            string(intrinsic(&equals[0], "!Ref"))
+        })
+        .collect();
+    assert_eq!(required, ["SegmenterImageTag", "SegmenterModelDataUrl"]);
+}
+
+#[test]
+fn sagemaker_processor_may_invoke_that_endpoint_only() {
+    let t = template();
+    let env = deployed(
+        &resource(&t, "ProcessorFunction")["Environment"]["Variables"],
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        string(intrinsic(&env["SEGMENTER_ENDPOINT_NAME"], "!GetAtt")),
+        "SegmenterEndpoint.EndpointName"
+    );
+    assert!(env["SEGMENTER_URL"].is_null(), "one segmenter, not two");
+    let api = deployed(
+        &resource(&t, "ApiFunction")["Environment"]["Variables"],
+        true,
+    )
+    .unwrap();
+    assert!(
+        api["SEGMENTER_URL"].is_null(),
+        "SageMaker health-checks the endpoint itself"
+    );
+
+    let sagemaker: Vec<Value> = processor_statements(&t, true)
+        .into_iter()
+        .filter(|s| actions(s).iter().any(|a| a.starts_with("sagemaker:")))
+        .collect();
+    assert_eq!(sagemaker.len(), 1, "{sagemaker:?}");
+    assert_eq!(actions(&sagemaker[0]), ["sagemaker:InvokeEndpoint"]);
+    assert_eq!(string(&sagemaker[0]["Effect"]), "Allow");
+    // An endpoint's !Ref is its ARN: exactly this endpoint, no wildcard.
+    assert_eq!(
+        string(intrinsic(&sagemaker[0]["Resource"], "!Ref")),
+        "SegmenterEndpoint"
+    );
+    assert_eq!(
+        string(&t["Resources"]["SegmenterEndpoint"]["Type"]),
+        "AWS::SageMaker::Endpoint"
+    );
+    let output = &t["Outputs"]["SegmenterEndpointName"];
+    assert_eq!(output["Condition"].as_str(), Some(ON_SAGEMAKER));
+    assert_eq!(
+        string(intrinsic(&output["Value"], "!GetAtt")),
+        "SegmenterEndpoint.EndpointName"
+    );
+}
+
+#[test]
+fn sagemaker_role_reads_exactly_the_weights_pulls_one_repository_and_logs_to_the_endpoint() {
+    let t = template();
+    let role = resource(&t, "SegmenterRole");
+    let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
+    assert_eq!(
+        string(&trust["Principal"]["Service"]),
+        "sagemaker.amazonaws.com"
+    );
+    assert_eq!(actions(trust), ["sts:AssumeRole"]);
+    let model = resource(&t, "SegmenterModel");
+    assert_eq!(
+        string(intrinsic(&model["ExecutionRoleArn"], "!GetAtt")),
+        "SegmenterRole.Arn"
+    );
+    let policies = role["Policies"].as_sequence().unwrap();
+    assert_eq!(policies.len(), 1);
+    let statements = policies[0]["PolicyDocument"]["Statement"]
+        .as_sequence()
+        .unwrap();
+    let by_sid = |sid: &str| {
+        statements
+            .iter()
+            .find(|s| s["Sid"].as_str() == Some(sid))
+            .unwrap_or_else(|| panic!("statement {sid}"))
+    };
+    for s in statements {
+        for a in actions(s) {
+            assert!(!a.contains('*'), "no wildcard action: {a}");
+        }
+    }
+
+    // S3: GetObject on the model.tar.gz object, built from the same bucket/key as the URL
+    // the model loads, so the two cannot drift apart.
+    let weights = by_sid("ModelDataRead");
+    assert_eq!(actions(weights), ["s3:GetObject"]);
+    let arn = intrinsic(&weights["Resource"], "!Sub");
+    assert_eq!(
+        string(&arn[0]),
+        "arn:${AWS::Partition}:s3:::${BucketAndKey}"
+    );
+    let url = intrinsic(&model["PrimaryContainer"]["ModelDataUrl"], "!Sub");
+    assert_eq!(string(&url[0]), "s3://${BucketAndKey}");
+    assert_eq!(arn[1]["BucketAndKey"], url[1]["BucketAndKey"]);
+    let select = intrinsic(&arn[1]["BucketAndKey"], "!Select");
+    assert_eq!(num(&select[0]), 1);
+    let split = intrinsic(&select[1], "!Split");
+    assert_eq!(string(&split[0]), "s3://");
+    assert_eq!(
+        string(intrinsic(&split[1], "!Ref")),
+        "SegmenterModelDataUrl"
+    );
+    let data_url = &t["Parameters"]["SegmenterModelDataUrl"];
+    assert!(string(&data_url["AllowedPattern"]).contains("^s3://"));
+    assert!(statements.iter().all(|s| {
+        actions(s).iter().all(|a| !a.starts_with("s3:"))
+            || s["Sid"].as_str() == Some("ModelDataRead")
+    }));
+
+    // ECR: the token (which has no resource) and pulls from the image's repository only.
+    let token = by_sid("EcrToken");
+    assert_eq!(actions(token), ["ecr:GetAuthorizationToken"]);
+    assert_eq!(string(&token["Resource"]), "*");
+    let pull = by_sid("EcrPull");
+    let mut pulls = actions(pull);
+    pulls.sort();
+    assert_eq!(
+        pulls,
+        [
+            "ecr:BatchCheckLayerAvailability",
+            "ecr:BatchGetImage",
+            "ecr:GetDownloadUrlForLayer"
+        ]
+    );
+    assert!(
+        string(intrinsic(&pull["Resource"], "!Sub"))
+            .ends_with(":repository/${SegmenterImageRepository}")
+    );
+    let image = string(intrinsic(&model["PrimaryContainer"]["Image"], "!Sub"));
+    assert!(
+        image.starts_with("${AWS::AccountId}.dkr.ecr.${AWS::Region}.")
+            && image.contains("/${SegmenterImageRepository}:${SegmenterImageTag}"),
+        "the image is in the repository the role may pull: {image}"
+    );
+
+    // Logs: the endpoint's own log group.
+    let endpoint_name = string(intrinsic(
+        &resource(&t, "SegmenterEndpoint")["EndpointName"],
+        "!Sub",
+    ));
+    let logs = string(intrinsic(&by_sid("Logs")["Resource"], "!Sub"));
+    assert!(
+        logs.ends_with(&format!(
+            ":log-group:/aws/sagemaker/Endpoints/{endpoint_name}:*"
+        )),
+        "{logs}"
+    );
+    let metrics = by_sid("Metrics");
+    assert_eq!(actions(metrics), ["cloudwatch:PutMetricData"]);
+    assert!(!metrics["Condition"]["StringLike"]["cloudwatch:namespace"].is_null());
+    // Nothing else has a "*" resource.
+    for s in statements {
+        if s["Resource"].as_str() == Some("*") {
+            assert!(
+                ["EcrToken", "Metrics"].contains(&string(&s["Sid"])),
+                "{s:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn sagemaker_container_wiring_matches_the_container_contract() {
+    let t = template();
+    let model = resource(&t, "SegmenterModel");
+    // Networking: the container needs no network (weights arrive in /opt/ml/model, requests
+    // through SageMaker), and the processor reaches the endpoint through the SageMaker API.
+    assert_eq!(model["EnableNetworkIsolation"], Value::Bool(true));
+    assert!(model["VpcConfig"].is_null());
+    assert!(resource(&t, "ProcessorFunction")["VpcConfig"].is_null());
+    assert_eq!(string(&model["PrimaryContainer"]["Mode"]), "SingleModel");
+
+    // The container settings the template sets go through the container's own parser, as
+    // SageMaker starts it (`<image> serve`); SageMaker probes GET /ping and sends
+    // POST /invocations on port 8080 (its container contract), so that must be the port.
+    let env = model["PrimaryContainer"]["Environment"]
+        .as_mapping()
+        .unwrap();
+    let mut args = vec!["segmenter".to_owned(), "serve".to_owned()];
+    for (k, v) in env {
+        let k = string(k);
+        if k == "LOG_FORMAT" {
+            assert_eq!(string(v), "json");
+            continue;
+        }
+        args.push(format!("--{}", k.to_lowercase().replace('_', "-")));
+        args.push(string(v).to_owned());
+    }
+    use clap::Parser;
+    let config = imagejobs_segmenter::Config::try_parse_from(&args).unwrap();
+    assert_eq!(config.port, 8080);
+    assert!(
+        config.host.is_unspecified(),
+        "every interface in the container"
+    );
+    assert_eq!(config.model_dir, std::path::Path::new("/opt/ml/model"));
+    assert!(config.use_cuda, "a GPU instance");
+    assert!(
+        !env.contains_key("DEFAULT_MODEL"),
+        "the processor names the model; the container picks its best as default"
+    );
+    assert!(
+        string(&t["Parameters"]["SegmenterInstanceType"]["Default"]).starts_with("ml.g"),
+        "a GPU instance type"
+    );
+
+    // The health check SageMaker runs: GET /ping answers 200 once the models are loaded.
+    let (base, _models) = crate::common::start_segmenter().await;
+    let ping = reqwest::get(format!("{base}/ping")).await.unwrap();
+    assert_eq!(ping.status(), 200);
+    let body: serde_json::Value = ping.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+
+    let config = resource(&t, "SegmenterEndpointConfig");
+    let variant = &config["ProductionVariants"][0];
+    assert_eq!(
+        string(intrinsic(&variant["ModelName"], "!GetAtt")),
+        "SegmenterModel.ModelName"
+    );
+    assert_eq!(
+        string(intrinsic(&variant["InstanceType"], "!Ref")),
+        "SegmenterInstanceType"
+    );
+    assert_eq!(
+        string(intrinsic(&variant["InitialInstanceCount"], "!Ref")),
+        "SegmenterMinInstances"
+    );
+    // SageMaker's ranges for both: 60–3600 s.
+    for key in [
+        "ContainerStartupHealthCheckTimeoutInSeconds",
+        "ModelDataDownloadTimeoutInSeconds",
+    ] {
+        let s = num(&variant[key]);
+        assert!((60..=3600).contains(&s), "{key} = {s}");
+    }
+    assert_eq!(
+        string(intrinsic(
+            &resource(&t, "SegmenterEndpoint")["EndpointConfigName"],
+            "!GetAtt"
+        )),
+        "SegmenterEndpointConfig.EndpointConfigName"
+    );
+}
+
+#[test]
+fn sagemaker_autoscaling_tracks_invocations_per_instance_of_the_variant() {
+    let t = template();
+    let variant =
+        string(&resource(&t, "SegmenterEndpointConfig")["ProductionVariants"][0]["VariantName"]);
+    let target = resource(&t, "SegmenterScalableTarget");
+    assert_eq!(string(&target["ServiceNamespace"]), "sagemaker");
+    assert_eq!(
+        string(&target["ScalableDimension"]),
+        "sagemaker:variant:DesiredInstanceCount"
+    );
+    assert_eq!(
+        string(intrinsic(&target["ResourceId"], "!Sub")),
+        format!("endpoint/${{SegmenterEndpoint.EndpointName}}/variant/{variant}")
+    );
+    assert_eq!(
+        string(intrinsic(&target["MinCapacity"], "!Ref")),
+        "SegmenterMinInstances"
+    );
+    assert_eq!(
+        string(intrinsic(&target["MaxCapacity"], "!Ref")),
+        "SegmenterMaxInstances"
+    );
+    let min = &t["Parameters"]["SegmenterMinInstances"];
+    assert!(
+        num(&min["MinValue"]) >= 1,
+        "a real-time variant cannot scale to zero"
+    );
+    let policy = resource(&t, "SegmenterScalingPolicy");
+    assert_eq!(string(&policy["PolicyType"]), "TargetTrackingScaling");
+    assert_eq!(
+        string(intrinsic(&policy["ScalingTargetId"], "!Ref")),
+        "SegmenterScalableTarget"
+    );
+    let tracking = &policy["TargetTrackingScalingPolicyConfiguration"];
+    assert_eq!(
+        string(&tracking["PredefinedMetricSpecification"]["PredefinedMetricType"]),
+        "SageMakerVariantInvocationsPerInstance"
+    );
+    assert_eq!(
+        string(intrinsic(&tracking["TargetValue"], "!Ref")),
+        "SegmenterInvocationsPerInstance"
+    );
+}
+
+#[test]
+fn segmenter_calls_give_up_before_the_processor_and_within_sagemakers_limit() {
+    // SageMaker ends a real-time invocation after 60 s (InvokeEndpoint API reference).
+    const SAGEMAKER_INVOCATION_LIMIT_SECONDS: u64 = 60;
+    let t = template();
+    let processor = resource(&t, "ProcessorFunction");
+    let function_timeout = num(&processor["Timeout"]);
+    assert_eq!(function_timeout, u64::from(r::PROCESSOR_TIMEOUT_SECONDS));
+    for on in [false, true] {
+        let env = deployed(&processor["Environment"]["Variables"], on).unwrap();
+        let segmenter = num(&env["SEGMENTER_TIMEOUT_SECONDS"]);
+        assert!(
+            segmenter < function_timeout,
+            "the call ({segmenter} s) must end before the function ({function_timeout} s)"
+        );
+        assert!(segmenter <= SAGEMAKER_INVOCATION_LIMIT_SECONDS);
+    }
+    // The code's default, used when the variable is unset, obeys the same chain.
+    let default = shared::config::Settings::new("t", "q", "b").segmenter_timeout;
+    assert!(default.as_secs() < function_timeout);
+}

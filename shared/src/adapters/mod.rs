@@ -18,7 +18,9 @@ pub use fal::{FalClient, JwksCache};
 pub use notification_records::{DynamoNotifications, WEBHOOK_SK};
 pub use public_http::{PublicHttp, SystemResolver};
 pub use s3::S3Blobs;
-pub use sagemaker_segmenter::{MAX_INVOKE_BODY_BYTES, ResultAttributes, SageMakerSegmenter, custom_attributes};
+pub use sagemaker_segmenter::{
+    MAX_INVOKE_BODY_BYTES, ResultAttributes, SageMakerSegmenter, custom_attributes,
+};
 pub use segmenter::HttpSegmenter;
 pub use ses::SesEmail;
 pub use sqs::SqsJobQueue;

@@ -108,10 +108,8 @@ impl ResultAttributes {
                 "height" => out.height = val.parse().ok(),
                 "model" if !val.is_empty() => out.model = Some(val.to_owned()),
                 "foreground_fraction" => {
-                    out.foreground_fraction = val
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|f| (0.0..=1.0).contains(f));
+                    out.foreground_fraction =
+                        val.parse::<f64>().ok().filter(|f| (0.0..=1.0).contains(f));
                 }
                 _ => {}
             }
