@@ -189,3 +189,31 @@ impl Notifier {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_name_picks_sagemaker_and_blank_means_unset() {
+        let named = shared::env::Env::from_fn(|k: &str| {
+            (k == "SEGMENTER_ENDPOINT_NAME").then(|| " imagejobs-segmenter ".to_owned())
+        });
+        assert_eq!(
+            segmenter_endpoint_name(&named).as_deref(),
+            Some("imagejobs-segmenter")
+        );
+        let blank = shared::env::Env::from_fn(|_: &str| Some("  ".to_owned()));
+        assert_eq!(segmenter_endpoint_name(&blank), None);
+    }
+
+    #[test]
+    fn without_either_variable_the_error_names_both() {
+        let settings = Settings::new("t", "q", "b");
+        let err = http_segmenter(&settings).unwrap_err().to_string();
+        assert!(
+            err.contains("SEGMENTER_ENDPOINT_NAME") && err.contains("SEGMENTER_URL"),
+            "{err}"
+        );
+    }
+}

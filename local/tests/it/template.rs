@@ -625,6 +625,20 @@ async fn sagemaker_container_wiring_matches_the_container_contract() {
         string(intrinsic(&variant["InitialInstanceCount"], "!Ref")),
         "SegmenterMinInstances"
     );
+    // The host's driver must run the image's CUDA 12 (containers/segmenter/Dockerfile): an
+    // explicit AMI, since ml.g5's default host has driver 470 (CUDA 11.4).
+    assert_eq!(
+        string(intrinsic(&variant["InferenceAmiVersion"], "!Ref")),
+        "SegmenterInferenceAmiVersion"
+    );
+    let ami = string(&t["Parameters"]["SegmenterInferenceAmiVersion"]["Default"]);
+    assert!(ami.contains("-gpu-"), "{ami}");
+    let dockerfile =
+        std::fs::read_to_string(workspace_root().join("containers/segmenter/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("ARG CUDA_IMAGE=nvidia/cuda:12."),
+        "a CUDA 12 base image for SageMaker's drivers"
+    );
     // SageMaker's ranges for both: 60–3600 s.
     for key in [
         "ContainerStartupHealthCheckTimeoutInSeconds",
