@@ -170,6 +170,36 @@ pub trait JobQueue: Send + Sync {
     async fn send(&self, message: &JobMessage, delay: Duration) -> Result<()>;
 }
 
+/// A non-terminal job that the sparse `pending` index (docs/ARCHITECTURE.md "Recovery") says
+/// is due for a recovery look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJob {
+    /// The job's owner.
+    pub owner: OwnerId,
+    /// The job id.
+    pub id: Ulid,
+    /// `queued` or `processing`.
+    pub status: JobStatus,
+    /// Claims so far (each run or takeover counts one).
+    pub attempts: u32,
+    /// The provider request a `processing` job waits on, if any.
+    pub provider_request_id: Option<String>,
+    /// The due time the index holds, Unix seconds (the token for [`PendingJobs::postpone`]).
+    pub due: i64,
+}
+
+/// The recovery sweeper's view of the jobs table: non-terminal jobs by due time.
+#[async_trait]
+pub trait PendingJobs: Send + Sync {
+    /// Jobs whose due time is at or before `now` (Unix seconds), at most `limit`, earliest
+    /// first within each index partition.
+    async fn due(&self, now: i64, limit: usize) -> Result<Vec<PendingJob>>;
+    /// Moves the job's due time from `seen` to `until` (Unix seconds). `false` when it no
+    /// longer is `seen` (another sweeper moved it, a processor claimed the job, or it ended):
+    /// only one sweeper acts on one due time.
+    async fn postpone(&self, owner: &OwnerId, id: Ulid, seen: i64, until: i64) -> Result<bool>;
+}
+
 /// Metadata of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectInfo {

@@ -35,7 +35,8 @@ use crate::auth::{ApiKeyRecord, Scope};
 use crate::core::{
     ApiKeyStore, BlobStore, Capability, CapabilityStore, Claim, Created, Cutout, Idempotency,
     JobPage, JobQueue, JobStore, JobTransitions, Lease, ListQuery, ObjectInfo, ObjectSummary,
-    Probe, ProviderMark, ProviderSubmission, ProviderTransitions, Segmenter, SegmenterError,
+    PendingJob, PendingJobs, Probe, ProviderMark, ProviderSubmission, ProviderTransitions,
+    Segmenter, SegmenterError,
     Upload, UploadStore,
 };
 use crate::error::{Error, Result};
@@ -59,6 +60,8 @@ struct Record {
     webhook_received_at: Option<OffsetDateTime>,
     /// `provider_cancel_sent_at` ([`ProviderMark::CancelSent`]).
     cancel_sent_at: Option<OffsetDateTime>,
+    /// `pending_due`: the job's place in the sparse `pending` index while it is not terminal.
+    pending_due: Option<i64>,
 }
 
 impl Record {
@@ -69,6 +72,7 @@ impl Record {
         self.job.finished_at = Some(now);
         self.job.updated_at = now;
         self.lease = None;
+        self.pending_due = None;
     }
 }
 
@@ -192,6 +196,9 @@ impl JobStore for InMemoryJobs {
                 lease: None,
                 webhook_received_at: None,
                 cancel_sent_at: None,
+                pending_due: (!job.status.is_terminal()).then(|| {
+                    job.created_at.unix_timestamp() + crate::resources::QUEUED_GRACE_SECONDS
+                }),
             },
         );
         if let Some(idem) = idempotency {
@@ -264,6 +271,48 @@ impl JobStore for InMemoryJobs {
     }
 }
 
+/// The sparse `pending` index: every non-terminal record, by due time; `postpone` only moves a
+/// due time it still finds (the adapter's `#due = :seen` condition).
+#[async_trait]
+impl PendingJobs for InMemoryJobs {
+    async fn due(&self, now: i64, limit: usize) -> Result<Vec<PendingJob>> {
+        let state = lock(&self.state);
+        let mut due: Vec<PendingJob> = state
+            .jobs
+            .values()
+            .filter_map(|r| {
+                let at = r.pending_due.filter(|at| *at <= now)?;
+                Some(PendingJob {
+                    owner: r.job.owner.clone(),
+                    id: r.job.id,
+                    status: r.job.status,
+                    attempts: r.job.attempts,
+                    provider_request_id: r.job.provider_request_id.clone(),
+                    due: at,
+                })
+            })
+            .collect();
+        due.sort_by_key(|p| (p.due, p.id));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn postpone(&self, owner: &OwnerId, id: Ulid, seen: i64, until: i64) -> Result<bool> {
+        let mut state = lock(&self.state);
+        match state
+            .jobs
+            .get_mut(&(owner.clone(), id))
+            .filter(|r| r.pending_due == Some(seen))
+        {
+            Some(record) => {
+                record.pending_due = Some(until);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 #[async_trait]
 impl JobTransitions for InMemoryJobs {
     async fn claim(
@@ -299,6 +348,7 @@ impl JobTransitions for InMemoryJobs {
         record.job.started_at.get_or_insert(now);
         record.job.updated_at = now;
         record.lease = Some(lease.clone());
+        record.pending_due = Some(lease.until);
         Ok(Claim::Claimed(record.job.clone()))
     }
 
@@ -369,6 +419,7 @@ impl ProviderTransitions for InMemoryJobs {
         record.job.provider_deadline = Some(submission.deadline);
         record.job.provider_links = submission.links.clone();
         record.job.updated_at = now;
+        record.pending_due = Some(submission.deadline);
         Ok(true)
     }
 
