@@ -36,8 +36,7 @@ use crate::core::{
     ApiKeyStore, BlobStore, Capability, CapabilityStore, Claim, Created, Cutout, Idempotency,
     JobPage, JobQueue, JobStore, JobTransitions, Lease, ListQuery, ObjectInfo, ObjectSummary,
     PendingJob, PendingJobs, Probe, ProviderMark, ProviderSubmission, ProviderTransitions,
-    Segmenter, SegmenterError,
-    Upload, UploadStore,
+    Segmenter, SegmenterError, Upload, UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobMessage, JobResult, JobStatus, NotificationAttempt, OwnerId};

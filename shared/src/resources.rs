@@ -19,6 +19,8 @@ pub const PENDING_SHARD_ATTRIBUTE: &str = "pending_shard";
 /// Number attribute: Unix seconds after which the sweeper looks at the job (a queued job's
 /// grace, a processing job's lease end, a provider job's deadline).
 pub const PENDING_DUE_ATTRIBUTE: &str = "pending_due";
+/// The job attributes the `pending` index projects besides the keys: what the sweeper reads.
+pub const PENDING_INDEX_ATTRIBUTES: [&str; 3] = ["status", "attempts", "provider_request_id"];
 /// How many `PENDING#{n}` partitions the index has.
 pub const PENDING_SHARDS: u32 = 8;
 /// Seconds a new job may sit `queued` before the sweeper sends it to the queue again (the SQS

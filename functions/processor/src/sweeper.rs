@@ -67,7 +67,9 @@ pub async fn run_passes(sweeper: &Sweeper) -> Result<SweepReport, ProcessorError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::core::{JobStore, JobTransitions, Lease, PendingJobs, ProviderSubmission, ProviderTransitions};
+    use shared::core::{
+        JobStore, JobTransitions, Lease, PendingJobs, ProviderSubmission, ProviderTransitions,
+    };
     use shared::fakes::{InMemoryJobs, InMemoryQueue};
     use shared::job::{Job, JobMessage, JobStatus, OwnerId};
     use time::Duration as Span;
@@ -91,7 +93,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_queued_job_whose_send_was_lost_is_sent_again_once_after_its_grace() {
-        let (jobs, queue) = (Arc::new(InMemoryJobs::new()), Arc::new(InMemoryQueue::new()));
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
         let owner = OwnerId::parse("acme").unwrap();
         let t0 = OffsetDateTime::now_utc();
         let lost = job(&owner, t0);
@@ -109,25 +114,37 @@ mod tests {
         assert_eq!(sent.len(), 1);
         assert_eq!(
             sent[0].message,
-            JobMessage::Run { owner: owner.clone(), job_id: lost.id }
+            JobMessage::Run {
+                owner: owner.clone(),
+                job_id: lost.id
+            }
         );
         // Its due time moved on: the next pass sends nothing until retry_after has passed.
         let again = sweeper.sweep(t0 + Span::seconds(40), 100).await.unwrap();
         assert_eq!(again.due, 0);
-        let after = sweeper.sweep(t0 + Span::seconds(31 + 61), 100).await.unwrap();
+        let after = sweeper
+            .sweep(t0 + Span::seconds(31 + 61), 100)
+            .await
+            .unwrap();
         assert_eq!(after.requeued, 1);
     }
 
     #[tokio::test]
     async fn an_expired_lease_is_run_again_and_a_finished_job_leaves_the_index() {
-        let (jobs, queue) = (Arc::new(InMemoryJobs::new()), Arc::new(InMemoryQueue::new()));
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
         let owner = OwnerId::parse("acme").unwrap();
         let t0 = OffsetDateTime::now_utc();
         let crashed = job(&owner, t0);
         let finished = job(&owner, t0);
         for j in [&crashed, &finished] {
             jobs.create(j, None).await.unwrap();
-            let lease = Lease { token: format!("t-{}", j.id), until: t0.unix_timestamp() + 65 };
+            let lease = Lease {
+                token: format!("t-{}", j.id),
+                until: t0.unix_timestamp() + 65,
+            };
             jobs.claim(&owner, j.id, &lease, t0).await.unwrap();
         }
         let result = shared::job::JobResult {
@@ -141,30 +158,52 @@ mod tests {
             images: Vec::new(),
             seed: None,
         };
-        jobs.complete(&owner, finished.id, &format!("t-{}", finished.id), &result, t0)
-            .await
-            .unwrap();
+        jobs.complete(
+            &owner,
+            finished.id,
+            &format!("t-{}", finished.id),
+            &result,
+            t0,
+        )
+        .await
+        .unwrap();
         let sweeper = sweeper(&jobs, &queue);
         // The lease is live until t0 + 65: a running job is not touched.
-        assert_eq!(sweeper.sweep(t0 + Span::seconds(60), 100).await.unwrap().due, 0);
+        assert_eq!(
+            sweeper
+                .sweep(t0 + Span::seconds(60), 100)
+                .await
+                .unwrap()
+                .due,
+            0
+        );
         let report = sweeper.sweep(t0 + Span::seconds(66), 100).await.unwrap();
         assert_eq!((report.due, report.requeued), (1, 1));
         assert_eq!(
             queue.take()[0].message,
-            JobMessage::Run { owner: owner.clone(), job_id: crashed.id }
+            JobMessage::Run {
+                owner: owner.clone(),
+                job_id: crashed.id
+            }
         );
     }
 
     #[tokio::test]
     async fn a_job_that_keeps_losing_its_processor_fails_after_max_attempts_and_notifies() {
-        let (jobs, queue) = (Arc::new(InMemoryJobs::new()), Arc::new(InMemoryQueue::new()));
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
         let owner = OwnerId::parse("acme").unwrap();
         let t0 = OffsetDateTime::now_utc();
         let doomed = job(&owner, t0);
         jobs.create(&doomed, None).await.unwrap();
         for i in 0..3 {
             let at = t0 + Span::seconds(100 * i);
-            let lease = Lease { token: format!("t{i}"), until: at.unix_timestamp() + 65 };
+            let lease = Lease {
+                token: format!("t{i}"),
+                until: at.unix_timestamp() + 65,
+            };
             assert!(matches!(
                 jobs.claim(&owner, doomed.id, &lease, at).await.unwrap(),
                 shared::core::Claim::Claimed(_)
@@ -180,19 +219,29 @@ mod tests {
         assert_eq!(stored.error.unwrap().code, "retries_exhausted");
         assert_eq!(
             queue.take()[0].message,
-            JobMessage::Notify { owner: owner.clone(), job_id: doomed.id, attempt: 1 }
+            JobMessage::Notify {
+                owner: owner.clone(),
+                job_id: doomed.id,
+                attempt: 1
+            }
         );
         assert!(jobs.due(i64::MAX, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn a_provider_job_past_its_deadline_gets_a_poll_not_a_second_submit() {
-        let (jobs, queue) = (Arc::new(InMemoryJobs::new()), Arc::new(InMemoryQueue::new()));
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
         let owner = OwnerId::parse("acme").unwrap();
         let t0 = OffsetDateTime::now_utc();
         let waiting = job(&owner, t0);
         jobs.create(&waiting, None).await.unwrap();
-        let lease = Lease { token: "t".into(), until: t0.unix_timestamp() + 65 };
+        let lease = Lease {
+            token: "t".into(),
+            until: t0.unix_timestamp() + 65,
+        };
         jobs.claim(&owner, waiting.id, &lease, t0).await.unwrap();
         let submission = ProviderSubmission {
             provider: "fal".into(),
@@ -200,13 +249,21 @@ mod tests {
             deadline: t0.unix_timestamp() + 600,
             links: None,
         };
-        assert!(jobs
-            .record_submission(&owner, waiting.id, "t", &submission, t0)
-            .await
-            .unwrap());
+        assert!(
+            jobs.record_submission(&owner, waiting.id, "t", &submission, t0)
+                .await
+                .unwrap()
+        );
         let sweeper = sweeper(&jobs, &queue);
         // The lease ended at +65, but the job now waits on the provider until its deadline.
-        assert_eq!(sweeper.sweep(t0 + Span::seconds(120), 100).await.unwrap().due, 0);
+        assert_eq!(
+            sweeper
+                .sweep(t0 + Span::seconds(120), 100)
+                .await
+                .unwrap()
+                .due,
+            0
+        );
         let report = sweeper.sweep(t0 + Span::seconds(601), 100).await.unwrap();
         assert_eq!(report.polled, 1);
         assert_eq!(
@@ -222,7 +279,10 @@ mod tests {
 
     #[tokio::test]
     async fn two_sweepers_on_one_due_time_send_one_message() {
-        let (jobs, queue) = (Arc::new(InMemoryJobs::new()), Arc::new(InMemoryQueue::new()));
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
         let owner = OwnerId::parse("acme").unwrap();
         let t0 = OffsetDateTime::now_utc();
         jobs.create(&job(&owner, t0), None).await.unwrap();

@@ -16,5 +16,6 @@ mod notifications;
 mod pipeline;
 mod processor;
 mod real_models;
+mod recovery;
 mod relight;
 mod template;

@@ -18,11 +18,11 @@ use aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteIt
 use aws_sdk_dynamodb::operation::transact_write_items::{
     TransactWriteItemsError, TransactWriteItemsOutput,
 };
-use backon::{ExponentialBuilder, Retryable};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
+use backon::{ExponentialBuilder, Retryable};
 use std::collections::HashMap;
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -259,7 +259,11 @@ impl DynamoJobs {
         let tx = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(transition.clone()).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(transition.clone())
+                    .build(),
+            )
             .transact_items(self.release_slot(owner)?);
         let Err(e) = transact(tx).await else {
             return self.get(owner, id).await;
@@ -927,7 +931,9 @@ impl ProviderTransitions for DynamoJobs {
             .expression_attribute_values(":result", encode("job result", result)?)
             .expression_attribute_values(":now", rfc3339(now));
         transition = if warnings.is_empty() {
-            transition.update_expression(format!("{set} REMOVE lease_token, lease_until, pending_shard, pending_due"))
+            transition.update_expression(format!(
+                "{set} REMOVE lease_token, lease_until, pending_shard, pending_due"
+            ))
         } else {
             transition
                 .update_expression(format!(
@@ -990,7 +996,9 @@ impl ProviderTransitions for DynamoJobs {
 #[async_trait]
 impl PendingJobs for DynamoJobs {
     async fn due(&self, now: i64, limit: usize) -> Result<Vec<PendingJob>> {
-        let per_shard = limit.div_ceil(crate::resources::PENDING_SHARDS as usize).max(1);
+        let per_shard = limit
+            .div_ceil(crate::resources::PENDING_SHARDS as usize)
+            .max(1);
         let mut due = Vec::new();
         for shard in 0..crate::resources::PENDING_SHARDS {
             let out = self
