@@ -416,6 +416,22 @@ pub struct ProviderError {
     pub retryable: bool,
     /// How long the provider asked us to wait (`Retry-After`, or Stability's 60 s lockout).
     pub retry_after: Option<Duration>,
+    /// The request may have reached the provider and been accepted (a timeout or a connection
+    /// lost after sending): whether it will be billed is unknown, so it must not be sent again
+    /// blind. `false` when the provider answered, or the connection was never made.
+    pub outcome_unknown: bool,
+}
+
+/// What [`ProviderTransitions::record_intent`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitIntent {
+    /// Recorded under this lease: the paid call may go out now.
+    Recorded,
+    /// An earlier attempt recorded its intent and never recorded a request id: it may have
+    /// submitted (and been billed) before it died. Never submit again blind.
+    EarlierAttempt,
+    /// The lease was lost, the job is no longer processing, or a request id is already stored.
+    Refused,
 }
 
 /// Stability AI's asynchronous Replace Background and Relight
@@ -580,6 +596,19 @@ pub trait ProviderTransitions: Send + Sync {
         submission: &ProviderSubmission,
         now: OffsetDateTime,
     ) -> Result<bool>;
+    /// Records, under the lease `lease_token`, that a paid submit is about to go out (item
+    /// attribute `provider_intent`), only if neither an intent nor a request id is stored. With
+    /// [`Self::record_submission`] after the call, a redelivery can tell "never submitted" from
+    /// "may have submitted" (docs/ARCHITECTURE.md "Recovery").
+    async fn record_intent(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+    ) -> Result<SubmitIntent>;
+    /// Withdraws this lease's intent after the provider refused the submit outright (an HTTP
+    /// answer, or no connection at all): nothing was accepted, so a later attempt may submit.
+    async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()>;
     /// `processing → succeeded` for the job waiting on `request_id` (no lease: polls and
     /// webhooks do not hold one). `None` when it is no longer processing that request (canceled,
     /// already finished): the result is discarded.

@@ -36,7 +36,7 @@ use crate::core::{
     ApiKeyStore, BlobStore, Capability, CapabilityStore, Claim, Created, Cutout, Idempotency,
     JobPage, JobQueue, JobStore, JobTransitions, Lease, ListQuery, ObjectInfo, ObjectSummary,
     PendingJob, PendingJobs, Probe, ProviderMark, ProviderSubmission, ProviderTransitions,
-    Segmenter, SegmenterError, Upload, UploadStore,
+    Segmenter, SegmenterError, SubmitIntent, Upload, UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobMessage, JobResult, JobStatus, NotificationAttempt, OwnerId};
@@ -61,6 +61,8 @@ struct Record {
     cancel_sent_at: Option<OffsetDateTime>,
     /// `pending_due`: the job's place in the sparse `pending` index while it is not terminal.
     pending_due: Option<i64>,
+    /// `provider_intent`: the lease token of the attempt about to submit to a provider.
+    provider_intent: Option<String>,
 }
 
 impl Record {
@@ -122,6 +124,8 @@ impl JobsState {
 /// | `claim` | `queued`, or `processing` with no lease or `lease_until <= now` | `Missing`, `Terminal` or `Leased` |
 /// | `complete` | `processing` and the lease token matches | [`Error::Conflict`] (also for a missing job) |
 /// | `fail`, `cancel` | `queued` or `processing` | `None` |
+/// | `record_intent` | `processing`, token matches, no request id, no intent (or this lease's) | `EarlierAttempt` when another attempt's intent is there, else `Refused` |
+/// | `clear_intent` | the intent is this lease's and no request id is stored | nothing |
 /// | `record_submission` | `processing`, token matches, no request id yet | `false` |
 /// | `complete_provider` | `processing` and the stored request id matches | `None` |
 /// | `mark_once` | the stored request id matches and the mark is unset (any status) | `false` |
@@ -195,6 +199,7 @@ impl JobStore for InMemoryJobs {
                 lease: None,
                 webhook_received_at: None,
                 cancel_sent_at: None,
+                provider_intent: None,
                 pending_due: (!job.status.is_terminal()).then(|| {
                     job.created_at.unix_timestamp() + crate::resources::QUEUED_GRACE_SECONDS
                 }),
@@ -420,6 +425,46 @@ impl ProviderTransitions for InMemoryJobs {
         record.job.updated_at = now;
         record.pending_due = Some(submission.deadline);
         Ok(true)
+    }
+
+    async fn record_intent(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+    ) -> Result<SubmitIntent> {
+        let mut state = lock(&self.state);
+        let Some(record) = state.jobs.get_mut(&(owner.clone(), id)) else {
+            return Ok(SubmitIntent::Refused);
+        };
+        let processing = record.job.status == JobStatus::Processing;
+        let held = record
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.token == lease_token);
+        if record.job.provider_request_id.is_some() || !processing {
+            return Ok(SubmitIntent::Refused);
+        }
+        Ok(match &record.provider_intent {
+            Some(token) if token == lease_token && held => SubmitIntent::Recorded,
+            Some(_) => SubmitIntent::EarlierAttempt,
+            None if held => {
+                record.provider_intent = Some(lease_token.to_owned());
+                SubmitIntent::Recorded
+            }
+            None => SubmitIntent::Refused,
+        })
+    }
+
+    async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()> {
+        let mut state = lock(&self.state);
+        if let Some(record) = state.jobs.get_mut(&(owner.clone(), id))
+            && record.provider_intent.as_deref() == Some(lease_token)
+            && record.job.provider_request_id.is_none()
+        {
+            record.provider_intent = None;
+        }
+        Ok(())
     }
 
     async fn complete_provider(

@@ -929,3 +929,96 @@ async fn a_stability_cutout_stored_before_a_crash_is_not_bought_again() {
         "Stability was called again"
     );
 }
+
+/// Submits seen by the contract server.
+async fn submits(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == SUBMIT_PATH)
+        .count()
+}
+
+/// Window 2 of the reliability issue, a kill between the paid submit and the request-id record:
+/// the redelivery finds the dead attempt's intent without a request id and ends the job
+/// `provider_state_unknown` instead of submitting (and paying) again.
+#[tokio::test]
+async fn a_kill_between_submit_and_record_never_submits_again() {
+    let server = MockServer::start().await;
+    submit_ok().expect(0).mount(&server).await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.expect("run message");
+    {
+        use shared::core::{JobTransitions, ProviderTransitions, SubmitIntent};
+        // The killed attempt: claimed, wrote its intent, (submitted,) died; its lease ran out.
+        let killed_at = time::OffsetDateTime::now_utc() - time::Duration::seconds(70);
+        let lease = shared::core::Lease {
+            token: "killed".into(),
+            until: killed_at.unix_timestamp() + 65,
+        };
+        let jobs = env.aws().jobs;
+        jobs.claim(&job.owner, job.id, &lease, killed_at)
+            .await
+            .unwrap();
+        assert_eq!(
+            jobs.record_intent(&job.owner, job.id, "killed")
+                .await
+                .unwrap(),
+            SubmitIntent::Recorded
+        );
+    }
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(
+        p.handle_record(&run).await,
+        Outcome::Failed("provider_state_unknown".into())
+    );
+    let done = reload(&env, &job).await;
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(done.error.unwrap().code, "provider_state_unknown");
+    assert_eq!(submits(&server).await, 0);
+}
+
+/// A submit that times out after the provider may have accepted it is not sent again, neither
+/// in the same attempt nor on the redelivery; a submit the provider refused (429) is.
+#[tokio::test]
+async fn a_submit_that_timed_out_is_not_sent_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SUBMIT_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"id": GENERATION_ID}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.expect("run message");
+    let settings = ProviderSettings {
+        stability_timeout: Duration::from_secs(1),
+        ..providers(&server)
+    };
+    let p = provider_processor(&env, settings, Duration::from_secs(90));
+    assert_eq!(
+        p.handle_record(&run).await,
+        Outcome::Failed("provider_state_unknown".into())
+    );
+    // A redelivery of the same message changes nothing and sends nothing.
+    expire_lease(&env, &job).await;
+    assert_eq!(
+        p.handle_record(&run_record(&job, 2, &env.provisioned.queue_arn))
+            .await,
+        Outcome::Skipped("already finished")
+    );
+    assert_eq!(submits(&server).await, 1, "one submit reached the provider");
+    assert_eq!(
+        reload(&env, &job).await.error.unwrap().code,
+        "provider_state_unknown"
+    );
+}

@@ -32,7 +32,7 @@ use ulid::Ulid;
 use crate::core::{
     Capability, CapabilityStore, Claim, Created, Idempotency, JobPage, JobStore, JobTransitions,
     Lease, ListQuery, PendingJob, PendingJobs, Probe, ProviderMark, ProviderSubmission,
-    ProviderTransitions, Upload, UploadStore,
+    ProviderTransitions, SubmitIntent, Upload, UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobResult, JobStatus, OwnerId};
@@ -905,6 +905,73 @@ impl ProviderTransitions for DynamoJobs {
                 }
                 other => Err(unavailable(other)),
             },
+        }
+    }
+
+    async fn record_intent(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+    ) -> Result<SubmitIntent> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression("SET provider_intent = :token")
+            .condition_expression(
+                "#status = :processing AND lease_token = :token AND \
+                 attribute_not_exists(provider_request_id) AND attribute_not_exists(provider_intent)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":token", s(lease_token))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(SubmitIntent::Recorded),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                    let item = c.item.unwrap_or_default();
+                    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str);
+                    Ok(match (text("provider_intent"), text("provider_request_id")) {
+                        // Our own intent, its response lost and the write sent again.
+                        (Some(token), None) if token == lease_token && text("lease_token") == Some(lease_token) => SubmitIntent::Recorded,
+                        (Some(_), None) if text("status") == Some(JobStatus::Processing.as_str()) => SubmitIntent::EarlierAttempt,
+                        _ => SubmitIntent::Refused,
+                    })
+                }
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
+    async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression("REMOVE provider_intent")
+            .condition_expression(
+                "provider_intent = :token AND attribute_not_exists(provider_request_id)",
+            )
+            .expression_attribute_values(":token", s(lease_token))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                // Not ours (any more): nothing to withdraw.
+                if e.is_conditional_check_failed_exception() {
+                    Ok(())
+                } else {
+                    Err(unavailable(e))
+                }
+            }
         }
     }
 
