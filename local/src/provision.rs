@@ -5,8 +5,8 @@
 //! Idempotent: existing resources are kept.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, Event, ExpirationStatus, FilterRule, FilterRuleName,
@@ -219,6 +219,33 @@ async fn create_table(
         .key_schema(key(r::TABLE_SORT_KEY, KeyType::Range)?)
         .attribute_definitions(attr(r::TABLE_PARTITION_KEY)?)
         .attribute_definitions(attr(r::TABLE_SORT_KEY)?)
+        .attribute_definitions(attr(r::PENDING_SHARD_ATTRIBUTE)?)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(r::PENDING_DUE_ATTRIBUTE)
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .map_err(|e| err(e.to_string()))?,
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(r::PENDING_INDEX)
+                .key_schema(key(r::PENDING_SHARD_ATTRIBUTE, KeyType::Hash)?)
+                .key_schema(key(r::PENDING_DUE_ATTRIBUTE, KeyType::Range)?)
+                .projection(
+                    Projection::builder()
+                        .projection_type(ProjectionType::Include)
+                        .set_non_key_attributes(Some(
+                            r::PENDING_INDEX_ATTRIBUTES
+                                .iter()
+                                .map(|a| a.to_string())
+                                .collect(),
+                        ))
+                        .build(),
+                )
+                .build()
+                .map_err(|e| err(e.to_string()))?,
+        )
         .send()
         .await;
     if let Err(e) = created {

@@ -170,6 +170,36 @@ pub trait JobQueue: Send + Sync {
     async fn send(&self, message: &JobMessage, delay: Duration) -> Result<()>;
 }
 
+/// A non-terminal job that the sparse `pending` index (docs/ARCHITECTURE.md "Recovery") says
+/// is due for a recovery look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingJob {
+    /// The job's owner.
+    pub owner: OwnerId,
+    /// The job id.
+    pub id: Ulid,
+    /// `queued` or `processing`.
+    pub status: JobStatus,
+    /// Claims so far (each run or takeover counts one).
+    pub attempts: u32,
+    /// The provider request a `processing` job waits on, if any.
+    pub provider_request_id: Option<String>,
+    /// The due time the index holds, Unix seconds (the token for [`PendingJobs::postpone`]).
+    pub due: i64,
+}
+
+/// The recovery sweeper's view of the jobs table: non-terminal jobs by due time.
+#[async_trait]
+pub trait PendingJobs: Send + Sync {
+    /// Jobs whose due time is at or before `now` (Unix seconds), at most `limit`, earliest
+    /// first within each index partition.
+    async fn due(&self, now: i64, limit: usize) -> Result<Vec<PendingJob>>;
+    /// Moves the job's due time from `seen` to `until` (Unix seconds). `false` when it no
+    /// longer is `seen` (another sweeper moved it, a processor claimed the job, or it ended):
+    /// only one sweeper acts on one due time.
+    async fn postpone(&self, owner: &OwnerId, id: Ulid, seen: i64, until: i64) -> Result<bool>;
+}
+
 /// Metadata of a stored object.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObjectInfo {
@@ -386,6 +416,22 @@ pub struct ProviderError {
     pub retryable: bool,
     /// How long the provider asked us to wait (`Retry-After`, or Stability's 60 s lockout).
     pub retry_after: Option<Duration>,
+    /// The request may have reached the provider and been accepted (a timeout or a connection
+    /// lost after sending): whether it will be billed is unknown, so it must not be sent again
+    /// blind. `false` when the provider answered, or the connection was never made.
+    pub outcome_unknown: bool,
+}
+
+/// What [`ProviderTransitions::record_intent`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubmitIntent {
+    /// Recorded under this lease: the paid call may go out now.
+    Recorded,
+    /// An earlier attempt recorded its intent and never recorded a request id: it may have
+    /// submitted (and been billed) before it died. Never submit again blind.
+    EarlierAttempt,
+    /// The lease was lost, the job is no longer processing, or a request id is already stored.
+    Refused,
 }
 
 /// Stability AI's asynchronous Replace Background and Relight
@@ -550,6 +596,19 @@ pub trait ProviderTransitions: Send + Sync {
         submission: &ProviderSubmission,
         now: OffsetDateTime,
     ) -> Result<bool>;
+    /// Records, under the lease `lease_token`, that a paid submit is about to go out (item
+    /// attribute `provider_intent`), only if neither an intent nor a request id is stored. With
+    /// [`Self::record_submission`] after the call, a redelivery can tell "never submitted" from
+    /// "may have submitted" (docs/ARCHITECTURE.md "Recovery").
+    async fn record_intent(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+    ) -> Result<SubmitIntent>;
+    /// Withdraws this lease's intent after the provider refused the submit outright (an HTTP
+    /// answer, or no connection at all): nothing was accepted, so a later attempt may submit.
+    async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()>;
     /// `processing → succeeded` for the job waiting on `request_id` (no lease: polls and
     /// webhooks do not hold one). `None` when it is no longer processing that request (canceled,
     /// already finished): the result is discarded.

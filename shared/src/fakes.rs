@@ -35,8 +35,8 @@ use crate::auth::{ApiKeyRecord, Scope};
 use crate::core::{
     ApiKeyStore, BlobStore, Capability, CapabilityStore, Claim, Created, Cutout, Idempotency,
     JobPage, JobQueue, JobStore, JobTransitions, Lease, ListQuery, ObjectInfo, ObjectSummary,
-    Probe, ProviderMark, ProviderSubmission, ProviderTransitions, Segmenter, SegmenterError,
-    Upload, UploadStore,
+    PendingJob, PendingJobs, Probe, ProviderMark, ProviderSubmission, ProviderTransitions,
+    Segmenter, SegmenterError, SubmitIntent, Upload, UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobMessage, JobResult, JobStatus, NotificationAttempt, OwnerId};
@@ -59,6 +59,10 @@ struct Record {
     webhook_received_at: Option<OffsetDateTime>,
     /// `provider_cancel_sent_at` ([`ProviderMark::CancelSent`]).
     cancel_sent_at: Option<OffsetDateTime>,
+    /// `pending_due`: the job's place in the sparse `pending` index while it is not terminal.
+    pending_due: Option<i64>,
+    /// `provider_intent`: the lease token of the attempt about to submit to a provider.
+    provider_intent: Option<String>,
 }
 
 impl Record {
@@ -69,6 +73,7 @@ impl Record {
         self.job.finished_at = Some(now);
         self.job.updated_at = now;
         self.lease = None;
+        self.pending_due = None;
     }
 }
 
@@ -119,6 +124,8 @@ impl JobsState {
 /// | `claim` | `queued`, or `processing` with no lease or `lease_until <= now` | `Missing`, `Terminal` or `Leased` |
 /// | `complete` | `processing` and the lease token matches | [`Error::Conflict`] (also for a missing job) |
 /// | `fail`, `cancel` | `queued` or `processing` | `None` |
+/// | `record_intent` | `processing`, token matches, no request id, no intent (or this lease's) | `EarlierAttempt` when another attempt's intent is there, else `Refused` |
+/// | `clear_intent` | the intent is this lease's and no request id is stored | nothing |
 /// | `record_submission` | `processing`, token matches, no request id yet | `false` |
 /// | `complete_provider` | `processing` and the stored request id matches | `None` |
 /// | `mark_once` | the stored request id matches and the mark is unset (any status) | `false` |
@@ -192,6 +199,10 @@ impl JobStore for InMemoryJobs {
                 lease: None,
                 webhook_received_at: None,
                 cancel_sent_at: None,
+                provider_intent: None,
+                pending_due: (!job.status.is_terminal()).then(|| {
+                    job.created_at.unix_timestamp() + crate::resources::QUEUED_GRACE_SECONDS
+                }),
             },
         );
         if let Some(idem) = idempotency {
@@ -264,6 +275,48 @@ impl JobStore for InMemoryJobs {
     }
 }
 
+/// The sparse `pending` index: every non-terminal record, by due time; `postpone` only moves a
+/// due time it still finds (the adapter's `#due = :seen` condition).
+#[async_trait]
+impl PendingJobs for InMemoryJobs {
+    async fn due(&self, now: i64, limit: usize) -> Result<Vec<PendingJob>> {
+        let state = lock(&self.state);
+        let mut due: Vec<PendingJob> = state
+            .jobs
+            .values()
+            .filter_map(|r| {
+                let at = r.pending_due.filter(|at| *at <= now)?;
+                Some(PendingJob {
+                    owner: r.job.owner.clone(),
+                    id: r.job.id,
+                    status: r.job.status,
+                    attempts: r.job.attempts,
+                    provider_request_id: r.job.provider_request_id.clone(),
+                    due: at,
+                })
+            })
+            .collect();
+        due.sort_by_key(|p| (p.due, p.id));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn postpone(&self, owner: &OwnerId, id: Ulid, seen: i64, until: i64) -> Result<bool> {
+        let mut state = lock(&self.state);
+        match state
+            .jobs
+            .get_mut(&(owner.clone(), id))
+            .filter(|r| r.pending_due == Some(seen))
+        {
+            Some(record) => {
+                record.pending_due = Some(until);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
 #[async_trait]
 impl JobTransitions for InMemoryJobs {
     async fn claim(
@@ -299,6 +352,7 @@ impl JobTransitions for InMemoryJobs {
         record.job.started_at.get_or_insert(now);
         record.job.updated_at = now;
         record.lease = Some(lease.clone());
+        record.pending_due = Some(lease.until);
         Ok(Claim::Claimed(record.job.clone()))
     }
 
@@ -369,7 +423,48 @@ impl ProviderTransitions for InMemoryJobs {
         record.job.provider_deadline = Some(submission.deadline);
         record.job.provider_links = submission.links.clone();
         record.job.updated_at = now;
+        record.pending_due = Some(submission.deadline);
         Ok(true)
+    }
+
+    async fn record_intent(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+    ) -> Result<SubmitIntent> {
+        let mut state = lock(&self.state);
+        let Some(record) = state.jobs.get_mut(&(owner.clone(), id)) else {
+            return Ok(SubmitIntent::Refused);
+        };
+        let processing = record.job.status == JobStatus::Processing;
+        let held = record
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.token == lease_token);
+        if record.job.provider_request_id.is_some() || !processing {
+            return Ok(SubmitIntent::Refused);
+        }
+        Ok(match &record.provider_intent {
+            Some(token) if token == lease_token && held => SubmitIntent::Recorded,
+            Some(_) => SubmitIntent::EarlierAttempt,
+            None if held => {
+                record.provider_intent = Some(lease_token.to_owned());
+                SubmitIntent::Recorded
+            }
+            None => SubmitIntent::Refused,
+        })
+    }
+
+    async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()> {
+        let mut state = lock(&self.state);
+        if let Some(record) = state.jobs.get_mut(&(owner.clone(), id))
+            && record.provider_intent.as_deref() == Some(lease_token)
+            && record.job.provider_request_id.is_none()
+        {
+            record.provider_intent = None;
+        }
+        Ok(())
     }
 
     async fn complete_provider(

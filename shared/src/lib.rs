@@ -37,6 +37,8 @@ pub mod notification;
 #[cfg(feature = "ports")]
 pub mod providers;
 #[cfg(feature = "ports")]
+pub mod recovery;
+#[cfg(feature = "ports")]
 pub mod service;
 
 #[cfg(feature = "aws")]

@@ -8,6 +8,32 @@ pub const TABLE_SORT_KEY: &str = "sk";
 /// DynamoDB TTL attribute (Unix seconds).
 pub const TABLE_TTL_ATTRIBUTE: &str = "expires_at";
 
+/// Sparse global secondary index of the jobs table holding only non-terminal jobs (the
+/// recovery sweeper's outbox; docs/ARCHITECTURE.md "Recovery"): partition key
+/// [`PENDING_SHARD_ATTRIBUTE`], sort key [`PENDING_DUE_ATTRIBUTE`]. Terminal transitions remove
+/// both attributes, so a finished job leaves the index.
+pub const PENDING_INDEX: &str = "pending";
+/// String attribute `PENDING#{n}`, `n` in `0..PENDING_SHARDS` (from the job id), so the index's
+/// writes spread over several partitions.
+pub const PENDING_SHARD_ATTRIBUTE: &str = "pending_shard";
+/// Number attribute: Unix seconds after which the sweeper looks at the job (a queued job's
+/// grace, a processing job's lease end, a provider job's deadline).
+pub const PENDING_DUE_ATTRIBUTE: &str = "pending_due";
+/// The job attributes the `pending` index projects besides the keys: what the sweeper reads.
+pub const PENDING_INDEX_ATTRIBUTES: [&str; 3] = ["status", "attempts", "provider_request_id"];
+/// How many `PENDING#{n}` partitions the index has.
+pub const PENDING_SHARDS: u32 = 8;
+/// Seconds a new job may sit `queued` before the sweeper sends it to the queue again (the SQS
+/// send after the record write may have been lost).
+pub const QUEUED_GRACE_SECONDS: i64 = 30;
+/// The processor's lease on a job, in seconds: longer than its Lambda timeout, so a lease can
+/// only expire once the invocation that took it is over (finished, crashed or killed).
+pub const LEASE_SECONDS: u32 = PROCESSOR_TIMEOUT_SECONDS + 5;
+/// Each record's deadline in the processor, in seconds: below the Lambda timeout, so a slow call
+/// ends that record (as a retry) instead of getting the whole invocation, and its batch-mates'
+/// receives, killed. Provider and segmenter call timeouts sit below it.
+pub const RECORD_DEADLINE_SECONDS: u32 = PROCESSOR_TIMEOUT_SECONDS - 10;
+
 /// The processor's Lambda timeout, in seconds.
 pub const PROCESSOR_TIMEOUT_SECONDS: u32 = 60;
 /// Jobs queue visibility timeout: 6× the processor timeout, as AWS recommends for SQS event

@@ -10,6 +10,7 @@ mod error;
 mod operation;
 mod outcome;
 mod processor;
+pub mod sweeper;
 mod wiring;
 
 pub use delivery::{Notifier, NotifySettings};

@@ -16,6 +16,7 @@ mod notifications;
 mod pipeline;
 mod processor;
 mod real_models;
+mod recovery;
 mod relight;
 mod sagemaker;
 mod template;

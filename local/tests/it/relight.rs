@@ -864,3 +864,161 @@ async fn submit_errors_map_to_stable_job_codes() {
         }
     }
 }
+
+/// A paid call at most once per job: an attempt that got Stability's cutout and stored it, then
+/// died before the completion write, leaves the job `processing` with the cutout at its
+/// deterministic key. The redelivery finishes from that object and does not pay again.
+#[tokio::test]
+async fn a_stability_cutout_stored_before_a_crash_is_not_bought_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/edit/remove-background"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let created = create(
+        &base,
+        Form::new()
+            .part("file", Part::bytes(sample_photo()).file_name("p.jpg"))
+            .text("provider", "stability")
+            .text("output_format", "png"),
+    )
+    .await;
+    let job = job_of(&env, &created).await;
+    let run = take_message(&env).await.unwrap();
+    // The state the killed attempt left: claimed (its lease since expired) and the cutout
+    // already at the result key.
+    let cutout = png(48, 32, [200, 10, 10]);
+    let key = shared::job::result_key(&job.owner, job.id, "png");
+    env.s3()
+        .put_object()
+        .bucket(&env.settings.bucket)
+        .key(&key)
+        .content_type("image/png")
+        .body(cutout.clone().into())
+        .send()
+        .await
+        .unwrap();
+    {
+        use shared::core::JobTransitions;
+        let killed_at = time::OffsetDateTime::now_utc() - time::Duration::seconds(70);
+        let lease = shared::core::Lease {
+            token: "killed".into(),
+            until: killed_at.unix_timestamp() + 65,
+        };
+        env.aws()
+            .jobs
+            .claim(&job.owner, job.id, &lease, killed_at)
+            .await
+            .unwrap();
+    }
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(p.handle_record(&run).await, Outcome::Succeeded);
+    let done = reload(&env, &job).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    let result = done.result.unwrap();
+    assert_eq!(result.key, key);
+    assert_eq!((result.width, result.height), (48, 32));
+    assert_eq!(stored(&env, &result.key).await, cutout);
+    // `expect(0)`: verified when the server drops; checked here too for a clear message.
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "Stability was called again"
+    );
+}
+
+/// Submits seen by the contract server.
+async fn submits(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == SUBMIT_PATH)
+        .count()
+}
+
+/// Window 2 of the reliability issue, a kill between the paid submit and the request-id record:
+/// the redelivery finds the dead attempt's intent without a request id and ends the job
+/// `provider_state_unknown` instead of submitting (and paying) again.
+#[tokio::test]
+async fn a_kill_between_submit_and_record_never_submits_again() {
+    let server = MockServer::start().await;
+    submit_ok().expect(0).mount(&server).await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.expect("run message");
+    {
+        use shared::core::{JobTransitions, ProviderTransitions, SubmitIntent};
+        // The killed attempt: claimed, wrote its intent, (submitted,) died; its lease ran out.
+        let killed_at = time::OffsetDateTime::now_utc() - time::Duration::seconds(70);
+        let lease = shared::core::Lease {
+            token: "killed".into(),
+            until: killed_at.unix_timestamp() + 65,
+        };
+        let jobs = env.aws().jobs;
+        jobs.claim(&job.owner, job.id, &lease, killed_at)
+            .await
+            .unwrap();
+        assert_eq!(
+            jobs.record_intent(&job.owner, job.id, "killed")
+                .await
+                .unwrap(),
+            SubmitIntent::Recorded
+        );
+    }
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(
+        p.handle_record(&run).await,
+        Outcome::Failed("provider_state_unknown".into())
+    );
+    let done = reload(&env, &job).await;
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(done.error.unwrap().code, "provider_state_unknown");
+    assert_eq!(submits(&server).await, 0);
+}
+
+/// A submit that times out after the provider may have accepted it is not sent again, neither
+/// in the same attempt nor on the redelivery; a submit the provider refused (429) is.
+#[tokio::test]
+async fn a_submit_that_timed_out_is_not_sent_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(SUBMIT_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"id": GENERATION_ID}))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.expect("run message");
+    let settings = ProviderSettings {
+        stability_timeout: Duration::from_secs(1),
+        ..providers(&server)
+    };
+    let p = provider_processor(&env, settings, Duration::from_secs(90));
+    assert_eq!(
+        p.handle_record(&run).await,
+        Outcome::Failed("provider_state_unknown".into())
+    );
+    // A redelivery of the same message changes nothing and sends nothing.
+    expire_lease(&env, &job).await;
+    assert_eq!(
+        p.handle_record(&run_record(&job, 2, &env.provisioned.queue_arn))
+            .await,
+        Outcome::Skipped("already finished")
+    );
+    assert_eq!(submits(&server).await, 1, "one submit reached the provider");
+    assert_eq!(
+        reload(&env, &job).await.error.unwrap().code,
+        "provider_state_unknown"
+    );
+}

@@ -41,9 +41,47 @@ fn table_matches_provisioning() {
         .map(|k| (string(&k["AttributeName"]), string(&k["KeyType"])))
         .collect();
     assert_eq!(keys, table_key_schema());
-    for def in table["AttributeDefinitions"].as_sequence().unwrap() {
-        assert_eq!(string(&def["AttributeType"]), "S");
-    }
+    let definitions: Vec<(&str, &str)> = table["AttributeDefinitions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|d| (string(&d["AttributeName"]), string(&d["AttributeType"])))
+        .collect();
+    assert_eq!(
+        definitions,
+        [
+            (r::TABLE_PARTITION_KEY, "S"),
+            (r::TABLE_SORT_KEY, "S"),
+            (r::PENDING_SHARD_ATTRIBUTE, "S"),
+            (r::PENDING_DUE_ATTRIBUTE, "N"),
+        ]
+    );
+    // The recovery sweeper's sparse index, as the adapter queries it and provisioning makes it.
+    let indexes = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
+    assert_eq!(indexes.len(), 1);
+    let pending = &indexes[0];
+    assert_eq!(string(&pending["IndexName"]), r::PENDING_INDEX);
+    let index_keys: Vec<(&str, &str)> = pending["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| (string(&k["AttributeName"]), string(&k["KeyType"])))
+        .collect();
+    assert_eq!(
+        index_keys,
+        [
+            (r::PENDING_SHARD_ATTRIBUTE, "HASH"),
+            (r::PENDING_DUE_ATTRIBUTE, "RANGE")
+        ]
+    );
+    assert_eq!(string(&pending["Projection"]["ProjectionType"]), "INCLUDE");
+    let projected: Vec<&str> = pending["Projection"]["NonKeyAttributes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(string)
+        .collect();
+    assert_eq!(projected, r::PENDING_INDEX_ATTRIBUTES);
     assert_eq!(
         string(&table["TimeToLiveSpecification"]["AttributeName"]),
         r::TABLE_TTL_ATTRIBUTE
@@ -721,4 +759,51 @@ fn segmenter_calls_give_up_before_the_processor_and_within_sagemakers_limit() {
     // The code's default, used when the variable is unset, obeys the same chain.
     let default = shared::config::Settings::new("t", "q", "b").segmenter_timeout;
     assert!(default.as_secs() < function_timeout);
+}
+
+#[test]
+fn the_sweeper_runs_every_minute_and_leases_outlive_an_invocation() {
+    let t = template();
+    let sweeper = resource(&t, "SweeperFunction");
+    assert_eq!(
+        string(&t["Resources"]["SweeperFunction"]["Metadata"]["BuildProperties"]["Binary"]),
+        "imagejobs-sweeper"
+    );
+    let schedule = &sweeper["Events"]["EveryMinute"];
+    assert_eq!(string(&schedule["Type"]), "ScheduleV2");
+    assert_eq!(
+        string(&schedule["Properties"]["ScheduleExpression"]),
+        "rate(1 minute)"
+    );
+    // Its passes (0 s, 20 s, 40 s) fit in its timeout.
+    let passes = u64::from(imagejobs_processor::sweeper::SWEEP_PASSES - 1)
+        * imagejobs_processor::sweeper::SWEEP_INTERVAL.as_secs();
+    assert!(passes < num(&sweeper["Timeout"]), "{passes} s of passes");
+    let policies = serde_yaml_ng::to_string(&sweeper["Policies"]).unwrap();
+    assert!(policies.contains("/index/pending"), "{policies}");
+    assert!(policies.contains("SQSSendMessagePolicy"), "{policies}");
+
+    // Deadlines nest: record deadline < Lambda timeout < lease < visibility timeout.
+    let processor = resource(&t, "ProcessorFunction");
+    let timeout = num(&processor["Timeout"]);
+    assert_eq!(timeout, u64::from(r::PROCESSOR_TIMEOUT_SECONDS));
+    let lease = num(&processor["Environment"]["Variables"]["LEASE_SECONDS"]);
+    assert_eq!(lease, u64::from(r::LEASE_SECONDS));
+    let visibility = num(&resource(&t, "JobsQueue")["VisibilityTimeout"]);
+    assert!(
+        u64::from(r::RECORD_DEADLINE_SECONDS) < timeout && timeout < lease && lease < visibility,
+        "record deadline {} < timeout {timeout} < lease {lease} < visibility {visibility}",
+        r::RECORD_DEADLINE_SECONDS
+    );
+    for call in [
+        "SEGMENTER_TIMEOUT_SECONDS",
+        "STABILITY_TIMEOUT_SECONDS",
+        "FAL_TIMEOUT_SECONDS",
+    ] {
+        let seconds = num(&processor["Environment"]["Variables"][call]);
+        assert!(
+            seconds < u64::from(r::RECORD_DEADLINE_SECONDS),
+            "{call} = {seconds} s must sit below the record deadline"
+        );
+    }
 }

@@ -13,23 +13,33 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::builders::TransactWriteItemsFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsError, TransactWriteItemsOutput,
+};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
     TransactWriteItem, Update,
 };
+use backon::{ExponentialBuilder, Retryable};
 use std::collections::HashMap;
+use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ulid::Ulid;
 
 use crate::core::{
     Capability, CapabilityStore, Claim, Created, Idempotency, JobPage, JobStore, JobTransitions,
-    Lease, ListQuery, Probe, ProviderMark, ProviderSubmission, ProviderTransitions, Upload,
-    UploadStore,
+    Lease, ListQuery, PendingJob, PendingJobs, Probe, ProviderMark, ProviderSubmission,
+    ProviderTransitions, SubmitIntent, Upload, UploadStore,
 };
 use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobResult, JobStatus, OwnerId};
-use crate::resources::{TABLE_PARTITION_KEY as PK, TABLE_SORT_KEY as SK};
+use crate::resources::{
+    PENDING_DUE_ATTRIBUTE as PENDING_DUE, PENDING_SHARD_ATTRIBUTE as PENDING_SHARD,
+    TABLE_PARTITION_KEY as PK, TABLE_SORT_KEY as SK,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -104,11 +114,9 @@ fn counter(
 }
 
 /// Which items of a cancelled transaction failed their condition.
-fn failed_conditions(
-    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
-) -> Vec<usize> {
+fn failed_conditions(e: &TransactWriteItemsError) -> Vec<usize> {
     match e {
-        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => c
+        TransactWriteItemsError::TransactionCanceledException(c) => c
             .cancellation_reasons()
             .iter()
             .enumerate()
@@ -117,6 +125,55 @@ fn failed_conditions(
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// A transaction DynamoDB cancelled because another one held one of its items (reason
+/// `TransactionConflict`), or refused while an earlier one with the same client token was still
+/// running: nothing was written, so running it again is safe. The owner's quota counters are
+/// such shared items — every create and every finish of an owner's jobs writes them — so
+/// concurrent jobs of one owner meet this routinely on real DynamoDB.
+/// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>
+fn is_transaction_conflict(e: &SdkError<TransactWriteItemsError>) -> bool {
+    match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
+            .cancellation_reasons()
+            .iter()
+            .any(|r| r.code() == Some("TransactionConflict")),
+        Some(TransactWriteItemsError::TransactionInProgressException(_)) => true,
+        _ => false,
+    }
+}
+
+/// Backoff between tries of a conflicting transaction: jittered, 20 ms growing to 400 ms, at
+/// most 6 tries (about 1 s in all), well inside any caller's deadline.
+fn conflict_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(20))
+        .with_max_delay(Duration::from_millis(400))
+        .with_max_times(5)
+        .with_jitter()
+}
+
+/// Sends `tx`, again with [`conflict_backoff`] while DynamoDB cancels it for a
+/// [transaction conflict](is_transaction_conflict). A retry after a lost response is the SDK's
+/// own, under the same `ClientRequestToken` (which the SDK fills in), so DynamoDB answers it
+/// with the first call's outcome instead of writing twice.
+async fn transact(
+    tx: TransactWriteItemsFluentBuilder,
+) -> std::result::Result<TransactWriteItemsOutput, SdkError<TransactWriteItemsError>> {
+    (|| tx.clone().send())
+        .retry(conflict_backoff())
+        .when(is_transaction_conflict)
+        .notify(|e, wait| tracing::info!(?wait, error = %e, "transaction conflict; retrying"))
+        .await
+}
+
+/// The `pending` index partition of a job: from the id's random bits, so it is stable.
+fn pending_shard(id: Ulid) -> String {
+    format!(
+        "PENDING#{}",
+        id.random() % u128::from(crate::resources::PENDING_SHARDS)
+    )
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -177,41 +234,71 @@ impl DynamoJobs {
     }
 
     /// The write that gives an owner's in-flight slot back; it rides in the same transaction as
-    /// whatever ends the job, so the count can never drift from the jobs.
+    /// whatever ends the job, so the count can never drift from the jobs. It only decrements a
+    /// positive count: a counter that somehow reached 0 with a job still open (written before
+    /// the counter existed, or repaired by hand) stays at 0 instead of going negative.
     fn release_slot(&self, owner: &OwnerId) -> Result<TransactWriteItem> {
-        Ok(TransactWriteItem::builder()
-            .update(counter(
-                &self.table,
-                owner,
-                IN_FLIGHT_SK.into(),
-                -1,
-                None,
-                None,
-            )?)
-            .build())
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(pk(owner)))
+            .key(SK, s(IN_FLIGHT_SK))
+            .update_expression("SET #count = #count - :one")
+            .condition_expression("#count > :zero")
+            .expression_attribute_names("#count", "count")
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":zero", n(0))
+            .build()
+            .map_err(unavailable)?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     /// Runs a terminal transition together with the owner's in-flight decrement, then reads the
-    /// job back. `Ok(None)` when the transition's condition failed.
+    /// job back. `Ok(None)` when the transition's condition failed. When only the decrement's
+    /// condition failed (the counter is already 0), the transition runs alone.
     async fn finish(&self, owner: &OwnerId, id: Ulid, transition: Update) -> Result<Option<Job>> {
-        let result = self
+        let tx = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(transition).build())
-            .transact_items(self.release_slot(owner)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => self.get(owner, id).await,
-            Err(e) => {
-                let e = e.into_service_error();
-                if failed_conditions(&e).contains(&0) {
-                    Ok(None)
-                } else {
-                    Err(unavailable(e))
-                }
-            }
+            .transact_items(
+                TransactWriteItem::builder()
+                    .update(transition.clone())
+                    .build(),
+            )
+            .transact_items(self.release_slot(owner)?);
+        let Err(e) = transact(tx).await else {
+            return self.get(owner, id).await;
+        };
+        let e = e.into_service_error();
+        let failed = failed_conditions(&e);
+        if failed.contains(&0) {
+            return Ok(None);
         }
+        if failed.contains(&1) {
+            tracing::warn!(%owner, job_id = %id, "in-flight counter already 0 at a job's end; left at 0");
+            return conditional(self.update_alone(transition).await);
+        }
+        Err(unavailable(e))
+    }
+
+    /// `transition` as a single `UpdateItem`, returning the new item.
+    async fn update_alone(
+        &self,
+        transition: Update,
+    ) -> std::result::Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    > {
+        self.client
+            .update_item()
+            .table_name(transition.table_name)
+            .set_key(Some(transition.key))
+            .update_expression(transition.update_expression)
+            .set_condition_expression(transition.condition_expression)
+            .set_expression_attribute_names(transition.expression_attribute_names)
+            .set_expression_attribute_values(transition.expression_attribute_values)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
     }
 
     fn job_item(&self, job: &Job) -> Result<Item> {
@@ -221,6 +308,13 @@ impl DynamoJobs {
         })?;
         item.insert(PK.into(), s(pk(&job.owner)));
         item.insert(SK.into(), s(job_sk(job.id)));
+        if !job.status.is_terminal() {
+            item.insert(PENDING_SHARD.into(), s(pending_shard(job.id)));
+            item.insert(
+                PENDING_DUE.into(),
+                n(job.created_at.unix_timestamp() + crate::resources::QUEUED_GRACE_SECONDS),
+            );
+        }
         Ok(item)
     }
 
@@ -333,7 +427,7 @@ impl JobStore for DynamoJobs {
                 .map_err(unavailable)?;
             tx = tx.transact_items(TransactWriteItem::builder().put(idem_put).build());
         }
-        let Err(e) = tx.send().await else {
+        let Err(e) = transact(tx).await else {
             return Ok(Created::New(job.clone()));
         };
         let e = e.into_service_error();
@@ -341,13 +435,23 @@ impl JobStore for DynamoJobs {
         if failed.contains(&3)
             && let Some(idem) = idempotency
         {
-            // Lost a race with the same key: resolve it like any replay.
+            // Lost a race with the same key: resolve it like any replay — unless the job the key
+            // points at is this very one, i.e. our own write whose response was lost and which
+            // the SDK sent again: that job is new and still has to be enqueued.
             return match self.replay(&job.owner, idem).await? {
+                Some(existing) if existing.id == job.id => Ok(Created::New(existing)),
                 Some(existing) => Ok(Created::Replayed(existing)),
                 None => Err(Error::Conflict(
                     "concurrent request with the same key".into(),
                 )),
             };
+        }
+        if failed.contains(&0) {
+            // Job ids are fresh ULIDs: an item with this id is our own earlier write.
+            if let Some(existing) = self.get(&job.owner, job.id).await? {
+                return Ok(Created::New(existing));
+            }
+            return Err(Error::Conflict(format!("job {} already exists", job.id)));
         }
         if failed.contains(&1) {
             return Err(Error::QuotaExceeded {
@@ -369,9 +473,6 @@ impl JobStore for DynamoJobs {
                 ),
                 retry_after_seconds: wait as u64,
             });
-        }
-        if failed.contains(&0) {
-            return Err(Error::Conflict(format!("job {} already exists", job.id)));
         }
         Err(unavailable(e))
     }
@@ -467,7 +568,7 @@ impl JobStore for DynamoJobs {
                     .build(),
             );
         }
-        req.send().await.map_err(unavailable)?;
+        transact(req).await.map_err(unavailable)?;
         Ok(())
     }
 }
@@ -488,6 +589,7 @@ impl JobTransitions for DynamoJobs {
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
                 "SET #status = :processing, lease_token = :token, lease_until = :until, \
+                 pending_due = :until, \
                  attempts = if_not_exists(attempts, :zero) + :one, \
                  started_at = if_not_exists(started_at, :now), updated_at = :now",
             )
@@ -516,8 +618,14 @@ impl JobTransitions for DynamoJobs {
                     match c.item {
                         None => Ok(Claim::Missing),
                         Some(item) => {
+                            // Our own claim, committed but its response lost and sent again by
+                            // the SDK: the lease it found is the one we asked for.
+                            let ours = item.get("lease_token").and_then(|v| v.as_s().ok())
+                                == Some(&lease.token);
                             let job = decode_job(item)?;
-                            Ok(if job.status.is_terminal() {
+                            Ok(if ours && job.status == JobStatus::Processing {
+                                Claim::Claimed(job)
+                            } else if job.status.is_terminal() {
                                 Claim::Terminal(job)
                             } else {
                                 Claim::Leased(job)
@@ -543,7 +651,7 @@ impl JobTransitions for DynamoJobs {
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
                 "SET #status = :succeeded, #result = :result, finished_at = :now, updated_at = :now \
-                 REMOVE lease_token, lease_until",
+                 REMOVE lease_token, lease_until, pending_shard, pending_due",
             )
             .condition_expression("#status = :processing AND lease_token = :token")
             .expression_attribute_names("#status", "status")
@@ -572,7 +680,7 @@ impl JobTransitions for DynamoJobs {
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
                 "SET #status = :failed, #error = :error, finished_at = :now, updated_at = :now \
-                 REMOVE lease_token, lease_until",
+                 REMOVE lease_token, lease_until, pending_shard, pending_due",
             )
             .condition_expression("#status IN (:queued, :processing)")
             .expression_attribute_names("#status", "status")
@@ -751,7 +859,8 @@ impl ProviderTransitions for DynamoJobs {
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
                 "SET provider = :provider, provider_request_id = :rid, \
-                 provider_deadline = :deadline, provider_links = :links, updated_at = :now",
+                 provider_deadline = :deadline, provider_links = :links, updated_at = :now, \
+                 pending_due = :deadline",
             )
             // The missing request id is the guard that keeps a redelivered message from
             // submitting (and being billed) twice.
@@ -774,9 +883,96 @@ impl ProviderTransitions for DynamoJobs {
             )
             .expression_attribute_values(":now", rfc3339(now))
             .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        Ok(conditional(out)?.is_some())
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                    // Our own record, committed but its response lost and sent again by the SDK,
+                    // reads back our request id under our lease: it is recorded, not someone
+                    // else's.
+                    let text = |name: &str| {
+                        c.item
+                            .as_ref()
+                            .and_then(|i| i.get(name))
+                            .and_then(|v| v.as_s().ok())
+                            .cloned()
+                    };
+                    Ok(text("provider_request_id").as_deref() == Some(submission.request_id.as_str())
+                        && text("lease_token").as_deref() == Some(lease_token))
+                }
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
+    async fn record_intent(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+    ) -> Result<SubmitIntent> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression("SET provider_intent = :token")
+            .condition_expression(
+                "#status = :processing AND lease_token = :token AND \
+                 attribute_not_exists(provider_request_id) AND attribute_not_exists(provider_intent)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":token", s(lease_token))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(SubmitIntent::Recorded),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                    let item = c.item.unwrap_or_default();
+                    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str);
+                    Ok(match (text("provider_intent"), text("provider_request_id")) {
+                        // Our own intent, its response lost and the write sent again.
+                        (Some(token), None) if token == lease_token && text("lease_token") == Some(lease_token) => SubmitIntent::Recorded,
+                        (Some(_), None) if text("status") == Some(JobStatus::Processing.as_str()) => SubmitIntent::EarlierAttempt,
+                        _ => SubmitIntent::Refused,
+                    })
+                }
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
+    async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression("REMOVE provider_intent")
+            .condition_expression(
+                "provider_intent = :token AND attribute_not_exists(provider_request_id)",
+            )
+            .expression_attribute_values(":token", s(lease_token))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                // Not ours (any more): nothing to withdraw.
+                if e.is_conditional_check_failed_exception() {
+                    Ok(())
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
     }
 
     async fn complete_provider(
@@ -802,11 +998,13 @@ impl ProviderTransitions for DynamoJobs {
             .expression_attribute_values(":result", encode("job result", result)?)
             .expression_attribute_values(":now", rfc3339(now));
         transition = if warnings.is_empty() {
-            transition.update_expression(format!("{set} REMOVE lease_token, lease_until"))
+            transition.update_expression(format!(
+                "{set} REMOVE lease_token, lease_until, pending_shard, pending_due"
+            ))
         } else {
             transition
                 .update_expression(format!(
-                    "{set}, warnings = :warnings REMOVE lease_token, lease_until"
+                    "{set}, warnings = :warnings REMOVE lease_token, lease_until, pending_shard, pending_due"
                 ))
                 .expression_attribute_values(":warnings", encode("warnings", &warnings)?)
         };
@@ -820,7 +1018,7 @@ impl ProviderTransitions for DynamoJobs {
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
                 "SET #status = :canceled, finished_at = :now, updated_at = :now \
-                 REMOVE lease_token, lease_until",
+                 REMOVE lease_token, lease_until, pending_shard, pending_due",
             )
             .condition_expression("#status IN (:queued, :processing)")
             .expression_attribute_names("#status", "status")
@@ -860,6 +1058,99 @@ impl ProviderTransitions for DynamoJobs {
             .await;
         Ok(conditional(out)?.is_some())
     }
+}
+
+#[async_trait]
+impl PendingJobs for DynamoJobs {
+    async fn due(&self, now: i64, limit: usize) -> Result<Vec<PendingJob>> {
+        let per_shard = limit
+            .div_ceil(crate::resources::PENDING_SHARDS as usize)
+            .max(1);
+        let mut due = Vec::new();
+        for shard in 0..crate::resources::PENDING_SHARDS {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(crate::resources::PENDING_INDEX)
+                .key_condition_expression("#shard = :shard AND #due <= :now")
+                .expression_attribute_names("#shard", PENDING_SHARD)
+                .expression_attribute_names("#due", PENDING_DUE)
+                .expression_attribute_values(":shard", s(format!("PENDING#{shard}")))
+                .expression_attribute_values(":now", n(now))
+                .limit(i32::try_from(per_shard).unwrap_or(i32::MAX))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in out.items.unwrap_or_default() {
+                due.push(decode_pending(&item)?);
+            }
+        }
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    async fn postpone(&self, owner: &OwnerId, id: Ulid, seen: i64, until: i64) -> Result<bool> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression("SET #due = :until")
+            .condition_expression("#due = :seen")
+            .expression_attribute_names("#due", PENDING_DUE)
+            .expression_attribute_values(":seen", n(seen))
+            .expression_attribute_values(":until", n(until))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(false)
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+}
+
+/// A `pending` index entry (keys plus the projected `status`, `attempts`,
+/// `provider_request_id`).
+fn decode_pending(item: &Item) -> Result<PendingJob> {
+    let corrupt = |message: &str| Error::Corrupt {
+        what: "pending index entry",
+        message: message.to_owned(),
+    };
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+    let number = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
+    let owner = text(PK)
+        .and_then(|v| v.strip_prefix("OWNER#"))
+        .and_then(|v| OwnerId::parse(v).ok())
+        .ok_or_else(|| corrupt("bad pk"))?;
+    let id = text(SK)
+        .and_then(|v| v.strip_prefix("JOB#"))
+        .and_then(|v| Ulid::from_string(v).ok())
+        .ok_or_else(|| corrupt("bad sk"))?;
+    let status = text("status")
+        .and_then(|v| serde_json::from_value(serde_json::Value::String(v.clone())).ok())
+        .ok_or_else(|| corrupt("bad status"))?;
+    Ok(PendingJob {
+        owner,
+        id,
+        status,
+        attempts: number("attempts")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        provider_request_id: text("provider_request_id").cloned(),
+        due: number(PENDING_DUE).ok_or_else(|| corrupt("bad pending_due"))?,
+    })
 }
 
 #[async_trait]

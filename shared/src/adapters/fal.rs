@@ -144,6 +144,7 @@ fn permanent(message: String) -> ProviderError {
         message,
         retryable: false,
         retry_after: None,
+        outcome_unknown: false,
     }
 }
 
@@ -153,6 +154,9 @@ fn transport(e: reqwest::Error) -> ProviderError {
         message: format!("fal.ai unreachable: {e}"),
         retryable: true,
         retry_after: None,
+        // A connection never made reached nobody; anything later (a timeout, a reset)
+        // may have been accepted.
+        outcome_unknown: !e.is_connect(),
     }
 }
 
@@ -240,6 +244,7 @@ async fn error_from(resp: reqwest::Response) -> ProviderError {
         message: format!("fal.ai answered HTTP {status}: {detail}"),
         retryable,
         retry_after,
+        outcome_unknown: false,
     }
 }
 
@@ -343,6 +348,7 @@ impl ModelQueue for FalClient {
                 message: format!("fal.ai cancel answered HTTP {}: {text}", code.as_u16()),
                 retryable: code.is_server_error(),
                 retry_after: None,
+                outcome_unknown: false,
             }),
         }
     }

@@ -74,6 +74,9 @@ fn transport(e: reqwest::Error) -> ProviderError {
         message: format!("Stability unreachable: {e}"),
         retryable: true,
         retry_after: None,
+        // A connection never made reached nobody; anything later (a timeout, a reset)
+        // may have been accepted.
+        outcome_unknown: !e.is_connect(),
     }
 }
 
@@ -117,6 +120,7 @@ async fn error_from(resp: reqwest::Response) -> ProviderError {
         message: format!("Stability answered HTTP {status}: {detail}"),
         retryable,
         retry_after,
+        outcome_unknown: false,
     }
 }
 
@@ -160,6 +164,7 @@ impl RelightProvider for StabilityClient {
             message: format!("Stability submit answer unreadable: {e}"),
             retryable: false,
             retry_after: None,
+            outcome_unknown: false,
         })?;
         Ok(body.id)
     }

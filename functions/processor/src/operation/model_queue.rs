@@ -63,7 +63,7 @@ impl Processor {
         });
         let queued = match fal.submit(&request, webhook.as_deref()).await {
             Ok(q) => q,
-            Err(e) => return self.provider_failed(job, e).await,
+            Err(e) => return self.provider_failed(providers, job, lease, e).await,
         };
         self.record_and_poll(
             providers,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use shared::core::{Lease, ProviderError, ProviderSubmission};
+use shared::core::{Lease, ProviderError, ProviderSubmission, SubmitIntent};
 use shared::job::{Job, JobError, JobMessage, Operation, ProviderLinks};
 
 use crate::outcome::Outcome;
@@ -18,6 +18,17 @@ use crate::processor::{Processor, Providers, not_configured};
 pub fn poll_delay(base: Duration, attempt: u32) -> Duration {
     let max = Duration::from_secs(900);
     base.saturating_mul(1u32 << attempt.min(10)).min(max)
+}
+
+/// The end of a job whose submit may or may not have reached the provider.
+fn provider_state_unknown(job: &Job) -> JobError {
+    JobError::new(
+        "provider_state_unknown",
+        format!(
+            "an earlier attempt may have submitted job {} to the provider and stopped before recording the provider's request id; it is not submitted again, so it is not billed twice",
+            job.id
+        ),
+    )
 }
 
 impl Processor {
@@ -59,6 +70,23 @@ impl Processor {
             return self
                 .schedule_poll(providers, job, request_id, 0, None)
                 .await;
+        }
+        // A paid call at most once per job: the intent is written before the call, the
+        // request id after it. An intent without a request id is an attempt that died (or timed
+        // out) in between, which may have been billed: never submit again blind.
+        match providers
+            .transitions
+            .record_intent(&job.owner, job.id, &lease.token)
+            .await
+        {
+            Ok(SubmitIntent::Recorded) => {}
+            Ok(SubmitIntent::EarlierAttempt) => {
+                return self.fail_job(job, provider_state_unknown(job)).await;
+            }
+            Ok(SubmitIntent::Refused) => {
+                return Outcome::Skipped("lease lost or already submitted");
+            }
+            Err(e) => return Outcome::Retry(e.to_string()),
         }
         match &job.operation {
             Operation::ReplaceBackgroundRelight(params) => {
@@ -113,12 +141,30 @@ impl Processor {
 
     /// A provider error: retryable ones go back to SQS (the visibility timeout is longer than
     /// Stability's 60 s lockout), the rest fail the job with the mapped code.
-    pub(super) async fn provider_failed(&self, job: &Job, e: ProviderError) -> Outcome {
-        if e.retryable {
-            Outcome::Retry(e.to_string())
-        } else {
-            self.fail_job(job, JobError::new(e.code, e.message)).await
+    pub(super) async fn provider_failed(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        lease: &Lease,
+        e: ProviderError,
+    ) -> Outcome {
+        if e.outcome_unknown {
+            tracing::error!(error = %e, "submit outcome unknown; not submitting again");
+            return self.fail_job(job, provider_state_unknown(job)).await;
         }
+        if !e.retryable {
+            return self.fail_job(job, JobError::new(e.code, e.message)).await;
+        }
+        // The provider answered (or was never reached): nothing was accepted, so the next
+        // attempt may submit.
+        if let Err(clear) = providers
+            .transitions
+            .clear_intent(&job.owner, job.id, &lease.token)
+            .await
+        {
+            tracing::warn!(error = %clear, "could not withdraw the submit intent");
+        }
+        Outcome::Retry(e.to_string())
     }
 
     /// A poll message: ask the provider, then complete, re-poll with backoff, or fail.

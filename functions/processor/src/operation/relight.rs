@@ -57,7 +57,7 @@ impl Processor {
         }
         let request_id = match relight.submit(images, params).await {
             Ok(id) => id,
-            Err(e) => return self.provider_failed(job, e).await,
+            Err(e) => return self.provider_failed(providers, job, lease, e).await,
         };
         self.record_and_poll(providers, job, lease, "stability", request_id, None)
             .await

@@ -65,6 +65,47 @@ impl Processor {
         input: &shared::job::InputImage,
         image: bytes::Bytes,
     ) -> Result<JobResult, Step> {
+        // A paid call at most once per job: an earlier attempt that got the cutout but died
+        // before the completion write left it at this deterministic key; reuse it instead of
+        // paying Stability again.
+        let key = job::result_key(&job.owner, job.id, params.output_format.extension());
+        let (cutout, (info, foreground_fraction)) = match self.blobs.get(&key).await {
+            Ok(stored) => {
+                tracing::info!(%key, "cutout stored by an earlier attempt: Stability not called again");
+                let checked = self.check_cutout(&stored)?;
+                (stored, checked)
+            }
+            Err(shared::Error::NotFound(_)) => {
+                let fresh = self.call_stability(params, input, image).await?;
+                let checked = self.check_cutout(&fresh)?;
+                self.blobs
+                    .put(&key, fresh.clone(), checked.0.content_type())
+                    .await
+                    .map_err(|e| Step::Transient(e.to_string()))?;
+                (fresh, checked)
+            }
+            Err(other) => return Err(Step::Transient(other.to_string())),
+        };
+        Ok(JobResult {
+            key,
+            content_type: info.content_type().to_owned(),
+            width: info.width,
+            height: info.height,
+            bytes: cutout.len() as u64,
+            engine: Some("stability/remove-background".into()),
+            foreground_fraction: Some(foreground_fraction),
+            images: Vec::new(),
+            seed: None,
+        })
+    }
+
+    /// The one paid call: Stability's synchronous remove-background (docs/providers.md §1.5).
+    async fn call_stability(
+        &self,
+        params: &RemoveBackgroundParams,
+        input: &shared::job::InputImage,
+        image: bytes::Bytes,
+    ) -> Result<bytes::Bytes, Step> {
         let Some(provider) = self
             .providers
             .as_ref()
@@ -89,43 +130,31 @@ impl Processor {
                     Step::Permanent(JobError::new(e.code, e.message))
                 }
             })?;
-        let info =
-            shared::image_check::probe(&cutout.bytes, &shared::image_check::ImageLimits::default())
-                .map_err(|e| {
-                    Step::Permanent(JobError::new(
-                        "provider_error",
-                        format!("the provider's image is unusable: {e}"),
-                    ))
-                })?;
+        Ok(cutout.bytes)
+    }
+
+    /// The provider's cutout as a user would look at it: a decodable image within the limits,
+    /// with some foreground. Returns its header and foreground fraction.
+    fn check_cutout(
+        &self,
+        cutout: &bytes::Bytes,
+    ) -> Result<(shared::image_check::ImageInfo, f64), Step> {
+        let unusable = |e: shared::image_check::ImageRejection| {
+            Step::Permanent(JobError::new(
+                "provider_error",
+                format!("the provider's image is unusable: {e}"),
+            ))
+        };
+        let info = shared::image_check::probe(cutout, &shared::image_check::ImageLimits::default())
+            .map_err(unusable)?;
         let foreground_fraction =
-            shared::image_check::foreground_fraction(&cutout.bytes).map_err(|e| {
-                Step::Permanent(JobError::new(
-                    "provider_error",
-                    format!("the provider's image is unusable: {e}"),
-                ))
-            })?;
+            shared::image_check::foreground_fraction(cutout).map_err(unusable)?;
         if foreground_fraction == 0.0 {
             return Err(Step::Permanent(JobError::new(
                 "no_foreground",
                 "the provider's cutout is fully transparent: it found no foreground",
             )));
         }
-        let key = job::result_key(&job.owner, job.id, info.extension());
-        let bytes = cutout.bytes.len() as u64;
-        self.blobs
-            .put(&key, cutout.bytes, info.content_type())
-            .await
-            .map_err(|e| Step::Transient(e.to_string()))?;
-        Ok(JobResult {
-            key,
-            content_type: info.content_type().to_owned(),
-            width: info.width,
-            height: info.height,
-            bytes,
-            engine: Some("stability/remove-background".into()),
-            foreground_fraction: Some(foreground_fraction),
-            images: Vec::new(),
-            seed: None,
-        })
+        Ok((info, foreground_fraction))
     }
 }

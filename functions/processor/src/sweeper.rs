@@ -1,0 +1,296 @@
+//! The recovery sweeper's function (`imagejobs-sweeper`, scheduled every minute in
+//! `template.yaml`; a loop in the local runner): a few [`Sweeper`] passes per invocation, so a
+//! job whose message was lost is sent again within about [`SWEEP_INTERVAL`] of its due time
+//! even though EventBridge schedules no finer than a minute. See [`shared::recovery`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::adapters::Aws;
+use shared::config::Settings;
+use shared::recovery::{SweepReport, Sweeper};
+use time::OffsetDateTime;
+
+use crate::error::ProcessorError;
+
+/// Time between passes within one invocation.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(20);
+/// Passes per invocation: 0 s, 20 s and 40 s after the start, inside the function's 60 s.
+pub const SWEEP_PASSES: u32 = 3;
+/// Jobs one pass looks at, at most.
+pub const SWEEP_LIMIT: usize = 500;
+
+/// A sweeper over the AWS adapters; `max_attempts` is the queue's `MAX_RECEIVE_COUNT`.
+pub fn with_aws(settings: &Settings, aws: &Aws) -> Sweeper {
+    Sweeper::new(
+        Arc::new(aws.jobs.clone()),
+        Arc::new(aws.queue.clone()),
+        Arc::new(aws.jobs.clone()),
+        settings.max_receive_count,
+    )
+}
+
+/// Builds the sweeper from the environment (`JOBS_TABLE`, `JOBS_QUEUE_URL`, …).
+///
+/// # Errors
+/// [`ProcessorError::Config`] naming a missing or malformed variable.
+pub async fn from_env() -> Result<Sweeper, ProcessorError> {
+    let settings = Settings::from_env()?;
+    let sdk = shared::adapters::aws_sdk_config().await?;
+    Ok(with_aws(&settings, &Aws::with_sdk_config(&sdk, &settings)))
+}
+
+/// [`SWEEP_PASSES`] passes, [`SWEEP_INTERVAL`] apart; the reports added up.
+///
+/// # Errors
+/// The first pass whose index read fails (the schedule runs the function again a minute
+/// later).
+pub async fn run_passes(sweeper: &Sweeper) -> Result<SweepReport, ProcessorError> {
+    let mut total = SweepReport::default();
+    for pass in 0..SWEEP_PASSES {
+        if pass > 0 {
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+        }
+        let report = sweeper
+            .sweep(OffsetDateTime::now_utc(), SWEEP_LIMIT)
+            .await?;
+        total.due += report.due;
+        total.requeued += report.requeued;
+        total.polled += report.polled;
+        total.failed += report.failed;
+        total.skipped += report.skipped;
+        total.errors += report.errors;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::core::{
+        JobStore, JobTransitions, Lease, PendingJobs, ProviderSubmission, ProviderTransitions,
+    };
+    use shared::fakes::{InMemoryJobs, InMemoryQueue};
+    use shared::job::{Job, JobMessage, JobStatus, OwnerId};
+    use time::Duration as Span;
+
+    fn job(owner: &OwnerId, created_at: OffsetDateTime) -> Job {
+        Job::new(
+            ulid::Ulid::new(),
+            owner.clone(),
+            shared::job::Operation::RemoveBackground(
+                shared::operation::remove_background::RemoveBackgroundParams::with_model("u2net"),
+            ),
+            std::collections::BTreeMap::new(),
+            created_at,
+            Span::days(30),
+        )
+    }
+
+    fn sweeper(jobs: &Arc<InMemoryJobs>, queue: &Arc<InMemoryQueue>) -> Sweeper {
+        Sweeper::new(jobs.clone(), queue.clone(), jobs.clone(), 3)
+    }
+
+    #[tokio::test]
+    async fn a_queued_job_whose_send_was_lost_is_sent_again_once_after_its_grace() {
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
+        let owner = OwnerId::parse("acme").unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        let lost = job(&owner, t0);
+        jobs.create(&lost, None).await.unwrap();
+        let sweeper = sweeper(&jobs, &queue);
+
+        // Within its grace the job may still be on its way to the queue: left alone.
+        let early = sweeper.sweep(t0 + Span::seconds(10), 100).await.unwrap();
+        assert_eq!((early.due, early.requeued), (0, 0));
+        assert!(queue.sent().is_empty());
+
+        let late = sweeper.sweep(t0 + Span::seconds(31), 100).await.unwrap();
+        assert_eq!((late.due, late.requeued), (1, 1));
+        let sent = queue.take();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            sent[0].message,
+            JobMessage::Run {
+                owner: owner.clone(),
+                job_id: lost.id
+            }
+        );
+        // Its due time moved on: the next pass sends nothing until retry_after has passed.
+        let again = sweeper.sweep(t0 + Span::seconds(40), 100).await.unwrap();
+        assert_eq!(again.due, 0);
+        let after = sweeper
+            .sweep(t0 + Span::seconds(31 + 61), 100)
+            .await
+            .unwrap();
+        assert_eq!(after.requeued, 1);
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_run_again_and_a_finished_job_leaves_the_index() {
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
+        let owner = OwnerId::parse("acme").unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        let crashed = job(&owner, t0);
+        let finished = job(&owner, t0);
+        for j in [&crashed, &finished] {
+            jobs.create(j, None).await.unwrap();
+            let lease = Lease {
+                token: format!("t-{}", j.id),
+                until: t0.unix_timestamp() + 65,
+            };
+            jobs.claim(&owner, j.id, &lease, t0).await.unwrap();
+        }
+        let result = shared::job::JobResult {
+            key: "results/x.png".into(),
+            content_type: "image/png".into(),
+            width: 1,
+            height: 1,
+            bytes: 1,
+            engine: None,
+            foreground_fraction: None,
+            images: Vec::new(),
+            seed: None,
+        };
+        jobs.complete(
+            &owner,
+            finished.id,
+            &format!("t-{}", finished.id),
+            &result,
+            t0,
+        )
+        .await
+        .unwrap();
+        let sweeper = sweeper(&jobs, &queue);
+        // The lease is live until t0 + 65: a running job is not touched.
+        assert_eq!(
+            sweeper
+                .sweep(t0 + Span::seconds(60), 100)
+                .await
+                .unwrap()
+                .due,
+            0
+        );
+        let report = sweeper.sweep(t0 + Span::seconds(66), 100).await.unwrap();
+        assert_eq!((report.due, report.requeued), (1, 1));
+        assert_eq!(
+            queue.take()[0].message,
+            JobMessage::Run {
+                owner: owner.clone(),
+                job_id: crashed.id
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_keeps_losing_its_processor_fails_after_max_attempts_and_notifies() {
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
+        let owner = OwnerId::parse("acme").unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        let doomed = job(&owner, t0);
+        jobs.create(&doomed, None).await.unwrap();
+        for i in 0..3 {
+            let at = t0 + Span::seconds(100 * i);
+            let lease = Lease {
+                token: format!("t{i}"),
+                until: at.unix_timestamp() + 65,
+            };
+            assert!(matches!(
+                jobs.claim(&owner, doomed.id, &lease, at).await.unwrap(),
+                shared::core::Claim::Claimed(_)
+            ));
+        }
+        let report = sweeper(&jobs, &queue)
+            .sweep(t0 + Span::seconds(300), 100)
+            .await
+            .unwrap();
+        assert_eq!((report.failed, report.requeued), (1, 0));
+        let stored = jobs.get(&owner, doomed.id).await.unwrap().unwrap();
+        assert_eq!(stored.status, JobStatus::Failed);
+        assert_eq!(stored.error.unwrap().code, "retries_exhausted");
+        assert_eq!(
+            queue.take()[0].message,
+            JobMessage::Notify {
+                owner: owner.clone(),
+                job_id: doomed.id,
+                attempt: 1
+            }
+        );
+        assert!(jobs.due(i64::MAX, 10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_provider_job_past_its_deadline_gets_a_poll_not_a_second_submit() {
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
+        let owner = OwnerId::parse("acme").unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        let waiting = job(&owner, t0);
+        jobs.create(&waiting, None).await.unwrap();
+        let lease = Lease {
+            token: "t".into(),
+            until: t0.unix_timestamp() + 65,
+        };
+        jobs.claim(&owner, waiting.id, &lease, t0).await.unwrap();
+        let submission = ProviderSubmission {
+            provider: "fal".into(),
+            request_id: "req-1".into(),
+            deadline: t0.unix_timestamp() + 600,
+            links: None,
+        };
+        assert!(
+            jobs.record_submission(&owner, waiting.id, "t", &submission, t0)
+                .await
+                .unwrap()
+        );
+        let sweeper = sweeper(&jobs, &queue);
+        // The lease ended at +65, but the job now waits on the provider until its deadline.
+        assert_eq!(
+            sweeper
+                .sweep(t0 + Span::seconds(120), 100)
+                .await
+                .unwrap()
+                .due,
+            0
+        );
+        let report = sweeper.sweep(t0 + Span::seconds(601), 100).await.unwrap();
+        assert_eq!(report.polled, 1);
+        assert_eq!(
+            queue.take()[0].message,
+            JobMessage::Poll {
+                owner: owner.clone(),
+                job_id: waiting.id,
+                request_id: "req-1".into(),
+                attempt: 0
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn two_sweepers_on_one_due_time_send_one_message() {
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
+        let owner = OwnerId::parse("acme").unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        jobs.create(&job(&owner, t0), None).await.unwrap();
+        let (a, b) = (sweeper(&jobs, &queue), sweeper(&jobs, &queue));
+        let at = t0 + Span::seconds(31);
+        let (ra, rb) = tokio::join!(a.sweep(at, 100), b.sweep(at, 100));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra.requeued + rb.requeued, 1, "{ra:?} {rb:?}");
+        assert_eq!(queue.sent().len(), 1);
+    }
+}

@@ -1,0 +1,372 @@
+//! No job lost, no own write mistaken for someone else's: the recovery sweeper and the DynamoDB
+//! adapter's guards against the emulator, with faults injected on purpose (moto never loses a
+//! response, conflicts or crashes by itself).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use time::OffsetDateTime;
+
+use crate::common::{TestEnv, sample_photo, start_segmenter};
+use shared::adapters::DynamoJobs;
+use shared::core::{
+    Claim, Created, JobQueue, JobStore, JobTransitions, Lease, PendingJobs, ProviderSubmission,
+    ProviderTransitions,
+};
+use shared::job::{JobError, JobMessage, JobStatus, OwnerId};
+use shared::recovery::Sweeper;
+use shared::service::{InputRef, JobSubmitter, Submission};
+
+/// A queue whose sends never arrive: the API or ingest died right after the job's record was
+/// written (window 1 of the reliability issue).
+#[derive(Default)]
+struct LostQueue {
+    dropped: AtomicUsize,
+}
+
+#[async_trait]
+impl JobQueue for LostQueue {
+    async fn send(&self, _: &JobMessage, _: Duration) -> shared::Result<()> {
+        self.dropped.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// Loses the response of the first `times` calls of `operation` after DynamoDB has carried
+/// them out, answering 500 instead, so the SDK sends the same request again: what a dropped
+/// connection or a 500 after a committed write looks like to the client.
+#[derive(Debug)]
+struct LoseResponses {
+    operation: &'static str,
+    left: AtomicUsize,
+}
+
+impl Intercept for LoseResponses {
+    fn name(&self) -> &'static str {
+        "LoseResponses"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let this_operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .is_some_and(|m| m.name() == self.operation);
+        if this_operation
+            && self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            let response = context.response_mut();
+            *response.status_mut() = 500.try_into().unwrap();
+            *response.body_mut() = aws_smithy_types::body::SdkBody::from(
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"response lost (injected)"}"#,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The jobs table through a client that loses the first response of `operation`.
+fn losing_first(env: &TestEnv, operation: &'static str) -> DynamoJobs {
+    let config = aws_sdk_dynamodb::config::Builder::from(&env.sdk)
+        .interceptor(LoseResponses {
+            operation,
+            left: AtomicUsize::new(1),
+        })
+        .build();
+    DynamoJobs::new(
+        aws_sdk_dynamodb::Client::from_conf(config),
+        &env.settings.table,
+    )
+}
+
+async fn submit_without_enqueue(
+    env: &TestEnv,
+    owner: &OwnerId,
+) -> (shared::job::Job, Arc<LostQueue>) {
+    let aws = env.aws();
+    let lost = Arc::new(LostQueue::default());
+    let submitter = JobSubmitter::new(
+        Arc::new(aws.jobs.clone()),
+        lost.clone(),
+        Arc::new(aws.blobs.clone()),
+        Arc::new(env.settings.clone()),
+        Arc::new(
+            shared::adapters::PublicHttp::new(shared::egress::FetchPolicy::from_settings(
+                &env.settings,
+                1 << 20,
+                Duration::from_secs(5),
+            ))
+            .unwrap(),
+        ),
+    );
+    let created = submitter
+        .submit(Submission {
+            owner: owner.clone(),
+            operation: shared::job::Operation::RemoveBackground(
+                shared::operation::remove_background::RemoveBackgroundParams::with_model(
+                    shared::models::PLAIN_BACKGROUND,
+                ),
+            ),
+            input: Some(InputRef::Upload(sample_photo().into())),
+            extra_inputs: Vec::new(),
+            idempotency_key: Some("lost-1".into()),
+            notify: Default::default(),
+        })
+        .await
+        .unwrap();
+    let Created::New(job) = created else {
+        panic!("a new job: {created:?}")
+    };
+    assert_eq!(lost.dropped.load(Ordering::SeqCst), 1);
+    (job, lost)
+}
+
+async fn wait_for_terminal(env: &TestEnv, owner: &OwnerId, id: ulid::Ulid) -> shared::job::Job {
+    let jobs = env.aws().jobs;
+    for _ in 0..150 {
+        let job = jobs.get(owner, id).await.unwrap().unwrap();
+        if job.status.is_terminal() {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
+fn sweeper(env: &TestEnv) -> Sweeper {
+    let aws = env.aws();
+    Sweeper::new(
+        Arc::new(aws.jobs.clone()),
+        Arc::new(aws.queue.clone()),
+        Arc::new(aws.jobs.clone()),
+        env.settings.max_receive_count,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_enqueue_was_lost_is_sent_by_the_sweeper_and_succeeds() {
+    let mut env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    let (segmenter, _models) = start_segmenter().await;
+    let _stack = env.start_stack(&segmenter).await;
+
+    // Nothing is on the queue: without the sweeper this job would stay queued for ever.
+    assert_eq!(env.queued_messages().await, 0);
+    let sweeper = sweeper(&env);
+    let now = OffsetDateTime::now_utc();
+    let early = sweeper.sweep(now, 100).await.unwrap();
+    assert_eq!(early.requeued, 0, "still within its grace: {early:?}");
+    let report = sweeper
+        .sweep(now + time::Duration::seconds(31), 100)
+        .await
+        .unwrap();
+    assert_eq!((report.due, report.requeued), (1, 1), "{report:?}");
+
+    let done = wait_for_terminal(&env, &owner, job.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.attempts, 1);
+    assert_eq!(
+        env.in_flight("anonymous").await,
+        0,
+        "the quota slot is back"
+    );
+    // Finished jobs leave the index.
+    assert!(env.aws().jobs.due(i64::MAX, 100).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_processor_died_is_taken_over_once_its_lease_ends() {
+    let mut env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    // A processor claimed it and was killed: a lease that ended a moment ago, no message left.
+    let jobs = env.aws().jobs;
+    let crashed_at = OffsetDateTime::now_utc() - time::Duration::seconds(70);
+    let lease = Lease {
+        token: "killed-processor".into(),
+        until: crashed_at.unix_timestamp() + 65,
+    };
+    assert!(matches!(
+        jobs.claim(&owner, job.id, &lease, crashed_at)
+            .await
+            .unwrap(),
+        Claim::Claimed(_)
+    ));
+    let (segmenter, _models) = start_segmenter().await;
+    let _stack = env.start_stack(&segmenter).await;
+
+    let started = std::time::Instant::now();
+    let report = sweeper(&env)
+        .sweep(OffsetDateTime::now_utc(), 100)
+        .await
+        .unwrap();
+    assert_eq!(report.requeued, 1, "{report:?}");
+    let done = wait_for_terminal(&env, &owner, job.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.attempts, 2, "the killed attempt and the takeover");
+    assert_eq!(env.in_flight("anonymous").await, 0);
+    eprintln!(
+        "takeover after the sweep: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test]
+async fn a_claim_whose_response_was_lost_is_recognised_as_ours() {
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    let jobs = losing_first(&env, "UpdateItem");
+    let now = OffsetDateTime::now_utc();
+    let lease = Lease {
+        token: "mine".into(),
+        until: now.unix_timestamp() + 65,
+    };
+    // The first UpdateItem commits, its answer is lost, the SDK sends it again and that one
+    // fails its condition on our own lease: still our claim, not a duplicate to drop.
+    let claim = jobs.claim(&owner, job.id, &lease, now).await.unwrap();
+    let Claim::Claimed(claimed) = claim else {
+        panic!("our own claim: {claim:?}")
+    };
+    assert_eq!(claimed.attempts, 1);
+    // Someone else's live lease is still refused.
+    let other = Lease {
+        token: "theirs".into(),
+        until: now.unix_timestamp() + 65,
+    };
+    assert!(matches!(
+        env.aws()
+            .jobs
+            .claim(&owner, job.id, &other, now)
+            .await
+            .unwrap(),
+        Claim::Leased(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_submission_record_whose_response_was_lost_is_recognised_as_ours() {
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    let now = OffsetDateTime::now_utc();
+    let lease = Lease {
+        token: "mine".into(),
+        until: now.unix_timestamp() + 65,
+    };
+    env.aws()
+        .jobs
+        .claim(&owner, job.id, &lease, now)
+        .await
+        .unwrap();
+    let submission = ProviderSubmission {
+        provider: "fal".into(),
+        request_id: "req-42".into(),
+        deadline: now.unix_timestamp() + 600,
+        links: None,
+    };
+    let jobs = losing_first(&env, "UpdateItem");
+    assert!(
+        jobs.record_submission(&owner, job.id, "mine", &submission, now)
+            .await
+            .unwrap(),
+        "our request id read back is our record"
+    );
+    // A different request id on the same job is still refused: the guard against paying twice.
+    let second = ProviderSubmission {
+        request_id: "req-43".into(),
+        ..submission
+    };
+    assert!(
+        !env.aws()
+            .jobs
+            .record_submission(&owner, job.id, "mine", &second, now)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_create_whose_response_was_lost_is_a_new_job_to_enqueue() {
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (first, _) = submit_without_enqueue(&env, &owner).await;
+    // The same job written again, as the SDK's retry of a create whose answer was lost: with
+    // and without an idempotency key it is ours, to be enqueued, not a replay of someone else's.
+    let jobs = losing_first(&env, "TransactWriteItems");
+    let mut job = first.clone();
+    job.id = ulid::Ulid::new();
+    let created = jobs.create(&job, None).await.unwrap();
+    assert!(
+        matches!(&created, Created::New(j) if j.id == job.id),
+        "{created:?}"
+    );
+    let mut keyed = first.clone();
+    keyed.id = ulid::Ulid::new();
+    let idem = shared::core::Idempotency {
+        key: "retried".into(),
+        request_hash: "h".into(),
+    };
+    let created = losing_first(&env, "TransactWriteItems")
+        .create(&keyed, Some(&idem))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&created, Created::New(j) if j.id == keyed.id),
+        "{created:?}"
+    );
+    // Three jobs, three slots: the retries did not count twice.
+    assert_eq!(env.in_flight("anonymous").await, 3);
+}
+
+#[tokio::test]
+async fn the_in_flight_counter_never_goes_below_zero() {
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    assert_eq!(env.in_flight("anonymous").await, 1);
+    // The counter drifted to 0 (a job written before counters existed, a repair by hand).
+    env.dynamodb()
+        .put_item()
+        .table_name(&env.settings.table)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("OWNER#anonymous".into()),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("QUOTA#in-flight".into()),
+        )
+        .item(
+            "count",
+            aws_sdk_dynamodb::types::AttributeValue::N("0".into()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let failed = env
+        .aws()
+        .jobs
+        .fail(
+            &owner,
+            job.id,
+            &JobError::new("test", "ended"),
+            OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap()
+        .expect("the job still ends");
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(env.in_flight("anonymous").await, 0, "not -1");
+}

@@ -1,0 +1,182 @@
+//! The recovery sweeper: every accepted job reaches a terminal state without anyone acting
+//! (docs/ARCHITECTURE.md "Recovery").
+//!
+//! The jobs table is its own outbox. Every non-terminal job sits in the sparse `pending` index
+//! with a due time — a new job's grace ([`crate::resources::QUEUED_GRACE_SECONDS`]), a claimed
+//! job's lease end, a provider job's deadline — and leaves it at its terminal write. A job
+//! still in the index after its due time has lost its message somewhere: the SQS send after the
+//! record write failed or never ran (the API or ingest died), or the processor holding it
+//! crashed or was killed. The sweeper (a scheduled function on AWS; a loop in the local runner)
+//! sends such a job to the queue again:
+//!
+//! | found | sent |
+//! |---|---|
+//! | `queued` | `run` (the claim makes duplicates harmless) |
+//! | `processing`, no provider request | `run`: the claim takes the expired lease over; after [`Sweeper::max_attempts`] claims the job fails `retries_exhausted` instead |
+//! | `processing`, waiting on a provider request | `poll`: it collects the result or, past the deadline, fails the job |
+//!
+//! Before sending, it moves the job's due time forward by [`Sweeper::retry_after`] with a
+//! conditional write on the due time it read, so two sweepers never act on the same due time
+//! and a job whose message is lost again is looked at again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::core::{JobQueue, JobTransitions, PendingJob, PendingJobs};
+use crate::error::Result;
+use crate::job::{JobError, JobMessage, JobStatus};
+
+/// What one [`Sweeper::sweep`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Jobs the index returned as due.
+    pub due: usize,
+    /// `run` messages sent (stale `queued` jobs and expired leases).
+    pub requeued: usize,
+    /// `poll` messages sent (provider jobs past their deadline).
+    pub polled: usize,
+    /// Jobs failed `retries_exhausted` (claimed [`Sweeper::max_attempts`] times already).
+    pub failed: usize,
+    /// Jobs another sweeper or a processor moved first (nothing sent).
+    pub skipped: usize,
+    /// Jobs whose recovery hit an AWS error; they stay due and are retried next sweep.
+    pub errors: usize,
+}
+
+/// Finds jobs whose message was lost and sends them to the queue again.
+pub struct Sweeper {
+    pending: Arc<dyn PendingJobs>,
+    queue: Arc<dyn JobQueue>,
+    transitions: Arc<dyn JobTransitions>,
+    /// Claims after which a job whose lease expired is failed instead of run again: the jobs
+    /// queue's `maxReceiveCount`, so a job that keeps killing its processor ends as it would
+    /// through the dead-letter queue.
+    pub max_attempts: u32,
+    /// How far a recovered job's due time moves (seconds), i.e. how soon it is looked at again
+    /// if this message is lost too.
+    pub retry_after: Duration,
+}
+
+impl Sweeper {
+    /// A sweeper over these ports, with `max_attempts` from the queue's redrive policy and a
+    /// 60 s `retry_after`.
+    pub fn new(
+        pending: Arc<dyn PendingJobs>,
+        queue: Arc<dyn JobQueue>,
+        transitions: Arc<dyn JobTransitions>,
+        max_attempts: u32,
+    ) -> Self {
+        Self {
+            pending,
+            queue,
+            transitions,
+            max_attempts,
+            retry_after: Duration::from_secs(60),
+        }
+    }
+
+    /// One pass over at most `limit` due jobs at `now`.
+    ///
+    /// # Errors
+    /// Only when the index itself cannot be read; a failure on one job is counted in
+    /// [`SweepReport::errors`] and the pass goes on.
+    pub async fn sweep(&self, now: OffsetDateTime, limit: usize) -> Result<SweepReport> {
+        let now_s = now.unix_timestamp();
+        let due = self.pending.due(now_s, limit).await?;
+        let mut report = SweepReport {
+            due: due.len(),
+            ..SweepReport::default()
+        };
+        for job in due {
+            match self.recover(&job, now).await {
+                Ok(Some(Recovered::Requeued)) => report.requeued += 1,
+                Ok(Some(Recovered::Polled)) => report.polled += 1,
+                Ok(Some(Recovered::Failed)) => report.failed += 1,
+                Ok(None) => report.skipped += 1,
+                Err(e) => {
+                    report.errors += 1;
+                    tracing::warn!(owner = %job.owner, job_id = %job.id, error = %e, "recovery failed; retried next sweep");
+                }
+            }
+        }
+        if report.due > 0 {
+            tracing::info!(?report, "sweep");
+        }
+        Ok(report)
+    }
+
+    async fn recover(&self, job: &PendingJob, now: OffsetDateTime) -> Result<Option<Recovered>> {
+        let until = now.unix_timestamp() + self.retry_after.as_secs() as i64;
+        if !self
+            .pending
+            .postpone(&job.owner, job.id, job.due, until)
+            .await?
+        {
+            return Ok(None);
+        }
+        let (owner, job_id) = (job.owner.clone(), job.id);
+        match (job.status, &job.provider_request_id) {
+            (JobStatus::Processing, Some(request_id)) => {
+                self.queue
+                    .send(
+                        &JobMessage::Poll {
+                            owner,
+                            job_id,
+                            request_id: request_id.clone(),
+                            attempt: 0,
+                        },
+                        Duration::ZERO,
+                    )
+                    .await?;
+                tracing::info!(owner = %job.owner, %job_id, "provider job past its deadline: poll sent");
+                Ok(Some(Recovered::Polled))
+            }
+            (JobStatus::Processing, None) if job.attempts >= self.max_attempts => {
+                let error = JobError::new(
+                    "retries_exhausted",
+                    format!(
+                        "gave up after {} attempts: the processor running the job stopped before it finished",
+                        job.attempts
+                    ),
+                );
+                if self
+                    .transitions
+                    .fail(&owner, job_id, &error, now)
+                    .await?
+                    .is_some()
+                {
+                    // Whatever ends a job tells whoever asked to be told.
+                    self.queue
+                        .send(
+                            &JobMessage::Notify {
+                                owner,
+                                job_id,
+                                attempt: 1,
+                            },
+                            Duration::ZERO,
+                        )
+                        .await?;
+                }
+                tracing::warn!(owner = %job.owner, %job_id, attempts = job.attempts, "lease expired too often: job failed");
+                Ok(Some(Recovered::Failed))
+            }
+            (JobStatus::Queued | JobStatus::Processing, _) => {
+                self.queue
+                    .send(&JobMessage::Run { owner, job_id }, Duration::ZERO)
+                    .await?;
+                tracing::info!(owner = %job.owner, %job_id, status = job.status.as_str(), "job without a live message: run sent");
+                Ok(Some(Recovered::Requeued))
+            }
+            // A terminal job leaves the index at its terminal write; nothing to do.
+            _ => Ok(None),
+        }
+    }
+}
+
+enum Recovered {
+    Requeued,
+    Polled,
+    Failed,
+}
