@@ -158,13 +158,13 @@ async fn run(cli: Cli) -> Result<(), String> {
                 &provisioned.queue_url,
                 &provisioned.names.bucket,
             );
-            settings.segmenter_url = Some(segmenter_url);
-            settings.default_model = default_model;
-            settings.compat_model = compat_model;
-            settings.allow_http_urls = allow_http_urls;
-            settings.allow_private_urls = allow_private_urls;
-            settings.cors_allowed_origins = cors_allowed_origins;
-            settings.jwt_secret = Some(match jwt_secret {
+            settings.segmenter.url = Some(segmenter_url);
+            settings.models.default_model = default_model;
+            settings.models.compat_model = compat_model;
+            settings.egress.allow_http_urls = allow_http_urls;
+            settings.egress.allow_private_urls = allow_private_urls;
+            settings.auth.cors_allowed_origins = cors_allowed_origins;
+            settings.auth.jwt_secret = Some(match jwt_secret {
                 Some(s) => s,
                 None => shared::auth::generate_api_key()?.hash,
             });

@@ -1,4 +1,5 @@
-//! The composition root: reads the processor's options from the environment and builds the
+//! The composition root: reads the settings from the environment ([`Settings::from_env`], the
+//! one loader) and builds the
 //! [`Processor`] and its [`Notifier`] over the AWS adapters, the HTTP segmenter and the provider
 //! clients. The only module that names concrete adapters; everything else sees ports.
 
@@ -10,35 +11,16 @@ use shared::config::Settings;
 use shared::core::{ModelQueue, RelightProvider, RemoveBackgroundProvider};
 use shared::egress::FetchPolicy;
 use shared::notification::EmailSender;
-use shared::providers::ProviderSettings;
 
-use crate::delivery::{Notifier, NotifySettings};
+use crate::delivery::Notifier;
 use crate::error::ProcessorError;
 use crate::operation::OUTPUT_MAX_BYTES;
-use crate::processor::{Processor, ProcessorOptions, Providers};
+use crate::processor::{Processor, Providers};
 
 /// The download policy for provider outputs: the same address rules as URL inputs, and a
 /// [`OUTPUT_MAX_BYTES`] cap.
 pub fn output_downloads(settings: &Settings) -> FetchPolicy {
     FetchPolicy::from_settings(settings, OUTPUT_MAX_BYTES, Duration::from_secs(60))
-}
-
-impl ProcessorOptions {
-    /// Reads the options from the environment.
-    ///
-    /// # Errors
-    /// [`ProcessorError::Config`] naming a variable that is set but unusable (a garbage
-    /// `LEASE_SECONDS` or provider setting fails start-up instead of falling back to a default).
-    pub fn from_env() -> Result<Self, ProcessorError> {
-        let env = shared::env::Env::process();
-        Ok(Self {
-            lease: env
-                .seconds("LEASE_SECONDS", Duration::from_secs(90))
-                .map_err(|e| ProcessorError::Config(e.to_string()))?,
-            dead_letter_queue_arn: env.text("DEAD_LETTER_QUEUE_ARN"),
-            providers: ProviderSettings::from_env()?,
-        })
-    }
 }
 
 impl Processor {
@@ -50,28 +32,23 @@ impl Processor {
         let settings = Settings::from_env()?;
         let sdk = shared::adapters::aws_sdk_config().await?;
         let aws = Aws::with_sdk_config(&sdk, &settings);
-        let notify = NotifySettings::from_env()?;
-        Ok(
-            Self::with_aws(&settings, &aws, ProcessorOptions::from_env()?)?
-                .with_notifier(Notifier::with_aws(&sdk, &settings, &aws, notify)?),
-        )
+        Ok(Self::with_aws(&settings, &aws)?
+            .with_notifier(Notifier::with_aws(&sdk, &settings, &aws)?))
     }
 
-    /// Builds the processor over the AWS adapters and the HTTP segmenter.
+    /// Builds the processor over the AWS adapters, the HTTP segmenter and the provider clients
+    /// of `settings.providers` (a client only where its key is set).
     ///
     /// # Errors
     /// [`ProcessorError::Config`] when `SEGMENTER_URL` is not set.
-    pub fn with_aws(
-        settings: &Settings,
-        aws: &Aws,
-        options: ProcessorOptions,
-    ) -> Result<Self, ProcessorError> {
+    pub fn with_aws(settings: &Settings, aws: &Aws) -> Result<Self, ProcessorError> {
         let url = settings
-            .segmenter_url
+            .segmenter
+            .url
             .as_deref()
             .ok_or_else(|| ProcessorError::Config("SEGMENTER_URL is not set".into()))?;
-        let segmenter = HttpSegmenter::new(url, settings.segmenter_timeout)?;
-        let provider_settings = options.providers.clone();
+        let segmenter = HttpSegmenter::new(url, settings.segmenter.timeout)?;
+        let provider_settings = settings.providers.clone();
         let stability = match &provider_settings.stability_api_key {
             Some(key) => Some(Arc::new(StabilityClient::new(
                 &provider_settings.stability_base_url,
@@ -93,7 +70,6 @@ impl Processor {
             Arc::new(aws.blobs.clone()),
             Arc::new(segmenter),
             settings,
-            options,
         )
         .with_providers(Providers {
             store: Arc::new(aws.jobs.clone()),
@@ -109,9 +85,10 @@ impl Processor {
 }
 
 impl Notifier {
-    /// A notifier over the AWS adapters, with SES when `NOTIFY_FROM_EMAIL` is set. Webhooks go
-    /// out under the address rules of `settings` (`ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` are
-    /// development switches) within `NOTIFY_WEBHOOK_TIMEOUT_SECONDS`, following no redirect.
+    /// A notifier over the AWS adapters with `settings.notifications`, and SES when
+    /// `NOTIFY_FROM_EMAIL` is set. Webhooks go out under the address rules of `settings`
+    /// (`ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` are development switches) within
+    /// `NOTIFY_WEBHOOK_TIMEOUT_SECONDS`, following no redirect.
     ///
     /// # Errors
     /// [`ProcessorError::Shared`] when the HTTP client cannot be built.
@@ -119,8 +96,8 @@ impl Notifier {
         sdk: &aws_config::SdkConfig,
         settings: &Settings,
         aws: &Aws,
-        notify: NotifySettings,
     ) -> Result<Self, ProcessorError> {
+        let notify = settings.notifications.clone();
         let webhook = PublicHttp::without_redirects(FetchPolicy::from_settings(
             settings,
             0,

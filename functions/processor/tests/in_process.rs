@@ -90,7 +90,7 @@ impl World {
     fn new(segmenter: ScriptedSegmenter, lease: Duration) -> Self {
         let settings = Settings::new("jobs", "https://sqs.invalid/jobs", "images");
         let jobs = Arc::new(InMemoryJobs::new());
-        let blobs = Arc::new(InMemoryBlobs::new(&settings.bucket));
+        let blobs = Arc::new(InMemoryBlobs::new(&settings.resources.bucket));
         let segmenter = Arc::new(segmenter);
         let processor = Processor::new(
             jobs.clone(),

@@ -533,7 +533,7 @@ async fn reference_images_are_stored_and_sent_as_file_parts() {
         .post(format!("{base}/v1/jobs"))
         .json(&serde_json::json!({
             "operation": "replace_background_relight",
-            "input": format!("s3://{}/x.jpg", env.settings.bucket),
+            "input": format!("s3://{}/x.jpg", env.settings.resources.bucket),
             "inputs": {"mask": "s3://elsewhere/m.png"},
             "params": {"background_prompt": "x"}
         }))

@@ -125,7 +125,7 @@ fn validate(
     if model_fallback(settings) {
         pairs.push(("model_fallback", "true"));
     }
-    let params = RemoveBackgroundParams::from_pairs(pairs, &settings.default_model)
+    let params = RemoveBackgroundParams::from_pairs(pairs, &settings.models.default_model)
         .map_err(|e| ApiError::unprocessable(e.code, e.to_string()))?;
     Ok(ProcessRequest {
         params,

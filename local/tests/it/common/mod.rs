@@ -36,11 +36,11 @@ impl TestEnv {
         let names = ResourceNames::with_suffix(&ulid::Ulid::new().to_string()[16..]);
         let provisioned = provision(&sdk, &names).await.expect("provisioning");
         let mut settings = Settings::new(&names.table, &provisioned.queue_url, &names.bucket);
-        settings.default_model = shared::models::PLAIN_BACKGROUND.into();
+        settings.models.default_model = shared::models::PLAIN_BACKGROUND.into();
         // As the local runner: the legacy clients' rembg models need weights the test segmenter
         // does not have.
-        settings.compat_model = Some(shared::models::PLAIN_BACKGROUND.into());
-        settings.jwt_secret = Some(JWT_SECRET.into());
+        settings.models.compat_model = Some(shared::models::PLAIN_BACKGROUND.into());
+        settings.auth.jwt_secret = Some(JWT_SECRET.into());
         let env = Self {
             emulator,
             sdk,
@@ -143,7 +143,7 @@ async fn serve(state: imagejobs_api::AppState) -> String {
 impl TestEnv {
     /// Starts the whole local stack (API + processor + ingest) against `segmenter_url`.
     pub async fn start_stack(&mut self, segmenter_url: &str) -> Stack {
-        self.settings.segmenter_url = Some(segmenter_url.to_owned());
+        self.settings.segmenter.url = Some(segmenter_url.to_owned());
         Stack::start(
             &self.sdk,
             StackConfig {
@@ -189,7 +189,7 @@ impl TestEnv {
         let out = self
             .dynamodb()
             .scan()
-            .table_name(&self.settings.table)
+            .table_name(&self.settings.resources.table)
             .send()
             .await
             .unwrap();
@@ -214,7 +214,7 @@ impl TestEnv {
         let out = self
             .dynamodb()
             .get_item()
-            .table_name(&self.settings.table)
+            .table_name(&self.settings.resources.table)
             .key("pk", V::S(format!("OWNER#{owner}")))
             .key("sk", V::S("QUOTA#in-flight".into()))
             .consistent_read(true)
@@ -255,7 +255,7 @@ impl TestEnv {
         let out = self
             .s3()
             .list_objects_v2()
-            .bucket(&self.settings.bucket)
+            .bucket(&self.settings.resources.bucket)
             .send()
             .await
             .unwrap();
