@@ -32,7 +32,6 @@ use shared::notification::{
     NotificationStore,
 };
 
-use crate::error::ProcessorError;
 use crate::outcome::Outcome;
 
 /// Sends job-end notifications. Cheap to clone.
