@@ -168,11 +168,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Some(s) => s,
                 None => shared::auth::generate_api_key()?.hash,
             });
-            // NOTIFY_FROM_EMAIL etc.; the sender is verified on the emulator's SES so e-mail
-            // notifications are accepted (read them back at /moto-api/data.json, "ses").
-            let notify =
-                imagejobs_processor::NotifySettings::from_env().map_err(|e| e.to_string())?;
-            if let Some(from) = &notify.from_email {
+            // The provider and notification sections come from the environment as on Lambda
+            // (the resources come from provisioning, the rest from the flags above). The
+            // sender is verified on the emulator's SES so e-mail notifications are accepted
+            // (read them back at /moto-api/data.json, "ses").
+            let env = shared::env::Env::process();
+            settings.providers =
+                shared::providers::ProviderSettings::load(&env).map_err(|e| e.to_string())?;
+            settings.notifications =
+                shared::config::NotifySettings::load(&env).map_err(|e| e.to_string())?;
+            if let Some(from) = &settings.notifications.from_email {
                 imagejobs_local::provision::verify_email_identity(&sdk, from)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -184,9 +189,6 @@ async fn run(cli: Cli) -> Result<(), String> {
                     settings,
                     provisioned,
                     poll_wait: Duration::from_secs(2),
-                    providers: shared::providers::ProviderSettings::from_env()
-                        .map_err(|e| e.to_string())?,
-                    notify,
                 },
             )
             .await

@@ -45,7 +45,7 @@ async fn the_readme_python_client_runs_unchanged_but_for_its_base_url_on_a_portr
     imagejobs_local::provision::verify_email_identity(&env.sdk, from)
         .await
         .unwrap();
-    env.notify.from_email = Some(from.into());
+    env.settings.notifications.from_email = Some(from.into());
     let (segmenter, _models) = start_segmenter_with(&["u2netp", "isnet-int8"]).await;
     let stack = env.start_stack(&segmenter).await;
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use imagejobs_processor::{Outcome, Processor, ProcessorOptions};
+use imagejobs_processor::{Outcome, Processor};
 use shared::core::{Created, JobStore};
 use shared::job::{Job, JobStatus};
 use shared::service::{InputRef, JobSubmitter, Submission};
@@ -114,16 +114,9 @@ fn processor(env: &TestEnv, segmenter_url: &str, lease: Duration) -> Processor {
     let mut settings = env.settings.clone();
     settings.segmenter.url = Some(segmenter_url.to_owned());
     settings.segmenter.timeout = Duration::from_secs(10);
-    Processor::with_aws(
-        &settings,
-        &env.aws(),
-        ProcessorOptions {
-            lease,
-            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
-            providers: Default::default(),
-        },
-    )
-    .unwrap()
+    settings.jobs.lease = lease;
+    settings.jobs.dead_letter_queue_arn = Some(env.provisioned.dead_letter_queue_arn.clone());
+    Processor::with_aws(&settings, &env.aws()).unwrap()
 }
 
 /// An SQS event as Lambda delivers it, for this job, on the given receive.

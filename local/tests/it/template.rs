@@ -230,7 +230,7 @@ fn processor_gets_the_notification_settings_and_may_send_only_from_the_sender() 
     let t = template();
     let processor = resource(&t, "ProcessorFunction");
     let env = &processor["Environment"]["Variables"];
-    for name in imagejobs_processor::delivery::ENV_VARS {
+    for name in shared::config::NotifySettings::ENV_VARS {
         assert!(!env[*name].is_null(), "processor needs {name}");
     }
     let Value::Tagged(from) = &env["NOTIFY_FROM_EMAIL"] else {

@@ -359,7 +359,7 @@ mod tests {
         assert_eq!(r.params.quality, 95);
 
         let mut local = settings();
-        local.compat_model = Some("plain-background".into());
+        local.models.compat_model = Some("plain-background".into());
         let r = validate(&local, &form(&[("email", "a@b.co"), ("model", "u2net")])).unwrap();
         assert_eq!(r.params.model, "plain-background");
         assert!(

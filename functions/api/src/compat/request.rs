@@ -150,13 +150,13 @@ mod tests {
     #[test]
     fn the_engine_is_the_override_then_the_request_then_the_default() {
         let mut s = Settings::new("t", "q", "b");
-        s.default_model = "u2net".into();
+        s.models.default_model = "u2net".into();
         assert_eq!(engine(&s, None), "u2net");
         assert_eq!(engine(&s, Some("u2netp")), "u2netp");
-        s.compat_model = Some("plain-background".into());
+        s.models.compat_model = Some("plain-background".into());
         assert_eq!(engine(&s, Some("u2netp")), "plain-background");
         assert!(!model_fallback(&s));
-        s.compat_model = None;
+        s.models.compat_model = None;
         assert!(model_fallback(&s));
     }
 

@@ -42,7 +42,7 @@ pub async fn env_for(server: &MockServer) -> TestEnv {
     env.settings.egress.allow_http_urls = true;
     env.settings.egress.allow_private_urls = true;
     env.settings.providers.fal_jwks_url = format!("{}/.well-known/jwks.json", server.uri());
-    env.providers = providers(server);
+    env.settings.providers = providers(server);
     env
 }
 

@@ -21,11 +21,8 @@ pub struct TestEnv {
     pub emulator: Emulator,
     pub sdk: aws_config::SdkConfig,
     pub provisioned: Provisioned,
+    /// The stack's settings; tests point `settings.providers` at contract servers.
     pub settings: Settings,
-    /// Provider settings handed to the processor (tests point them at contract servers).
-    pub providers: shared::providers::ProviderSettings,
-    /// Notification settings handed to the processor.
-    pub notify: imagejobs_processor::NotifySettings,
 }
 
 impl TestEnv {
@@ -46,8 +43,6 @@ impl TestEnv {
             sdk,
             provisioned,
             settings,
-            providers: shared::providers::ProviderSettings::default(),
-            notify: imagejobs_processor::NotifySettings::default(),
         };
         env.put_key(ANONYMOUS_KEY, "anonymous", "jobs:read,jobs:write")
             .await;
@@ -151,8 +146,6 @@ impl TestEnv {
                 settings: self.settings.clone(),
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),
-                providers: self.providers.clone(),
-                notify: self.notify.clone(),
             },
         )
         .await

@@ -15,16 +15,10 @@ pub fn provider_processor(
 ) -> imagejobs_processor::Processor {
     let mut settings = env.settings.clone();
     settings.segmenter.url = Some("http://127.0.0.1:9".into());
-    imagejobs_processor::Processor::with_aws(
-        &settings,
-        &env.aws(),
-        imagejobs_processor::ProcessorOptions {
-            lease,
-            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
-            providers,
-        },
-    )
-    .unwrap()
+    settings.providers = providers;
+    settings.jobs.lease = lease;
+    settings.jobs.dead_letter_queue_arn = Some(env.provisioned.dead_letter_queue_arn.clone());
+    imagejobs_processor::Processor::with_aws(&settings, &env.aws()).unwrap()
 }
 
 /// The `anonymous` owner's job named by an API answer's `id`.
