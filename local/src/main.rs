@@ -158,21 +158,26 @@ async fn run(cli: Cli) -> Result<(), String> {
                 &provisioned.queue_url,
                 &provisioned.names.bucket,
             );
-            settings.segmenter_url = Some(segmenter_url);
-            settings.default_model = default_model;
-            settings.compat_model = compat_model;
-            settings.allow_http_urls = allow_http_urls;
-            settings.allow_private_urls = allow_private_urls;
-            settings.cors_allowed_origins = cors_allowed_origins;
-            settings.jwt_secret = Some(match jwt_secret {
+            settings.segmenter.url = Some(segmenter_url);
+            settings.models.default_model = default_model;
+            settings.models.compat_model = compat_model;
+            settings.egress.allow_http_urls = allow_http_urls;
+            settings.egress.allow_private_urls = allow_private_urls;
+            settings.auth.cors_allowed_origins = cors_allowed_origins;
+            settings.auth.jwt_secret = Some(match jwt_secret {
                 Some(s) => s,
                 None => shared::auth::generate_api_key()?.hash,
             });
-            // NOTIFY_FROM_EMAIL etc.; the sender is verified on the emulator's SES so e-mail
-            // notifications are accepted (read them back at /moto-api/data.json, "ses").
-            let notify =
-                imagejobs_processor::NotifySettings::from_env().map_err(|e| e.to_string())?;
-            if let Some(from) = &notify.from_email {
+            // The provider and notification sections come from the environment as on Lambda
+            // (the resources come from provisioning, the rest from the flags above). The
+            // sender is verified on the emulator's SES so e-mail notifications are accepted
+            // (read them back at /moto-api/data.json, "ses").
+            let env = shared::env::Env::process();
+            settings.providers =
+                shared::providers::ProviderSettings::load(&env).map_err(|e| e.to_string())?;
+            settings.notifications =
+                shared::config::NotifySettings::load(&env).map_err(|e| e.to_string())?;
+            if let Some(from) = &settings.notifications.from_email {
                 imagejobs_local::provision::verify_email_identity(&sdk, from)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -184,9 +189,6 @@ async fn run(cli: Cli) -> Result<(), String> {
                     settings,
                     provisioned,
                     poll_wait: Duration::from_secs(2),
-                    providers: shared::providers::ProviderSettings::from_env()
-                        .map_err(|e| e.to_string())?,
-                    notify,
                 },
             )
             .await

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 
 use imagejobs_api::AppState;
 use imagejobs_ingest::Ingest;
-use imagejobs_processor::{Processor, ProcessorOptions};
+use imagejobs_processor::Processor;
 use shared::adapters::Aws;
 use shared::config::Settings;
 
@@ -26,16 +26,13 @@ use crate::provision::Provisioned;
 pub struct StackConfig {
     /// Where the API listens (use port 0 for any free port).
     pub api_addr: SocketAddr,
-    /// Function settings (resource names, segmenter URL, default model, limits).
+    /// Function settings (resource names, segmenter URL, default model, limits, providers,
+    /// notifications); `jobs.dead_letter_queue_arn` is set from `provisioned`.
     pub settings: Settings,
     /// The provisioned resources.
     pub provisioned: Provisioned,
     /// Long-poll wait per receive (1–20 s).
     pub poll_wait: Duration,
-    /// Provider keys, hosts and poll cadence.
-    pub providers: shared::providers::ProviderSettings,
-    /// Webhook/e-mail notification settings (`NOTIFY_*`); e-mail goes to the emulator's SES.
-    pub notify: imagejobs_processor::NotifySettings,
 }
 
 /// A running local stack; dropping it without [`Stack::shutdown`] aborts its tasks.
@@ -74,25 +71,16 @@ impl Stack {
         let aws = Aws::with_sdk_config(sdk, &config.settings);
         let api = AppState::new(config.settings.clone(), &aws)
             .map_err(|e| StackError::Handler(e.to_string()))?;
-        let processor = Processor::with_aws(
-            &config.settings,
-            &aws,
-            ProcessorOptions {
-                lease: Duration::from_secs(90),
-                dead_letter_queue_arn: Some(config.provisioned.dead_letter_queue_arn.clone()),
-                providers: config.providers.clone(),
-            },
-        )
-        .map_err(|e| StackError::Handler(e.to_string()))?
-        .with_notifier(
-            imagejobs_processor::Notifier::with_aws(
-                sdk,
-                &config.settings,
-                &aws,
-                config.notify.clone(),
-            )
-            .map_err(|e| StackError::Handler(e.to_string()))?,
-        );
+        // As template.yaml passes the stack's own dead-letter queue to the processor.
+        let mut processor_settings = config.settings.clone();
+        processor_settings.jobs.dead_letter_queue_arn =
+            Some(config.provisioned.dead_letter_queue_arn.clone());
+        let processor = Processor::with_aws(&processor_settings, &aws)
+            .map_err(|e| StackError::Handler(e.to_string()))?
+            .with_notifier(
+                imagejobs_processor::Notifier::with_aws(sdk, &processor_settings, &aws)
+                    .map_err(|e| StackError::Handler(e.to_string()))?,
+            );
         let ingest = Ingest::with_aws(config.settings.clone(), &aws)
             .map_err(|e| StackError::Handler(e.to_string()))?;
 

@@ -107,8 +107,8 @@ impl FetchPolicy {
         timeout: Duration,
     ) -> Self {
         Self {
-            allow_http: settings.allow_http_urls,
-            allow_private: settings.allow_private_urls,
+            allow_http: settings.egress.allow_http_urls,
+            allow_private: settings.egress.allow_private_urls,
             allowed_addresses: Vec::new(),
             max_bytes,
             timeout,
@@ -119,11 +119,7 @@ impl FetchPolicy {
     /// The policy for input images at caller URLs: the settings' address rules, their byte cap,
     /// 20 s.
     pub fn for_inputs(settings: &crate::config::Settings) -> Self {
-        Self::from_settings(
-            settings,
-            settings.image_limits.max_bytes,
-            Duration::from_secs(20),
-        )
+        Self::from_settings(settings, settings.limits.max_bytes, Duration::from_secs(20))
     }
 
     /// Whether `addr` may be connected to: public, or private ones allowed, or listed.

@@ -1,5 +1,5 @@
-//! Settings of the external providers, kept apart from [`crate::config::Settings`] so each can
-//! grow on its own. Keys come from the environment (filled from SSM/Secrets Manager by
+//! Settings of the external providers: the `providers` section of [`crate::config::Settings`],
+//! read by its one loader. Keys come from the environment (filled from SSM/Secrets Manager by
 //! template.yaml); none has a default.
 
 use std::time::Duration;
@@ -45,6 +45,9 @@ pub struct ProviderSettings {
     /// `PRESIGNED_INPUT_TTL_SECONDS`, default 3600: how long the presigned S3 GET URLs of the
     /// inputs handed to fal stay valid (it may queue before it downloads them).
     pub presigned_input_ttl: Duration,
+    /// `FAL_JWKS_URL`: fal.ai's webhook signing keys (docs/providers.md §2.6), default
+    /// [`FAL_DEFAULT_JWKS_URL`] (the API's fal webhook).
+    pub fal_jwks_url: String,
 }
 
 impl std::fmt::Debug for ProviderSettings {
@@ -65,6 +68,7 @@ impl std::fmt::Debug for ProviderSettings {
             .field("fal_models", &self.fal_models)
             .field("public_base_url", &self.public_base_url)
             .field("presigned_input_ttl", &self.presigned_input_ttl)
+            .field("fal_jwks_url", &self.fal_jwks_url)
             .finish()
     }
 }
@@ -83,41 +87,44 @@ impl Default for ProviderSettings {
             fal_models: crate::operation::ModelIds::default(),
             public_base_url: None,
             presigned_input_ttl: Duration::from_secs(3600),
+            fal_jwks_url: FAL_DEFAULT_JWKS_URL.into(),
         }
     }
 }
 
-fn var(name: &str) -> Option<String> {
-    Env::process().text(name)
-}
-
-fn secs(name: &'static str, default: Duration) -> Result<Duration> {
-    Ok(Env::process().seconds(name, default)?)
-}
-
 impl ProviderSettings {
-    /// Reads the provider settings.
+    /// Reads the provider settings from `env` ([`crate::config::Settings::load`] calls it).
     ///
     /// # Errors
-    /// [`Error::Config`] naming a malformed variable.
-    pub fn from_env() -> Result<Self> {
+    /// [`crate::Error::Config`] naming a timeout, delay or TTL that is not a whole number of
+    /// seconds.
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self> {
         let d = Self::default();
+        // "-" is how template.yaml says "no key" (an SSM parameter cannot be empty).
+        let key = |name: &str| env.text(name).filter(|k| k != "-");
         Ok(Self {
-            // "-" is how template.yaml says "no key" (an SSM parameter cannot be empty).
-            stability_api_key: var("STABILITY_API_KEY").filter(|k| k.trim() != "-"),
-            stability_base_url: var("STABILITY_BASE_URL").unwrap_or(d.stability_base_url),
-            stability_timeout: secs("STABILITY_TIMEOUT_SECONDS", d.stability_timeout)?,
-            poll_delay: secs("POLL_DELAY_SECONDS", d.poll_delay)?,
-            provider_deadline: secs("PROVIDER_DEADLINE_SECONDS", d.provider_deadline)?,
-            fal_key: var("FAL_KEY").filter(|k| k.trim() != "-"),
-            fal_queue_url: var("FAL_QUEUE_URL").unwrap_or(d.fal_queue_url),
-            fal_timeout: secs("FAL_TIMEOUT_SECONDS", d.fal_timeout)?,
+            stability_api_key: key("STABILITY_API_KEY"),
+            stability_base_url: env
+                .text("STABILITY_BASE_URL")
+                .unwrap_or(d.stability_base_url),
+            stability_timeout: env.seconds("STABILITY_TIMEOUT_SECONDS", d.stability_timeout)?,
+            poll_delay: env.seconds("POLL_DELAY_SECONDS", d.poll_delay)?,
+            provider_deadline: env.seconds("PROVIDER_DEADLINE_SECONDS", d.provider_deadline)?,
+            fal_key: key("FAL_KEY"),
+            fal_queue_url: env.text("FAL_QUEUE_URL").unwrap_or(d.fal_queue_url),
+            fal_timeout: env.seconds("FAL_TIMEOUT_SECONDS", d.fal_timeout)?,
             fal_models: crate::operation::ModelIds {
-                edit: var("FAL_EDIT_MODEL").unwrap_or(d.fal_models.edit),
-                text_to_image: var("FAL_TEXT_TO_IMAGE_MODEL").unwrap_or(d.fal_models.text_to_image),
+                edit: env.text("FAL_EDIT_MODEL").unwrap_or(d.fal_models.edit),
+                text_to_image: env
+                    .text("FAL_TEXT_TO_IMAGE_MODEL")
+                    .unwrap_or(d.fal_models.text_to_image),
             },
-            public_base_url: var("PUBLIC_BASE_URL").map(|u| u.trim_end_matches('/').to_owned()),
-            presigned_input_ttl: secs("PRESIGNED_INPUT_TTL_SECONDS", d.presigned_input_ttl)?,
+            public_base_url: env
+                .text("PUBLIC_BASE_URL")
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            presigned_input_ttl: env
+                .seconds("PRESIGNED_INPUT_TTL_SECONDS", d.presigned_input_ttl)?,
+            fal_jwks_url: env.text("FAL_JWKS_URL").unwrap_or(d.fal_jwks_url),
         })
     }
 }

@@ -201,7 +201,7 @@ impl JobSubmitter {
         let main = match &sub.input {
             Some(input) => {
                 let (bytes, existing_key, source) = self.resolve(&sub.owner, input).await?;
-                let info = image_check::probe(&bytes, &self.settings.image_limits)?;
+                let info = image_check::probe(&bytes, &self.settings.limits)?;
                 Some((bytes, existing_key, source, info))
             }
             None => None,
@@ -213,7 +213,7 @@ impl JobSubmitter {
         }
         for (name, input) in &sub.extra_inputs {
             let (extra_bytes, _, extra_source) = self.resolve(&sub.owner, input).await?;
-            let extra_info = image_check::probe(&extra_bytes, &self.settings.image_limits)?;
+            let extra_info = image_check::probe(&extra_bytes, &self.settings.limits)?;
             checked.push((name.as_str(), extra_info, extra_bytes.len() as u64));
             extras.push((name.clone(), extra_bytes, extra_info, extra_source));
         }
@@ -264,7 +264,7 @@ impl JobSubmitter {
             sub.operation,
             inputs,
             OffsetDateTime::now_utc(),
-            self.settings.job_ttl,
+            self.settings.jobs.ttl,
         );
         job.notify = sub.notify;
         let created = match self.store.create(&job, idempotency.as_ref()).await {
@@ -385,7 +385,7 @@ impl JobSubmitter {
     }
 
     async fn read_object(&self, key: &str) -> Result<Bytes> {
-        let limit = self.settings.image_limits.max_bytes;
+        let limit = self.settings.limits.max_bytes;
         match self.blobs.head(key).await? {
             None => Err(Error::Invalid {
                 code: "input_not_found",

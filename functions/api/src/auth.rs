@@ -30,6 +30,7 @@ pub(crate) fn issue_for_key(
     }
     let secret = state
         .settings
+        .auth
         .jwt_secret
         .as_deref()
         .ok_or(AuthError::TokensDisabled)?;
@@ -37,7 +38,7 @@ pub(crate) fn issue_for_key(
         secret.as_bytes(),
         &caller.owner,
         &caller.scopes,
-        state.settings.jwt_ttl,
+        state.settings.auth.jwt_ttl,
         OffsetDateTime::now_utc(),
     )
     .map_err(|message| shared::Error::Config(format!("signing a token: {message}")))?)
@@ -56,7 +57,7 @@ pub(crate) async fn issue_token(
     Ok(Json(json!({
         "access_token": token,
         "token_type": "Bearer",
-        "expires_in": state.settings.jwt_ttl.whole_seconds(),
+        "expires_in": state.settings.auth.jwt_ttl.whole_seconds(),
         "scope": claims.scope,
     }))
     .into_response())

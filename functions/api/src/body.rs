@@ -96,7 +96,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
             "Content-Type '{content_type}' is not accepted: send application/json"
         )));
     }
-    let limit = state.settings.image_limits.max_bytes as usize;
+    let limit = state.settings.limits.max_bytes as usize;
     let body = axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| ApiError::PayloadTooLarge("JSON body is over the limit".into()))?;

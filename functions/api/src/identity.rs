@@ -82,6 +82,7 @@ pub(crate) async fn authenticate(
     }
     let secret = state
         .settings
+        .auth
         .jwt_secret
         .as_deref()
         .ok_or(AuthError::TokensDisabled)?;

@@ -128,8 +128,8 @@ fn notify_targets(
             .map(|u| {
                 shared::notification::validate_webhook_url(
                     &u,
-                    settings.allow_http_urls,
-                    settings.allow_private_urls,
+                    settings.egress.allow_http_urls,
+                    settings.egress.allow_private_urls,
                 )
             })
             .transpose()?,
@@ -233,7 +233,7 @@ async fn read_submission(
     req: Request,
 ) -> Result<Submission, ApiError> {
     let content_type = content_type(req.headers());
-    let default_model = state.settings.default_model.as_str();
+    let default_model = state.settings.models.default_model.as_str();
     let (operation, input, extra_inputs, notify) = if content_type
         .starts_with("multipart/form-data")
     {
@@ -492,7 +492,7 @@ pub(crate) async fn get_result(
             };
             let url = state
                 .blobs
-                .presign_get(&key, state.settings.result_url_ttl)
+                .presign_get(&key, state.settings.jobs.result_url_ttl)
                 .await?;
             let mut resp = StatusCode::SEE_OTHER.into_response();
             resp.headers_mut().insert(

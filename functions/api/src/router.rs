@@ -29,7 +29,7 @@ const BODY_OVERHEAD: usize = 64 * 1024;
 /// plus multipart overhead. Every response carries an `X-Request-Id` (the client's, or a new
 /// ULID) and the security headers set below.
 pub fn router(state: AppState) -> Router {
-    let body_limit = state.settings.image_limits.max_bytes as usize + BODY_OVERHEAD;
+    let body_limit = state.settings.limits.max_bytes as usize + BODY_OVERHEAD;
     Router::new()
         .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
         .route("/v1/jobs/{id}", get(jobs::get_job))
@@ -54,7 +54,7 @@ pub fn router(state: AppState) -> Router {
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(cors(&state.settings.cors_allowed_origins))
+        .layer(cors(&state.settings.auth.cors_allowed_origins))
         // Every response: the API serves JSON and redirects only, never pages.
         .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))

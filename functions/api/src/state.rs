@@ -83,7 +83,7 @@ impl AppState {
             Arc::new(aws.queue.clone()),
             Arc::new(aws.blobs.clone()),
         ];
-        if let Some(url) = &settings.segmenter_url {
+        if let Some(url) = &settings.segmenter.url {
             probes.push(Arc::new(HttpSegmenter::new(url, Duration::from_secs(3))?));
         }
         let ports = Ports {
@@ -102,7 +102,7 @@ impl AppState {
     }
 
     /// Builds the state over any implementation of the ports (in-memory fakes in tests). fal's
-    /// webhook keys are fetched from `settings.fal_jwks_url` on first use (building the cache
+    /// webhook keys are fetched from `settings.providers.fal_jwks_url` on first use (building the cache
     /// does no I/O).
     ///
     /// # Errors
@@ -119,7 +119,7 @@ impl AppState {
         .with_uploads(ports.uploads.clone());
         // fal allows caching its keys for up to 24 h (docs/providers.md §2.6).
         let fal_keys = Arc::new(shared::adapters::JwksCache::new(
-            &settings.fal_jwks_url,
+            &settings.providers.fal_jwks_url,
             Duration::from_secs(24 * 3600),
         )?);
         Ok(Self {

@@ -54,7 +54,7 @@ pub(crate) async fn create_upload(
             ),
         }));
     }
-    let limit = state.settings.image_limits.max_bytes;
+    let limit = state.settings.limits.max_bytes;
     if req.content_length == 0 {
         return Err(ApiError::bad_request(
             "invalid_params",
@@ -69,7 +69,7 @@ pub(crate) async fn create_upload(
     }
     let id = ulid::Ulid::new().to_string();
     let key = format!("{UPLOADS_PREFIX}{}/{id}", caller.owner);
-    let ttl = state.settings.upload_url_ttl;
+    let ttl = state.settings.uploads.url_ttl;
     let expires_at = OffsetDateTime::now_utc() + ttl;
     let upload = Upload {
         id: id.clone(),

@@ -79,8 +79,8 @@ pub(crate) async fn put_webhooks(
         .map(|u| {
             validate_webhook_url(
                 &u,
-                state.settings.allow_http_urls,
-                state.settings.allow_private_urls,
+                state.settings.egress.allow_http_urls,
+                state.settings.egress.allow_private_urls,
             )
         })
         .transpose()?;

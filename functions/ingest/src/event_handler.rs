@@ -211,7 +211,7 @@ impl Ingest {
             .collect();
         Ok(RemoveBackgroundParams::from_pairs(
             pairs.iter().map(|(k, v)| (k.as_str(), *v)),
-            &self.settings.default_model,
+            &self.settings.models.default_model,
         )
         .map(Operation::RemoveBackground)
         .map_err(|e| JobError::new(e.code, e.to_string())))
@@ -228,7 +228,7 @@ impl Ingest {
         let now = OffsetDateTime::now_utc();
         let operation = operation.unwrap_or_else(|| {
             Operation::RemoveBackground(RemoveBackgroundParams::with_model(
-                self.settings.default_model.clone(),
+                self.settings.models.default_model.clone(),
             ))
         });
         let request_hash = hex::encode(Sha256::digest(format!("rejected:{}", error.code)));
@@ -238,7 +238,7 @@ impl Ingest {
             operation,
             Default::default(),
             now,
-            self.settings.job_ttl,
+            self.settings.jobs.ttl,
         );
         let idem = Idempotency {
             key: idempotency_key.to_owned(),

@@ -23,118 +23,16 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use ulid::Ulid;
 
+use shared::config::NotifySettings;
 use shared::core::WebhookPoster;
 use shared::core::{BlobStore, JobQueue, JobStore};
-use shared::env::Env;
 use shared::job::{Job, JobMessage, JobStatus, NotificationAttempt, OwnerId};
 use shared::notification::{
     self as n, CHANNEL_EMAIL, CHANNEL_WEBHOOK, DELIVERED, EmailError, EmailSender, FAILED,
     NotificationStore,
 };
 
-use crate::error::ProcessorError;
 use crate::outcome::Outcome;
-
-/// The environment variables the notifier reads (all optional; `template.yaml` sets them on
-/// the processor).
-pub const ENV_VARS: &[&str] = &[
-    "NOTIFY_FROM_EMAIL",
-    "NOTIFY_RETRY_BASE_SECONDS",
-    "NOTIFY_MAX_ATTEMPTS",
-    "NOTIFY_WEBHOOK_TIMEOUT_SECONDS",
-    "NOTIFY_RESULT_URL_TTL_SECONDS",
-    "PUBLIC_API_URL",
-];
-
-/// Notification settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifySettings {
-    /// `NOTIFY_FROM_EMAIL`: the SES sender (a verified identity, or an address on a verified
-    /// domain). `None` (unset or empty) turns e-mail off: a job's `email` then gets one failed
-    /// attempt saying so.
-    pub from_email: Option<String>,
-    /// `NOTIFY_RETRY_BASE_SECONDS` (default 10): the first retry's delay; each later one is 3×
-    /// longer, at most 15 minutes. 0 retries at once (tests).
-    pub retry_base: Duration,
-    /// `NOTIFY_MAX_ATTEMPTS` (default 6, at least 1): attempts per channel before giving up.
-    pub max_attempts: u32,
-    /// `NOTIFY_WEBHOOK_TIMEOUT_SECONDS` (default 10): the whole webhook request, connection
-    /// included; a slower receiver counts as a failed attempt.
-    pub webhook_timeout: Duration,
-    /// `NOTIFY_RESULT_URL_TTL_SECONDS` (default 86400, at most 604800): lifetime of the
-    /// presigned result link in e-mails (on Lambda also bounded by the role's temporary
-    /// credentials).
-    pub result_url_ttl: Duration,
-    /// `PUBLIC_API_URL`: the API's base URL, to make the links in events and e-mails absolute
-    /// (e.g. `https://abc.execute-api.us-east-1.amazonaws.com`); relative paths without it.
-    pub public_api_url: Option<String>,
-}
-
-impl Default for NotifySettings {
-    fn default() -> Self {
-        Self {
-            from_email: None,
-            retry_base: Duration::from_secs(10),
-            max_attempts: 6,
-            webhook_timeout: Duration::from_secs(10),
-            result_url_ttl: Duration::from_secs(86_400),
-            public_api_url: None,
-        }
-    }
-}
-
-fn var(name: &str) -> Option<String> {
-    Env::process().text(name)
-}
-
-fn number(name: &'static str, default: u64) -> Result<u64, ProcessorError> {
-    Env::process()
-        .parsed(name, default, "a whole number")
-        .map_err(|e| ProcessorError::Config(e.to_string()))
-}
-
-impl NotifySettings {
-    /// Reads [`ENV_VARS`].
-    ///
-    /// # Errors
-    /// [`ProcessorError::Config`] naming a malformed variable (a non-number, an invalid sender
-    /// address, `NOTIFY_MAX_ATTEMPTS=0`, a result link TTL over 7 days).
-    pub fn from_env() -> Result<Self, ProcessorError> {
-        let d = Self::default();
-        let from_email = var("NOTIFY_FROM_EMAIL")
-            .map(|v| {
-                n::validate_email(&v)
-                    .map_err(|e| ProcessorError::Config(format!("NOTIFY_FROM_EMAIL: {e}")))
-            })
-            .transpose()?;
-        let max_attempts = number("NOTIFY_MAX_ATTEMPTS", d.max_attempts.into())?;
-        if !(1..=u64::from(u32::MAX)).contains(&max_attempts) {
-            return Err(ProcessorError::Config(
-                "NOTIFY_MAX_ATTEMPTS must be at least 1".into(),
-            ));
-        }
-        let ttl = number("NOTIFY_RESULT_URL_TTL_SECONDS", d.result_url_ttl.as_secs())?;
-        if !(1..=604_800).contains(&ttl) {
-            return Err(ProcessorError::Config(
-                "NOTIFY_RESULT_URL_TTL_SECONDS must be 1–604800 (SigV4's 7-day limit)".into(),
-            ));
-        }
-        Ok(Self {
-            from_email,
-            retry_base: Duration::from_secs(number(
-                "NOTIFY_RETRY_BASE_SECONDS",
-                d.retry_base.as_secs(),
-            )?),
-            max_attempts: max_attempts as u32,
-            webhook_timeout: Duration::from_secs(number(
-                "NOTIFY_WEBHOOK_TIMEOUT_SECONDS",
-                d.webhook_timeout.as_secs(),
-            )?),
-            result_url_ttl: Duration::from_secs(ttl),
-            public_api_url: var("PUBLIC_API_URL").map(|u| u.trim_end_matches('/').to_owned()),
-        })
-    }
-}
 
 /// Sends job-end notifications. Cheap to clone.
 #[derive(Clone)]
@@ -421,15 +319,5 @@ mod tests {
             "{message:?}"
         );
         assert_eq!(serde_json::to_string(&message).unwrap(), body);
-    }
-
-    #[test]
-    fn settings_default_to_the_documented_values() {
-        let d = NotifySettings::default();
-        assert_eq!(d.retry_base, Duration::from_secs(10));
-        assert_eq!(d.max_attempts, 6);
-        assert_eq!(d.webhook_timeout, Duration::from_secs(10));
-        assert_eq!(d.result_url_ttl, Duration::from_secs(86_400));
-        assert_eq!(d.from_email, None);
     }
 }

@@ -13,9 +13,9 @@ mod processor;
 pub mod sweeper;
 mod wiring;
 
-pub use delivery::{Notifier, NotifySettings};
+pub use delivery::Notifier;
 pub use error::ProcessorError;
 pub use operation::provider::poll_delay;
 pub use outcome::Outcome;
-pub use processor::{Processor, ProcessorOptions, Providers};
+pub use processor::{Processor, Providers};
 pub use wiring::output_downloads;

@@ -60,35 +60,22 @@ pub struct Providers {
     pub settings: ProviderSettings,
 }
 
-/// Processor tuning beyond [`Settings`] (read from the environment by
-/// [`ProcessorOptions::from_env`]).
-#[derive(Debug, Clone)]
-pub struct ProcessorOptions {
-    /// How long a claim is exclusive (`LEASE_SECONDS`, default 90: longer than one Lambda run,
-    /// shorter than the queue's visibility timeout, so a redelivery after a crash can take over).
-    pub lease: Duration,
-    /// ARN of the dead-letter queue (`DEAD_LETTER_QUEUE_ARN`); records from it fail their job.
-    pub dead_letter_queue_arn: Option<String>,
-    /// Provider keys, hosts and poll cadence ([`ProviderSettings::from_env`]).
-    pub providers: ProviderSettings,
-}
-
 impl Processor {
-    /// Builds a processor over the given ports.
+    /// Builds a processor over the given ports, with the retry, lease and dead-letter settings
+    /// of `settings.jobs` (`MAX_RECEIVE_COUNT`, `LEASE_SECONDS`, `DEAD_LETTER_QUEUE_ARN`).
     pub fn new(
         transitions: Arc<dyn JobTransitions>,
         blobs: Arc<dyn BlobStore>,
         segmenter: Arc<dyn Segmenter>,
         settings: &Settings,
-        options: ProcessorOptions,
     ) -> Self {
         Self {
             transitions,
             blobs,
             segmenter,
-            max_receive_count: settings.max_receive_count,
-            lease: options.lease,
-            dead_letter_queue_arn: options.dead_letter_queue_arn,
+            max_receive_count: settings.jobs.max_receive_count,
+            lease: settings.jobs.lease,
+            dead_letter_queue_arn: settings.jobs.dead_letter_queue_arn.clone(),
             providers: None,
             notifier: None,
         }

@@ -1,6 +1,7 @@
-//! The composition root: reads the processor's options from the environment and builds the
-//! [`Processor`] and its [`Notifier`] over the AWS adapters, the segmenter (a SageMaker endpoint
-//! or an HTTP URL) and the provider clients. The only module that names concrete adapters; everything else sees ports.
+//! The composition root: reads the settings from the environment ([`Settings::from_env`], the
+//! one loader) and builds the [`Processor`] and its [`Notifier`] over the AWS adapters, the
+//! segmenter (a SageMaker endpoint or an HTTP URL) and the provider clients. The only module
+//! that names concrete adapters; everything else sees ports.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +13,11 @@ use shared::config::Settings;
 use shared::core::{ModelQueue, RelightProvider, RemoveBackgroundProvider, Segmenter};
 use shared::egress::FetchPolicy;
 use shared::notification::EmailSender;
-use shared::providers::ProviderSettings;
 
-use crate::delivery::{Notifier, NotifySettings};
+use crate::delivery::Notifier;
 use crate::error::ProcessorError;
 use crate::operation::OUTPUT_MAX_BYTES;
-use crate::processor::{Processor, ProcessorOptions, Providers};
+use crate::processor::{Processor, Providers};
 
 /// The download policy for provider outputs: the same address rules as URL inputs, and a
 /// [`OUTPUT_MAX_BYTES`] cap.
@@ -25,42 +25,15 @@ pub fn output_downloads(settings: &Settings) -> FetchPolicy {
     FetchPolicy::from_settings(settings, OUTPUT_MAX_BYTES, Duration::from_secs(60))
 }
 
-/// `SEGMENTER_ENDPOINT_NAME`: the SageMaker real-time endpoint serving the segmenter
-/// (template.yaml sets it when `SegmenterDeployment=sagemaker`); `None` when unset or empty, and
-/// then `SEGMENTER_URL` names the segmenter instead.
-pub fn segmenter_endpoint_name<F: Fn(&str) -> Option<String>>(
-    env: &shared::env::Env<F>,
-) -> Option<String> {
-    env.text("SEGMENTER_ENDPOINT_NAME")
-}
-
 /// The HTTP segmenter at `SEGMENTER_URL` with `SEGMENTER_TIMEOUT_SECONDS`.
 ///
 /// # Errors
 /// [`ProcessorError::Config`] when `SEGMENTER_URL` is not set.
 fn http_segmenter(settings: &Settings) -> Result<HttpSegmenter, ProcessorError> {
-    let url = settings.segmenter_url.as_deref().ok_or_else(|| {
+    let url = settings.segmenter.url.as_deref().ok_or_else(|| {
         ProcessorError::Config("neither SEGMENTER_ENDPOINT_NAME nor SEGMENTER_URL is set".into())
     })?;
-    Ok(HttpSegmenter::new(url, settings.segmenter_timeout)?)
-}
-
-impl ProcessorOptions {
-    /// Reads the options from the environment.
-    ///
-    /// # Errors
-    /// [`ProcessorError::Config`] naming a variable that is set but unusable (a garbage
-    /// `LEASE_SECONDS` or provider setting fails start-up instead of falling back to a default).
-    pub fn from_env() -> Result<Self, ProcessorError> {
-        let env = shared::env::Env::process();
-        Ok(Self {
-            lease: env
-                .seconds("LEASE_SECONDS", Duration::from_secs(90))
-                .map_err(|e| ProcessorError::Config(e.to_string()))?,
-            dead_letter_queue_arn: env.text("DEAD_LETTER_QUEUE_ARN"),
-            providers: ProviderSettings::from_env()?,
-        })
-    }
+    Ok(HttpSegmenter::new(url, settings.segmenter.timeout)?)
 }
 
 impl Processor {
@@ -74,38 +47,26 @@ impl Processor {
         let settings = Settings::from_env()?;
         let sdk = shared::adapters::aws_sdk_config().await?;
         let aws = Aws::with_sdk_config(&sdk, &settings);
-        let notify = NotifySettings::from_env()?;
-        let segmenter: Arc<dyn Segmenter> =
-            match segmenter_endpoint_name(&shared::env::Env::process()) {
-                Some(name) => Arc::new(SageMakerSegmenter::from_sdk_config(
-                    &sdk,
-                    name,
-                    settings.segmenter_timeout,
-                )),
-                None => Arc::new(http_segmenter(&settings)?),
-            };
-        Ok(
-            Self::with_aws_and_segmenter(
-                &settings,
-                &aws,
-                segmenter,
-                ProcessorOptions::from_env()?,
-            )?
-            .with_notifier(Notifier::with_aws(&sdk, &settings, &aws, notify)?),
-        )
+        let segmenter: Arc<dyn Segmenter> = match &settings.segmenter.endpoint_name {
+            Some(name) => Arc::new(SageMakerSegmenter::from_sdk_config(
+                &sdk,
+                name.clone(),
+                settings.segmenter.timeout,
+            )),
+            None => Arc::new(http_segmenter(&settings)?),
+        };
+        Ok(Self::with_aws_and_segmenter(&settings, &aws, segmenter)?
+            .with_notifier(Notifier::with_aws(&sdk, &settings, &aws)?))
     }
 
-    /// Builds the processor over the AWS adapters and the HTTP segmenter.
+    /// Builds the processor over the AWS adapters, the HTTP segmenter and the provider clients
+    /// of `settings.providers` (a client only where its key is set).
     ///
     /// # Errors
     /// [`ProcessorError::Config`] when `SEGMENTER_URL` is not set.
-    pub fn with_aws(
-        settings: &Settings,
-        aws: &Aws,
-        options: ProcessorOptions,
-    ) -> Result<Self, ProcessorError> {
+    pub fn with_aws(settings: &Settings, aws: &Aws) -> Result<Self, ProcessorError> {
         let segmenter = Arc::new(http_segmenter(settings)?);
-        Self::with_aws_and_segmenter(settings, aws, segmenter, options)
+        Self::with_aws_and_segmenter(settings, aws, segmenter)
     }
 
     /// Builds the processor over the AWS adapters and the given segmenter.
@@ -117,9 +78,8 @@ impl Processor {
         settings: &Settings,
         aws: &Aws,
         segmenter: Arc<dyn Segmenter>,
-        options: ProcessorOptions,
     ) -> Result<Self, ProcessorError> {
-        let provider_settings = options.providers.clone();
+        let provider_settings = settings.providers.clone();
         let stability = match &provider_settings.stability_api_key {
             Some(key) => Some(Arc::new(StabilityClient::new(
                 &provider_settings.stability_base_url,
@@ -141,7 +101,6 @@ impl Processor {
             Arc::new(aws.blobs.clone()),
             segmenter,
             settings,
-            options,
         )
         .with_providers(Providers {
             store: Arc::new(aws.jobs.clone()),
@@ -157,9 +116,10 @@ impl Processor {
 }
 
 impl Notifier {
-    /// A notifier over the AWS adapters, with SES when `NOTIFY_FROM_EMAIL` is set. Webhooks go
-    /// out under the address rules of `settings` (`ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` are
-    /// development switches) within `NOTIFY_WEBHOOK_TIMEOUT_SECONDS`, following no redirect.
+    /// A notifier over the AWS adapters with `settings.notifications`, and SES when
+    /// `NOTIFY_FROM_EMAIL` is set. Webhooks go out under the address rules of `settings`
+    /// (`ALLOW_HTTP_URLS`/`ALLOW_PRIVATE_URLS` are development switches) within
+    /// `NOTIFY_WEBHOOK_TIMEOUT_SECONDS`, following no redirect.
     ///
     /// # Errors
     /// [`ProcessorError::Shared`] when the HTTP client cannot be built.
@@ -167,8 +127,8 @@ impl Notifier {
         sdk: &aws_config::SdkConfig,
         settings: &Settings,
         aws: &Aws,
-        notify: NotifySettings,
     ) -> Result<Self, ProcessorError> {
+        let notify = settings.notifications.clone();
         let webhook = PublicHttp::without_redirects(FetchPolicy::from_settings(
             settings,
             0,
@@ -199,12 +159,13 @@ mod tests {
         let named = shared::env::Env::from_fn(|k: &str| {
             (k == "SEGMENTER_ENDPOINT_NAME").then(|| " imagejobs-segmenter ".to_owned())
         });
-        assert_eq!(
-            segmenter_endpoint_name(&named).as_deref(),
-            Some("imagejobs-segmenter")
-        );
-        let blank = shared::env::Env::from_fn(|_: &str| Some("  ".to_owned()));
-        assert_eq!(segmenter_endpoint_name(&blank), None);
+        let loaded = shared::config::SegmenterSettings::load(&named).unwrap();
+        assert_eq!(loaded.endpoint_name.as_deref(), Some("imagejobs-segmenter"));
+        let blank = shared::env::Env::from_fn(|k: &str| {
+            (k == "SEGMENTER_ENDPOINT_NAME").then(|| "  ".to_owned())
+        });
+        let loaded = shared::config::SegmenterSettings::load(&blank).unwrap();
+        assert_eq!(loaded.endpoint_name, None);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-use imagejobs_processor::{Outcome, Processor, ProcessorOptions};
+use imagejobs_processor::{Outcome, Processor};
 use shared::config::Settings;
 use shared::core::{
     BlobStore, Claim, Created, JobStore, JobTransitions, Lease, SegmenterError, UrlFetcher,
@@ -88,21 +88,13 @@ struct World {
 impl World {
     /// Claims last `lease`; the segmenter answers from `segmenter`.
     fn new(segmenter: ScriptedSegmenter, lease: Duration) -> Self {
-        let settings = Settings::new("jobs", "https://sqs.invalid/jobs", "images");
+        let mut settings = Settings::new("jobs", "https://sqs.invalid/jobs", "images");
+        settings.jobs.lease = lease;
+        settings.jobs.dead_letter_queue_arn = Some(arns().1);
         let jobs = Arc::new(InMemoryJobs::new());
-        let blobs = Arc::new(InMemoryBlobs::new(&settings.bucket));
+        let blobs = Arc::new(InMemoryBlobs::new(&settings.resources.bucket));
         let segmenter = Arc::new(segmenter);
-        let processor = Processor::new(
-            jobs.clone(),
-            blobs.clone(),
-            segmenter.clone(),
-            &settings,
-            ProcessorOptions {
-                lease,
-                dead_letter_queue_arn: Some(arns().1),
-                providers: Default::default(),
-            },
-        );
+        let processor = Processor::new(jobs.clone(), blobs.clone(), segmenter.clone(), &settings);
         Self {
             jobs,
             queue: Arc::new(InMemoryQueue::new()),

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn bad_input_is_refused_with_clear_codes_and_nothing_is_left_behind() {
     let mut env = TestEnv::new().await;
-    env.settings.image_limits.max_pixels = 2_000_000;
+    env.settings.limits.max_pixels = 2_000_000;
     let base = env.serve_api().await;
     let c = env.client("anonymous").await;
     let jobs = format!("{base}/v1/jobs");
@@ -115,7 +115,10 @@ async fn bad_input_is_refused_with_clear_codes_and_nothing_is_left_behind() {
         .unwrap();
     assert_error(resp, 400, "invalid_input_reference").await;
 
-    let missing = format!("s3://{}/uploads/anonymous/nope.jpg", env.settings.bucket);
+    let missing = format!(
+        "s3://{}/uploads/anonymous/nope.jpg",
+        env.settings.resources.bucket
+    );
     let resp = c
         .post(&jobs)
         .json(&json!({"input": missing}))
@@ -184,7 +187,7 @@ async fn bad_input_is_refused_with_clear_codes_and_nothing_is_left_behind() {
 #[tokio::test]
 async fn byte_limit_is_enforced_with_413() {
     let mut env = TestEnv::new().await;
-    env.settings.image_limits.max_bytes = 50_000;
+    env.settings.limits.max_bytes = 50_000;
     let base = env.serve_api().await;
     let photo = sample_photo();
     assert!(photo.len() > 50_000);
@@ -363,7 +366,7 @@ async fn listing_is_newest_first_with_cursor_and_status_filter() {
 #[tokio::test]
 async fn inputs_by_presigned_upload_and_by_url() {
     let mut env = TestEnv::new().await;
-    env.settings.allow_http_urls = true;
+    env.settings.egress.allow_http_urls = true;
     let photo = sample_photo();
     // A local HTTP server plays the remote image host, known by name to the API's resolver.
     let app = {
@@ -456,8 +459,8 @@ async fn health_names_the_dependency_that_is_down() {
     assert_eq!(body["checks"]["queue"], "ok");
     assert_eq!(body["checks"]["bucket"], "ok");
 
-    env.settings.segmenter_url = Some("http://127.0.0.1:9".into());
-    env.settings.bucket = "no-such-bucket".into();
+    env.settings.segmenter.url = Some("http://127.0.0.1:9".into());
+    env.settings.resources.bucket = "no-such-bucket".into();
     let base = env.serve_api().await;
     let resp = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(resp.status(), 503);
@@ -481,7 +484,8 @@ async fn health_names_the_dependency_that_is_down() {
 #[tokio::test]
 async fn when_the_queue_refuses_the_job_is_removed_again() {
     let mut env = TestEnv::new().await;
-    env.settings.queue_url = format!("{}/123456789012/no-such-queue", env.emulator.endpoint);
+    env.settings.resources.queue_url =
+        format!("{}/123456789012/no-such-queue", env.emulator.endpoint);
     let base = env.serve_api().await;
     let resp = env
         .client("anonymous")

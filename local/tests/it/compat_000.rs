@@ -48,7 +48,7 @@ fn readme_body(bucket: &str) -> Value {
 async fn put(env: &TestEnv, key: &str, bytes: Vec<u8>, content_type: &str) {
     env.s3()
         .put_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key(key)
         .content_type(content_type)
         .body(bytes.into())
@@ -67,10 +67,10 @@ async fn the_readme_example_answers_the_s3_url_of_the_relit_image() {
         .mount(&server)
         .await;
     let mut env = TestEnv::new().await;
-    env.providers = providers(&server);
+    env.settings.providers = providers(&server);
     let stack = env.start_stack("http://127.0.0.1:9").await;
     let base = format!("http://{}", stack.api_addr);
-    let bucket = env.settings.bucket.clone();
+    let bucket = env.settings.resources.bucket.clone();
     let client = common::anonymous();
 
     // Negative first, while the bucket is empty: no subject_image is a 422 JSON error, and

@@ -17,7 +17,7 @@ use wiremock::MockServer;
 async fn put(env: &TestEnv, key: &str, bytes: Vec<u8>, content_type: &str) {
     env.s3()
         .put_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key(key)
         .content_type(content_type)
         .body(bytes.into())
@@ -48,7 +48,7 @@ async fn check_s3_uri(env: &TestEnv, resp: reqwest::Response, mode: &str) -> Str
     let uri = data[0]["s3_uri"].as_str().unwrap();
     let prefix = format!(
         "s3://{}/generated/anonymous/user123/{mode}_",
-        env.settings.bucket
+        env.settings.resources.bucket
     );
     let id = uri
         .strip_prefix(&prefix)
@@ -57,7 +57,7 @@ async fn check_s3_uri(env: &TestEnv, resp: reqwest::Response, mode: &str) -> Str
         .to_owned();
     ulid::Ulid::from_string(&id).expect("the job id");
     let key = uri
-        .strip_prefix(&format!("s3://{}/", env.settings.bucket))
+        .strip_prefix(&format!("s3://{}/", env.settings.resources.bucket))
         .unwrap();
     let image = image::load_from_memory(&common::queue::stored(env, key).await)
         .unwrap()

@@ -43,7 +43,7 @@ fn json(body: &str) -> Value {
 async fn the_readme_curl_sequence_works_on_a_portrait_with_real_weights() {
     let mut env = TestEnv::new().await;
     // No COMPAT_MODEL: the seed's RMBG is not deployed, so the best loaded model stands in.
-    env.settings.compat_model = None;
+    env.settings.models.compat_model = None;
     let key = env
         .api_key_with("seed-002", "jobs:write,jobs:read,metrics:read")
         .await;

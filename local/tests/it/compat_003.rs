@@ -38,14 +38,14 @@ fn readme_form(email: &str) -> Form {
 async fn the_readme_python_client_runs_unchanged_but_for_its_base_url_on_a_portrait() {
     let mut env = TestEnv::new().await;
     // No COMPAT_MODEL: the client's u2net is not deployed, so the best loaded model stands in.
-    env.settings.compat_model = None;
+    env.settings.models.compat_model = None;
     let key = env.api_key_with("seed-003", "jobs:write,jobs:read").await;
     // The seed promises an e-mail when done: sent through the emulator's SES.
     let from = "notify@imagejobs.test";
     imagejobs_local::provision::verify_email_identity(&env.sdk, from)
         .await
         .unwrap();
-    env.notify.from_email = Some(from.into());
+    env.settings.notifications.from_email = Some(from.into());
     let (segmenter, _models) = start_segmenter_with(&["u2netp", "isnet-int8"]).await;
     let stack = env.start_stack(&segmenter).await;
 
@@ -293,7 +293,7 @@ async fn routes_answer_the_seed_shapes_without_credentials_after_process() {
     use aws_sdk_dynamodb::types::AttributeValue as V;
     env.dynamodb()
         .update_item()
-        .table_name(&env.settings.table)
+        .table_name(&env.settings.resources.table)
         .key("pk", V::S(format!("CAPABILITY#{pid}")))
         .key("sk", V::S(format!("CAPABILITY#{pid}")))
         .update_expression("SET expires_at = :past")

@@ -88,7 +88,7 @@ async fn create_get_and_list_newest_first() {
         .mount(&server)
         .await;
     let mut env = env_for(&server).await;
-    env.settings.cors_allowed_origins = vec![ORIGIN.into()];
+    env.settings.auth.cors_allowed_origins = vec![ORIGIN.into()];
     let stack = env.start_stack("http://127.0.0.1:9").await;
     let base = format!("http://{}", stack.api_addr);
     let client = common::anonymous();

@@ -22,7 +22,7 @@ use imagejobs_processor::{Outcome, Processor};
 use shared::job::{JobMessage, JobStatus};
 
 fn processor(env: &TestEnv, lease: Duration) -> Processor {
-    provider_processor(env, env.providers.clone(), lease)
+    provider_processor(env, env.settings.providers.clone(), lease)
 }
 
 fn edit_form(prompt: &str) -> Form {
@@ -418,7 +418,7 @@ async fn provider_errors_map_to_stable_codes() {
     }
 
     // No FAL_KEY: the job fails at once and the message names the setting.
-    let mut unconfigured = env.providers.clone();
+    let mut unconfigured = env.settings.providers.clone();
     unconfigured.fal_key = None;
     let p = provider_processor(&env, unconfigured, Duration::from_secs(90));
     let job = job_of(&env, &create(&base, edit_form("x")).await).await;
@@ -489,9 +489,9 @@ async fn webhooks_are_verified_idempotent_and_complete_the_job() {
         .await;
     let mut env = env_for(&server).await;
     // Polls far in the future: only the webhook can finish the job within the test.
-    env.providers.poll_delay = Duration::from_secs(900);
+    env.settings.providers.poll_delay = Duration::from_secs(900);
     let base = env.serve_api().await;
-    env.providers.public_base_url = Some(base.clone());
+    env.settings.providers.public_base_url = Some(base.clone());
     let job = job_of(&env, &create(&base, edit_form("add snow")).await).await;
     let p = processor(&env, Duration::from_secs(90));
     assert_eq!(
@@ -602,7 +602,7 @@ async fn cancel_while_queued_and_while_processing() {
         .mount(&server)
         .await;
     let mut env = env_for(&server).await;
-    env.providers.poll_delay = Duration::from_secs(900);
+    env.settings.providers.poll_delay = Duration::from_secs(900);
     let base = env.serve_api().await;
     let client = common::anonymous();
     let p = processor(&env, Duration::from_secs(90));

@@ -218,14 +218,14 @@ async fn another_owners_job_is_a_404_on_every_route() {
     // Nor can another owner use Alice's stored objects as inputs.
     let resp = mallory
         .post(format!("{base}/v1/jobs"))
-        .json(&json!({"input": format!("s3://{}/{input_key}", env.settings.bucket)}))
+        .json(&json!({"input": format!("s3://{}/{input_key}", env.settings.resources.bucket)}))
         .send()
         .await
         .unwrap();
     assert_error(resp, 422, "input_not_found").await;
     let resp = mallory
         .post(format!("{base}/v1/jobs"))
-        .json(&json!({"input": format!("s3://{}/uploads/mallory/../alice/x", env.settings.bucket)}))
+        .json(&json!({"input": format!("s3://{}/uploads/mallory/../alice/x", env.settings.resources.bucket)}))
         .send()
         .await
         .unwrap();
@@ -236,7 +236,7 @@ async fn another_owners_job_is_a_404_on_every_route() {
 #[tokio::test]
 async fn url_inputs_cannot_reach_private_networks() {
     let mut env = TestEnv::new().await;
-    env.settings.allow_http_urls = true; // so the address checks, not the scheme, are tested
+    env.settings.egress.allow_http_urls = true; // so the address checks, not the scheme, are tested
     // A real host on loopback that redirects to addresses the API must never fetch.
     let photo = sample_photo();
     let app = axum::Router::new()
@@ -265,7 +265,7 @@ async fn url_inputs_cannot_reach_private_networks() {
             axum::routing::get(|| async { vec![0xFFu8; 2_000_000] }),
         );
     let host = common::serve_router(app).await;
-    env.settings.image_limits.max_bytes = 1_000_000;
+    env.settings.limits.max_bytes = 1_000_000;
     let port = host.port();
     let base = env
         .serve_api_resolving(
@@ -382,7 +382,7 @@ async fn url_inputs_cannot_reach_private_networks() {
     assert_eq!(env.queued_messages().await, 1);
 
     // Plain http is refused unless a deployment opts in for local development.
-    env.settings.allow_http_urls = false;
+    env.settings.egress.allow_http_urls = false;
     let base = env
         .serve_api_resolving(&[("images.test", "127.0.0.1")], vec![host])
         .await;
@@ -398,7 +398,7 @@ async fn url_inputs_cannot_reach_private_networks() {
 #[tokio::test]
 async fn the_system_resolver_refuses_localhost() {
     let mut env = TestEnv::new().await;
-    env.settings.allow_http_urls = true;
+    env.settings.egress.allow_http_urls = true;
     let base = env.serve_api().await;
     let c = env.client("attacker").await;
     let resp = c
@@ -414,7 +414,7 @@ async fn the_system_resolver_refuses_localhost() {
 #[tokio::test]
 async fn bodies_of_the_wrong_size_or_type_are_refused() {
     let mut env = TestEnv::new().await;
-    env.settings.image_limits.max_bytes = 60_000;
+    env.settings.limits.max_bytes = 60_000;
     let base = env.serve_api().await;
     let c = env.client("anonymous").await;
     let jobs = format!("{base}/v1/jobs");
@@ -449,7 +449,7 @@ async fn bodies_of_the_wrong_size_or_type_are_refused() {
 #[tokio::test]
 async fn quotas_refuse_with_429_and_retry_after() {
     let mut env = TestEnv::new().await;
-    env.settings.max_jobs_per_minute = 2;
+    env.settings.jobs.max_per_minute = 2;
     let base = env.serve_api().await;
     let c = env.client("busy").await;
     for _ in 0..2 {
@@ -484,7 +484,7 @@ async fn quotas_refuse_with_429_and_retry_after() {
 
     // In flight: one at a time; a finished job frees its slot.
     let mut env = TestEnv::new().await;
-    env.settings.max_jobs_in_flight = 1;
+    env.settings.jobs.max_in_flight = 1;
     let base = env.serve_api().await;
     let c = env.client("busy").await;
     let first: Value = c
@@ -604,7 +604,7 @@ async fn uploads_must_match_their_declaration() {
     // An upload id that was never declared.
     let resp = c
         .post(format!("{base}/v1/jobs"))
-        .json(&json!({"input": format!("s3://{}/uploads/uploader/01JD0000000000000000000000", env.settings.bucket)}))
+        .json(&json!({"input": format!("s3://{}/uploads/uploader/01JD0000000000000000000000", env.settings.resources.bucket)}))
         .send()
         .await
         .unwrap();
@@ -616,7 +616,7 @@ async fn uploads_must_match_their_declaration() {
 #[tokio::test]
 async fn cors_request_ids_and_security_headers() {
     let mut env = TestEnv::new().await;
-    env.settings.cors_allowed_origins = vec!["https://app.example".into()];
+    env.settings.auth.cors_allowed_origins = vec!["https://app.example".into()];
     let base = env.serve_api().await;
     let preflight = |origin: &'static str| {
         http()

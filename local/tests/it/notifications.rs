@@ -195,10 +195,10 @@ async fn wait_for_empty_queue(env: &TestEnv) {
 /// retries come after 1 s, 3 s, … instead of 10 s, 30 s, ….
 async fn dev_env() -> TestEnv {
     let mut env = TestEnv::new().await;
-    env.settings.allow_http_urls = true;
-    env.settings.allow_private_urls = true;
-    env.notify.retry_base = Duration::from_secs(1);
-    env.notify.max_attempts = 3;
+    env.settings.egress.allow_http_urls = true;
+    env.settings.egress.allow_private_urls = true;
+    env.settings.notifications.retry_base = Duration::from_secs(1);
+    env.settings.notifications.max_attempts = 3;
     env
 }
 
@@ -479,8 +479,8 @@ async fn a_canceled_job_sends_job_canceled_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_host_resolving_to_a_private_address_is_refused_at_delivery() {
     let mut env = TestEnv::new().await;
-    env.settings.allow_http_urls = true; // but not ALLOW_PRIVATE_URLS
-    env.notify.retry_base = Duration::ZERO;
+    env.settings.egress.allow_http_urls = true; // but not ALLOW_PRIVATE_URLS
+    env.settings.notifications.retry_base = Duration::ZERO;
     let (hook, deliveries) = receiver(vec![200]).await;
     // A host name passes the submission check; it resolves to 127.0.0.1 at delivery.
     let hook = hook.replace("127.0.0.1", "localhost");
@@ -518,7 +518,7 @@ async fn an_email_names_the_job_and_links_the_result() {
     imagejobs_local::provision::verify_email_identity(&env.sdk, from)
         .await
         .unwrap();
-    env.notify.from_email = Some(from.into());
+    env.settings.notifications.from_email = Some(from.into());
     let stack = env
         .start_stack(&segmenter(true, Duration::ZERO).await)
         .await;
@@ -564,9 +564,9 @@ async fn an_email_names_the_job_and_links_the_result() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unverified_sender_is_a_failed_attempt_not_a_crash() {
     let mut env = dev_env().await;
-    env.notify.from_email = Some("nobody@unverified.test".into());
-    env.notify.retry_base = Duration::ZERO;
-    env.notify.max_attempts = 2;
+    env.settings.notifications.from_email = Some("nobody@unverified.test".into());
+    env.settings.notifications.retry_base = Duration::ZERO;
+    env.settings.notifications.max_attempts = 2;
     let stack = env
         .start_stack(&segmenter(true, Duration::ZERO).await)
         .await;
@@ -619,7 +619,7 @@ async fn invalid_notification_targets_are_refused_and_nothing_is_stored() {
             .unwrap();
         assert_error(resp, 422, "invalid_email").await;
     }
-    let input = format!("s3://{}/uploads/anonymous/x", env.settings.bucket);
+    let input = format!("s3://{}/uploads/anonymous/x", env.settings.resources.bucket);
     let resp = c
         .post(format!("{base}/v1/jobs"))
         .json(&json!({"input": input, "email": "nope"}))

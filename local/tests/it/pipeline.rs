@@ -92,7 +92,7 @@ async fn a_real_photo_goes_through_the_whole_pipeline() {
     // A second job by s3:// reference, JPEG over white, half size.
     let input = format!(
         "s3://{}/{}",
-        env.settings.bucket,
+        env.settings.resources.bucket,
         job["inputs"]["image"]["key"].as_str().unwrap()
     );
     let resp = c
@@ -126,7 +126,7 @@ async fn uploads_to_the_inbox_become_jobs() {
     let base = format!("http://{}", stack.api_addr);
     let s3 = env.s3();
     s3.put_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key("inbox/camera-7/remove_background/shot 1.jpg")
         .metadata("output-format", "webp")
         .metadata("scale", "0.5")
@@ -135,7 +135,7 @@ async fn uploads_to_the_inbox_become_jobs() {
         .await
         .unwrap();
     s3.put_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key("inbox/camera-7/remove_background/notes.txt")
         .body(b"not an image".to_vec().into())
         .send()
@@ -205,7 +205,7 @@ async fn a_duplicate_s3_event_finds_the_same_job() {
     let env = TestEnv::new().await;
     env.s3()
         .put_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key("inbox/anonymous/remove_background/sample photo.jpg")
         .body(sample_photo().into())
         .send()
@@ -213,7 +213,7 @@ async fn a_duplicate_s3_event_finds_the_same_job() {
         .unwrap();
     let ingest = imagejobs_ingest::Ingest::with_aws(env.settings.clone(), &env.aws()).unwrap();
     let fixture = include_str!("../../../events/s3-inbox-put.json")
-        .replace("imagejobs-local", &env.settings.bucket);
+        .replace("imagejobs-local", &env.settings.resources.bucket);
     let event = || serde_json::from_str(&fixture).unwrap();
     let first = ingest.handle(event()).await.unwrap();
     let second = ingest.handle(event()).await.unwrap();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use imagejobs_processor::{Outcome, Processor, ProcessorOptions};
+use imagejobs_processor::{Outcome, Processor};
 use shared::core::{Created, JobStore};
 use shared::job::{Job, JobStatus};
 use shared::service::{InputRef, JobSubmitter, Submission};
@@ -112,18 +112,11 @@ async fn submit(env: &TestEnv) -> Job {
 
 fn processor(env: &TestEnv, segmenter_url: &str, lease: Duration) -> Processor {
     let mut settings = env.settings.clone();
-    settings.segmenter_url = Some(segmenter_url.to_owned());
-    settings.segmenter_timeout = Duration::from_secs(10);
-    Processor::with_aws(
-        &settings,
-        &env.aws(),
-        ProcessorOptions {
-            lease,
-            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
-            providers: Default::default(),
-        },
-    )
-    .unwrap()
+    settings.segmenter.url = Some(segmenter_url.to_owned());
+    settings.segmenter.timeout = Duration::from_secs(10);
+    settings.jobs.lease = lease;
+    settings.jobs.dead_letter_queue_arn = Some(env.provisioned.dead_letter_queue_arn.clone());
+    Processor::with_aws(&settings, &env.aws()).unwrap()
 }
 
 /// An SQS event as Lambda delivers it, for this job, on the given receive.
@@ -191,7 +184,7 @@ async fn success_stores_the_result_and_a_duplicate_delivery_runs_nothing() {
     let stored = env
         .s3()
         .get_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key(&result.key)
         .send()
         .await
@@ -339,7 +332,7 @@ async fn the_real_segmenter_fails_a_corrupted_input_permanently() {
     let key = &job.inputs["image"].key;
     env.s3()
         .put_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key(key)
         .body(sample_photo()[..4000].to_vec().into())
         .send()

@@ -72,7 +72,7 @@ async fn relight_runs_through_api_queue_runner_and_polls_until_done() {
         .await;
 
     let mut env = TestEnv::new().await;
-    env.providers = providers(&server);
+    env.settings.providers = providers(&server);
     let stack = env.start_stack("http://127.0.0.1:9").await;
     let base = format!("http://{}", stack.api_addr);
     let created = create(&base, relight_form(sample_photo())).await;
@@ -533,7 +533,7 @@ async fn reference_images_are_stored_and_sent_as_file_parts() {
         .post(format!("{base}/v1/jobs"))
         .json(&serde_json::json!({
             "operation": "replace_background_relight",
-            "input": format!("s3://{}/x.jpg", env.settings.bucket),
+            "input": format!("s3://{}/x.jpg", env.settings.resources.bucket),
             "inputs": {"mask": "s3://elsewhere/m.png"},
             "params": {"background_prompt": "x"}
         }))

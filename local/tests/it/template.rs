@@ -268,7 +268,7 @@ fn processor_gets_the_notification_settings_and_may_send_only_from_the_sender() 
     let t = template();
     let processor = resource(&t, "ProcessorFunction");
     let env = &processor["Environment"]["Variables"];
-    for name in imagejobs_processor::delivery::ENV_VARS {
+    for name in shared::config::NotifySettings::ENV_VARS {
         assert!(!env[*name].is_null(), "processor needs {name}");
     }
     let Value::Tagged(from) = &env["NOTIFY_FROM_EMAIL"] else {
@@ -757,7 +757,7 @@ fn segmenter_calls_give_up_before_the_processor_and_within_sagemakers_limit() {
         assert!(segmenter <= SAGEMAKER_INVOCATION_LIMIT_SECONDS);
     }
     // The code's default, used when the variable is unset, obeys the same chain.
-    let default = shared::config::Settings::new("t", "q", "b").segmenter_timeout;
+    let default = shared::config::Settings::new("t", "q", "b").segmenter.timeout;
     assert!(default.as_secs() < function_timeout);
 }
 

@@ -67,19 +67,27 @@ impl Aws {
             .force_path_style(uses_custom_endpoint())
             .build();
         Self {
-            jobs: DynamoJobs::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table).with_quotas(
-                Quotas {
-                    max_in_flight: settings.max_jobs_in_flight,
-                    max_per_minute: settings.max_jobs_per_minute,
-                },
+            jobs: DynamoJobs::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &settings.resources.table,
+            )
+            .with_quotas(Quotas {
+                max_in_flight: settings.jobs.max_in_flight,
+                max_per_minute: settings.jobs.max_per_minute,
+            }),
+            keys: DynamoApiKeys::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &settings.resources.table,
             ),
-            keys: DynamoApiKeys::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table),
             notifications: DynamoNotifications::new(
                 aws_sdk_dynamodb::Client::new(sdk),
-                &settings.table,
+                &settings.resources.table,
             ),
-            queue: SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), &settings.queue_url),
-            blobs: S3Blobs::new(aws_sdk_s3::Client::from_conf(s3_config), &settings.bucket),
+            queue: SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), &settings.resources.queue_url),
+            blobs: S3Blobs::new(
+                aws_sdk_s3::Client::from_conf(s3_config),
+                &settings.resources.bucket,
+            ),
         }
     }
 }

@@ -125,7 +125,7 @@ fn validate(
     if model_fallback(settings) {
         pairs.push(("model_fallback", "true"));
     }
-    let params = RemoveBackgroundParams::from_pairs(pairs, &settings.default_model)
+    let params = RemoveBackgroundParams::from_pairs(pairs, &settings.models.default_model)
         .map_err(|e| ApiError::unprocessable(e.code, e.to_string()))?;
     Ok(ProcessRequest {
         params,
@@ -359,7 +359,7 @@ mod tests {
         assert_eq!(r.params.quality, 95);
 
         let mut local = settings();
-        local.compat_model = Some("plain-background".into());
+        local.models.compat_model = Some("plain-background".into());
         let r = validate(&local, &form(&[("email", "a@b.co"), ("model", "u2net")])).unwrap();
         assert_eq!(r.params.model, "plain-background");
         assert!(

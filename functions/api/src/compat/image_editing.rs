@@ -70,7 +70,7 @@ async fn view(state: &AppState, job: &Job) -> Result<Option<Value>, ApiError> {
         (JobStatus::Succeeded, Some(result)) => Some(
             state
                 .blobs
-                .presign_get(&result.key, state.settings.result_url_ttl)
+                .presign_get(&result.key, state.settings.jobs.result_url_ttl)
                 .await?,
         ),
         _ => None,

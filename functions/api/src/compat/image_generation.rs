@@ -197,7 +197,7 @@ async fn user_image(
                 ),
             )
         })?;
-    let limit = state.settings.image_limits.max_bytes;
+    let limit = state.settings.limits.max_bytes;
     if newest.size > limit {
         return Err(
             shared::Error::from(shared::image_check::ImageRejection::TooManyBytes {
@@ -245,7 +245,7 @@ async fn generated_answer(
             let result = result_of(&job)?;
             let key = format!(
                 "{}{}/{user}/{mode}_{}.{}",
-                state.settings.s3_generated_prefix,
+                state.settings.illustrations.generated,
                 job.owner,
                 job.id,
                 extension(&result.content_type)
@@ -279,7 +279,7 @@ pub(crate) async fn memory(
     let body: MemoryRequest = read_json(&state, req, InvalidJson::Unprocessable).await?;
     let user = user_id(body.user_id.as_deref())?;
     let p = params(GenerateMode::Memory, body.prompt, body.num_inference_steps)?;
-    let prefix = state.settings.s3_avatar_prefix.clone();
+    let prefix = state.settings.illustrations.avatar.clone();
     let avatar = user_image(&state, &prefix, "avatar", &caller.owner, &user).await?;
     let job = run(&state, &caller, p, Some(avatar)).await?;
     generated_answer(&state, &headers, job, &user, "memory").await
@@ -301,7 +301,7 @@ pub(crate) async fn subject(
     let body: SubjectRequest = read_json(&state, req, InvalidJson::Unprocessable).await?;
     let user = user_id(body.user_id.as_deref())?;
     let p = params(GenerateMode::Subject, body.prompt, body.num_inference_steps)?;
-    let prefix = state.settings.s3_subject_prefix.clone();
+    let prefix = state.settings.illustrations.subject.clone();
     let photo = user_image(&state, &prefix, "subject photo", &caller.owner, &user).await?;
     let job = run(&state, &caller, p, Some(photo)).await?;
     generated_answer(&state, &headers, job, &user, "subject").await
@@ -339,7 +339,7 @@ pub(crate) async fn generations(
             let key = &result_of(&job)?.key;
             let url = state
                 .blobs
-                .presign_get(key, state.settings.result_url_ttl)
+                .presign_get(key, state.settings.jobs.result_url_ttl)
                 .await?;
             Ok(Json(json!({"data": [{"url": url}]})).into_response())
         }

@@ -116,10 +116,11 @@ pub(crate) async fn read_form_with(
 /// legacy client named, else `DEFAULT_MODEL`.
 pub(crate) fn engine(settings: &Settings, requested: Option<&str>) -> String {
     settings
+        .models
         .compat_model
         .as_deref()
         .or(requested)
-        .unwrap_or(&settings.default_model)
+        .unwrap_or(&settings.models.default_model)
         .to_owned()
 }
 
@@ -127,7 +128,7 @@ pub(crate) fn engine(settings: &Settings, requested: Option<&str>) -> String {
 /// ([`shared::operation::remove_background::RemoveBackgroundParams::model_fallback`]): yes, unless the operator pinned
 /// `COMPAT_MODEL`, which then runs as named.
 pub(crate) fn model_fallback(settings: &Settings) -> bool {
-    settings.compat_model.is_none()
+    settings.models.compat_model.is_none()
 }
 
 /// The JWT background-removal service's JWT-only routes refuse API keys, as the service they
@@ -149,13 +150,13 @@ mod tests {
     #[test]
     fn the_engine_is_the_override_then_the_request_then_the_default() {
         let mut s = Settings::new("t", "q", "b");
-        s.default_model = "u2net".into();
+        s.models.default_model = "u2net".into();
         assert_eq!(engine(&s, None), "u2net");
         assert_eq!(engine(&s, Some("u2netp")), "u2netp");
-        s.compat_model = Some("plain-background".into());
+        s.models.compat_model = Some("plain-background".into());
         assert_eq!(engine(&s, Some("u2netp")), "plain-background");
         assert!(!model_fallback(&s));
-        s.compat_model = None;
+        s.models.compat_model = None;
         assert!(model_fallback(&s));
     }
 

@@ -39,10 +39,10 @@ pub fn providers(server: &MockServer) -> ProviderSettings {
 /// (127.0.0.1 over http) and read fal's keys from it.
 pub async fn env_for(server: &MockServer) -> TestEnv {
     let mut env = TestEnv::new().await;
-    env.settings.allow_http_urls = true;
-    env.settings.allow_private_urls = true;
-    env.settings.fal_jwks_url = format!("{}/.well-known/jwks.json", server.uri());
-    env.providers = providers(server);
+    env.settings.egress.allow_http_urls = true;
+    env.settings.egress.allow_private_urls = true;
+    env.settings.providers.fal_jwks_url = format!("{}/.well-known/jwks.json", server.uri());
+    env.settings.providers = providers(server);
     env
 }
 

@@ -21,11 +21,8 @@ pub struct TestEnv {
     pub emulator: Emulator,
     pub sdk: aws_config::SdkConfig,
     pub provisioned: Provisioned,
+    /// The stack's settings; tests point `settings.providers` at contract servers.
     pub settings: Settings,
-    /// Provider settings handed to the processor (tests point them at contract servers).
-    pub providers: shared::providers::ProviderSettings,
-    /// Notification settings handed to the processor.
-    pub notify: imagejobs_processor::NotifySettings,
 }
 
 impl TestEnv {
@@ -36,18 +33,16 @@ impl TestEnv {
         let names = ResourceNames::with_suffix(&ulid::Ulid::new().to_string()[16..]);
         let provisioned = provision(&sdk, &names).await.expect("provisioning");
         let mut settings = Settings::new(&names.table, &provisioned.queue_url, &names.bucket);
-        settings.default_model = shared::models::PLAIN_BACKGROUND.into();
+        settings.models.default_model = shared::models::PLAIN_BACKGROUND.into();
         // As the local runner: the legacy clients' rembg models need weights the test segmenter
         // does not have.
-        settings.compat_model = Some(shared::models::PLAIN_BACKGROUND.into());
-        settings.jwt_secret = Some(JWT_SECRET.into());
+        settings.models.compat_model = Some(shared::models::PLAIN_BACKGROUND.into());
+        settings.auth.jwt_secret = Some(JWT_SECRET.into());
         let env = Self {
             emulator,
             sdk,
             provisioned,
             settings,
-            providers: shared::providers::ProviderSettings::default(),
-            notify: imagejobs_processor::NotifySettings::default(),
         };
         env.put_key(ANONYMOUS_KEY, "anonymous", "jobs:read,jobs:write")
             .await;
@@ -143,7 +138,7 @@ async fn serve(state: imagejobs_api::AppState) -> String {
 impl TestEnv {
     /// Starts the whole local stack (API + processor + ingest) against `segmenter_url`.
     pub async fn start_stack(&mut self, segmenter_url: &str) -> Stack {
-        self.settings.segmenter_url = Some(segmenter_url.to_owned());
+        self.settings.segmenter.url = Some(segmenter_url.to_owned());
         Stack::start(
             &self.sdk,
             StackConfig {
@@ -151,8 +146,6 @@ impl TestEnv {
                 settings: self.settings.clone(),
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),
-                providers: self.providers.clone(),
-                notify: self.notify.clone(),
             },
         )
         .await
@@ -189,7 +182,7 @@ impl TestEnv {
         let out = self
             .dynamodb()
             .scan()
-            .table_name(&self.settings.table)
+            .table_name(&self.settings.resources.table)
             .send()
             .await
             .unwrap();
@@ -214,7 +207,7 @@ impl TestEnv {
         let out = self
             .dynamodb()
             .get_item()
-            .table_name(&self.settings.table)
+            .table_name(&self.settings.resources.table)
             .key("pk", V::S(format!("OWNER#{owner}")))
             .key("sk", V::S("QUOTA#in-flight".into()))
             .consistent_read(true)
@@ -255,7 +248,7 @@ impl TestEnv {
         let out = self
             .s3()
             .list_objects_v2()
-            .bucket(&self.settings.bucket)
+            .bucket(&self.settings.resources.bucket)
             .send()
             .await
             .unwrap();

@@ -14,17 +14,11 @@ pub fn provider_processor(
     lease: std::time::Duration,
 ) -> imagejobs_processor::Processor {
     let mut settings = env.settings.clone();
-    settings.segmenter_url = Some("http://127.0.0.1:9".into());
-    imagejobs_processor::Processor::with_aws(
-        &settings,
-        &env.aws(),
-        imagejobs_processor::ProcessorOptions {
-            lease,
-            dead_letter_queue_arn: Some(env.provisioned.dead_letter_queue_arn.clone()),
-            providers,
-        },
-    )
-    .unwrap()
+    settings.segmenter.url = Some("http://127.0.0.1:9".into());
+    settings.providers = providers;
+    settings.jobs.lease = lease;
+    settings.jobs.dead_letter_queue_arn = Some(env.provisioned.dead_letter_queue_arn.clone());
+    imagejobs_processor::Processor::with_aws(&settings, &env.aws()).unwrap()
 }
 
 /// The `anonymous` owner's job named by an API answer's `id`.
@@ -106,7 +100,7 @@ pub async fn expire_lease(env: &TestEnv, job: &Job) {
     use aws_sdk_dynamodb::types::AttributeValue as V;
     env.dynamodb()
         .update_item()
-        .table_name(&env.settings.table)
+        .table_name(&env.settings.resources.table)
         .key("pk", V::S(format!("OWNER#{}", job.owner)))
         .key("sk", V::S(format!("JOB#{}", job.id)))
         .update_expression("SET lease_until = :zero")
@@ -128,7 +122,7 @@ pub async fn reload(env: &TestEnv, job: &Job) -> Job {
 pub async fn stored(env: &TestEnv, key: &str) -> Vec<u8> {
     env.s3()
         .get_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key(key)
         .send()
         .await
