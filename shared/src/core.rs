@@ -283,6 +283,10 @@ pub enum SegmenterError {
     /// Worth retrying (5xx, timeout, connection refused).
     #[error("segmenter unavailable: {0}")]
     Transient(String),
+    /// At capacity (HTTP 429, or 503 `overloaded` from its per-model admission queue): says
+    /// nothing about this request; worth trying again after a short wait.
+    #[error("segmenter overloaded: {0}")]
+    Overloaded(String),
 }
 
 /// Background removal (the GPU container's HTTP contract; see `containers/segmenter/README.md`).

@@ -582,3 +582,31 @@ async fn a_mixed_batch_reports_exactly_the_records_to_redeliver() {
         "invalid_image"
     );
 }
+
+#[tokio::test]
+async fn an_overloaded_segmenter_is_asked_again_within_the_record_not_through_sqs() {
+    let overloaded = || {
+        Err(SegmenterError::Overloaded(
+            "HTTP 503 overloaded: the model's queue is full".into(),
+        ))
+    };
+    let w = World::new(
+        ScriptedSegmenter::new(vec![
+            overloaded(),
+            overloaded(),
+            Ok(cutout(cutout_png(), "u2net")),
+        ]),
+        Duration::from_secs(90),
+    );
+    let (job, body) = w.submit().await;
+    let (queue_arn, _) = arns();
+    let outcome = w
+        .processor
+        .handle_record(&record(Some(&body), 1, &queue_arn))
+        .await;
+    assert_eq!(outcome, Outcome::Succeeded, "no receive spent on overload");
+    assert_eq!(w.segmenter.calls(), 3);
+    let done = w.reload(&job).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.attempts, 1);
+}

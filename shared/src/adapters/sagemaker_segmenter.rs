@@ -177,6 +177,11 @@ fn classify(e: SdkError<InvokeEndpointError>) -> SegmenterError {
             ),
         };
         SegmenterError::Permanent { code, message }
+    } else if status == 429 || detail.as_ref().is_some_and(|d| d.code == "overloaded") {
+        SegmenterError::Overloaded(match detail {
+            Some(d) => format!("HTTP {status} {}: {}", d.code, d.message),
+            None => format!("HTTP {status}: {text}"),
+        })
     } else {
         SegmenterError::Transient(match detail {
             Some(d) => format!("HTTP {status} {}: {}", d.code, d.message),

@@ -121,6 +121,13 @@ impl Segmenter for HttpSegmenter {
                 ),
             };
             Err(SegmenterError::Permanent { code, message })
+        } else if status == reqwest::StatusCode::TOO_MANY_REQUESTS
+            || detail.as_ref().is_some_and(|d| d.code == "overloaded")
+        {
+            Err(SegmenterError::Overloaded(match detail {
+                Some(d) => format!("HTTP {status} {}: {}", d.code, d.message),
+                None => format!("HTTP {status}"),
+            }))
         } else {
             Err(SegmenterError::Transient(match detail {
                 Some(d) => format!("HTTP {status} {}: {}", d.code, d.message),

@@ -1,11 +1,25 @@
 //! `remove_background`: the segmenter container, or Stability's synchronous removal when the
 //! job asks for `provider = stability`. Both run inside the claim; no poll.
 
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
 use shared::core::{ImagePart, SegmenterError};
 use shared::job::{self, Job, JobError, JobResult};
 use shared::operation::remove_background::{RemovalProvider, RemoveBackgroundParams};
 
 use crate::processor::{Processor, STABILITY_UNSET, Step, not_configured};
+
+/// Waits between asks of an overloaded segmenter: jittered, 250 ms doubling to 4 s, at most 6
+/// more asks (about 15 s in all), which keeps the record inside its deadline
+/// (`shared::resources::RECORD_DEADLINE_SECONDS`) even with a slow last call.
+fn overload_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(Duration::from_secs(4))
+        .with_max_times(6)
+        .with_jitter()
+}
 
 impl Processor {
     /// Reads the job's image, removes its background and stores the cutout.
@@ -27,15 +41,23 @@ impl Processor {
         if params.provider == RemovalProvider::Stability {
             return self.remove_with_stability(job, params, input, image).await;
         }
-        let cutout = self
-            .segmenter
-            .remove_background(image, params)
+        // An overloaded segmenter (its admission queue is full) is asked again after a short,
+        // jittered wait inside this record's deadline, instead of returning the message to SQS
+        // for a whole visibility timeout and spending one of its receives.
+        let cutout = (|| self.segmenter.remove_background(image.clone(), params))
+            .retry(overload_backoff())
+            .when(|e| matches!(e, SegmenterError::Overloaded(_)))
+            .notify(
+                |e, wait| tracing::info!(?wait, error = %e, "segmenter overloaded; asking again"),
+            )
             .await
             .map_err(|e| match e {
                 SegmenterError::Permanent { code, message } => {
                     Step::Permanent(JobError::new(code, message))
                 }
-                SegmenterError::Transient(reason) => Step::Transient(reason),
+                SegmenterError::Transient(reason) | SegmenterError::Overloaded(reason) => {
+                    Step::Transient(reason)
+                }
             })?;
         let key = job::result_key(&job.owner, job.id, params.output_format.extension());
         let bytes = cutout.bytes.len() as u64;
