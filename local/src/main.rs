@@ -189,6 +189,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                     settings,
                     provisioned,
                     poll_wait: Duration::from_secs(2),
+                    // SweeperFunction runs every minute on AWS; locally a job whose message
+                    // was lost is sent again within seconds of its due time.
+                    sweep_interval: Some(Duration::from_secs(5)),
                 },
             )
             .await

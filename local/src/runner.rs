@@ -33,6 +33,9 @@ pub struct StackConfig {
     pub provisioned: Provisioned,
     /// Long-poll wait per receive (1–20 s).
     pub poll_wait: Duration,
+    /// How often the recovery sweeper runs (`SweeperFunction`'s schedule on AWS); `None`: not
+    /// at all (tests that drive it by hand).
+    pub sweep_interval: Option<Duration>,
 }
 
 /// A running local stack; dropping it without [`Stack::shutdown`] aborts its tasks.
@@ -137,6 +140,26 @@ impl Stack {
         };
         let stop = shutdown.subscribe();
         tasks.spawn(async move { worker.run_ingest(ingest, stop).await });
+
+        if let Some(every) = config.sweep_interval {
+            let sweeper = imagejobs_processor::sweeper::with_aws(&config.settings, &aws);
+            let mut stop = shutdown.subscribe();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => break,
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    let now = time::OffsetDateTime::now_utc();
+                    if let Err(e) = sweeper
+                        .sweep(now, imagejobs_processor::sweeper::SWEEP_LIMIT)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "sweep failed; trying again next interval");
+                    }
+                }
+            });
+        }
 
         Ok(Self {
             api_addr,

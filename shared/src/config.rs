@@ -108,9 +108,10 @@ pub struct JobSettings {
     pub ttl: time::Duration,
     /// `RESULT_URL_TTL_SECONDS`: lifetime of presigned result URLs (default 900).
     pub result_url_ttl: Duration,
-    /// `LEASE_SECONDS` (default 90): how long a processor's claim is exclusive — longer than
-    /// one Lambda run, shorter than the queue's visibility timeout, so a redelivery after a
-    /// crash can take over.
+    /// `LEASE_SECONDS` (default [`crate::resources::LEASE_SECONDS`], 65): how long a
+    /// processor's claim is exclusive — longer than one Lambda run, so it only ends once the
+    /// invocation holding it is over, and shorter than the queue's visibility timeout; then the
+    /// recovery sweeper ([`crate::recovery`]) hands the job on.
     pub lease: Duration,
     /// `DEAD_LETTER_QUEUE_ARN`: records from this queue fail their job (processor; unset: none
     /// is recognised).
@@ -127,7 +128,7 @@ impl Default for JobSettings {
             max_receive_count: crate::resources::JOBS_QUEUE_MAX_RECEIVE_COUNT,
             ttl: time::Duration::days(30),
             result_url_ttl: Duration::from_secs(900),
-            lease: Duration::from_secs(90),
+            lease: Duration::from_secs(crate::resources::LEASE_SECONDS as u64),
             dead_letter_queue_arn: None,
             max_in_flight: 50,
             max_per_minute: 120,
@@ -615,13 +616,13 @@ mod tests {
         );
         // The documented defaults, spelled out once so a changed default is noticed.
         assert_eq!(s.segmenter.url, None);
-        assert_eq!(s.segmenter.timeout, Duration::from_secs(50));
+        assert_eq!(s.segmenter.timeout, Duration::from_secs(40));
         assert_eq!(s.models.default_model, "u2net");
         assert_eq!(s.models.compat_model, None);
         assert_eq!(s.jobs.max_receive_count, 5);
         assert_eq!(s.jobs.ttl, time::Duration::days(30));
         assert_eq!(s.jobs.result_url_ttl, Duration::from_secs(900));
-        assert_eq!(s.jobs.lease, Duration::from_secs(90));
+        assert_eq!(s.jobs.lease, Duration::from_secs(65));
         assert_eq!(s.jobs.dead_letter_queue_arn, None);
         assert_eq!((s.jobs.max_in_flight, s.jobs.max_per_minute), (50, 120));
         assert_eq!(s.limits, ImageLimits::default());
@@ -645,7 +646,7 @@ mod tests {
             p.stability_base_url,
             crate::providers::STABILITY_DEFAULT_BASE_URL
         );
-        assert_eq!(p.stability_timeout, Duration::from_secs(60));
+        assert_eq!(p.stability_timeout, Duration::from_secs(40));
         assert_eq!(p.poll_delay, Duration::from_secs(10));
         assert_eq!(p.provider_deadline, Duration::from_secs(1800));
         assert_eq!(p.fal_key, None);
@@ -666,6 +667,7 @@ mod tests {
     fn each_section_reads_its_variables() {
         let s = load(&[
             ("SEGMENTER_URL", " http://segmenter:8080 "),
+            ("SEGMENTER_ENDPOINT_NAME", "imagejobs-segmenter"),
             ("SEGMENTER_TIMEOUT_SECONDS", "12"),
             ("DEFAULT_MODEL", crate::models::PLAIN_BACKGROUND),
             ("COMPAT_MODEL", crate::models::PLAIN_BACKGROUND),
@@ -711,6 +713,7 @@ mod tests {
             s.segmenter,
             SegmenterSettings {
                 url: Some("http://segmenter:8080".into()),
+                endpoint_name: Some("imagejobs-segmenter".into()),
                 timeout: Duration::from_secs(12),
             }
         );

@@ -22,7 +22,8 @@ pub struct ProviderSettings {
     pub stability_api_key: Option<String>,
     /// `STABILITY_BASE_URL`, default [`STABILITY_DEFAULT_BASE_URL`].
     pub stability_base_url: String,
-    /// `STABILITY_TIMEOUT_SECONDS`, default 60: per HTTP call.
+    /// `STABILITY_TIMEOUT_SECONDS`, default 40: per HTTP call, below each record's 50 s deadline
+    /// (`resources::RECORD_DEADLINE_SECONDS`).
     pub stability_timeout: Duration,
     /// `POLL_DELAY_SECONDS`, default 10 (Stability asks ≥ 10 s between polls, §1.4): the first
     /// poll's delay; later ones double, up to 15 minutes.
@@ -78,7 +79,7 @@ impl Default for ProviderSettings {
         Self {
             stability_api_key: None,
             stability_base_url: STABILITY_DEFAULT_BASE_URL.into(),
-            stability_timeout: Duration::from_secs(60),
+            stability_timeout: Duration::from_secs(40),
             poll_delay: Duration::from_secs(10),
             provider_deadline: Duration::from_secs(1800),
             fal_key: None,

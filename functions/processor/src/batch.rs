@@ -10,6 +10,7 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use shared::job::{JobError, JobMessage};
 
@@ -43,7 +44,20 @@ impl Processor {
         let grouped = futures::future::join_all(groups.iter().map(|(_, members)| async move {
             let mut outcomes = Vec::with_capacity(members.len());
             for &i in members {
-                outcomes.push((i, self.handle_record(&records[i]).await));
+                let outcome =
+                    match tokio::time::timeout(self.record_deadline, self.handle_record(&records[i]))
+                        .await
+                    {
+                        Ok(outcome) => outcome,
+                        Err(_) => {
+                            tracing::warn!(message_id = ?records[i].message_id, deadline = ?self.record_deadline, "record deadline passed; returned for a retry");
+                            Outcome::Retry(format!(
+                                "the record's {} s deadline passed",
+                                self.record_deadline.as_secs()
+                            ))
+                        }
+                    };
+                outcomes.push((i, outcome));
             }
             outcomes
         }))
@@ -73,8 +87,14 @@ impl Processor {
             return Outcome::Skipped("unreadable message");
         };
         let (owner, job_id) = message.job();
+        // Instrumented, not entered: a span entered across `.await`s would nest the spans of
+        // whatever other records run concurrently on this thread.
         let span = tracing::info_span!("job", %job_id, %owner);
-        let _guard = span.enter();
+        self.handle_message(record, &message).instrument(span).await
+    }
+
+    async fn handle_message(&self, record: &SqsMessage, message: &JobMessage) -> Outcome {
+        let (owner, job_id) = message.job();
         let from_dead_letter_queue = self.dead_letter_queue_arn.is_some()
             && record.event_source_arn == self.dead_letter_queue_arn;
         let receive_count: u32 = record
@@ -83,9 +103,9 @@ impl Processor {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
         let outcome = if from_dead_letter_queue {
-            self.exhausted(&message, "the message reached the dead-letter queue")
+            self.exhausted(message, "the message reached the dead-letter queue")
                 .await
-        } else if let JobMessage::Notify { attempt, .. } = &message {
+        } else if let JobMessage::Notify { attempt, .. } = message {
             match &self.notifier {
                 Some(notifier) => notifier.handle(owner, job_id, *attempt).await,
                 None => Outcome::Skipped("notifications are not configured"),
@@ -94,18 +114,18 @@ impl Processor {
             request_id,
             attempt,
             ..
-        } = &message
+        } = message
         {
             match self.poll(owner, job_id, request_id, *attempt).await {
                 Outcome::Retry(reason) if receive_count >= self.max_receive_count => {
-                    self.exhausted(&message, &reason).await
+                    self.exhausted(message, &reason).await
                 }
                 other => other,
             }
         } else {
-            match self.run(&message).await {
+            match self.run(message).await {
                 Outcome::Retry(reason) if receive_count >= self.max_receive_count => {
-                    self.exhausted(&message, &reason).await
+                    self.exhausted(message, &reason).await
                 }
                 other => other,
             }

@@ -33,6 +33,10 @@ pub struct Processor {
     pub(crate) max_receive_count: u32,
     pub(crate) lease: Duration,
     pub(crate) dead_letter_queue_arn: Option<String>,
+    /// Each record's deadline ([`shared::resources::RECORD_DEADLINE_SECONDS`]): a record still
+    /// running then is abandoned as a retry, so one slow call cannot get the whole invocation,
+    /// and its batch-mates' receives, killed at the Lambda timeout.
+    pub(crate) record_deadline: Duration,
     pub(crate) providers: Option<Providers>,
     /// Job-end notifications ([`crate::delivery`]); `None` skips `notify` messages.
     pub(crate) notifier: Option<Arc<Notifier>>,
@@ -76,9 +80,19 @@ impl Processor {
             max_receive_count: settings.jobs.max_receive_count,
             lease: settings.jobs.lease,
             dead_letter_queue_arn: settings.jobs.dead_letter_queue_arn.clone(),
+            record_deadline: Duration::from_secs(u64::from(
+                shared::resources::RECORD_DEADLINE_SECONDS,
+            )),
             providers: None,
             notifier: None,
         }
+    }
+
+    /// The same processor with another per-record deadline (tests; the default is
+    /// [`shared::resources::RECORD_DEADLINE_SECONDS`]).
+    pub fn with_record_deadline(mut self, deadline: Duration) -> Self {
+        self.record_deadline = deadline;
+        self
     }
 
     /// Enables the provider-backed operations.

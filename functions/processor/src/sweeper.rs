@@ -26,7 +26,7 @@ pub fn with_aws(settings: &Settings, aws: &Aws) -> Sweeper {
         Arc::new(aws.jobs.clone()),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.jobs.clone()),
-        settings.max_receive_count,
+        settings.jobs.max_receive_count,
     )
 }
 

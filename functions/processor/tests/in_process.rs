@@ -610,3 +610,51 @@ async fn an_overloaded_segmenter_is_asked_again_within_the_record_not_through_sq
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(done.attempts, 1);
 }
+
+/// A segmenter that answers like `inner` after `delay` (a slow GPU, a stuck connection).
+struct SlowSegmenter {
+    inner: Arc<ScriptedSegmenter>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl shared::core::Segmenter for SlowSegmenter {
+    async fn remove_background(
+        &self,
+        image: bytes::Bytes,
+        params: &shared::operation::remove_background::RemoveBackgroundParams,
+    ) -> Result<shared::core::Cutout, SegmenterError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.remove_background(image, params).await
+    }
+}
+
+#[tokio::test]
+async fn a_record_past_its_deadline_is_returned_for_a_retry_not_left_to_the_lambda_timeout() {
+    let w = World::new(
+        ScriptedSegmenter::succeeding(cutout(cutout_png(), "u2net")),
+        Duration::from_secs(90),
+    );
+    let (job, body) = w.submit().await;
+    let (queue_arn, _) = arns();
+    let slow = Processor::new(
+        w.jobs.clone(),
+        w.blobs.clone(),
+        Arc::new(SlowSegmenter {
+            inner: w.segmenter.clone(),
+            delay: Duration::from_secs(5),
+        }),
+        &w.settings,
+    )
+    .with_record_deadline(Duration::from_millis(200));
+    let mut late = record(Some(&body), 1, &queue_arn);
+    late.message_id = Some("late".into());
+    let started = std::time::Instant::now();
+    let response = slow.handle(event(vec![late])).await;
+    assert_eq!(failed_ids(&response), ["late"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "ended at the deadline, not after the slow call"
+    );
+    assert_eq!(w.reload(&job).await.status, JobStatus::Processing);
+}

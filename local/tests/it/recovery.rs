@@ -85,7 +85,7 @@ fn losing_first(env: &TestEnv, operation: &'static str) -> DynamoJobs {
         .build();
     DynamoJobs::new(
         aws_sdk_dynamodb::Client::from_conf(config),
-        &env.settings.table,
+        &env.settings.resources.table,
     )
 }
 
@@ -149,7 +149,7 @@ fn sweeper(env: &TestEnv) -> Sweeper {
         Arc::new(aws.jobs.clone()),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.jobs.clone()),
-        env.settings.max_receive_count,
+        env.settings.jobs.max_receive_count,
     )
 }
 
@@ -339,7 +339,7 @@ async fn the_in_flight_counter_never_goes_below_zero() {
     // The counter drifted to 0 (a job written before counters existed, a repair by hand).
     env.dynamodb()
         .put_item()
-        .table_name(&env.settings.table)
+        .table_name(&env.settings.resources.table)
         .item(
             "pk",
             aws_sdk_dynamodb::types::AttributeValue::S("OWNER#anonymous".into()),

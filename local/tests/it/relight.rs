@@ -895,7 +895,7 @@ async fn a_stability_cutout_stored_before_a_crash_is_not_bought_again() {
     let key = shared::job::result_key(&job.owner, job.id, "png");
     env.s3()
         .put_object()
-        .bucket(&env.settings.bucket)
+        .bucket(&env.settings.resources.bucket)
         .key(&key)
         .content_type("image/png")
         .body(cutout.clone().into())

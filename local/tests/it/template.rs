@@ -757,7 +757,9 @@ fn segmenter_calls_give_up_before_the_processor_and_within_sagemakers_limit() {
         assert!(segmenter <= SAGEMAKER_INVOCATION_LIMIT_SECONDS);
     }
     // The code's default, used when the variable is unset, obeys the same chain.
-    let default = shared::config::Settings::new("t", "q", "b").segmenter.timeout;
+    let default = shared::config::Settings::new("t", "q", "b")
+        .segmenter
+        .timeout;
     assert!(default.as_secs() < function_timeout);
 }
 

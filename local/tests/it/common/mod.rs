@@ -138,6 +138,15 @@ async fn serve(state: imagejobs_api::AppState) -> String {
 impl TestEnv {
     /// Starts the whole local stack (API + processor + ingest) against `segmenter_url`.
     pub async fn start_stack(&mut self, segmenter_url: &str) -> Stack {
+        self.start_stack_sweeping(segmenter_url, None).await
+    }
+
+    /// [`Self::start_stack`] with the recovery sweeper running every `sweep_interval`.
+    pub async fn start_stack_sweeping(
+        &mut self,
+        segmenter_url: &str,
+        sweep_interval: Option<Duration>,
+    ) -> Stack {
         self.settings.segmenter.url = Some(segmenter_url.to_owned());
         Stack::start(
             &self.sdk,
@@ -146,6 +155,7 @@ impl TestEnv {
                 settings: self.settings.clone(),
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),
+                sweep_interval,
             },
         )
         .await
