@@ -181,7 +181,7 @@ pub fn explain(code: &str) -> Option<&'static str> {
             "No API key was sent: pass --api-key or set IMAGEJOBS_API_KEY"
         }
         "invalid_api_key" => {
-            "The API key is not recognised: check --api-key or IMAGEJOBS_API_KEY (and --url)"
+            "The API key is not recognised: check --api-key, IMAGEJOBS_API_KEY and --url"
         }
         "api_key_revoked" => "The API key has been revoked: create a new one",
         "token_expired" => "The access token has expired: get a new one",

@@ -330,3 +330,32 @@ fn report(e: &CliError, json: bool) {
         eprintln!("error: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap's own checks: no clashing short flags or names across every subcommand.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_and_defaults() {
+        let cli =
+            Cli::try_parse_from(["imagejobs", "remove", "a.jpg", "-j", "8", "--json"]).unwrap();
+        assert!(cli.json);
+        let Command::Remove(args) = cli.command else {
+            panic!("remove");
+        };
+        assert_eq!(args.concurrency, 8);
+        assert_eq!(args.submit.wait, 20);
+        let err =
+            Cli::try_parse_from(["imagejobs", "remove", "a.jpg", "--wait", "26"]).unwrap_err();
+        assert_eq!(err.exit_code(), error::EXIT_USAGE);
+        let err = Cli::try_parse_from(["imagejobs", "remove", "a.jpg", "-j", "0"]).unwrap_err();
+        assert_eq!(err.exit_code(), error::EXIT_USAGE);
+    }
+}

@@ -411,3 +411,99 @@ async fn api_errors_exit_1_with_their_code() {
         "only the job that failed was created"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_commands_send_their_fields() {
+    // No Stability or fal.ai key in the test stack: each job is accepted (its fields passed the
+    // API's validation), recorded with its parameters and inputs, then fails
+    // `provider_not_configured`, which the CLI reports with exit 1.
+    let s = Setup::new("cli-providers").await;
+    let rocket = asset("sample-rocket.jpg");
+    let portrait = asset("portrait-astronaut.png");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "relight",
+                &rocket,
+                "--background-prompt",
+                "a sunlit beach",
+                "--light-direction",
+                "above",
+                "--light-strength",
+                "0.7",
+                "--seed",
+                "42",
+                "-o",
+                "relit.png",
+            ],
+            "replace_background_relight",
+        ),
+        (
+            &[
+                "edit",
+                &rocket,
+                "-p",
+                "make it night",
+                "-r",
+                &portrait,
+                "-n",
+                "2",
+                "-o",
+                "e.png",
+            ],
+            "edit",
+        ),
+        (
+            &[
+                "generate",
+                "-p",
+                "a watercolour fox",
+                "--image-size",
+                "1024x768",
+                "-o",
+                "g.png",
+            ],
+            "generate",
+        ),
+    ];
+    for (args, operation) in cases {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = s.cli(&all).await;
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        let error = &json_lines(&out)[0]["error"];
+        assert_eq!(
+            error["code"], "provider_not_configured",
+            "{operation}: {error}"
+        );
+        let id = error["job_id"].as_str().unwrap();
+        let get = s.cli(&["--json", "jobs", "get", id]).await;
+        let job = &json_lines(&get)[0];
+        assert_eq!(job["operation"], operation, "{job}");
+        match operation {
+            "replace_background_relight" => {
+                assert_eq!(job["params"]["background_prompt"], "a sunlit beach");
+                assert_eq!(job["params"]["light_source_direction"], "above");
+                assert_eq!(job["params"]["light_source_strength"], 0.7);
+                assert_eq!(job["params"]["seed"], 42);
+            }
+            "edit" => {
+                assert_eq!(job["params"]["prompt"], "make it night");
+                assert_eq!(job["params"]["num_images"], 2);
+                assert_eq!(job["inputs"]["reference_1"]["width"], 512, "{job}");
+            }
+            _ => {
+                assert_eq!(job["params"]["prompt"], "a watercolour fox");
+                assert_eq!(job["params"]["mode"], "text");
+                assert_eq!(
+                    job["params"]["image_size"],
+                    serde_json::json!({"width": 1024, "height": 768})
+                );
+            }
+        }
+    }
+    assert!(
+        file_names(s.dir.path()).is_empty(),
+        "no output of a failed job"
+    );
+}
