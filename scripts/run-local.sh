@@ -36,7 +36,7 @@ log "setup (Python tools in .venv, model weights in .local/models; the first run
 MODEL_DIR="$MODEL_DIR" bash scripts/setup.sh --no-sam
 
 log "build (debug profile; image crates optimised)"
-cargo build -p imagejobs-local -p imagejobs-segmenter -p imagejobs-admin
+cargo build -p imagejobs-local -p imagejobs-segmenter -p imagejobs-admin -p imagejobs-cli
 # Where cargo put them: the workspace's target/ unless CARGO_TARGET_DIR moves it.
 bin="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 
@@ -130,6 +130,14 @@ Next request (paste it into any shell while this runs):
 
 Then: curl -sS -H 'Authorization: Bearer $key' $api/v1/jobs | python3 -m json.tool
       curl -sS -L -H 'Authorization: Bearer $key' -o result.png $api/v1/jobs/<id>/result
+
+The same with the CLI ("$bin"/imagejobs, or cargo run -p imagejobs-cli -- …; --help lists all):
+
+  export IMAGEJOBS_URL=$api IMAGEJOBS_API_KEY=$key
+  "$bin"/imagejobs remove $root/$SAMPLE -o cutout.webp --model u2netp --scale 0.5
+  "$bin"/imagejobs remove $root/assets/ -o cutouts/      # a folder: 4 at a time, progress bar
+  "$bin"/imagejobs jobs list
+
 More keys: AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL AWS_REGION=$AWS_REGION \\
       AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY JOBS_TABLE=imagejobs-jobs \\
       "$bin"/imagejobs-admin keys create --owner you

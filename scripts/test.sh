@@ -15,7 +15,7 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Each deployable alone, as its Dockerfile or SAM builds it: a whole-workspace build unifies
 # features and would hide a crate that does not compile on its own.
-for crate in imagejobs-api imagejobs-processor imagejobs-ingest imagejobs-admin imagejobs-segmenter; do
+for crate in imagejobs-api imagejobs-processor imagejobs-ingest imagejobs-admin imagejobs-segmenter imagejobs-cli; do
   log "cargo check -p $crate (alone)"
   cargo check -p "$crate" --locked
 done

@@ -5,6 +5,7 @@
 mod common;
 
 mod api;
+mod cli;
 mod compat_000;
 mod compat_001;
 mod compat_002;
