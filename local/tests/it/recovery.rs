@@ -370,3 +370,41 @@ async fn the_in_flight_counter_never_goes_below_zero() {
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(env.in_flight("anonymous").await, 0, "not -1");
 }
+
+/// The local runner plays `SweeperFunction`'s schedule: a job whose processor was killed
+/// finishes on its own, with nobody calling the sweeper, about a lease after the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_runner_recovers_a_killed_job_on_its_own() {
+    let mut env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    let (segmenter, _models) = start_segmenter().await;
+    let _stack = env
+        .start_stack_sweeping(&segmenter, Some(Duration::from_secs(1)))
+        .await;
+    // Killed right after its claim, with a 3 s lease (65 s on AWS).
+    let killed_at = OffsetDateTime::now_utc();
+    let lease = Lease {
+        token: "killed-processor".into(),
+        until: killed_at.unix_timestamp() + 3,
+    };
+    env.aws()
+        .jobs
+        .claim(&owner, job.id, &lease, killed_at)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let done = wait_for_terminal(&env, &owner, job.id).await;
+    let recovered_in = started.elapsed();
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:?}");
+    assert_eq!(done.attempts, 2);
+    // Lease (3 s) + at most one sweep interval (1 s) + the run, with room for a busy machine.
+    assert!(
+        recovered_in < Duration::from_secs(20),
+        "recovered after {recovered_in:?}"
+    );
+    eprintln!(
+        "recovered {:.1} s after the kill",
+        recovered_in.as_secs_f64()
+    );
+}
