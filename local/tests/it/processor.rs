@@ -205,7 +205,8 @@ async fn success_stores_the_result_and_a_duplicate_delivery_runs_nothing() {
 #[tokio::test]
 async fn transient_failures_are_retried_then_exhausted() {
     let env = TestEnv::new().await;
-    let (url, calls) = ScriptedSegmenter::start(vec![(503, "overloaded")]).await;
+    // A 500, not a 503 `overloaded`: overload is retried inside the record (in_process.rs).
+    let (url, calls) = ScriptedSegmenter::start(vec![(500, "internal_error")]).await;
     // A zero lease lets each redelivery take the job over at once.
     let p = processor(&env, &url, Duration::ZERO);
     let job = submit(&env).await;
@@ -235,7 +236,11 @@ async fn transient_failures_are_retried_then_exhausted() {
     assert_eq!(failed.attempts, 5);
     let error = failed.error.unwrap();
     assert_eq!(error.code, "retries_exhausted");
-    assert!(error.message.contains("overloaded"), "{}", error.message);
+    assert!(
+        error.message.contains("internal_error"),
+        "{}",
+        error.message
+    );
 }
 
 #[tokio::test]

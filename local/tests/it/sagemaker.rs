@@ -189,7 +189,7 @@ async fn container_refusals_are_permanent_with_the_containers_code_and_not_retri
 }
 
 #[tokio::test]
-async fn overload_not_ready_and_unavailable_endpoints_are_transient() {
+async fn overload_not_ready_and_unavailable_endpoints_are_retryable() {
     for (status, kind, body) in [
         (
             424,
@@ -214,6 +214,13 @@ async fn overload_not_ready_and_unavailable_endpoints_are_transient() {
         ),
         (503, "ServiceUnavailable", json!({"Message": "try again"})),
     ] {
+        // The container at capacity (its 503 `overloaded`, or a 429) is `Overloaded`, asked
+        // again inside the record; everything else here is `Transient`, retried through SQS.
+        let at_capacity = kind == "ModelError"
+            && (body["OriginalStatusCode"] == 429
+                || body["OriginalMessage"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("overloaded")));
         let server = MockServer::start().await;
         invocations()
             .respond_with(service_error(status, kind, body))
@@ -224,8 +231,10 @@ async fn overload_not_ready_and_unavailable_endpoints_are_transient() {
             .remove_background(sample_photo().into(), &params(&[]))
             .await
             .unwrap_err();
-        let SegmenterError::Transient(text) = &err else {
-            panic!("{kind} ({status}) should be transient: {err:?}");
+        let text = match &err {
+            SegmenterError::Overloaded(text) if at_capacity => text,
+            SegmenterError::Transient(text) if !at_capacity => text,
+            other => panic!("{kind} ({status}) is the wrong kind of retryable: {other:?}"),
         };
         assert!(!text.is_empty());
         if kind == "ModelError" && status == 424 && text.contains("503") {

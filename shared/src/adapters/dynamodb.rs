@@ -842,6 +842,27 @@ fn conditional(
     }
 }
 
+/// Whether a conditional update was applied: `false` when its condition failed; anything else
+/// is an error.
+fn applied(
+    out: std::result::Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    >,
+) -> Result<bool> {
+    match out {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let e = e.into_service_error();
+            if e.is_conditional_check_failed_exception() {
+                Ok(false)
+            } else {
+                Err(unavailable(e))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ProviderTransitions for DynamoJobs {
     async fn record_submission(
@@ -961,18 +982,8 @@ impl ProviderTransitions for DynamoJobs {
             .expression_attribute_values(":token", s(lease_token))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = e.into_service_error();
-                // Not ours (any more): nothing to withdraw.
-                if e.is_conditional_check_failed_exception() {
-                    Ok(())
-                } else {
-                    Err(unavailable(e))
-                }
-            }
-        }
+        // Not applied: the intent is not ours (any more), so there is nothing to withdraw.
+        applied(out).map(|_| ())
     }
 
     async fn complete_provider(
@@ -1053,10 +1064,9 @@ impl ProviderTransitions for DynamoJobs {
             .expression_attribute_names("#mark", attribute)
             .expression_attribute_values(":rid", s(request_id))
             .expression_attribute_values(":now", rfc3339(now))
-            .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        Ok(conditional(out)?.is_some())
+        applied(out)
     }
 }
 
@@ -1103,17 +1113,7 @@ impl PendingJobs for DynamoJobs {
             .expression_attribute_values(":until", n(until))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Ok(false)
-                } else {
-                    Err(unavailable(e))
-                }
-            }
-        }
+        applied(out)
     }
 }
 

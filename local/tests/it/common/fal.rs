@@ -41,8 +41,8 @@ pub async fn env_for(server: &MockServer) -> TestEnv {
     let mut env = TestEnv::new().await;
     env.settings.egress.allow_http_urls = true;
     env.settings.egress.allow_private_urls = true;
-    env.settings.providers.fal_jwks_url = format!("{}/.well-known/jwks.json", server.uri());
     env.settings.providers = providers(server);
+    env.settings.providers.fal_jwks_url = format!("{}/.well-known/jwks.json", server.uri());
     env
 }
 
