@@ -1,9 +1,10 @@
 //! Side-by-side costs on one generated 12 MP (4000×3000) photo-like JPEG:
 //!
 //! * `remove_background_12mp/{plain-background,onnx-u2netp}`: the whole pipeline (decode →
-//!   mask → cutout → PNG Fast), built-in engine vs the predictable ONNX test model (a 320² 1×1
+//!   mask → cutout → PNG), built-in engine vs the predictable ONNX test model (a 320² 1×1
 //!   conv, so this measures our pre/post-processing around ONNX Runtime, not a real network);
-//! * `png_encode_12mp_rgba/{fast,default}`: encoding the same 12 MP RGBA cutout.
+//! * `png_encode_12mp_rgba/level{1,3,6}`: encoding the same 12 MP RGBA cutout with the parallel
+//!   PNG writer at three zlib levels (the server uses `imaging::PNG_LEVEL`).
 //!
 //! Needs ONNX Runtime and the test models: `bash scripts/setup.sh`. Run with
 //! `cargo bench -p imagejobs-segmenter` (a few minutes).
@@ -13,7 +14,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use image::codecs::png::CompressionType;
 use image::{DynamicImage, RgbImage};
 use imagejobs_segmenter::engine::Engine;
 use imagejobs_segmenter::imaging::{self, DecodeLimits};
@@ -123,7 +123,7 @@ fn benches(c: &mut Criterion) {
                     engine.as_ref(),
                     &params,
                     limits,
-                    CompressionType::Fast,
+                    imaging::PNG_LEVEL,
                 )
                 .unwrap()
             })
@@ -141,10 +141,7 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(20));
-    for (id, level) in [
-        ("fast", CompressionType::Fast),
-        ("default", CompressionType::Default),
-    ] {
+    for (id, level) in [("level1", 1), ("level3", 3), ("level6", 6)] {
         let size = imaging::encode(&cutout, OutputFormat::Png, 95, level)
             .unwrap()
             .len();

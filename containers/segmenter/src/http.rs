@@ -12,7 +12,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use image::codecs::png::CompressionType;
 use shared::operation::ParamError;
 use shared::operation::remove_background::RemoveBackgroundParams;
 
@@ -36,12 +35,12 @@ struct Inner {
     registry: Registry,
     limits: DecodeLimits,
     max_body_bytes: usize,
-    png_compression: CompressionType,
+    png_level: u32,
 }
 
 impl AppState {
     /// State over a loaded registry with the limits of `config` (`MAX_PIXELS`, `MAX_SIDE`,
-    /// `MAX_BODY_BYTES`).
+    /// `MAX_BODY_BYTES`) and its `PNG_LEVEL`.
     pub fn new(registry: Registry, config: &Config) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -51,7 +50,7 @@ impl AppState {
                     max_side: config.max_side,
                 },
                 max_body_bytes: config.max_body_bytes,
-                png_compression: CompressionType::Fast,
+                png_level: config.png_level,
             }),
         }
     }
@@ -216,6 +215,9 @@ async fn invocations(
             if let Ok(v) = HeaderValue::from_str(&format!("{:.4}", p.foreground_fraction)) {
                 h.insert("x-foreground-fraction", v);
             }
+            if let Ok(v) = HeaderValue::from_str(&p.stages.server_timing(p.total_ms)) {
+                h.insert("server-timing", v);
+            }
             res
         }
         Err(e) => e.into_response(),
@@ -236,11 +238,11 @@ async fn invoke(
     let permit = loaded.admit()?;
     let bytes = read_body(headers, body, state.inner.max_body_bytes).await?;
     let limits = state.inner.limits;
-    let compression = state.inner.png_compression;
+    let png_level = state.inner.png_level;
     let model = loaded.engine.name().to_owned();
     let processed = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        remove_background(&bytes, loaded.engine.as_ref(), &params, limits, compression)
+        remove_background(&bytes, loaded.engine.as_ref(), &params, limits, png_level)
     })
     .await
     .map_err(|e| ServiceError::Internal(format!("processing task failed: {e}")))??;
