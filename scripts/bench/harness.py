@@ -202,6 +202,7 @@ def ort_settings_table(model_dir: Path, models: list[str], repeats: int) -> list
         ("cpu mem arena off", {"arena": False}),
         ("mem pattern off", {"pattern": False}),
         ("parallel executor, inter 2", {"parallel": True}),
+        ("intra-op spinning off", {"spin": False}),
     ]
     rows = []
     for name in models:
@@ -215,6 +216,8 @@ def ort_settings_table(model_dir: Path, models: list[str], repeats: int) -> list
                 so.intra_op_num_threads = c["intra"]
             so.enable_cpu_mem_arena = c.get("arena", True)
             so.enable_mem_pattern = c.get("pattern", True)
+            if c.get("spin") is False:
+                so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if c.get("parallel"):
                 so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
                 so.inter_op_num_threads = 2
@@ -365,7 +368,7 @@ def main() -> int:
                             sys.exit(f"{m}: {status} {body[:300]!r}")
                         server_peak.append((rss_kb(server_pid, "VmHWM") - idle) * 1024)
                         ours_png = body
-                        timing = server_timing(headers.get("Server-Timing", ""))
+                        timing = server_timing({k.lower(): v for k, v in headers.items()}.get("server-timing", ""))
                         for s in stages:
                             stages[s].append(timing.get(s, float("nan")))
             ours_img = Image.open(io.BytesIO(ours_png))

@@ -3,8 +3,8 @@
 //! * `remove_background_12mp/{plain-background,onnx-u2netp}`: the whole pipeline (decode →
 //!   mask → cutout → PNG), built-in engine vs the predictable ONNX test model (a 320² 1×1
 //!   conv, so this measures our pre/post-processing around ONNX Runtime, not a real network);
-//! * `png_encode_12mp_rgba/level{1,3,6}`: encoding the same 12 MP RGBA cutout with the parallel
-//!   PNG writer at three zlib levels (the server uses `imaging::PNG_LEVEL`).
+//! * `png_encode_12mp_rgba/{rle,level1,level6}`: encoding the same 12 MP RGBA cutout with the
+//!   parallel PNG writer, `Z_RLE` (the server's choice) against zlib levels 1 and 6.
 //!
 //! Needs ONNX Runtime and the test models: `bash scripts/setup.sh`. Run with
 //! `cargo bench -p imagejobs-segmenter` (a few minutes).
@@ -20,6 +20,7 @@ use imagejobs_segmenter::imaging::{self, DecodeLimits};
 use imagejobs_segmenter::onnx::{OnnxEngine, OrtOptions};
 use imagejobs_segmenter::pipeline::remove_background;
 use imagejobs_segmenter::plain_background::PlainBackground;
+use imagejobs_segmenter::png::Deflate;
 use shared::operation::remove_background::{OutputFormat, RemoveBackgroundParams};
 
 const W: u32 = 4000;
@@ -123,7 +124,7 @@ fn benches(c: &mut Criterion) {
                     engine.as_ref(),
                     &params,
                     limits,
-                    imaging::PNG_LEVEL,
+                    Deflate::Rle,
                 )
                 .unwrap()
             })
@@ -141,7 +142,11 @@ fn benches(c: &mut Criterion) {
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(20));
-    for (id, level) in [("level1", 1), ("level3", 3), ("level6", 6)] {
+    for (id, level) in [
+        ("rle", Deflate::Rle),
+        ("level1", Deflate::Level(1)),
+        ("level6", Deflate::Level(6)),
+    ] {
         let size = imaging::encode(&cutout, OutputFormat::Png, 95, level)
             .unwrap()
             .len();

@@ -63,11 +63,6 @@ pub struct Config {
     #[arg(long, env = "QUEUE_DEPTH", default_value_t = DEFAULT_QUEUE_DEPTH,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub queue_depth: usize,
-    /// zlib level of PNG output, 0 (stored) to 9 (smallest, slowest). The default is measured
-    /// (`crate::imaging::PNG_LEVEL`, see `scripts/bench-segmenter.sh`).
-    #[arg(long, env = "PNG_LEVEL", default_value_t = crate::imaging::PNG_LEVEL,
-          value_parser = clap::value_parser!(u32).range(0..=9))]
-    pub png_level: u32,
     /// Optional sub-command; SageMaker starts containers as `<image> serve`, which is accepted
     /// and ignored.
     #[arg(value_parser = ["serve"], hide = true)]
@@ -90,7 +85,6 @@ impl Config {
             ort_intra_threads: None,
             use_cuda: false,
             queue_depth: DEFAULT_QUEUE_DEPTH,
-            png_level: crate::imaging::PNG_LEVEL,
             command: None,
         }
     }
@@ -121,7 +115,5 @@ mod tests {
         assert_eq!(c.queue_depth, 2);
         assert!(Config::try_parse_from(["segmenter", "train"]).is_err());
         assert!(Config::try_parse_from(["segmenter", "--queue-depth", "0"]).is_err());
-        assert_eq!(c.png_level, crate::imaging::PNG_LEVEL);
-        assert!(Config::try_parse_from(["segmenter", "--png-level", "10"]).is_err());
     }
 }

@@ -35,12 +35,12 @@ struct Inner {
     registry: Registry,
     limits: DecodeLimits,
     max_body_bytes: usize,
-    png_level: u32,
+    png_deflate: crate::png::Deflate,
 }
 
 impl AppState {
     /// State over a loaded registry with the limits of `config` (`MAX_PIXELS`, `MAX_SIDE`,
-    /// `MAX_BODY_BYTES`) and its `PNG_LEVEL`.
+    /// `MAX_BODY_BYTES`).
     pub fn new(registry: Registry, config: &Config) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -50,7 +50,7 @@ impl AppState {
                     max_side: config.max_side,
                 },
                 max_body_bytes: config.max_body_bytes,
-                png_level: config.png_level,
+                png_deflate: crate::png::Deflate::Rle,
             }),
         }
     }
@@ -238,11 +238,11 @@ async fn invoke(
     let permit = loaded.admit()?;
     let bytes = read_body(headers, body, state.inner.max_body_bytes).await?;
     let limits = state.inner.limits;
-    let png_level = state.inner.png_level;
+    let png_deflate = state.inner.png_deflate;
     let model = loaded.engine.name().to_owned();
     let processed = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        remove_background(&bytes, loaded.engine.as_ref(), &params, limits, png_level)
+        remove_background(&bytes, loaded.engine.as_ref(), &params, limits, png_deflate)
     })
     .await
     .map_err(|e| ServiceError::Internal(format!("processing task failed: {e}")))??;

@@ -356,15 +356,11 @@ fn over(cutout: &RgbaImage, bg: Color) -> RgbaImage {
     out
 }
 
-/// The zlib level of PNG output (0–9), measured on the 12 MP benchmark cutout
-/// (`scripts/bench-segmenter.sh`): the smallest level whose file is no larger than PIL's default
-/// (level 6, single-threaded) encoding of the same pixels, at a fraction of its time.
-pub const PNG_LEVEL: u32 = 6;
-
 /// Encodes `img` (L8, RGB8 or RGBA8) as `format`.
 ///
-/// * PNG: zlib `png_level` (0–9; the server uses [`PNG_LEVEL`]), per-row adaptive filtering,
-///   rows filtered and deflated in parallel bands ([`crate::png`]).
+/// * PNG: per-row adaptive filtering, deflated per `png_deflate` (the server uses
+///   [`crate::png::Deflate::Rle`]), rows filtered and deflated in parallel bands
+///   ([`crate::png`]).
 /// * WebP: lossless VP8L (the encoder has no lossy mode; `quality` is ignored).
 /// * JPEG: baseline at `quality` (1–100); an RGBA image is refused (compose over a background
 ///   first — validation guarantees one for JPEG cutouts).
@@ -375,7 +371,7 @@ pub fn encode(
     img: &DynamicImage,
     format: OutputFormat,
     quality: u8,
-    png_level: u32,
+    png_deflate: crate::png::Deflate,
 ) -> Result<Vec<u8>, ImageError> {
     let (w, h) = (img.width(), img.height());
     let color = img.color().into();
@@ -395,7 +391,7 @@ pub fn encode(
                     ));
                 }
             };
-            buf = crate::png::encode(img.as_bytes(), w, h, channels, png_level);
+            buf = crate::png::encode(img.as_bytes(), w, h, channels, png_deflate);
         }
         OutputFormat::Webp => {
             WebPEncoder::new_lossless(&mut buf).write_image(img.as_bytes(), w, h, color)?

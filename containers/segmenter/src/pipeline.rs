@@ -75,8 +75,7 @@ impl Stages {
 ///
 /// `params.model` is informational here (the caller picked `engine` from it). EXIF orientation
 /// is applied first, so the output is upright and its size is the displayed size × `scale`.
-/// `png_level` is the zlib level of PNG output, 0–9 ([`crate::imaging::PNG_LEVEL`] in the
-/// server).
+/// `png_deflate` is how PNG output is deflated ([`crate::png::Deflate::Rle`] in the server).
 ///
 /// # Errors
 /// Decoding errors (`unsupported_image`, `image_too_large`, `invalid_image`);
@@ -88,7 +87,7 @@ pub fn remove_background(
     engine: &dyn Engine,
     params: &RemoveBackgroundParams,
     limits: DecodeLimits,
-    png_level: u32,
+    png_deflate: crate::png::Deflate,
 ) -> Result<Processed, ServiceError> {
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
@@ -132,8 +131,8 @@ pub fn remove_background(
     drop(mask);
     let compose_ms = ms(t);
     let t = Instant::now();
-    let encoded =
-        imaging::encode(&out, params.output_format, params.quality, png_level).map_err(|e| {
+    let encoded = imaging::encode(&out, params.output_format, params.quality, png_deflate)
+        .map_err(|e| {
             ServiceError::Internal(format!("encoding {}: {e}", params.output_format.as_str()))
         })?;
     let stages = Stages {
