@@ -173,6 +173,12 @@ fn filter_rows(pixels: &[u8], stride: usize, bpp: usize, first: usize, last: usi
         };
         let mut best_kind = 0u8;
         let mut best_cost = cost(row);
+        if best_cost == 0 {
+            // An all-zero row (fully transparent in a cutout): no filter can beat None.
+            out.push(0);
+            out.extend_from_slice(row);
+            continue;
+        }
         best.copy_from_slice(row);
         for kind in 1..=4u8 {
             apply_filter(kind, row, prev, bpp, &mut candidate);
