@@ -442,7 +442,7 @@ def report(r: dict) -> None:
     print("\nmemory: rembg process peak "
           + ", ".join(f"{m} {x['rembg_process_peak_bytes'] / 1e6:.0f} MB" for m, x in r["models"].items())
           + f"; segmenter RSS after the run {max(x['server_rss_bytes'] for x in r['models'].values()) / 1e6:.0f} MB"
-          " (both models loaded)")
+          f" (models loaded: {', '.join(r['models'])})")
     if "ort_settings" in r:
         print("\nONNX Runtime settings, inference only (median ms; Python onnxruntime, same library):\n")
         print("| setting | " + " | ".join(dict.fromkeys(row["model"] for row in r["ort_settings"])) + " |")
