@@ -13,8 +13,8 @@ release:    ## release binaries of the three functions and the segmenter (LTO; s
 	cargo build --release -p imagejobs-api -p imagejobs-processor -p imagejobs-ingest -p imagejobs-segmenter
 validate:   ## cfn-lint + sam validate
 	bash scripts/validate-template.sh
-bench:      ## segmenter pipeline benchmarks (criterion)
-	cargo bench -p imagejobs-segmenter
+bench:      ## the segmenter against rembg, side by side (scripts/bench-segmenter.sh; QUICK=1 for --quick)
+	bash scripts/bench-segmenter.sh $(if $(QUICK),--quick,)
 fmt:
 	cargo fmt --all
 clippy:

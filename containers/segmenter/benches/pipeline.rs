@@ -1,9 +1,10 @@
 //! Side-by-side costs on one generated 12 MP (4000×3000) photo-like JPEG:
 //!
 //! * `remove_background_12mp/{plain-background,onnx-u2netp}`: the whole pipeline (decode →
-//!   mask → cutout → PNG Fast), built-in engine vs the predictable ONNX test model (a 320² 1×1
+//!   mask → cutout → PNG), built-in engine vs the predictable ONNX test model (a 320² 1×1
 //!   conv, so this measures our pre/post-processing around ONNX Runtime, not a real network);
-//! * `png_encode_12mp_rgba/{fast,default}`: encoding the same 12 MP RGBA cutout.
+//! * `png_encode_12mp_rgba/{rle,level1,level6}`: encoding the same 12 MP RGBA cutout with the
+//!   parallel PNG writer, `Z_RLE` (the server's choice) against zlib levels 1 and 6.
 //!
 //! Needs ONNX Runtime and the test models: `bash scripts/setup.sh`. Run with
 //! `cargo bench -p imagejobs-segmenter` (a few minutes).
@@ -13,13 +14,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use image::codecs::png::CompressionType;
 use image::{DynamicImage, RgbImage};
 use imagejobs_segmenter::engine::Engine;
 use imagejobs_segmenter::imaging::{self, DecodeLimits};
 use imagejobs_segmenter::onnx::{OnnxEngine, OrtOptions};
 use imagejobs_segmenter::pipeline::remove_background;
 use imagejobs_segmenter::plain_background::PlainBackground;
+use imagejobs_segmenter::png::Deflate;
 use shared::operation::remove_background::{OutputFormat, RemoveBackgroundParams};
 
 const W: u32 = 4000;
@@ -123,7 +124,7 @@ fn benches(c: &mut Criterion) {
                     engine.as_ref(),
                     &params,
                     limits,
-                    CompressionType::Fast,
+                    Deflate::Rle,
                 )
                 .unwrap()
             })
@@ -142,8 +143,9 @@ fn benches(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(20));
     for (id, level) in [
-        ("fast", CompressionType::Fast),
-        ("default", CompressionType::Default),
+        ("rle", Deflate::Rle),
+        ("level1", Deflate::Level(1)),
+        ("level6", Deflate::Level(6)),
     ] {
         let size = imaging::encode(&cutout, OutputFormat::Png, 95, level)
             .unwrap()

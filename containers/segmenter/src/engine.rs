@@ -2,6 +2,7 @@
 //! engine with its bounded queue. The set of engines a process serves is [`crate::registry`].
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use image::{GrayImage, RgbImage};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -33,6 +34,34 @@ pub trait Engine: Send + Sync + 'static {
     /// # Errors
     /// A runtime failure (e.g. ONNX Runtime refusing the input).
     fn segment(&self, image: &RgbImage) -> Result<GrayImage, EngineError>;
+
+    /// [`Engine::segment`] with the time spent in each stage. The default puts the whole call
+    /// under `inference_ms`; engines with distinct stages (ONNX: resize and normalise, run, mask
+    /// back to full size) override it.
+    ///
+    /// # Errors
+    /// As [`Engine::segment`].
+    fn segment_timed(&self, image: &RgbImage) -> Result<(GrayImage, EngineTimings), EngineError> {
+        let t = Instant::now();
+        let mask = self.segment(image)?;
+        let timings = EngineTimings {
+            inference_ms: t.elapsed().as_secs_f64() * 1e3,
+            ..EngineTimings::default()
+        };
+        Ok((mask, timings))
+    }
+}
+
+/// Wall-clock time of the stages of one [`Engine::segment_timed`] call, in milliseconds (≥ 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineTimings {
+    /// Building the network input (resize to the input size, normalise, NCHW).
+    pub preprocess_ms: f64,
+    /// The network itself (ONNX Runtime's `run`, incl. waiting for the session lock), or the
+    /// whole engine for engines without separate stages.
+    pub inference_ms: f64,
+    /// Turning the output into the full-size mask (activation, min-max, resize back).
+    pub mask_resize_ms: f64,
 }
 
 /// One loaded engine and its queue.

@@ -12,7 +12,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use image::codecs::png::CompressionType;
 use shared::operation::ParamError;
 use shared::operation::remove_background::RemoveBackgroundParams;
 
@@ -36,7 +35,7 @@ struct Inner {
     registry: Registry,
     limits: DecodeLimits,
     max_body_bytes: usize,
-    png_compression: CompressionType,
+    png_deflate: crate::png::Deflate,
 }
 
 impl AppState {
@@ -51,7 +50,7 @@ impl AppState {
                     max_side: config.max_side,
                 },
                 max_body_bytes: config.max_body_bytes,
-                png_compression: CompressionType::Fast,
+                png_deflate: crate::png::Deflate::Rle,
             }),
         }
     }
@@ -236,6 +235,9 @@ async fn invocations(
             if let Ok(v) = HeaderValue::from_str(&attributes) {
                 h.insert(CUSTOM_ATTRIBUTES, v);
             }
+            if let Ok(v) = HeaderValue::from_str(&p.stages.server_timing(p.total_ms)) {
+                h.insert("server-timing", v);
+            }
             res
         }
         Err(e) => e.into_response(),
@@ -256,11 +258,11 @@ async fn invoke(
     let permit = loaded.admit()?;
     let bytes = read_body(headers, body, state.inner.max_body_bytes).await?;
     let limits = state.inner.limits;
-    let compression = state.inner.png_compression;
+    let png_deflate = state.inner.png_deflate;
     let model = loaded.engine.name().to_owned();
     let processed = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        remove_background(&bytes, loaded.engine.as_ref(), &params, limits, compression)
+        remove_background(&bytes, loaded.engine.as_ref(), &params, limits, png_deflate)
     })
     .await
     .map_err(|e| ServiceError::Internal(format!("processing task failed: {e}")))??;

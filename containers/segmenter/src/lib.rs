@@ -8,6 +8,7 @@
 //! * [`onnx`] — rembg-family ONNX models on ONNX Runtime (`ort`, loaded dynamically);
 //! * [`plain_background`] — the built-in engine for plain / smoothly graded backgrounds;
 //! * [`imaging`] — decode with limits, EXIF orientation, resize, compose, encode;
+//! * [`png`] — the PNG writer that filters and deflates bands of rows in parallel;
 //! * [`pipeline`] — one removal end to end, independent of HTTP;
 //! * [`http`] — the axum router (`/ping`, `/models`, `/invocations`);
 //! * [`error`] — the error enum and its status / code mapping.
@@ -33,6 +34,7 @@ pub mod imaging;
 pub mod onnx;
 pub mod pipeline;
 pub mod plain_background;
+pub mod png;
 pub mod registry;
 
 use std::net::SocketAddr;

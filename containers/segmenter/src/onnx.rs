@@ -18,6 +18,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use image::{GrayImage, RgbImage};
 use ort::environment::Environment;
@@ -25,7 +26,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use shared::models::ModelSpec;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, EngineTimings};
 use crate::error::StartupError;
 use crate::imaging::{Filter, resize_gray, resize_rgb};
 
@@ -175,6 +176,12 @@ pub fn postprocess(
     width: u32,
     height: u32,
 ) -> Result<GrayImage, EngineError> {
+    let small = output_mask(spec, shape, data)?;
+    Ok(resize_gray(&small, width, height, Filter::Lanczos3))
+}
+
+/// [`postprocess`] before the resize: the mask at the network's output size.
+fn output_mask(spec: &ModelSpec, shape: &[i64], data: &[f32]) -> Result<GrayImage, EngineError> {
     let bad = || EngineError::Runtime(format!("model output has an unusable shape {shape:?}"));
     if shape.len() < 2 {
         return Err(bad());
@@ -209,8 +216,7 @@ pub fn postprocess(
             }
         })
         .collect();
-    let small = GrayImage::from_raw(ow as u32, oh as u32, mask).ok_or_else(bad)?;
-    Ok(resize_gray(&small, width, height, Filter::Lanczos3))
+    GrayImage::from_raw(ow as u32, oh as u32, mask).ok_or_else(bad)
 }
 
 impl Engine for OnnxEngine {
@@ -219,6 +225,12 @@ impl Engine for OnnxEngine {
     }
 
     fn segment(&self, image: &RgbImage) -> Result<GrayImage, EngineError> {
+        self.segment_timed(image).map(|(mask, _)| mask)
+    }
+
+    fn segment_timed(&self, image: &RgbImage) -> Result<(GrayImage, EngineTimings), EngineError> {
+        let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+        let t = Instant::now();
         let input = preprocess(self.spec, image);
         let shape = [
             1i64,
@@ -228,6 +240,8 @@ impl Engine for OnnxEngine {
         ];
         let tensor = Tensor::from_array((shape, input))
             .map_err(|e| EngineError::Runtime(format!("building the input tensor: {e}")))?;
+        let preprocess_ms = ms(t);
+        let t = Instant::now();
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session.run(ort::inputs![tensor]).map_err(|e| {
             EngineError::Runtime(format!("{}: inference failed: {e}", self.spec.name))
@@ -235,7 +249,20 @@ impl Engine for OnnxEngine {
         let (shape, data) = outputs[0].try_extract_tensor::<f32>().map_err(|e| {
             EngineError::Runtime(format!("{}: output 0 is not f32: {e}", self.spec.name))
         })?;
-        postprocess(self.spec, shape, data, image.width(), image.height())
+        // The small mask is made under the lock (the output borrows the session); the resize to
+        // full size, the costly part, after it, so the next request's inference can start.
+        let small = output_mask(self.spec, shape, data)?;
+        drop(outputs);
+        drop(session);
+        let inference_ms = ms(t);
+        let t = Instant::now();
+        let mask = resize_gray(&small, image.width(), image.height(), Filter::Lanczos3);
+        let timings = EngineTimings {
+            preprocess_ms,
+            inference_ms,
+            mask_resize_ms: ms(t),
+        };
+        Ok((mask, timings))
     }
 }
 

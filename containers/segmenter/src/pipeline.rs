@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use image::codecs::png::CompressionType;
+use image::{DynamicImage, RgbImage};
 use shared::operation::remove_background::RemoveBackgroundParams;
 
 use crate::engine::{Engine, EngineError};
@@ -28,13 +28,54 @@ pub struct Processed {
     pub inference_ms: f64,
     /// Whole pipeline time (decode to encode), milliseconds.
     pub total_ms: f64,
+    /// Time per stage (the server sends it as `Server-Timing`).
+    pub stages: Stages,
+}
+
+/// Wall-clock milliseconds (≥ 0) per stage of [`remove_background`]; they add up to
+/// `total_ms` but for the checks in between (well under a millisecond).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stages {
+    /// Sniff, header checks, decode, EXIF orientation (and a conversion to RGB when the
+    /// input is not 8-bit RGB).
+    pub decode_ms: f64,
+    /// The engine's input: resize to the network size and normalise (0 for `plain-background`).
+    pub preprocess_ms: f64,
+    /// The network (or the whole built-in engine).
+    pub inference_ms: f64,
+    /// The mask from the network output back to full size.
+    pub mask_resize_ms: f64,
+    /// Cutout / background colour / `scale` / `only_mask`.
+    pub compose_ms: f64,
+    /// PNG / WebP / JPEG encoding.
+    pub encode_ms: f64,
+}
+
+impl Stages {
+    /// The `Server-Timing` header value (W3C Server Timing: `name;dur=ms`, comma-separated),
+    /// in pipeline order, then `total`; one decimal.
+    pub fn server_timing(&self, total_ms: f64) -> String {
+        [
+            ("decode", self.decode_ms),
+            ("preprocess", self.preprocess_ms),
+            ("inference", self.inference_ms),
+            ("mask_resize", self.mask_resize_ms),
+            ("compose", self.compose_ms),
+            ("encode", self.encode_ms),
+            ("total", total_ms),
+        ]
+        .iter()
+        .map(|(name, ms)| format!("{name};dur={ms:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
 }
 
 /// Removes the background of the image in `bytes` with `engine`, per `params`.
 ///
 /// `params.model` is informational here (the caller picked `engine` from it). EXIF orientation
 /// is applied first, so the output is upright and its size is the displayed size × `scale`.
-/// `png_compression` is [`CompressionType::Fast`] in the server.
+/// `png_deflate` is how PNG output is deflated ([`crate::png::Deflate::Rle`] in the server).
 ///
 /// # Errors
 /// Decoding errors (`unsupported_image`, `image_too_large`, `invalid_image`);
@@ -46,18 +87,27 @@ pub fn remove_background(
     engine: &dyn Engine,
     params: &RemoveBackgroundParams,
     limits: DecodeLimits,
-    png_compression: CompressionType,
+    png_deflate: crate::png::Deflate,
 ) -> Result<Processed, ServiceError> {
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
     let image = imaging::decode(bytes, limits)?;
-    let rgb = image.to_rgb8();
+    // The engine reads RGB; a JPEG decodes to RGB already, so it is borrowed, not copied.
+    let converted: RgbImage;
+    let rgb = match &image {
+        DynamicImage::ImageRgb8(rgb) => rgb,
+        other => {
+            converted = other.to_rgb8();
+            &converted
+        }
+    };
+    let decode_ms = ms(started);
     let t = Instant::now();
-    let mask = engine.segment(&rgb).map_err(|e| match e {
+    let (mask, timings) = engine.segment_timed(rgb).map_err(|e| match e {
         EngineError::NoPlainBackground(m) => ServiceError::NoPlainBackground(m),
         EngineError::Runtime(m) => ServiceError::Internal(format!("{}: {m}", engine.name())),
     })?;
-    let inference_ms = t.elapsed().as_secs_f64() * 1e3;
-    drop(rgb);
+    let inference_ms = ms(t);
     if mask.dimensions() != (image.width(), image.height()) {
         return Err(ServiceError::Internal(format!(
             "{} returned a {}×{} mask for a {}×{} image",
@@ -75,12 +125,24 @@ pub fn remove_background(
             engine.name()
         )));
     }
+    let t = Instant::now();
     let out = imaging::compose(&image, &mask, params);
     drop(image);
-    let encoded = imaging::encode(&out, params.output_format, params.quality, png_compression)
+    drop(mask);
+    let compose_ms = ms(t);
+    let t = Instant::now();
+    let encoded = imaging::encode(&out, params.output_format, params.quality, png_deflate)
         .map_err(|e| {
             ServiceError::Internal(format!("encoding {}: {e}", params.output_format.as_str()))
         })?;
+    let stages = Stages {
+        decode_ms,
+        preprocess_ms: timings.preprocess_ms,
+        inference_ms: timings.inference_ms,
+        mask_resize_ms: timings.mask_resize_ms,
+        compose_ms,
+        encode_ms: ms(t),
+    };
     Ok(Processed {
         bytes: encoded,
         content_type: params.output_format.content_type(),
@@ -88,7 +150,8 @@ pub fn remove_background(
         height: out.height(),
         foreground_fraction,
         inference_ms,
-        total_ms: started.elapsed().as_secs_f64() * 1e3,
+        total_ms: ms(started),
+        stages,
     })
 }
 

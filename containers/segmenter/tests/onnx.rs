@@ -122,6 +122,31 @@ async fn router_serves_the_loaded_models() {
     assert_eq!(header(&res, "x-model"), "birefnet-general-lite");
     assert_eq!(header(&res, "content-type"), "image/webp");
     let fraction: f64 = header(&res, "x-foreground-fraction").parse().unwrap();
+    // Server-Timing names every stage once, in pipeline order, each with a duration ≥ 0.
+    let timing = header(&res, "server-timing");
+    let stages: Vec<(&str, f64)> = timing
+        .split(", ")
+        .map(|part| {
+            let (name, dur) = part.split_once(";dur=").expect("name;dur=ms");
+            (name, dur.parse().expect("a number"))
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|s| s.0).collect();
+    assert_eq!(
+        names,
+        [
+            "decode",
+            "preprocess",
+            "inference",
+            "mask_resize",
+            "compose",
+            "encode",
+            "total"
+        ]
+    );
+    assert!(stages.iter().all(|s| s.1 >= 0.0));
+    let parts: f64 = stages[..6].iter().map(|s| s.1).sum();
+    assert!(parts <= stages[6].1 + 0.5, "{timing}");
     assert!(
         (0.0..=1.0).contains(&fraction) && fraction > 0.0,
         "{fraction}"
