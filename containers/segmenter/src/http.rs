@@ -306,6 +306,7 @@ mod tests {
             foreground_fraction: 0.123_456,
             inference_ms: 86.6,
             total_ms: 120.0,
+            stages: crate::pipeline::Stages::default(),
         };
         let text = result_attributes("isnet", &p);
         assert!(text.len() <= 1024 && text.bytes().all(|b| b.is_ascii_graphic()));
