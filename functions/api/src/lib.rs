@@ -11,6 +11,7 @@ mod health;
 mod identity;
 pub mod jobs;
 mod metrics;
+mod models;
 mod provider_callbacks;
 mod router;
 mod state;

@@ -16,7 +16,9 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::{auth, cancel, compat, health, jobs, metrics, provider_callbacks, uploads, webhooks};
+use crate::{
+    auth, cancel, compat, health, jobs, metrics, models, provider_callbacks, uploads, webhooks,
+};
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
@@ -42,6 +44,7 @@ pub fn router(state: AppState) -> Router {
             post(provider_callbacks::receive_fal_webhook),
         )
         .route("/v1/metrics", get(metrics::get_metrics))
+        .route("/v1/models", get(models::list_models))
         .route(
             "/v1/webhooks",
             get(webhooks::get_webhooks).put(webhooks::put_webhooks),

@@ -359,3 +359,43 @@ async fn health_reports_the_probes() {
     assert_eq!(status, StatusCode::OK, "body: {body}");
     assert_eq!(body["status"], "ok");
 }
+
+#[tokio::test]
+async fn models_lists_the_catalog_with_provenance_and_the_default() {
+    let api = Api::new();
+    let list = |key: &str| {
+        Request::get("/v1/models")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, body) = api
+        .send(Request::get("/v1/models").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_error(&body, "unauthorized");
+
+    let (status, body) = api.send(list(&api.key("team-a"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Settings::new's default model.
+    assert_eq!(body["default_model"], "u2net");
+    let models = body["models"].as_array().unwrap();
+    assert_eq!(models.len(), shared::models::CATALOG.len() + 1);
+    assert_eq!(models[0]["name"], "plain-background");
+    assert_eq!(models[0]["kind"], "builtin");
+    let defaults: Vec<&Value> = models.iter().filter(|m| m["default"] == true).collect();
+    assert_eq!(defaults.len(), 1);
+    assert_eq!(defaults[0]["name"], "u2net");
+    // The weights installed from registry packages carry their pinned checksum.
+    let isnet = models.iter().find(|m| m["name"] == "isnet").unwrap();
+    assert_eq!(isnet["kind"], "onnx");
+    assert_eq!(isnet["input"], serde_json::json!([1024, 1024]));
+    assert_eq!(
+        isnet["provenance"]["package"],
+        shared::models::IMGLY_PACKAGE
+    );
+    assert_eq!(
+        isnet["provenance"]["sha256"].as_str().map(str::len),
+        Some(64)
+    );
+}
