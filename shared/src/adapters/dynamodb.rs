@@ -79,16 +79,16 @@ fn minute_sk(now: OffsetDateTime) -> String {
     format!("QUOTA#minute#{}", now.unix_timestamp() / 60)
 }
 
-/// `count = count + delta` on a quota counter, optionally only while below `limit`.
-fn counter(
+/// `count = count + 1` on a quota counter, only while below `limit` (the release is
+/// [`DynamoJobs::release_slot`]).
+fn take_slot(
     table: &str,
     owner: &OwnerId,
     sk: String,
-    delta: i64,
-    limit: Option<u32>,
+    limit: u32,
     expires_at: Option<i64>,
 ) -> Result<Update> {
-    let mut expression = "SET #count = if_not_exists(#count, :zero) + :delta".to_owned();
+    let mut expression = "SET #count = if_not_exists(#count, :zero) + :one".to_owned();
     if expires_at.is_some() {
         expression.push_str(", #ttl = :ttl");
     }
@@ -97,18 +97,15 @@ fn counter(
         .key(PK, s(pk(owner)))
         .key(SK, s(sk))
         .update_expression(expression)
+        .condition_expression("attribute_not_exists(#count) OR #count < :limit")
         .expression_attribute_names("#count", "count")
         .expression_attribute_values(":zero", n(0))
-        .expression_attribute_values(":delta", n(delta));
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":limit", n(limit));
     if let Some(ttl) = expires_at {
         update = update
             .expression_attribute_names("#ttl", crate::resources::TABLE_TTL_ATTRIBUTE)
             .expression_attribute_values(":ttl", n(ttl));
-    }
-    if let Some(limit) = limit {
-        update = update
-            .condition_expression("attribute_not_exists(#count) OR #count < :limit")
-            .expression_attribute_values(":limit", n(limit));
     }
     update.build().map_err(unavailable)
 }
@@ -174,6 +171,13 @@ fn pending_shard(id: Ulid) -> String {
         "PENDING#{}",
         id.random() % u128::from(crate::resources::PENDING_SHARDS)
     )
+}
+
+/// The string attribute `name` of `item`, if it is one.
+fn text_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -339,14 +343,8 @@ impl DynamoJobs {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let hash = item
-            .get("request_hash")
-            .and_then(|v| v.as_s().ok())
-            .cloned();
-        let job_id = item
-            .get("job_id")
-            .and_then(|v| v.as_s().ok())
-            .and_then(|v| Ulid::from_string(v).ok());
+        let hash = text_attr(&item, "request_hash").map(str::to_owned);
+        let job_id = text_attr(&item, "job_id").and_then(|v| Ulid::from_string(v).ok());
         match (hash, job_id) {
             (Some(h), Some(id)) => Ok(Some((h, id))),
             _ => Err(Error::Corrupt {
@@ -388,24 +386,22 @@ impl JobStore for DynamoJobs {
             .transact_items(TransactWriteItem::builder().put(job_put).build())
             .transact_items(
                 TransactWriteItem::builder()
-                    .update(counter(
+                    .update(take_slot(
                         &self.table,
                         &job.owner,
                         IN_FLIGHT_SK.into(),
-                        1,
-                        Some(self.quotas.max_in_flight),
+                        self.quotas.max_in_flight,
                         None,
                     )?)
                     .build(),
             )
             .transact_items(
                 TransactWriteItem::builder()
-                    .update(counter(
+                    .update(take_slot(
                         &self.table,
                         &job.owner,
                         minute_sk(job.created_at),
-                        1,
-                        Some(self.quotas.max_per_minute),
+                        self.quotas.max_per_minute,
                         Some(minute_ends + 120),
                     )?)
                     .build(),
@@ -620,8 +616,8 @@ impl JobTransitions for DynamoJobs {
                         Some(item) => {
                             // Our own claim, committed but its response lost and sent again by
                             // the SDK: the lease it found is the one we asked for.
-                            let ours = item.get("lease_token").and_then(|v| v.as_s().ok())
-                                == Some(&lease.token);
+                            let ours =
+                                text_attr(&item, "lease_token") == Some(lease.token.as_str());
                             let job = decode_job(item)?;
                             Ok(if ours && job.status == JobStatus::Processing {
                                 Claim::Claimed(job)
@@ -792,14 +788,10 @@ impl CapabilityStore for DynamoJobs {
             what: "capability record",
             message: message.to_owned(),
         };
-        let owner = item
-            .get("owner")
-            .and_then(|v| v.as_s().ok())
+        let owner = text_attr(&item, "owner")
             .and_then(|v| OwnerId::parse(v).ok())
             .ok_or_else(|| corrupt("missing or invalid owner"))?;
-        let job_id = item
-            .get("job_id")
-            .and_then(|v| v.as_s().ok())
+        let job_id = text_attr(&item, "job_id")
             .and_then(|v| Ulid::from_string(v).ok())
             .ok_or_else(|| corrupt("missing or invalid job_id"))?;
         let expires_at = item
@@ -903,7 +895,6 @@ impl ProviderTransitions for DynamoJobs {
                 },
             )
             .expression_attribute_values(":now", rfc3339(now))
-            .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -914,15 +905,10 @@ impl ProviderTransitions for DynamoJobs {
                     // Our own record, committed but its response lost and sent again by the SDK,
                     // reads back our request id under our lease: it is recorded, not someone
                     // else's.
-                    let text = |name: &str| {
-                        c.item
-                            .as_ref()
-                            .and_then(|i| i.get(name))
-                            .and_then(|v| v.as_s().ok())
-                            .cloned()
-                    };
-                    Ok(text("provider_request_id").as_deref() == Some(submission.request_id.as_str())
-                        && text("lease_token").as_deref() == Some(lease_token))
+                    let item = c.item.unwrap_or_default();
+                    Ok(text_attr(&item, "provider_request_id")
+                        == Some(submission.request_id.as_str())
+                        && text_attr(&item, "lease_token") == Some(lease_token))
                 }
                 other => Err(unavailable(other)),
             },
@@ -956,7 +942,7 @@ impl ProviderTransitions for DynamoJobs {
             Err(e) => match e.into_service_error() {
                 aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
                     let item = c.item.unwrap_or_default();
-                    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str);
+                    let text = |name: &str| text_attr(&item, name);
                     Ok(match (text("provider_intent"), text("provider_request_id")) {
                         // Our own intent, its response lost and the write sent again.
                         (Some(token), None) if token == lease_token && text("lease_token") == Some(lease_token) => SubmitIntent::Recorded,
@@ -1124,7 +1110,7 @@ fn decode_pending(item: &Item) -> Result<PendingJob> {
         what: "pending index entry",
         message: message.to_owned(),
     };
-    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+    let text = |name: &str| text_attr(item, name);
     let number = |name: &str| {
         item.get(name)
             .and_then(|v| v.as_n().ok())
@@ -1139,7 +1125,7 @@ fn decode_pending(item: &Item) -> Result<PendingJob> {
         .and_then(|v| Ulid::from_string(v).ok())
         .ok_or_else(|| corrupt("bad sk"))?;
     let status = text("status")
-        .and_then(|v| serde_json::from_value(serde_json::Value::String(v.clone())).ok())
+        .and_then(|v| v.parse().ok())
         .ok_or_else(|| corrupt("bad status"))?;
     Ok(PendingJob {
         owner,
@@ -1148,7 +1134,7 @@ fn decode_pending(item: &Item) -> Result<PendingJob> {
         attempts: number("attempts")
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(0),
-        provider_request_id: text("provider_request_id").cloned(),
+        provider_request_id: text("provider_request_id").map(str::to_owned),
         due: number(PENDING_DUE).ok_or_else(|| corrupt("bad pending_due"))?,
     })
 }
