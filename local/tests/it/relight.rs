@@ -1022,3 +1022,46 @@ async fn a_submit_that_timed_out_is_not_sent_again() {
         "provider_state_unknown"
     );
 }
+
+/// The intent is written right before the paid call: an attempt that fails earlier (here its
+/// inputs cannot be read, a transient S3 error) leaves none behind, so the redelivery submits
+/// normally instead of ending the job `provider_state_unknown`.
+#[tokio::test]
+async fn a_failure_before_the_submit_leaves_no_intent_behind() {
+    let server = MockServer::start().await;
+    submit_ok().expect(1).mount(&server).await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.expect("run message");
+
+    // The same processor, but its bucket is unreachable: reading the inputs fails transiently.
+    let mut settings = env.settings.clone();
+    settings.segmenter.url = Some("http://127.0.0.1:9".into());
+    settings.providers = providers(&server);
+    let mut unreachable = settings.clone();
+    unreachable.resources.bucket = "no-such-bucket".into();
+    let broken = imagejobs_processor::Processor::with_aws(
+        &settings,
+        &shared::adapters::Aws::with_sdk_config(&env.sdk, &unreachable),
+    )
+    .unwrap();
+    assert!(matches!(
+        broken.handle_record(&run).await,
+        Outcome::Retry(_)
+    ));
+    assert_eq!(submits(&server).await, 0);
+
+    expire_lease(&env, &job).await;
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(
+        p.handle_record(&run_record(&job, 2, &env.provisioned.queue_arn))
+            .await,
+        Outcome::Waiting
+    );
+    assert_eq!(submits(&server).await, 1);
+    assert_eq!(
+        reload(&env, &job).await.provider_request_id.as_deref(),
+        Some(GENERATION_ID)
+    );
+}

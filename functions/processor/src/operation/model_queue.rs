@@ -61,6 +61,9 @@ impl Processor {
                 job.owner, job.id
             )
         });
+        if let Err(outcome) = self.intend_submit(providers, job, lease).await {
+            return outcome;
+        }
         let queued = match fal.submit(&request, webhook.as_deref()).await {
             Ok(q) => q,
             Err(e) => return self.provider_failed(providers, job, lease, e).await,

@@ -71,28 +71,38 @@ impl Processor {
                 .schedule_poll(providers, job, request_id, 0, None)
                 .await;
         }
-        // A paid call at most once per job: the intent is written before the call, the
-        // request id after it. An intent without a request id is an attempt that died (or timed
-        // out) in between, which may have been billed: never submit again blind.
-        match providers
-            .transitions
-            .record_intent(&job.owner, job.id, &lease.token)
-            .await
-        {
-            Ok(SubmitIntent::Recorded) => {}
-            Ok(SubmitIntent::EarlierAttempt) => {
-                return self.fail_job(job, provider_state_unknown(job)).await;
-            }
-            Ok(SubmitIntent::Refused) => {
-                return Outcome::Skipped("lease lost or already submitted");
-            }
-            Err(e) => return Outcome::Retry(e.to_string()),
-        }
         match &job.operation {
             Operation::ReplaceBackgroundRelight(params) => {
                 self.submit_relight(providers, job, params, lease).await
             }
             _ => self.submit_to_fal(providers, job, lease).await,
+        }
+    }
+
+    /// Records the intent to submit, immediately before the paid call (after every input is
+    /// read, so nothing that fails before the call leaves an intent behind). `Err` is the
+    /// outcome to return instead of submitting.
+    ///
+    /// A paid call at most once per job: the intent is written before the call, the request id
+    /// after it. An intent without a request id is an attempt that died (or timed out) in
+    /// between, which may have been billed: never submit again blind.
+    pub(super) async fn intend_submit(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        lease: &Lease,
+    ) -> Result<(), Outcome> {
+        match providers
+            .transitions
+            .record_intent(&job.owner, job.id, &lease.token)
+            .await
+        {
+            Ok(SubmitIntent::Recorded) => Ok(()),
+            Ok(SubmitIntent::EarlierAttempt) => {
+                Err(self.fail_job(job, provider_state_unknown(job)).await)
+            }
+            Ok(SubmitIntent::Refused) => Err(Outcome::Skipped("lease lost or already submitted")),
+            Err(e) => Err(Outcome::Retry(e.to_string())),
         }
     }
 

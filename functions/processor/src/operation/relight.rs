@@ -55,6 +55,9 @@ impl Processor {
                 Err(e) => return Outcome::Retry(e.to_string()),
             }
         }
+        if let Err(outcome) = self.intend_submit(providers, job, lease).await {
+            return outcome;
+        }
         let request_id = match relight.submit(images, params).await {
             Ok(id) => id,
             Err(e) => return self.provider_failed(providers, job, lease, e).await,
