@@ -68,17 +68,10 @@ const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp"];
 /// Most keys looked at under one user's prefix.
 const MAX_CANDIDATES: usize = 1000;
 
-/// `POST /v1/images/memory`'s body.
+/// The body of `POST /v1/images/memory` and `POST /v1/images/subject` (for `subject`,
+/// `prompt` is an optional addition to the portrait).
 #[derive(Debug, Deserialize)]
-struct MemoryRequest {
-    user_id: Option<String>,
-    prompt: Option<String>,
-    num_inference_steps: Option<u32>,
-}
-
-/// `POST /v1/images/subject`'s body (`prompt` is an optional addition to the portrait).
-#[derive(Debug, Deserialize)]
-struct SubjectRequest {
+struct UserImageRequest {
     user_id: Option<String>,
     prompt: Option<String>,
     num_inference_steps: Option<u32>,
@@ -274,15 +267,17 @@ pub(crate) async fn memory(
     Caller(caller): Caller,
     req: Request,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::JobsWrite)?;
-    let headers = req.headers().clone();
-    let body: MemoryRequest = read_json(&state, req, InvalidJson::Unprocessable).await?;
-    let user = user_id(body.user_id.as_deref())?;
-    let p = params(GenerateMode::Memory, body.prompt, body.num_inference_steps)?;
     let prefix = state.settings.illustrations.avatar.clone();
-    let avatar = user_image(&state, &prefix, "avatar", &caller.owner, &user).await?;
-    let job = run(&state, &caller, p, Some(avatar)).await?;
-    generated_answer(&state, &headers, job, &user, "memory").await
+    from_user_image(
+        &state,
+        &caller,
+        req,
+        GenerateMode::Memory,
+        &prefix,
+        "avatar",
+        "memory",
+    )
+    .await
 }
 
 /// `POST /v1/images/subject` (API key or token with `jobs:write`; JSON `user_id`,
@@ -296,15 +291,38 @@ pub(crate) async fn subject(
     Caller(caller): Caller,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let prefix = state.settings.illustrations.subject.clone();
+    from_user_image(
+        &state,
+        &caller,
+        req,
+        GenerateMode::Subject,
+        &prefix,
+        "subject photo",
+        "subject",
+    )
+    .await
+}
+
+/// `memory` and `subject`: the user's stored image (`{prefix}{owner}/{user_id}`, called
+/// `label` in errors) through a generate job in `mode`, answered as `{name}_{job_id}.png`.
+async fn from_user_image(
+    state: &AppState,
+    caller: &Principal,
+    req: Request,
+    mode: GenerateMode,
+    prefix: &str,
+    label: &str,
+    name: &str,
+) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
     let headers = req.headers().clone();
-    let body: SubjectRequest = read_json(&state, req, InvalidJson::Unprocessable).await?;
+    let body: UserImageRequest = read_json(state, req, InvalidJson::Unprocessable).await?;
     let user = user_id(body.user_id.as_deref())?;
-    let p = params(GenerateMode::Subject, body.prompt, body.num_inference_steps)?;
-    let prefix = state.settings.illustrations.subject.clone();
-    let photo = user_image(&state, &prefix, "subject photo", &caller.owner, &user).await?;
-    let job = run(&state, &caller, p, Some(photo)).await?;
-    generated_answer(&state, &headers, job, &user, "subject").await
+    let p = params(mode, body.prompt, body.num_inference_steps)?;
+    let image = user_image(state, prefix, label, &caller.owner, &user).await?;
+    let job = run(state, caller, p, Some(image)).await?;
+    generated_answer(state, &headers, job, &user, name).await
 }
 
 /// `POST /v1/images/generations` (API key or token with `jobs:write`; JSON `prompt`,
