@@ -106,22 +106,19 @@ impl Processor {
                     .await;
             }
             Ok(QueueStatus::Completed) => {}
-            Err(e) if e.retryable => {
-                tracing::warn!(error = %e, "status failed; polling again later");
+            Err(e) => {
                 return self
-                    .schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
+                    .poll_failed(providers, job, request_id, attempt, e)
                     .await;
             }
-            Err(e) => return self.fail_job(job, JobError::new(e.code, e.message)).await,
         }
         let output = match fal.result(links).await {
             Ok(output) => output,
-            Err(e) if e.retryable => {
+            Err(e) => {
                 return self
-                    .schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
+                    .poll_failed(providers, job, request_id, attempt, e)
                     .await;
             }
-            Err(e) => return self.fail_job(job, JobError::new(e.code, e.message)).await,
         };
         if output.images.is_empty() {
             return self

@@ -177,6 +177,26 @@ impl Processor {
         Outcome::Retry(e.to_string())
     }
 
+    /// A failed status or result call while polling: polls are safe to repeat, so a retryable
+    /// error backs off on our own schedule (not SQS's, and at least the provider's
+    /// `Retry-After`); any other fails the job with the mapped code.
+    pub(super) async fn poll_failed(
+        &self,
+        providers: &Providers,
+        job: &Job,
+        request_id: &str,
+        attempt: u32,
+        e: ProviderError,
+    ) -> Outcome {
+        if e.retryable {
+            tracing::warn!(error = %e, "poll failed; polling again later");
+            self.schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
+                .await
+        } else {
+            self.fail_job(job, JobError::new(e.code, e.message)).await
+        }
+    }
+
     /// A poll message: ask the provider, then complete, re-poll with backoff, or fail.
     pub(crate) async fn poll(
         &self,

@@ -85,14 +85,11 @@ impl Processor {
                     .await;
             }
             Ok(PollStatus::Done(image)) => image,
-            // Polls are safe to repeat: back off on our own schedule rather than SQS's.
-            Err(e) if e.retryable => {
-                tracing::warn!(error = %e, "poll failed; polling again later");
+            Err(e) => {
                 return self
-                    .schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
+                    .poll_failed(providers, job, request_id, attempt, e)
                     .await;
             }
-            Err(e) => return self.fail_job(job, JobError::new(e.code, e.message)).await,
         };
         let info = match shared::image_check::probe(
             &image.bytes,
