@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
+# Incremental caches are for edit-compile loops; on a one-shot run they only cost disk (they were
+# most of a 50 GB target/ here, and a CI run once died of "No space left on device" in them).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 log "setup"
 bash scripts/setup.sh
 log "cargo fmt --check"
