@@ -63,17 +63,21 @@ struct Record {
     pending_due: Option<i64>,
     /// `provider_intent`: the lease token of the attempt about to submit to a provider.
     provider_intent: Option<String>,
+    /// `notify_claim_{channel}`: Unix seconds until which one handler may send, `i64::MAX`
+    /// once the channel settled.
+    delivery_claims: HashMap<String, i64>,
 }
 
 impl Record {
     /// The terminal write shared by complete, fail, cancel and complete_provider: like the
-    /// adapter's `SET finished_at = :now, updated_at = :now REMOVE lease_token, lease_until`.
+    /// adapter's `SET finished_at = :now, updated_at = :now, pending_due = :outbox REMOVE
+    /// lease_token, lease_until` (the job stays in the index as its outbox entry).
     fn finish(&mut self, status: JobStatus, now: OffsetDateTime) {
         self.job.status = status;
         self.job.finished_at = Some(now);
         self.job.updated_at = now;
         self.lease = None;
-        self.pending_due = None;
+        self.pending_due = Some(now.unix_timestamp() + crate::resources::OUTBOX_GRACE_SECONDS);
     }
 }
 
@@ -200,6 +204,7 @@ impl JobStore for InMemoryJobs {
                 webhook_received_at: None,
                 cancel_sent_at: None,
                 provider_intent: None,
+                delivery_claims: HashMap::new(),
                 pending_due: (!job.status.is_terminal()).then(|| {
                     job.created_at.unix_timestamp() + crate::resources::QUEUED_GRACE_SECONDS
                 }),
@@ -880,13 +885,40 @@ impl NotificationStore for InMemoryJobs {
         Ok(())
     }
 
-    /// Appends to the job's `notifications` and sets `updated_at` (to the wall clock, as the
-    /// adapter does); [`Error::NotFound`] for a missing job.
+    /// Takes the claim when the job exists and the channel's claim is absent or expired by the
+    /// wall clock (as the adapter's condition does).
+    async fn claim_delivery(
+        &self,
+        owner: &OwnerId,
+        job_id: Ulid,
+        channel: &str,
+        until: OffsetDateTime,
+    ) -> Result<bool> {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let mut state = lock(&self.state);
+        let Some(record) = state.jobs.get_mut(&(owner.clone(), job_id)) else {
+            return Ok(false);
+        };
+        match record.delivery_claims.get(channel) {
+            Some(held) if *held >= now => Ok(false),
+            _ => {
+                record
+                    .delivery_claims
+                    .insert(channel.to_owned(), until.unix_timestamp());
+                Ok(true)
+            }
+        }
+    }
+
+    /// Appends to the job's `notifications`, sets `updated_at` (to the wall clock, as the
+    /// adapter does) and settles or releases the channel's claim; [`Error::NotFound`] for a
+    /// missing job.
     async fn record_attempt(
         &self,
         owner: &OwnerId,
         job_id: Ulid,
         attempt: &NotificationAttempt,
+        settled: bool,
     ) -> Result<()> {
         let mut state = lock(&self.state);
         let record = state
@@ -895,6 +927,25 @@ impl NotificationStore for InMemoryJobs {
             .ok_or_else(|| Error::NotFound(format!("job {job_id}")))?;
         record.job.notifications.push(attempt.clone());
         record.job.updated_at = OffsetDateTime::now_utc();
+        if settled {
+            record
+                .delivery_claims
+                .insert(attempt.channel.clone(), i64::MAX);
+        } else {
+            record.delivery_claims.remove(&attempt.channel);
+        }
+        Ok(())
+    }
+
+    /// Takes a terminal job out of the `pending` index; a running or unknown job is left alone.
+    async fn clear_outbox(&self, owner: &OwnerId, job_id: Ulid) -> Result<()> {
+        if let Some(record) = lock(&self.state)
+            .jobs
+            .get_mut(&(owner.clone(), job_id))
+            .filter(|r| r.job.status.is_terminal())
+        {
+            record.pending_due = None;
+        }
         Ok(())
     }
 }

@@ -312,7 +312,24 @@ pub trait NotificationStore: Send + Sync {
     async fn rotate_webhook_secret(&self, owner: &OwnerId) -> Result<WebhookSecret>;
     /// Sets (or, with `None`, removes) the owner's default webhook URL.
     async fn set_default_webhook_url(&self, owner: &OwnerId, url: Option<&str>) -> Result<()>;
-    /// Appends an attempt to the job's `notifications` (`list_append`).
+    /// Takes the delivery claim of one channel of an ended job until `until`: the one claim per
+    /// (job, terminal status, channel) that makes two `notify` messages handled at once send
+    /// once (a job's terminal status never changes, so the claim is keyed by job and channel).
+    /// `false` when another handler holds an unexpired claim, or the channel is settled
+    /// ([`record_attempt`](Self::record_attempt) with `settled`).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached.
+    async fn claim_delivery(
+        &self,
+        owner: &OwnerId,
+        job_id: Ulid,
+        channel: &str,
+        until: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Appends an attempt to the job's `notifications` (`list_append`) and, in the same write,
+    /// ends the channel's claim: `settled` (delivered, or no attempt left) closes the channel
+    /// for good; otherwise the claim is released for the next retry.
     ///
     /// # Errors
     /// [`Error::NotFound`] when the job does not exist.
@@ -321,7 +338,16 @@ pub trait NotificationStore: Send + Sync {
         owner: &OwnerId,
         job_id: Ulid,
         attempt: &NotificationAttempt,
+        settled: bool,
     ) -> Result<()>;
+    /// Removes an ended job's notification outbox entry (its place in the `pending` index,
+    /// written by the terminal transition; docs/ARCHITECTURE.md "Recovery") once its `notify`
+    /// message is queued, or once it is known nobody is to be told. Does nothing to a job that
+    /// is not terminal or has no entry.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached.
+    async fn clear_outbox(&self, owner: &OwnerId, job_id: Ulid) -> Result<()>;
 }
 
 /// How an e-mail send failed.
@@ -365,26 +391,40 @@ pub async fn wants_notification(job: &Job, store: &dyn NotificationStore) -> Res
         .is_some_and(|s| s.default_url.is_some()))
 }
 
-/// Enqueues the `notify` message for a job that just ended, when anyone is to be told.
-/// Returns whether a message was sent.
+/// Relays an ended job's notification outbox entry: enqueues its `notify` message when anyone
+/// is to be told, then clears the entry. Returns whether a message was sent.
+///
+/// Called by whoever wrote the terminal transition, right after it. If this never runs or
+/// fails, the entry stays and the recovery sweeper relays it after
+/// [`crate::resources::OUTBOX_GRACE_SECONDS`]; a crash between the send and the clear only
+/// makes a duplicate `notify` message, which the delivery claim makes harmless.
 ///
 /// # Errors
-/// What the store or the queue fail with.
+/// What reading the owner's settings or the queue send fail with; the entry then stays for the
+/// sweeper.
 pub async fn enqueue_for_ended_job(
     job: &Job,
     store: &dyn NotificationStore,
     queue: &dyn JobQueue,
 ) -> Result<bool> {
-    if !job.status.is_terminal() || !wants_notification(job, store).await? {
+    if !job.status.is_terminal() {
         return Ok(false);
     }
-    let message = JobMessage::Notify {
-        owner: job.owner.clone(),
-        job_id: job.id,
-        attempt: 1,
-    };
-    queue.send(&message, Duration::ZERO).await?;
-    Ok(true)
+    let wanted = wants_notification(job, store).await?;
+    if wanted {
+        let message = JobMessage::Notify {
+            owner: job.owner.clone(),
+            job_id: job.id,
+            attempt: 1,
+        };
+        queue.send(&message, Duration::ZERO).await?;
+    }
+    // Not an error for the caller: the message is out, and the entry left behind only makes
+    // the sweeper queue a duplicate that the delivery claim absorbs.
+    if let Err(e) = store.clear_outbox(&job.owner, job.id).await {
+        tracing::warn!(job_id = %job.id, error = %e, "could not clear the outbox entry; the sweeper will relay it again");
+    }
+    Ok(wanted)
 }
 
 #[cfg(test)]

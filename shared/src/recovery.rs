@@ -14,6 +14,13 @@
 //! | `queued` | `run` (the claim makes duplicates harmless) |
 //! | `processing`, no provider request | `run`: the claim takes the expired lease over; after [`Sweeper::max_attempts`] claims the job fails `retries_exhausted` instead |
 //! | `processing`, waiting on a provider request | `poll`: it collects the result or, past the deadline, fails the job |
+//! | `succeeded`, `failed`, `canceled` (an outbox entry nobody cleared) | `notify`, then the entry is cleared |
+//!
+//! The last row is the notification outbox: every terminal transition leaves the job in the
+//! index, due [`crate::resources::OUTBOX_GRACE_SECONDS`] later, in the same write. Whoever wrote
+//! it queues the `notify` message and clears the entry; if it crashed or its send failed, the
+//! sweeper does both. A duplicate `notify` message is harmless: each channel is sent under a
+//! claim ([`crate::notification::NotificationStore::claim_delivery`]).
 //!
 //! Before sending, it moves the job's due time forward by [`Sweeper::retry_after`] with a
 //! conditional write on the due time it read, so two sweepers never act on the same due time
@@ -26,7 +33,9 @@ use time::OffsetDateTime;
 
 use crate::core::{JobQueue, JobTransitions, PendingJob, PendingJobs};
 use crate::error::Result;
-use crate::job::{JobError, JobMessage, JobStatus};
+use crate::job::{JobError, JobMessage, JobStatus, OwnerId};
+use crate::notification::NotificationStore;
+use ulid::Ulid;
 
 /// What one [`Sweeper::sweep`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -39,6 +48,8 @@ pub struct SweepReport {
     pub polled: usize,
     /// Jobs failed `retries_exhausted` (claimed [`Sweeper::max_attempts`] times already).
     pub failed: usize,
+    /// Ended jobs whose outbox entry nobody cleared: `notify` sent, entry cleared.
+    pub relayed: usize,
     /// Jobs another sweeper or a processor moved first (nothing sent).
     pub skipped: usize,
     /// Jobs whose recovery hit an AWS error; they stay due and are retried next sweep.
@@ -50,6 +61,7 @@ pub struct Sweeper {
     pending: Arc<dyn PendingJobs>,
     queue: Arc<dyn JobQueue>,
     transitions: Arc<dyn JobTransitions>,
+    notifications: Arc<dyn NotificationStore>,
     /// Claims after which a job whose lease expired is failed instead of run again: the jobs
     /// queue's `maxReceiveCount`, so a job that keeps killing its processor ends as it would
     /// through the dead-letter queue.
@@ -66,12 +78,14 @@ impl Sweeper {
         pending: Arc<dyn PendingJobs>,
         queue: Arc<dyn JobQueue>,
         transitions: Arc<dyn JobTransitions>,
+        notifications: Arc<dyn NotificationStore>,
         max_attempts: u32,
     ) -> Self {
         Self {
             pending,
             queue,
             transitions,
+            notifications,
             max_attempts,
             retry_after: Duration::from_secs(60),
         }
@@ -94,6 +108,7 @@ impl Sweeper {
                 Ok(Some(Recovered::Requeued)) => report.requeued += 1,
                 Ok(Some(Recovered::Polled)) => report.polled += 1,
                 Ok(Some(Recovered::Failed)) => report.failed += 1,
+                Ok(Some(Recovered::Relayed)) => report.relayed += 1,
                 Ok(None) => report.skipped += 1,
                 Err(e) => {
                     report.errors += 1;
@@ -147,17 +162,8 @@ impl Sweeper {
                     .await?
                     .is_some()
                 {
-                    // Whatever ends a job tells whoever asked to be told.
-                    self.queue
-                        .send(
-                            &JobMessage::Notify {
-                                owner,
-                                job_id,
-                                attempt: 1,
-                            },
-                            Duration::ZERO,
-                        )
-                        .await?;
+                    // Whatever ends a job relays its outbox entry.
+                    self.relay(owner, job_id).await?;
                 }
                 tracing::warn!(owner = %job.owner, %job_id, attempts = job.attempts, "lease expired too often: job failed");
                 Ok(Some(Recovered::Failed))
@@ -169,9 +175,28 @@ impl Sweeper {
                 tracing::info!(owner = %job.owner, %job_id, status = job.status.as_str(), "job without a live message: run sent");
                 Ok(Some(Recovered::Requeued))
             }
-            // A terminal job leaves the index at its terminal write; nothing to do.
-            _ => Ok(None),
+            (JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled, _) => {
+                self.relay(owner, job_id).await?;
+                tracing::info!(owner = %job.owner, %job_id, status = job.status.as_str(), "ended job's outbox entry relayed: notify sent");
+                Ok(Some(Recovered::Relayed))
+            }
         }
+    }
+
+    /// Sends the ended job's `notify` message (the handler finds out whether anyone is to be
+    /// told) and clears its outbox entry.
+    async fn relay(&self, owner: OwnerId, job_id: Ulid) -> Result<()> {
+        self.queue
+            .send(
+                &JobMessage::Notify {
+                    owner: owner.clone(),
+                    job_id,
+                    attempt: 1,
+                },
+                Duration::ZERO,
+            )
+            .await?;
+        self.notifications.clear_outbox(&owner, job_id).await
     }
 }
 
@@ -179,4 +204,5 @@ enum Recovered {
     Requeued,
     Polled,
     Failed,
+    Relayed,
 }

@@ -10,8 +10,11 @@ pub const TABLE_TTL_ATTRIBUTE: &str = "expires_at";
 
 /// Sparse global secondary index of the jobs table holding only non-terminal jobs (the
 /// recovery sweeper's outbox; docs/ARCHITECTURE.md "Recovery"): partition key
-/// [`PENDING_SHARD_ATTRIBUTE`], sort key [`PENDING_DUE_ATTRIBUTE`]. Terminal transitions remove
-/// both attributes, so a finished job leaves the index.
+/// [`PENDING_SHARD_ATTRIBUTE`], sort key [`PENDING_DUE_ATTRIBUTE`]. A terminal transition does not
+/// remove the job: it moves its due time to [`OUTBOX_GRACE_SECONDS`] later, in the same write,
+/// which makes the entry the job's notification outbox. Whoever queues the job's `notify`
+/// message then removes both attributes ([`crate::notification::NotificationStore::clear_outbox`]);
+/// the sweeper relays entries nobody cleared.
 pub const PENDING_INDEX: &str = "pending";
 /// String attribute `PENDING#{n}`, `n` in `0..PENDING_SHARDS` (from the job id), so the index's
 /// writes spread over several partitions.
@@ -26,6 +29,10 @@ pub const PENDING_SHARDS: u32 = 8;
 /// Seconds a new job may sit `queued` before the sweeper sends it to the queue again (the SQS
 /// send after the record write may have been lost).
 pub const QUEUED_GRACE_SECONDS: i64 = 30;
+/// Seconds an ended job's outbox entry waits for the writer of the terminal transition to queue
+/// its `notify` message before the sweeper does it instead (that writer crashed or lost the
+/// send).
+pub const OUTBOX_GRACE_SECONDS: i64 = 60;
 /// The processor's lease on a job, in seconds: longer than its Lambda timeout, so a lease can
 /// only expire once the invocation that took it is over (finished, crashed or killed).
 pub const LEASE_SECONDS: u32 = PROCESSOR_TIMEOUT_SECONDS + 5;

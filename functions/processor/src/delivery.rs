@@ -8,6 +8,13 @@
 //! - The handler reads the job, sends each channel that has no `delivered` attempt yet, and
 //!   appends every attempt to `Job.notifications`. So a duplicate message, or a retry after one
 //!   channel already went through, never sends that channel again.
+//! - Each send runs under the channel's delivery claim (a conditional write on the job item,
+//!   [`NotificationStore::claim_delivery`]): two handlers of duplicate messages at once send
+//!   once. Recording the attempt settles the channel (delivered, or no attempt left) or
+//!   releases the claim for the retry.
+//! - The terminal transition left the job in the `pending` index as its outbox entry;
+//!   [`Notifier::job_ended`] queues the message and clears it, and the recovery sweeper does so
+//!   for an entry nobody cleared (`shared::recovery`).
 //! - A failed attempt (non-2xx, timeout, connection error, SES refusal) is retried by sending
 //!   the message again with `DelaySeconds` = `NOTIFY_RETRY_BASE_SECONDS` × 3^(n−1) (10 s, 30 s,
 //!   90 s, … at most 15 min) until `NOTIFY_MAX_ATTEMPTS` attempts of that channel were made.
@@ -33,6 +40,10 @@ use shared::notification::{
 };
 
 use crate::outcome::Outcome;
+
+/// How much longer than the send's own timeout a delivery claim lasts: room for reading the
+/// signing secret and recording the attempt.
+const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// Sends job-end notifications. Cheap to clone.
 #[derive(Clone)]
@@ -165,6 +176,26 @@ impl Notifier {
             if number > self.settings.max_attempts {
                 continue;
             }
+            // The claim outlives the send's own timeout, so a live handler never loses it
+            // mid-send; a crashed one's claim expires and the retry takes it.
+            let until = OffsetDateTime::now_utc() + self.settings.webhook_timeout + CLAIM_MARGIN;
+            match self
+                .notifications
+                .claim_delivery(owner, job_id, channel, until)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(
+                        channel,
+                        "another handler holds or settled this channel; not sent"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Outcome::Retry(format!("could not claim the {channel} delivery: {e}"));
+                }
+            }
             let tried = if channel == CHANNEL_WEBHOOK {
                 self.send_webhook(&job, &target).await
             } else {
@@ -180,15 +211,17 @@ impl Notifier {
                 message: tried.message.clone(),
             };
             tracing::info!(channel, attempt = number, outcome = %attempt.outcome, status = ?tried.status, message = ?tried.message, "notification attempt");
+            let again = !tried.delivered && tried.retryable && number < self.settings.max_attempts;
             if let Err(e) = self
                 .notifications
-                .record_attempt(owner, job_id, &attempt)
+                .record_attempt(owner, job_id, &attempt, !again)
                 .await
             {
-                // Sent but not recorded: the redelivery may send again (same webhook-id).
+                // Sent but not recorded: once the claim expires, the redelivery may send again
+                // (same webhook-id).
                 return Outcome::Retry(format!("could not record the {channel} attempt: {e}"));
             }
-            if !tried.delivered && tried.retryable && number < self.settings.max_attempts {
+            if again {
                 let delay = n::retry_delay(self.settings.retry_base, number);
                 retry_after = Some(retry_after.map_or(delay, |d| d.min(delay)));
             }

@@ -26,6 +26,7 @@ pub fn with_aws(settings: &Settings, aws: &Aws) -> Sweeper {
         Arc::new(aws.jobs.clone()),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.jobs.clone()),
+        Arc::new(aws.notifications.clone()),
         settings.jobs.max_receive_count,
     )
 }
@@ -58,6 +59,7 @@ pub async fn run_passes(sweeper: &Sweeper) -> Result<SweepReport, ProcessorError
         total.requeued += report.requeued;
         total.polled += report.polled;
         total.failed += report.failed;
+        total.relayed += report.relayed;
         total.skipped += report.skipped;
         total.errors += report.errors;
     }
@@ -88,7 +90,7 @@ mod tests {
     }
 
     fn sweeper(jobs: &Arc<InMemoryJobs>, queue: &Arc<InMemoryQueue>) -> Sweeper {
-        Sweeper::new(jobs.clone(), queue.clone(), jobs.clone(), 3)
+        Sweeper::new(jobs.clone(), queue.clone(), jobs.clone(), jobs.clone(), 3)
     }
 
     #[tokio::test]
@@ -130,7 +132,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_expired_lease_is_run_again_and_a_finished_job_leaves_the_index() {
+    async fn an_expired_lease_is_run_again_and_an_uncleared_outbox_entry_is_relayed_once() {
         let (jobs, queue) = (
             Arc::new(InMemoryJobs::new()),
             Arc::new(InMemoryQueue::new()),
@@ -168,24 +170,43 @@ mod tests {
         .await
         .unwrap();
         let sweeper = sweeper(&jobs, &queue);
-        // The lease is live until t0 + 65: a running job is not touched.
+        // The lease is live until t0 + 65 and the outbox grace runs to t0 + 60: nothing is
+        // touched before.
         assert_eq!(
             sweeper
-                .sweep(t0 + Span::seconds(60), 100)
+                .sweep(t0 + Span::seconds(59), 100)
                 .await
                 .unwrap()
                 .due,
             0
         );
+        // At t0 + 66 the crashed job's lease is over, and so is the finished job's outbox
+        // grace (nobody queued its notify message: this test never called the notifier).
         let report = sweeper.sweep(t0 + Span::seconds(66), 100).await.unwrap();
-        assert_eq!((report.due, report.requeued), (1, 1));
         assert_eq!(
-            queue.take()[0].message,
-            JobMessage::Run {
-                owner: owner.clone(),
-                job_id: crashed.id
-            }
+            (report.due, report.requeued, report.relayed),
+            (2, 1, 1),
+            "{report:?}"
         );
+        let mut sent: Vec<JobMessage> = queue.take().into_iter().map(|m| m.message).collect();
+        sent.sort_by_key(|m| matches!(m, JobMessage::Notify { .. }));
+        assert_eq!(
+            sent,
+            vec![
+                JobMessage::Run {
+                    owner: owner.clone(),
+                    job_id: crashed.id
+                },
+                JobMessage::Notify {
+                    owner: owner.clone(),
+                    job_id: finished.id,
+                    attempt: 1
+                }
+            ]
+        );
+        // The relayed entry is gone; the crashed job stays until it ends.
+        let later = sweeper.sweep(t0 + Span::seconds(600), 100).await.unwrap();
+        assert_eq!((later.due, later.requeued, later.relayed), (1, 1, 0));
     }
 
     #[tokio::test]

@@ -51,6 +51,11 @@ type Deliveries = Arc<Mutex<Vec<Delivery>>>;
 /// A webhook receiver on 127.0.0.1 answering each request with the next scripted status (the
 /// last repeats).
 async fn receiver(script: Vec<u16>) -> (String, Deliveries) {
+    slow_receiver(script, Duration::ZERO).await
+}
+
+/// [`receiver`], answering each request only after `delay`.
+async fn slow_receiver(script: Vec<u16>, delay: Duration) -> (String, Deliveries) {
     let deliveries: Deliveries = Arc::default();
     let seen = deliveries.clone();
     let app = axum::Router::new().route(
@@ -59,15 +64,19 @@ async fn receiver(script: Vec<u16>) -> (String, Deliveries) {
             let seen = seen.clone();
             let script = script.clone();
             async move {
-                let mut all = seen.lock().unwrap();
-                let status = script[all.len().min(script.len() - 1)];
-                all.push(Delivery {
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
-                        .collect(),
-                    body: body.to_vec(),
-                });
+                let status = {
+                    let mut all = seen.lock().unwrap();
+                    let status = script[all.len().min(script.len() - 1)];
+                    all.push(Delivery {
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                            .collect(),
+                        body: body.to_vec(),
+                    });
+                    status
+                };
+                tokio::time::sleep(delay).await;
                 StatusCode::from_u16(status).unwrap()
             }
         }),
@@ -649,4 +658,167 @@ async fn invalid_notification_targets_are_refused_and_nothing_is_stored() {
         assert_error(resp, 422, "invalid_webhook_url").await;
     }
     env.assert_nothing_stored().await;
+}
+
+/// A job of `owner` with a webhook target, failed straight from `queued` by the terminal
+/// transition alone: what the table holds when whoever ended the job crashed before queuing
+/// its `notify` message (window 5 of the reliability issue).
+async fn ended_without_notify(env: &TestEnv, owner: &OwnerId, hook: &str) -> Job {
+    use shared::core::JobTransitions;
+    let aws = env.aws();
+    let now = time::OffsetDateTime::now_utc();
+    let mut job = Job::new(
+        ulid::Ulid::new(),
+        owner.clone(),
+        shared::job::Operation::RemoveBackground(
+            shared::operation::remove_background::RemoveBackgroundParams::with_model(
+                shared::models::PLAIN_BACKGROUND,
+            ),
+        ),
+        Default::default(),
+        now,
+        time::Duration::days(1),
+    );
+    job.notify.webhook_url = Some(hook.to_owned());
+    aws.jobs.create(&job, None).await.unwrap();
+    let error = shared::job::JobError::new("invalid_image", "the image is corrupt");
+    aws.jobs
+        .fail(owner, job.id, &error, now)
+        .await
+        .unwrap()
+        .expect("queued → failed")
+}
+
+/// Whether the job is in the `pending` index at `at` (its outbox entry, once it ended).
+async fn in_pending_index(env: &TestEnv, id: ulid::Ulid, at: time::OffsetDateTime) -> bool {
+    use shared::core::PendingJobs;
+    env.aws()
+        .jobs
+        .due(at.unix_timestamp(), 1000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.id == id)
+}
+
+/// Every message on the jobs queue, taken off it.
+async fn drain(env: &TestEnv) -> Vec<JobMessage> {
+    let mut messages = Vec::new();
+    while let Some(m) = common::queue::take_message(env).await {
+        messages.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
+    }
+    messages
+}
+
+fn sweeper(env: &TestEnv) -> shared::recovery::Sweeper {
+    let aws = env.aws();
+    shared::recovery::Sweeper::new(
+        Arc::new(aws.jobs.clone()),
+        Arc::new(aws.queue.clone()),
+        Arc::new(aws.jobs.clone()),
+        Arc::new(aws.notifications.clone()),
+        env.settings.jobs.max_receive_count,
+    )
+}
+
+fn notifier(env: &TestEnv) -> imagejobs_processor::delivery::Notifier {
+    imagejobs_processor::delivery::Notifier::with_aws(&env.sdk, &env.settings, &env.aws()).unwrap()
+}
+
+/// The terminal transition writes the outbox entry itself, so a job whose ender crashed
+/// before queuing `notify` is still notified: the sweeper relays the entry once its grace is
+/// over, and the entry is gone afterwards. (Fails when the terminal write removes the job from
+/// the `pending` index, as it did before the outbox: nothing is ever sent.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_job_whose_notify_was_never_queued_is_notified_through_the_outbox() {
+    let env = dev_env().await;
+    let (hook, deliveries) = receiver(vec![200]).await;
+    let owner = OwnerId::parse("acme").unwrap();
+    let job = ended_without_notify(&env, &owner, &hook).await;
+    let now = time::OffsetDateTime::now_utc();
+    let grace = time::Duration::seconds(shared::resources::OUTBOX_GRACE_SECONDS);
+
+    assert!(
+        !in_pending_index(&env, job.id, now).await,
+        "not due before the grace is over: its ender may still queue the message"
+    );
+    assert!(in_pending_index(&env, job.id, now + grace + time::Duration::seconds(2)).await);
+    assert_eq!(env.queued_messages().await, 0, "nothing was queued");
+
+    let report = sweeper(&env)
+        .sweep(now + grace + time::Duration::seconds(2), 100)
+        .await
+        .unwrap();
+    assert_eq!((report.due, report.relayed), (1, 1), "{report:?}");
+    assert!(
+        !in_pending_index(&env, job.id, now + time::Duration::hours(1)).await,
+        "the relayed entry is cleared"
+    );
+    let messages = drain(&env).await;
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let JobMessage::Notify {
+        owner: o, job_id, ..
+    } = &messages[0]
+    else {
+        panic!("a notify message: {messages:?}")
+    };
+    assert_eq!((o, *job_id), (&owner, job.id));
+
+    notifier(&env).handle(&owner, job.id, 1).await;
+    let sent = deliveries.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].header("webhook-id"),
+        format!("msg_{}_failed", job.id)
+    );
+    assert_eq!(sent[0].json()["type"], "job.failed");
+    // A second pass finds nothing left to relay.
+    let again = sweeper(&env)
+        .sweep(now + grace + time::Duration::seconds(120), 100)
+        .await
+        .unwrap();
+    assert_eq!(again.relayed, 0, "{again:?}");
+}
+
+/// The writer of the terminal transition relays its own outbox entry: after
+/// `enqueue_for_ended_job` the job is no longer in the `pending` index, and one `notify` is
+/// queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ender_queues_notify_and_clears_the_outbox_entry() {
+    let env = dev_env().await;
+    let owner = OwnerId::parse("acme").unwrap();
+    let job = ended_without_notify(&env, &owner, "http://127.0.0.1:9/hook").await;
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert!(in_pending_index(&env, job.id, later).await);
+    let aws = env.aws();
+    let sent = shared::notification::enqueue_for_ended_job(&job, &aws.notifications, &aws.queue)
+        .await
+        .unwrap();
+    assert!(sent);
+    assert!(!in_pending_index(&env, job.id, later).await);
+    assert_eq!(drain(&env).await.len(), 1);
+}
+
+/// Two (here three) `notify` messages for one job handled at the same moment POST the webhook
+/// once: each send runs under the channel's delivery claim. (Without the claim all three
+/// handlers read "no delivered attempt yet" while the first POST is in flight, and all POST.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_messages_handled_at_once_post_the_webhook_once() {
+    let env = dev_env().await;
+    let (hook, deliveries) = slow_receiver(vec![200], Duration::from_millis(800)).await;
+    let owner = OwnerId::parse("acme").unwrap();
+    let job = ended_without_notify(&env, &owner, &hook).await;
+    let notifier = notifier(&env);
+    let (a, b, c) = tokio::join!(
+        notifier.handle(&owner, job.id, 1),
+        notifier.handle(&owner, job.id, 1),
+        notifier.handle(&owner, job.id, 1),
+    );
+    assert_eq!(deliveries.lock().unwrap().len(), 1, "{a:?} {b:?} {c:?}");
+    let record = job_record(&env, "acme", &job.id.to_string()).await;
+    assert_eq!(record.notifications.len(), 1, "{:?}", record.notifications);
+    assert_eq!(record.notifications[0].outcome, "delivered");
+    // Settled: a later duplicate sends nothing either.
+    notifier.handle(&owner, job.id, 1).await;
+    assert_eq!(deliveries.lock().unwrap().len(), 1);
 }

@@ -149,6 +149,7 @@ fn sweeper(env: &TestEnv) -> Sweeper {
         Arc::new(aws.jobs.clone()),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.jobs.clone()),
+        Arc::new(aws.notifications.clone()),
         env.settings.jobs.max_receive_count,
     )
 }

@@ -166,6 +166,15 @@ async fn transact(
 }
 
 /// The `pending` index partition of a job: from the id's random bits, so it is stable.
+/// The tail of every terminal transition's `SET`: the job leaves the lease and stays in the
+/// `pending` index as its notification outbox entry, due [`OUTBOX_GRACE_SECONDS`] later
+/// (values added by `DynamoJobs::finish`). The shard is written again because jobs created
+/// before the index existed have none.
+///
+/// [`OUTBOX_GRACE_SECONDS`]: crate::resources::OUTBOX_GRACE_SECONDS
+const OUTBOX: &str =
+    "pending_shard = :shard, pending_due = :outbox REMOVE lease_token, lease_until";
+
 fn pending_shard(id: Ulid) -> String {
     format!(
         "PENDING#{}",
@@ -259,7 +268,22 @@ impl DynamoJobs {
     /// Runs a terminal transition together with the owner's in-flight decrement, then reads the
     /// job back. `Ok(None)` when the transition's condition failed. When only the decrement's
     /// condition failed (the counter is already 0), the transition runs alone.
-    async fn finish(&self, owner: &OwnerId, id: Ulid, transition: Update) -> Result<Option<Job>> {
+    ///
+    /// Every transition ends with [`OUTBOX`]; this adds its values, so the ended job stays in
+    /// the `pending` index as its notification outbox entry.
+    async fn finish(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        mut transition: Update,
+    ) -> Result<Option<Job>> {
+        let outbox_due =
+            OffsetDateTime::now_utc().unix_timestamp() + crate::resources::OUTBOX_GRACE_SECONDS;
+        let values = transition
+            .expression_attribute_values
+            .get_or_insert_with(HashMap::new);
+        values.insert(":shard".into(), s(pending_shard(id)));
+        values.insert(":outbox".into(), n(outbox_due));
         let tx = self
             .client
             .transact_write_items()
@@ -645,10 +669,10 @@ impl JobTransitions for DynamoJobs {
         let transition = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(owner, job_sk(id))))
-            .update_expression(
-                "SET #status = :succeeded, #result = :result, finished_at = :now, updated_at = :now \
-                 REMOVE lease_token, lease_until, pending_shard, pending_due",
-            )
+            .update_expression(format!(
+                "SET #status = :succeeded, #result = :result, finished_at = :now, updated_at = :now, \
+                 {OUTBOX}"
+            ))
             .condition_expression("#status = :processing AND lease_token = :token")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#result", "result")
@@ -674,10 +698,10 @@ impl JobTransitions for DynamoJobs {
         let transition = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(owner, job_sk(id))))
-            .update_expression(
-                "SET #status = :failed, #error = :error, finished_at = :now, updated_at = :now \
-                 REMOVE lease_token, lease_until, pending_shard, pending_due",
-            )
+            .update_expression(format!(
+                "SET #status = :failed, #error = :error, finished_at = :now, updated_at = :now, \
+                 {OUTBOX}"
+            ))
             .condition_expression("#status IN (:queued, :processing)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#error", "error")
@@ -995,14 +1019,10 @@ impl ProviderTransitions for DynamoJobs {
             .expression_attribute_values(":result", encode("job result", result)?)
             .expression_attribute_values(":now", rfc3339(now));
         transition = if warnings.is_empty() {
-            transition.update_expression(format!(
-                "{set} REMOVE lease_token, lease_until, pending_shard, pending_due"
-            ))
+            transition.update_expression(format!("{set}, {OUTBOX}"))
         } else {
             transition
-                .update_expression(format!(
-                    "{set}, warnings = :warnings REMOVE lease_token, lease_until, pending_shard, pending_due"
-                ))
+                .update_expression(format!("{set}, warnings = :warnings, {OUTBOX}"))
                 .expression_attribute_values(":warnings", encode("warnings", &warnings)?)
         };
         self.finish(owner, id, transition.build().map_err(unavailable)?)
@@ -1013,10 +1033,9 @@ impl ProviderTransitions for DynamoJobs {
         let transition = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(owner, job_sk(id))))
-            .update_expression(
-                "SET #status = :canceled, finished_at = :now, updated_at = :now \
-                 REMOVE lease_token, lease_until, pending_shard, pending_due",
-            )
+            .update_expression(format!(
+                "SET #status = :canceled, finished_at = :now, updated_at = :now, {OUTBOX}"
+            ))
             .condition_expression("#status IN (:queued, :processing)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()))

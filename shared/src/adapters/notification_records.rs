@@ -2,7 +2,11 @@
 //! - owner webhook settings: `pk = OWNER#{owner}`, `sk = WEBHOOK`, `secret` (`whsec_…`),
 //!   `default_url`, `updated_at`;
 //! - delivery attempts: appended to the job item's `notifications` list with
-//!   `list_append`, so concurrent writers never overwrite each other's entries.
+//!   `list_append`, so concurrent writers never overwrite each other's entries;
+//! - delivery claims: `notify_claim_{channel}` on the job item, Unix seconds until which one
+//!   handler may send (a conditional write takes it), or `i64::MAX` once the channel settled;
+//! - the outbox entry of an ended job: its `pending_shard`/`pending_due`, removed by
+//!   `clear_outbox` once the `notify` message is queued.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -13,9 +17,11 @@ use time::format_description::well_known::Rfc3339;
 use ulid::Ulid;
 
 use crate::error::{Error, Result};
-use crate::job::{NotificationAttempt, OwnerId};
+use crate::job::{JobStatus, NotificationAttempt, OwnerId};
 use crate::notification::{NotificationStore, OwnerWebhook, WebhookSecret};
-use crate::resources::{TABLE_PARTITION_KEY as PK, TABLE_SORT_KEY as SK};
+use crate::resources::{
+    PENDING_DUE_ATTRIBUTE, PENDING_SHARD_ATTRIBUTE, TABLE_PARTITION_KEY as PK, TABLE_SORT_KEY as SK,
+};
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -153,32 +159,72 @@ impl NotificationStore for DynamoNotifications {
         Ok(())
     }
 
-    async fn record_attempt(
+    async fn claim_delivery(
         &self,
         owner: &OwnerId,
         job_id: Ulid,
-        attempt: &NotificationAttempt,
-    ) -> Result<()> {
-        let entry = serde_dynamo::to_attribute_value(attempt).map_err(|e| Error::Corrupt {
-            what: "notification attempt",
-            message: e.to_string(),
-        })?;
+        channel: &str,
+        until: OffsetDateTime,
+    ) -> Result<bool> {
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(owner, format!("JOB#{job_id}"))))
-            .update_expression(
-                "SET notifications = list_append(if_not_exists(notifications, :empty), :entry), \
-                 updated_at = :now",
+            .update_expression("SET #claim = :until")
+            .condition_expression(
+                "attribute_exists(#pk) AND (attribute_not_exists(#claim) OR #claim < :now)",
             )
-            .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK)
-            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
-            .expression_attribute_values(":entry", AttributeValue::L(vec![entry]))
-            .expression_attribute_values(":now", now())
+            .expression_attribute_names("#claim", claim_attribute(channel))
+            .expression_attribute_values(":until", number(until.unix_timestamp()))
+            .expression_attribute_values(":now", number(OffsetDateTime::now_utc().unix_timestamp()))
             .send()
             .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(false)
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+
+    async fn record_attempt(
+        &self,
+        owner: &OwnerId,
+        job_id: Ulid,
+        attempt: &NotificationAttempt,
+        settled: bool,
+    ) -> Result<()> {
+        let entry = serde_dynamo::to_attribute_value(attempt).map_err(|e| Error::Corrupt {
+            what: "notification attempt",
+            message: e.to_string(),
+        })?;
+        let append = "SET notifications = list_append(if_not_exists(notifications, :empty), :entry), \
+                      updated_at = :now";
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(owner, format!("JOB#{job_id}"))))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#claim", claim_attribute(&attempt.channel))
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":entry", AttributeValue::L(vec![entry]))
+            .expression_attribute_values(":now", now());
+        req = if settled {
+            req.update_expression(format!("{append}, #claim = :settled"))
+                .expression_attribute_values(":settled", number(SETTLED))
+        } else {
+            req.update_expression(format!("{append} REMOVE #claim"))
+        };
+        let out = req.send().await;
         match out {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -191,4 +237,47 @@ impl NotificationStore for DynamoNotifications {
             }
         }
     }
+
+    async fn clear_outbox(&self, owner: &OwnerId, job_id: Ulid) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(owner, format!("JOB#{job_id}"))))
+            .update_expression("REMOVE #shard, #due")
+            // Never take a running job out of the index: that entry is its recovery.
+            .condition_expression("#status IN (:succeeded, :failed, :canceled)")
+            .expression_attribute_names("#shard", PENDING_SHARD_ATTRIBUTE)
+            .expression_attribute_names("#due", PENDING_DUE_ATTRIBUTE)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":succeeded", s(JobStatus::Succeeded.as_str()))
+            .expression_attribute_values(":failed", s(JobStatus::Failed.as_str()))
+            .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(())
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
+}
+
+/// The job attribute holding a channel's delivery claim: Unix seconds until which one handler
+/// may send, or [`SETTLED`] once the channel is done.
+fn claim_attribute(channel: &str) -> String {
+    format!("notify_claim_{channel}")
+}
+
+/// A claim that never expires: the channel was delivered or ran out of attempts.
+const SETTLED: i64 = i64::MAX;
+
+fn number(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
 }
