@@ -214,7 +214,7 @@ impl Processor {
 /// the job.
 pub(crate) fn note_request_id(job: &Job) {
     if let Some(id) = &job.request_id {
-        tracing::Span::current().record("request_id", id.as_str());
+        tracing::Span::current().record("request_id", tracing::field::display(id));
     }
 }
 
