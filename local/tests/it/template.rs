@@ -901,7 +901,7 @@ fn the_processor_gets_the_metrics_namespace_the_settings_default_to() {
 }
 
 /// An alarm's single metric as `(namespace, metric, statistic, [(dimension, value)])`.
-fn alarm_metric<'a>(alarm: &'a Value) -> (&'a str, &'a str, &'a str, Vec<(&'a str, &'a Value)>) {
+fn alarm_metric(alarm: &Value) -> (&str, &str, &str, Vec<(&str, &Value)>) {
     let dims = alarm["Dimensions"]
         .as_sequence()
         .unwrap()
