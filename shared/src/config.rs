@@ -39,6 +39,8 @@ pub struct Settings {
     pub providers: ProviderSettings,
     /// Job-end webhooks and e-mail (processor).
     pub notifications: NotifySettings,
+    /// Operator metrics (processor).
+    pub observability: ObservabilitySettings,
 }
 
 /// The AWS resources, all required by [`Settings::load`].
@@ -258,6 +260,52 @@ impl Default for NotifySettings {
             webhook_timeout: Duration::from_secs(10),
             result_url_ttl: Duration::from_secs(86_400),
             public_api_url: None,
+        }
+    }
+}
+
+/// Operator metrics: the processor's CloudWatch Embedded Metric Format lines
+/// (`functions/processor/src/metrics.rs`, docs/ARCHITECTURE.md "Operations").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservabilitySettings {
+    /// `METRICS_NAMESPACE` (default [`ObservabilitySettings::DEFAULT_NAMESPACE`]): the
+    /// CloudWatch namespace of every metric. 1–255 characters of `A–Z a–z 0–9 . - _ / # :`
+    /// and space, not starting with `AWS/` (CloudWatch's rules: AWS's own namespaces are
+    /// reserved). One per stack keeps two deployments in one account apart.
+    pub metrics_namespace: String,
+}
+
+impl ObservabilitySettings {
+    /// The namespace when `METRICS_NAMESPACE` is unset or empty.
+    pub const DEFAULT_NAMESPACE: &'static str = "imagejobs";
+
+    /// Reads `METRICS_NAMESPACE`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `METRICS_NAMESPACE` when it breaks CloudWatch's namespace
+    /// rules (CloudWatch would drop every metric of the line instead).
+    pub fn load<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self> {
+        let Some(namespace) = env.text("METRICS_NAMESPACE") else {
+            return Ok(Self::default());
+        };
+        let namespace = namespace.trim().to_owned();
+        let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+        if namespace.len() > 255 || !namespace.chars().all(allowed) || namespace.starts_with("AWS/")
+        {
+            return Err(Error::Config(format!(
+                "METRICS_NAMESPACE='{namespace}' must be 1–255 characters of A–Z a–z 0–9 . - _ / # : and space, not starting with AWS/"
+            )));
+        }
+        Ok(Self {
+            metrics_namespace: namespace,
+        })
+    }
+}
+
+impl Default for ObservabilitySettings {
+    fn default() -> Self {
+        Self {
+            metrics_namespace: Self::DEFAULT_NAMESPACE.to_owned(),
         }
     }
 }
@@ -547,6 +595,7 @@ impl Settings {
             illustrations: IllustrationPrefixes::default(),
             providers: ProviderSettings::default(),
             notifications: NotifySettings::default(),
+            observability: ObservabilitySettings::default(),
         }
     }
 
@@ -577,6 +626,7 @@ impl Settings {
             illustrations: IllustrationPrefixes::load(env)?,
             providers: ProviderSettings::load(env)?,
             notifications: NotifySettings::load(env)?,
+            observability: ObservabilitySettings::load(env)?,
         })
     }
 }
@@ -661,6 +711,7 @@ mod tests {
         assert_eq!(n.webhook_timeout, Duration::from_secs(10));
         assert_eq!(n.result_url_ttl, Duration::from_secs(86_400));
         assert_eq!(n.public_api_url, None);
+        assert_eq!(s.observability.metrics_namespace, "imagejobs");
     }
 
     #[test]
@@ -699,6 +750,7 @@ mod tests {
             ("NOTIFY_MAX_ATTEMPTS", "2"),
             ("NOTIFY_WEBHOOK_TIMEOUT_SECONDS", "3"),
             ("PUBLIC_API_URL", "https://api.test/"),
+            ("METRICS_NAMESPACE", " imagejobs/prod "),
         ])
         .unwrap();
         assert_eq!(
@@ -776,6 +828,7 @@ mod tests {
             s.notifications.public_api_url.as_deref(),
             Some("https://api.test")
         );
+        assert_eq!(s.observability.metrics_namespace, "imagejobs/prod");
     }
 
     #[test]
@@ -796,6 +849,8 @@ mod tests {
             ("DEFAULT_MODEL", "no-such-model"),
             ("COMPAT_MODEL", "no-such-model"),
             ("S3_AVATAR_PREFIX", "results/avatars/"),
+            ("METRICS_NAMESPACE", "AWS/Lambda"),
+            ("METRICS_NAMESPACE", "jobs{prod}"),
         ] {
             let e = error(&[(name, value)]);
             assert!(e.contains(name), "{name}={value}: {e}");

@@ -339,6 +339,12 @@ pub struct Job {
     /// Notification deliveries tried so far, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notifications: Vec<NotificationAttempt>,
+    /// The request that created the job, to find it in the logs: the API's `X-Request-Id`
+    /// (the client's, or the ULID the API made), or the S3 request id of an ingest upload;
+    /// `None` when unknown or not a usable id ([`request_id`]). The processor logs it in each
+    /// job span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Where a job's end is announced. Both are optional; an empty value sends nothing.
@@ -410,6 +416,7 @@ impl Job {
             warnings: Vec::new(),
             notify: Notify::default(),
             notifications: Vec::new(),
+            request_id: None,
         }
     }
 
@@ -438,6 +445,18 @@ pub fn result_key_at(owner: &OwnerId, id: Ulid, index: usize, extension: &str) -
 /// attempt overwrites rather than duplicates).
 pub fn result_key(owner: &OwnerId, id: Ulid, extension: &str) -> String {
     format!("results/{owner}/{id}.{extension}")
+}
+
+/// The longest request id a job records ([`request_id`]).
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// `raw` as a job's [`Job::request_id`]: trimmed, 1–[`MAX_REQUEST_ID_LEN`] printable ASCII
+/// characters without spaces; `None` otherwise. A client chooses its `X-Request-Id`, so
+/// anything longer or stranger is not copied into records and log lines.
+pub fn request_id(raw: &str) -> Option<String> {
+    let id = raw.trim();
+    (!id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| id.to_owned())
 }
 
 /// A message on the jobs queue. JSON, `{"kind": "run", "owner": …, "job_id": …}`.
@@ -493,6 +512,21 @@ impl JobMessage {
 mod tests {
     use super::*;
     use crate::operation::remove_background::RemoveBackgroundParams;
+
+    #[test]
+    fn request_ids_are_kept_only_when_short_printable_and_unspaced() {
+        assert_eq!(
+            request_id(" 01JD0000000000000000000000 ").as_deref(),
+            Some("01JD0000000000000000000000")
+        );
+        assert_eq!(request_id("req-42/a:b").as_deref(), Some("req-42/a:b"));
+        let longest = "r".repeat(MAX_REQUEST_ID_LEN);
+        assert_eq!(request_id(&longest), Some(longest.clone()));
+        for bad in ["", "   ", "two words", "caf\u{e9}", "line\nbreak"] {
+            assert_eq!(request_id(bad), None, "{bad:?}");
+        }
+        assert_eq!(request_id(&format!("{longest}r")), None);
+    }
 
     fn job() -> Job {
         Job::new(

@@ -80,6 +80,9 @@ pub struct Submission {
     pub idempotency_key: Option<String>,
     /// Who is told when the job ends.
     pub notify: crate::job::Notify,
+    /// The request that asks, stored on the job to find it in the logs
+    /// ([`crate::job::Job::request_id`]; already checked with [`crate::job::request_id`]).
+    pub request_id: Option<String>,
 }
 
 /// Creates jobs through the ports.
@@ -267,6 +270,7 @@ impl JobSubmitter {
             self.settings.jobs.ttl,
         );
         job.notify = sub.notify;
+        job.request_id = sub.request_id;
         let created = match self.store.create(&job, idempotency.as_ref()).await {
             Ok(c) => c,
             Err(e) => {
@@ -291,7 +295,7 @@ impl JobSubmitter {
             self.forget_inputs(stored_here, &key, &extra_keys).await;
             return Err(e);
         }
-        tracing::info!(job_id = %job.id, owner = %job.owner, operation = job.operation.name(), "job queued");
+        tracing::info!(job_id = %job.id, owner = %job.owner, operation = job.operation.name(), request_id = job.request_id.as_deref(), "job queued");
         Ok(created)
     }
 

@@ -233,6 +233,7 @@ async fn read_submission(
     req: Request,
 ) -> Result<Submission, ApiError> {
     let content_type = content_type(req.headers());
+    let request_id = crate::request_id::of(req.headers());
     let default_model = state.settings.models.default_model.as_str();
     let (operation, input, extra_inputs, notify) = if content_type
         .starts_with("multipart/form-data")
@@ -319,6 +320,7 @@ async fn read_submission(
         extra_inputs,
         idempotency_key,
         notify,
+        request_id,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod jobs;
 mod metrics;
 mod models;
 mod provider_callbacks;
+mod request_id;
 mod router;
 mod state;
 mod uploads;

@@ -87,6 +87,16 @@ pub fn decode_key(raw: &str) -> String {
         .into_owned()
 }
 
+/// The S3 request that stored the object (`responseElements.x-amz-request-id`), recorded on
+/// its job as [`shared::job::Job::request_id`]; `None` when the event has none (the local
+/// emulator's events) or it is not a usable id.
+pub fn s3_request_id(record: &S3EventRecord) -> Option<String> {
+    record
+        .response_elements
+        .get("x-amz-request-id")
+        .and_then(|id| shared::job::request_id(id))
+}
+
 impl Ingest {
     /// Builds the handler over the given ports.
     pub fn new(
@@ -148,11 +158,12 @@ impl Ingest {
             "ingest-{}",
             &hex::encode(Sha256::digest(format!("{bucket}/{key}#{version}")))[..40]
         );
+        let request_id = s3_request_id(record);
         let operation = match self.operation(&path, &key).await? {
             Ok(op) => op,
             Err(error) => {
                 return self
-                    .reject(&path.owner, &idempotency_key, None, error)
+                    .reject(&path.owner, &idempotency_key, None, error, request_id)
                     .await;
             }
         };
@@ -163,6 +174,7 @@ impl Ingest {
             extra_inputs: Vec::new(),
             idempotency_key: Some(idempotency_key.clone()),
             notify: Default::default(),
+            request_id: request_id.clone(),
         };
         match self.submitter.submit(submission).await {
             Ok(Created::New(job) | Created::Replayed(job)) => {
@@ -174,6 +186,7 @@ impl Ingest {
                     &idempotency_key,
                     Some(operation),
                     JobError::new(code, message),
+                    request_id,
                 )
                 .await
             }
@@ -224,6 +237,7 @@ impl Ingest {
         idempotency_key: &str,
         operation: Option<Operation>,
         error: JobError,
+        request_id: Option<String>,
     ) -> Result<IngestOutcome, IngestError> {
         let now = OffsetDateTime::now_utc();
         let operation = operation.unwrap_or_else(|| {
@@ -232,7 +246,7 @@ impl Ingest {
             ))
         });
         let request_hash = hex::encode(Sha256::digest(format!("rejected:{}", error.code)));
-        let job = Job::new(
+        let mut job = Job::new(
             ulid::Ulid::new(),
             owner.clone(),
             operation,
@@ -240,6 +254,7 @@ impl Ingest {
             now,
             self.settings.jobs.ttl,
         );
+        job.request_id = request_id;
         let idem = Idempotency {
             key: idempotency_key.to_owned(),
             request_hash,
@@ -295,5 +310,6 @@ mod tests {
         assert_eq!(record.event_name.as_deref(), Some("ObjectCreated:Put"));
         let key = decode_key(record.s3.object.key.as_deref().unwrap());
         assert_eq!(parse_inbox_key(&key).unwrap().owner.as_str(), "anonymous");
+        assert_eq!(s3_request_id(record).as_deref(), Some("D82B88E5F771F645"));
     }
 }

@@ -88,8 +88,9 @@ impl Processor {
         };
         let (owner, job_id) = message.job();
         // Instrumented, not entered: a span entered across `.await`s would nest the spans of
-        // whatever other records run concurrently on this thread.
-        let span = tracing::info_span!("job", %job_id, %owner);
+        // whatever other records run concurrently on this thread. `request_id` is filled in
+        // once the job record is read (`processor::note_request_id`).
+        let span = tracing::info_span!("job", %job_id, %owner, request_id = tracing::field::Empty);
         self.handle_message(record, &message).instrument(span).await
     }
 
@@ -97,6 +98,11 @@ impl Processor {
         let (owner, job_id) = message.job();
         let from_dead_letter_queue = self.dead_letter_queue_arn.is_some()
             && record.event_source_arn == self.dead_letter_queue_arn;
+        crate::metrics::queue_age(
+            record,
+            crate::metrics::message_kind(message, from_dead_letter_queue),
+            OffsetDateTime::now_utc(),
+        );
         let receive_count: u32 = record
             .attributes
             .get("ApproximateReceiveCount")
@@ -154,7 +160,11 @@ impl Processor {
             .fail(owner, job_id, &error, OffsetDateTime::now_utc())
             .await
         {
-            Ok(Some(_)) => Outcome::Failed(error.code),
+            Ok(Some(job)) => {
+                crate::processor::note_request_id(&job);
+                crate::metrics::job_ended(&job);
+                Outcome::Failed(error.code)
+            }
             Ok(None) => Outcome::Skipped("already finished"),
             Err(e) => Outcome::Retry(format!("could not record the failure: {e}")),
         }

@@ -18,7 +18,7 @@ use shared::core::{
     BlobStore, Claim, JobQueue, JobStore, JobTransitions, Lease, ModelQueue, ProviderTransitions,
     RelightProvider, RemoveBackgroundProvider, Segmenter, UrlFetcher,
 };
-use shared::job::{Job, JobError, JobMessage, JobResult, Operation};
+use shared::job::{Job, JobError, JobMessage, JobResult, JobStatus, Operation};
 use shared::providers::ProviderSettings;
 
 use crate::delivery::Notifier;
@@ -118,10 +118,19 @@ impl Processor {
         let job = match self.transitions.claim(owner, job_id, &lease, now).await {
             Ok(Claim::Claimed(job)) => job,
             Ok(Claim::Leased(_)) => return Outcome::Skipped("another processor holds the lease"),
-            Ok(Claim::Terminal(_)) => return Outcome::Skipped("already finished"),
+            Ok(Claim::Terminal(job)) => {
+                note_request_id(&job);
+                // The run message of a job canceled while queued: where the processor learns
+                // of the cancel (the API made it).
+                if job.status == JobStatus::Canceled {
+                    crate::metrics::job_ended(&job);
+                }
+                return Outcome::Skipped("already finished");
+            }
             Ok(Claim::Missing) => return Outcome::Skipped("no such job"),
             Err(e) => return Outcome::Retry(e.to_string()),
         };
+        note_request_id(&job);
         if !matches!(job.operation, Operation::RemoveBackground(_)) {
             return self.submit_to_provider(&job, &lease).await;
         }
@@ -138,7 +147,10 @@ impl Processor {
                     )
                     .await
                 {
-                    Ok(_) => Outcome::Succeeded,
+                    Ok(done) => {
+                        crate::metrics::job_ended(&done);
+                        Outcome::Succeeded
+                    }
                     Err(shared::Error::Conflict(_)) => {
                         Outcome::Skipped("lease lost to another processor")
                     }
@@ -151,7 +163,12 @@ impl Processor {
                     .fail(owner, job_id, &error, OffsetDateTime::now_utc())
                     .await
                 {
-                    Ok(_) => Outcome::Failed(error.code),
+                    Ok(ended) => {
+                        if let Some(job) = &ended {
+                            crate::metrics::job_ended(job);
+                        }
+                        Outcome::Failed(error.code)
+                    }
                     Err(e) => Outcome::Retry(e.to_string()),
                 }
             }
@@ -181,9 +198,23 @@ impl Processor {
             .fail(&job.owner, job.id, &error, OffsetDateTime::now_utc())
             .await
         {
-            Ok(_) => Outcome::Failed(error.code),
+            Ok(ended) => {
+                if let Some(job) = &ended {
+                    crate::metrics::job_ended(job);
+                }
+                Outcome::Failed(error.code)
+            }
             Err(e) => Outcome::Retry(e.to_string()),
         }
+    }
+}
+
+/// Adds the job's [`Job::request_id`] to the current `job` span (opened in `batch.rs` before
+/// the record is read), so every later line of this record names the request that created
+/// the job.
+pub(crate) fn note_request_id(job: &Job) {
+    if let Some(id) = &job.request_id {
+        tracing::Span::current().record("request_id", tracing::field::display(id));
     }
 }
 

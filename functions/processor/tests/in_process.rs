@@ -123,6 +123,7 @@ impl World {
                 extra_inputs: Vec::new(),
                 idempotency_key: None,
                 notify: Default::default(),
+                request_id: None,
             })
             .await
             .unwrap();

@@ -220,9 +220,12 @@ async fn a_job_is_accepted_stored_enqueued_and_readable() {
         .unwrap();
     assert_eq!(resp.status(), 202);
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    // The generated X-Request-Id is the job's: what finds the job in the processor's logs.
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let job: Value = resp.json().await.unwrap();
     let id = job["id"].as_str().unwrap();
     assert_eq!(location, format!("/v1/jobs/{id}"));
+    assert_eq!(job["request_id"], request_id.as_str());
     assert_eq!(job["status"], "queued");
     assert_eq!(job["operation"], "remove_background");
     assert_eq!(job["params"]["model"], "plain-background");
@@ -247,6 +250,24 @@ async fn a_job_is_accepted_stored_enqueued_and_readable() {
         .unwrap();
     assert_eq!(got["id"], id);
     assert_eq!(got["links"]["result"], format!("/v1/jobs/{id}/result"));
+    assert_eq!(
+        got["request_id"],
+        request_id.as_str(),
+        "stored in the record"
+    );
+
+    // A client's own request id is kept as sent.
+    let mine: Value = c
+        .post(format!("{base}/v1/jobs"))
+        .header("x-request-id", "client-trace-7")
+        .multipart(upload(sample_photo()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["request_id"], "client-trace-7");
 
     // Another owner cannot see it.
     let resp = env

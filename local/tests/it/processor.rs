@@ -101,6 +101,7 @@ async fn submit(env: &TestEnv) -> Job {
             extra_inputs: Vec::new(),
             idempotency_key: None,
             notify: Default::default(),
+            request_id: None,
         })
         .await
         .unwrap();

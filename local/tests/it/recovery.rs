@@ -121,6 +121,7 @@ async fn submit_without_enqueue(
             extra_inputs: Vec::new(),
             idempotency_key: Some("lost-1".into()),
             notify: Default::default(),
+            request_id: None,
         })
         .await
         .unwrap();

@@ -809,3 +809,258 @@ fn the_sweeper_runs_every_minute_and_leases_outlive_an_invocation() {
         );
     }
 }
+
+// ---- operations: log groups, metrics, alarms (docs/ARCHITECTURE.md, Operations) ----
+
+/// The names of the template's resources of `kind`.
+fn resources_of<'a>(t: &'a Value, kind: &str) -> Vec<&'a str> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(name, _)| string(name))
+        .collect()
+}
+
+#[test]
+fn every_function_logs_to_its_own_group_kept_for_the_retention_parameter() {
+    let t = template();
+    let functions = resources_of(&t, "AWS::Serverless::Function");
+    assert_eq!(
+        functions,
+        [
+            "ApiFunction",
+            "ProcessorFunction",
+            "SweeperFunction",
+            "IngestFunction"
+        ]
+    );
+    let retention = &t["Parameters"]["LogRetentionDays"];
+    assert_eq!(num(&retention["Default"]), 30);
+    let allowed: Vec<u64> = retention["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(num)
+        .collect();
+    assert!(
+        allowed.contains(&30) && allowed.contains(&365),
+        "{allowed:?}"
+    );
+    let mut names = Vec::new();
+    for function in functions {
+        let group_name = string(intrinsic(
+            &resource(&t, function)["LoggingConfig"]["LogGroup"],
+            "!Ref",
+        ));
+        let group = &t["Resources"][group_name];
+        assert_eq!(
+            string(&group["Type"]),
+            "AWS::Logs::LogGroup",
+            "{function} logs to {group_name}"
+        );
+        assert!(
+            group["Condition"].is_null(),
+            "{group_name} exists in every deployment"
+        );
+        let props = &group["Properties"];
+        assert_eq!(
+            string(intrinsic(&props["RetentionInDays"], "!Ref")),
+            "LogRetentionDays",
+            "{group_name}"
+        );
+        let name = string(intrinsic(&props["LogGroupName"], "!Sub"));
+        assert!(name.starts_with("/aws/lambda/${AWS::StackName}-"), "{name}");
+        names.push(name);
+    }
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 4, "one group per function: {names:?}");
+    // Nothing else keeps logs without a retention.
+    for group in resources_of(&t, "AWS::Logs::LogGroup") {
+        assert!(
+            !t["Resources"][group]["Properties"]["RetentionInDays"].is_null(),
+            "{group}"
+        );
+    }
+}
+
+#[test]
+fn the_processor_gets_the_metrics_namespace_the_settings_default_to() {
+    let t = template();
+    let env = &resource(&t, "ProcessorFunction")["Environment"]["Variables"];
+    assert_eq!(
+        string(intrinsic(&env["METRICS_NAMESPACE"], "!Ref")),
+        "MetricsNamespace"
+    );
+    assert_eq!(
+        string(&t["Parameters"]["MetricsNamespace"]["Default"]),
+        shared::config::ObservabilitySettings::DEFAULT_NAMESPACE
+    );
+}
+
+/// An alarm's single metric as `(namespace, metric, statistic, [(dimension, value)])`.
+fn alarm_metric(alarm: &Value) -> (&str, &str, &str, Vec<(&str, &Value)>) {
+    let dims = alarm["Dimensions"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|d| (string(&d["Name"]), &d["Value"]))
+        .collect();
+    (
+        string(&alarm["Namespace"]),
+        string(&alarm["MetricName"]),
+        string(&alarm["Statistic"]),
+        dims,
+    )
+}
+
+#[test]
+fn alarms_watch_the_dead_letter_queue_processor_errors_and_the_api_5xx_rate() {
+    let t = template();
+    let mut alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
+    alarms.sort_unstable();
+    assert_eq!(
+        alarms,
+        [
+            "Api5xxRateAlarm",
+            "DeadLetterQueueAlarm",
+            "ProcessorErrorsAlarm"
+        ],
+        "each alarm is checked below"
+    );
+
+    // Dead-letter queue depth: any message that stays 5 minutes.
+    let dlq = resource(&t, "DeadLetterQueueAlarm");
+    let (namespace, metric, stat, dims) = alarm_metric(dlq);
+    assert_eq!(
+        (namespace, metric, stat),
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum")
+    );
+    assert_eq!(dims.len(), 1);
+    assert_eq!(dims[0].0, "QueueName");
+    assert_eq!(
+        string(intrinsic(dims[0].1, "!GetAtt")),
+        "JobsDeadLetterQueue.QueueName"
+    );
+    assert_eq!(
+        (
+            num(&dlq["Threshold"]),
+            string(&dlq["ComparisonOperator"]),
+            num(&dlq["Period"])
+        ),
+        (1, "GreaterThanOrEqualToThreshold", 300)
+    );
+
+    // Processor invocation errors (crashes, timeouts), not failed records.
+    let errors = resource(&t, "ProcessorErrorsAlarm");
+    let (namespace, metric, stat, dims) = alarm_metric(errors);
+    assert_eq!((namespace, metric, stat), ("AWS/Lambda", "Errors", "Sum"));
+    assert_eq!(dims.len(), 1);
+    assert_eq!(dims[0].0, "FunctionName");
+    assert_eq!(string(intrinsic(dims[0].1, "!Ref")), "ProcessorFunction");
+    assert_eq!(
+        (
+            num(&errors["Threshold"]),
+            string(&errors["ComparisonOperator"])
+        ),
+        (1, "GreaterThanOrEqualToThreshold")
+    );
+
+    // The API's 5xx rate: 5xx / Count of this stack's HTTP API, in percent.
+    let api = resource(&t, "Api5xxRateAlarm");
+    assert!(api["MetricName"].is_null(), "a metric-math alarm");
+    let queries = api["Metrics"].as_sequence().unwrap();
+    let query = |id: &str| {
+        queries
+            .iter()
+            .find(|q| string(&q["Id"]) == id)
+            .unwrap_or_else(|| panic!("no query {id}"))
+    };
+    for (id, metric_name) in [("errors", "5xx"), ("requests", "Count")] {
+        let q = query(id);
+        assert_eq!(q["ReturnData"], Value::Bool(false));
+        let m = &q["MetricStat"]["Metric"];
+        assert_eq!(
+            (string(&m["Namespace"]), string(&m["MetricName"])),
+            ("AWS/ApiGateway", metric_name)
+        );
+        let dims = m["Dimensions"].as_sequence().unwrap();
+        assert_eq!(dims.len(), 1);
+        assert_eq!(string(&dims[0]["Name"]), "ApiId");
+        assert_eq!(string(intrinsic(&dims[0]["Value"], "!Ref")), "HttpApi");
+        assert_eq!(string(&q["MetricStat"]["Stat"]), "Sum");
+        assert_eq!(num(&q["MetricStat"]["Period"]), 300);
+    }
+    let rate = query("rate");
+    assert_eq!(rate["ReturnData"], Value::Bool(true));
+    let expression = string(&rate["Expression"]);
+    assert!(
+        expression.contains("100 * FILL(errors, 0) / requests"),
+        "{expression}"
+    );
+    assert!(
+        expression.contains("requests >= 20"),
+        "a minimum volume: {expression}"
+    );
+    assert_eq!(
+        (
+            num(&api["Threshold"]),
+            string(&api["ComparisonOperator"]),
+            num(&api["EvaluationPeriods"])
+        ),
+        (5, "GreaterThanThreshold", 2)
+    );
+    // The API's routes are all on that HTTP API.
+    for event in resource(&t, "ApiFunction")["Events"]
+        .as_mapping()
+        .unwrap()
+        .values()
+    {
+        assert_eq!(
+            string(intrinsic(&event["Properties"]["ApiId"], "!Ref")),
+            "HttpApi"
+        );
+    }
+
+    // Every alarm notifies the one target, when there is one.
+    for name in &alarms {
+        let alarm = resource(&t, name);
+        assert_eq!(string(&alarm["TreatMissingData"]), "notBreaching", "{name}");
+        for actions in ["AlarmActions", "OKActions"] {
+            let choice = intrinsic(&alarm[actions], "!If");
+            assert_eq!(string(&choice[0]), "AlarmsNotify", "{name}.{actions}");
+            assert_eq!(
+                string(intrinsic(&choice[2], "!Ref")),
+                "AWS::NoValue",
+                "{name}.{actions}: no target, no action"
+            );
+            let target = intrinsic(&choice[1][0], "!If");
+            assert_eq!(string(&target[0]), "AlarmsToExistingTopic");
+            assert_eq!(string(intrinsic(&target[1], "!Ref")), "AlarmNotification");
+            assert_eq!(string(intrinsic(&target[2], "!Ref")), "AlarmTopic");
+        }
+    }
+    // The topic exists only for an e-mail address, and mails it.
+    let param = &t["Parameters"]["AlarmNotification"];
+    assert_eq!(string(&param["Default"]), "", "no actions unless asked");
+    let topic = &t["Resources"]["AlarmTopic"];
+    assert_eq!(string(&topic["Type"]), "AWS::SNS::Topic");
+    assert_eq!(string(&topic["Condition"]), "AlarmsToNewTopic");
+    let subscription = &topic["Properties"]["Subscription"][0];
+    assert_eq!(string(&subscription["Protocol"]), "email");
+    assert_eq!(
+        string(intrinsic(&subscription["Endpoint"], "!Ref")),
+        "AlarmNotification"
+    );
+    // An ARN is told from an address by its first ':'-separated field.
+    let conditions = &t["Conditions"];
+    let existing = intrinsic(&conditions["AlarmsToExistingTopic"], "!Equals");
+    assert_eq!(string(&existing[1]), "arn");
+    let select = intrinsic(&existing[0], "!Select");
+    assert_eq!(num(&select[0]), 0);
+    let split = intrinsic(&select[1], "!Split");
+    assert_eq!(string(&split[0]), ":");
+    assert_eq!(string(intrinsic(&split[1], "!Ref")), "AlarmNotification");
+}

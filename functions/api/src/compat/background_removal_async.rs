@@ -164,6 +164,7 @@ pub(crate) async fn process(
             input: Some(InputRef::Upload(file)),
             extra_inputs: Vec::new(),
             idempotency_key: None,
+            request_id: crate::request_id::of(&headers),
             notify: Notify {
                 webhook_url: None,
                 email: Some(request.email),

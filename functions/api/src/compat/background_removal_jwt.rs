@@ -161,6 +161,7 @@ pub(crate) async fn remove_background(
             extra_inputs: Vec::new(),
             idempotency_key: None,
             notify: Default::default(),
+            request_id: crate::request_id::of(&headers),
         },
     )
     .await?;

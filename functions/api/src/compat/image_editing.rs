@@ -36,6 +36,7 @@ use super::response::{ended_without_result, submit_and_wait};
 use crate::error::ApiError;
 use crate::identity::Caller;
 use crate::jobs::load_job;
+use crate::request_id::RequestId;
 use crate::state::AppState;
 
 /// The image-editing service's routes.
@@ -98,6 +99,7 @@ async fn view(state: &AppState, job: &Job) -> Result<Option<Value>, ApiError> {
 pub(crate) async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    RequestId(request_id): RequestId,
     req: Request,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::JobsWrite)?;
@@ -130,6 +132,7 @@ pub(crate) async fn create(
             extra_inputs: Vec::new(),
             idempotency_key: None,
             notify: Default::default(),
+            request_id,
         },
     )
     .await?;

@@ -209,6 +209,7 @@ async fn run(
     caller: &Principal,
     params: GenerateParams,
     input: Option<InputRef>,
+    request_id: Option<String>,
 ) -> Result<Job, ApiError> {
     submit_and_wait(
         state,
@@ -219,6 +220,7 @@ async fn run(
             extra_inputs: Vec::new(),
             idempotency_key: None,
             notify: Default::default(),
+            request_id,
         },
     )
     .await
@@ -321,7 +323,14 @@ async fn from_user_image(
     let user = user_id(body.user_id.as_deref())?;
     let p = params(mode, body.prompt, body.num_inference_steps)?;
     let image = user_image(state, prefix, label, &caller.owner, &user).await?;
-    let job = run(state, caller, p, Some(image)).await?;
+    let job = run(
+        state,
+        caller,
+        p,
+        Some(image),
+        crate::request_id::of(&headers),
+    )
+    .await?;
     generated_answer(state, &headers, job, &user, name).await
 }
 
@@ -351,7 +360,14 @@ pub(crate) async fn generations(
         Some(r) => Some(input_reference(state.blobs.bucket(), r)?),
         None => None,
     };
-    let job = run(&state, &caller, p, reference).await?;
+    let job = run(
+        &state,
+        &caller,
+        p,
+        reference,
+        crate::request_id::of(&headers),
+    )
+    .await?;
     match job.status {
         JobStatus::Succeeded => {
             let key = &result_of(&job)?.key;

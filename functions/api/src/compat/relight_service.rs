@@ -198,6 +198,7 @@ pub(crate) async fn replace_background_relight(
             extra_inputs,
             idempotency_key: None,
             notify: Default::default(),
+            request_id: crate::request_id::of(&headers),
         },
     )
     .await?;

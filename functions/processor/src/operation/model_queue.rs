@@ -213,7 +213,10 @@ impl Processor {
             )
             .await
         {
-            Ok(Some(_)) => Outcome::Succeeded,
+            Ok(Some(done)) => {
+                crate::metrics::job_ended(&done);
+                Outcome::Succeeded
+            }
             Ok(None) => Outcome::Skipped("canceled or finished meanwhile; result discarded"),
             Err(e) => Outcome::Retry(e.to_string()),
         }
@@ -241,7 +244,8 @@ impl Processor {
             )
             .await
         {
-            Ok(true) => {}
+            // The mark is set once per request: where a canceled fal job is counted, once.
+            Ok(true) => crate::metrics::job_ended(job),
             Ok(false) => return Outcome::Skipped("canceled; the provider was already told"),
             Err(e) => return Outcome::Retry(e.to_string()),
         }

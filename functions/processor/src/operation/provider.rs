@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use shared::core::{Lease, ProviderError, ProviderSubmission, SubmitIntent};
 use shared::job::{Job, JobError, JobMessage, Operation, ProviderLinks};
 
+use crate::metrics::Provider;
 use crate::outcome::Outcome;
 use crate::processor::{Processor, Providers, not_configured};
 
@@ -158,6 +159,7 @@ impl Processor {
         lease: &Lease,
         e: ProviderError,
     ) -> Outcome {
+        crate::metrics::provider_error(Provider::of(&job.operation), e.code);
         if e.outcome_unknown {
             tracing::error!(error = %e, "submit outcome unknown; not submitting again");
             return self.fail_job(job, provider_state_unknown(job)).await;
@@ -188,6 +190,7 @@ impl Processor {
         attempt: u32,
         e: ProviderError,
     ) -> Outcome {
+        crate::metrics::provider_error(Provider::of(&job.operation), e.code);
         if e.retryable {
             tracing::warn!(error = %e, "poll failed; polling again later");
             self.schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
@@ -213,6 +216,7 @@ impl Processor {
             Ok(None) => return Outcome::Skipped("no such job"),
             Err(e) => return Outcome::Retry(e.to_string()),
         };
+        crate::processor::note_request_id(&job);
         let own_request = job.provider_request_id.as_deref() == Some(request_id);
         // Canceled or finished jobs discard whatever the provider still has; a canceled fal
         // request is also canceled there, once.
@@ -222,6 +226,11 @@ impl Processor {
                 && job.provider.as_deref() == Some("fal")
             {
                 return self.cancel_at_fal(providers, &job, request_id).await;
+            }
+            // A canceled Stability job: its next poll is where the processor learns of it
+            // (fal's is counted once, in `cancel_at_fal`).
+            if own_request && job.status == shared::job::JobStatus::Canceled {
+                crate::metrics::job_ended(&job);
             }
             return Outcome::Skipped("already finished");
         }

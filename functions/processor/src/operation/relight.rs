@@ -143,7 +143,10 @@ impl Processor {
             )
             .await
         {
-            Ok(Some(_)) => Outcome::Succeeded,
+            Ok(Some(done)) => {
+                crate::metrics::job_ended(&done);
+                Outcome::Succeeded
+            }
             Ok(None) => Outcome::Skipped("canceled or finished meanwhile; result discarded"),
             Err(e) => Outcome::Retry(e.to_string()),
         }

@@ -8,6 +8,7 @@ use shared::core::{ImagePart, SegmenterError};
 use shared::job::{self, Job, JobError, JobResult};
 use shared::operation::remove_background::{RemovalProvider, RemoveBackgroundParams};
 
+use crate::metrics::Provider;
 use crate::processor::{Processor, STABILITY_UNSET, Step, not_configured};
 
 /// Waits between asks of an overloaded segmenter: jittered, 250 ms doubling to 4 s, at most 6
@@ -19,6 +20,17 @@ fn overload_backoff() -> ExponentialBuilder {
         .with_max_delay(Duration::from_secs(4))
         .with_max_times(6)
         .with_jitter()
+}
+
+/// Records a failed segmenter call under its code (the segmenter's own for a permanent
+/// failure).
+fn segmenter_error(e: &SegmenterError) {
+    let code = match e {
+        SegmenterError::Permanent { code, .. } => code.as_str(),
+        SegmenterError::Transient(_) => "segmenter_unavailable",
+        SegmenterError::Overloaded(_) => "segmenter_overloaded",
+    };
+    crate::metrics::provider_error(Provider::Segmenter, code);
 }
 
 impl Processor {
@@ -47,10 +59,12 @@ impl Processor {
         let cutout = (|| self.segmenter.remove_background(image.clone(), params))
             .retry(overload_backoff())
             .when(|e| matches!(e, SegmenterError::Overloaded(_)))
-            .notify(
-                |e, wait| tracing::info!(?wait, error = %e, "segmenter overloaded; asking again"),
-            )
+            .notify(|e, wait| {
+                segmenter_error(e);
+                tracing::info!(?wait, error = %e, "segmenter overloaded; asking again")
+            })
             .await
+            .inspect_err(segmenter_error)
             .map_err(|e| match e {
                 SegmenterError::Permanent { code, message } => {
                     Step::Permanent(JobError::new(code, message))
@@ -146,6 +160,7 @@ impl Processor {
             )
             .await
             .map_err(|e| {
+                crate::metrics::provider_error(Provider::Stability, e.code);
                 if e.retryable {
                     Step::Transient(e.to_string())
                 } else {
