@@ -7,9 +7,9 @@
 //!   authenticated; `-` otherwise), `status` and `latency_ms`. Inside Lambda it is a JSON line
 //!   ([`shared::telemetry::init`]).
 //! - **Error envelope**: every 4xx/5xx JSON body `{"error": {…}}` gets `error.request_id`, the
-//!   request's `X-Request-Id`; an error answered by the framework itself rather than by
+//!   request's `X-Request-Id`; a non-JSON error answered by the framework itself rather than by
 //!   [`crate::ApiError`] (a path segment that is not UTF-8, say) becomes the same envelope, so that
-//!   every error is JSON with a code.
+//!   every error is JSON with a code. Other JSON (the 503 health reports) passes unchanged.
 
 use std::sync::{Arc, OnceLock};
 
@@ -100,23 +100,25 @@ async fn with_request_id(resp: Response, request_id: &str) -> Response {
     let bytes = axum::body::to_bytes(body, MAX_ERROR_BODY)
         .await
         .unwrap_or_default();
-    let mut value: serde_json::Value = if is_json {
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+    let value = if is_json {
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Response::from_parts(parts, Body::from(bytes));
+        };
+        match value.get_mut("error").and_then(|e| e.as_object_mut()) {
+            Some(error) => {
+                error.insert("request_id".into(), request_id.into());
+            }
+            // A JSON answer of its own (a 503 health report): not an error envelope to extend.
+            None => return Response::from_parts(parts, Body::from(bytes)),
+        }
+        value
     } else {
-        serde_json::Value::Null
+        serde_json::json!({"error": {
+            "code": framework_code(parts.status),
+            "message": framework_message(parts.status, &bytes),
+            "request_id": request_id,
+        }})
     };
-    match value.get_mut("error").and_then(|e| e.as_object_mut()) {
-        Some(error) => {
-            error.insert("request_id".into(), request_id.into());
-        }
-        None => {
-            value = serde_json::json!({"error": {
-                "code": framework_code(parts.status),
-                "message": framework_message(parts.status, &bytes),
-                "request_id": request_id,
-            }});
-        }
-    }
     let body = serde_json::to_vec(&value).expect("a JSON value serializes");
     parts.headers.insert(
         header::CONTENT_TYPE,

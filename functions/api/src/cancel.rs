@@ -20,7 +20,7 @@ use crate::identity::Caller;
 use crate::jobs::{load_job, view};
 use crate::state::AppState;
 
-/// 200 with the canceled job ([`crate::jobs::view`]).
+/// `POST /v1/jobs/{id}/cancel`: 200 with the canceled job (as [`crate::jobs::view`] shows it).
 ///
 /// # Errors
 /// 403 `insufficient_scope` without `jobs:write` or `jobs:read`; 404 `job_not_found` for

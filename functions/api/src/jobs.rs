@@ -490,7 +490,7 @@ pub(crate) async fn load_job(
         .ok_or_else(|| ApiError::JobNotFound(raw_id.to_owned()))
 }
 
-/// `GET /v1/jobs/{id}`: 200 with the job ([`view`]).
+/// `GET /v1/jobs/{id}`: 200 with the job (the record plus `links`, as [`view`] builds it).
 ///
 /// # Errors
 /// As [`load_job`].

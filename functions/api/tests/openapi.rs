@@ -29,6 +29,10 @@ struct Api {
 
 impl Api {
     fn new() -> Self {
+        Self::with_probe(FakeProbe::healthy("table"))
+    }
+
+    fn with_probe(probe: FakeProbe) -> Self {
         let settings = Settings::new("jobs", "https://sqs.invalid/jobs", "images");
         let jobs = Arc::new(InMemoryJobs::new());
         let keys = Arc::new(InMemoryApiKeys::new());
@@ -41,7 +45,7 @@ impl Api {
             uploads: jobs.clone(),
             capabilities: jobs.clone(),
             notifications: jobs.clone(),
-            probes: vec![Arc::new(FakeProbe::healthy("table"))],
+            probes: vec![Arc::new(probe)],
             fetcher: Arc::new(
                 shared::adapters::PublicHttp::new(FetchPolicy::for_inputs(&settings)).unwrap(),
             ),
@@ -319,6 +323,16 @@ async fn error_bodies_carry_the_request_id() {
     assert_eq!(id.len(), 26, "a ULID: {id}");
     let body: Value = serde_json::from_slice(&body_bytes(resp).await).unwrap();
     assert_eq!(body["error"]["request_id"], id.as_str());
+
+    // A JSON answer that is not an error envelope (a 503 health report) passes unchanged.
+    let down = FakeProbe::healthy("bucket");
+    down.set_healthy(false);
+    let resp = Api::with_probe(down)
+        .send(Request::get("/health").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = serde_json::from_slice(&body_bytes(resp).await).unwrap();
+    assert_eq!(body, serde_json::json!({"status": "degraded"}));
 
     // An error axum answers itself (a path segment that is not UTF-8) becomes the envelope.
     let resp = api
