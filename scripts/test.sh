@@ -39,3 +39,5 @@ log "template.yaml: cfn-lint + sam validate"
 bash scripts/validate-template.sh
 log "cargo test"
 cargo test --workspace --locked
+log "OpenAPI: openapi-spec-validator + Schemathesis against the live local stack"
+bash scripts/schemathesis.sh

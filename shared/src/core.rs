@@ -106,6 +106,13 @@ pub trait JobStore: Send + Sync {
     /// idempotency record.
     async fn discard(&self, owner: &OwnerId, id: Ulid, idempotency_key: Option<&str>)
     -> Result<()>;
+    /// How many jobs the owner created in the UTC minute that contains `at`: the counter that
+    /// `MAX_JOBS_PER_MINUTE` is enforced on (0 when none). The API reports it as
+    /// `X-RateLimit-Remaining`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`] when the store cannot be read.
+    async fn created_in_minute(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<u32>;
 }
 
 /// A processor's exclusive, time-bounded right to run a job.

@@ -226,6 +226,19 @@ impl JobStore for InMemoryJobs {
         lock(&self.state).replay(owner, idem)
     }
 
+    /// Counts the owner's stored jobs created in that minute (the fake keeps no counters).
+    async fn created_in_minute(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<u32> {
+        let minute = at.unix_timestamp().div_euclid(60);
+        let count = lock(&self.state)
+            .jobs
+            .values()
+            .filter(|r| {
+                &r.job.owner == owner && r.job.created_at.unix_timestamp().div_euclid(60) == minute
+            })
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
     async fn get(&self, owner: &OwnerId, id: Ulid) -> Result<Option<Job>> {
         Ok(lock(&self.state)
             .jobs

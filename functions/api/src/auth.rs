@@ -49,6 +49,18 @@ pub(crate) fn issue_for_key(
 ///
 /// # Errors
 /// As [`issue_for_key`]; 401 for a bad key.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/token",
+    tag = "account",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A JWT for the key's owner and scopes (RFC 6749 §5.1 names)", body = crate::openapi::TokenResponse),
+        (status = 400, description = "`api_key_required`: tokens are issued for an API key, not another token", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn issue_token(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -20,11 +20,26 @@ use crate::identity::Caller;
 use crate::jobs::{load_job, view};
 use crate::state::AppState;
 
-/// 200 with the canceled job ([`crate::jobs::view`]).
+/// `POST /v1/jobs/{id}/cancel`: 200 with the canceled job (as [`crate::jobs::view`] shows it).
 ///
 /// # Errors
 /// 403 `insufficient_scope` without `jobs:write` or `jobs:read`; 404 `job_not_found` for
 /// unknown ids; 409 `conflict` when it had already finished; 503 when the store fails.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    security(("api_key" = []), ("jwt" = [])),
+    params(("id" = String, Path, description = "The job's ULID (26 characters)")),
+    responses(
+        (status = 200, description = "The canceled job", body = crate::openapi::JobDoc),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`job_not_found`: unknown id, or another owner's job", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`conflict`: the job had already finished", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -46,6 +46,16 @@ pub(crate) fn status_code(healthy: bool) -> StatusCode {
 /// `GET /health`: 200 when every dependency answers, else 503 naming the ones that do not.
 ///
 /// Open to anyone, but only an authenticated caller sees which dependency is failing.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    security((), ("api_key" = []), ("jwt" = [])),
+    responses(
+        (status = 200, description = "Every dependency answers (`checks` for authenticated callers only)", body = crate::openapi::HealthDoc),
+        (status = 503, description = "A dependency does not answer", body = crate::openapi::HealthDoc),
+    )
+)]
 pub(crate) async fn health(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let (healthy, checks) = check(&state).await;
     let mut body = json!({"status": if healthy { "ok" } else { "degraded" }});

@@ -97,7 +97,9 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let principal = authenticate(state, &parts.headers).await?;
-        tracing::Span::current().record("owner", principal.owner.as_str());
+        if let Some(slot) = parts.extensions.get::<crate::access::AccessSlot>() {
+            slot.set_owner(principal.owner.as_str());
+        }
         Ok(Self(principal))
     }
 }

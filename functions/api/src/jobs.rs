@@ -334,6 +334,27 @@ async fn read_submission(
 /// 413 `payload_too_large`; 422 `invalid_webhook_url`, `invalid_email` and the input codes;
 /// whatever [`shared::service::JobSubmitter::submit`] refuses (409 `idempotency_key_reused`,
 /// 429 quotas, 503 `dependency_unavailable`).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    security(("api_key" = []), ("jwt" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 printable characters, kept 24 h: the same key with the same request returns the same job"), ("Prefer" = Option<String>, Header, description = "`wait=N` (N ≤ 25 seconds): hold the answer until the job finishes or N seconds pass")),
+    request_body(description = "JSON with an input reference, or a multipart form with the image as `file`", content((crate::openapi::CreateJobJson = "application/json"), (crate::openapi::CreateJobForm = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "The job, already finished (an idempotent replay, or `Prefer: wait` and it finished in time)", body = crate::openapi::JobDoc, headers(("Location" = String, description = "`/v1/jobs/{id}`"), ("X-RateLimit-Limit" = u32, description = "Jobs this owner may create per minute (`MAX_JOBS_PER_MINUTE`)"), ("X-RateLimit-Remaining" = u32, description = "Jobs this owner may still create in the current minute"), ("X-RateLimit-Reset" = u32, description = "Seconds until the current minute's window ends and Remaining is back to Limit"), ("Idempotent-Replayed" = String, description = "`true` on a replay"), ("Preference-Applied" = String, description = "`wait=N`"))),
+        (status = 202, description = "Accepted: the job, queued", body = crate::openapi::JobDoc, headers(("Location" = String, description = "`/v1/jobs/{id}`"), ("X-RateLimit-Limit" = u32, description = "Jobs this owner may create per minute (`MAX_JOBS_PER_MINUTE`)"), ("X-RateLimit-Remaining" = u32, description = "Jobs this owner may still create in the current minute"), ("X-RateLimit-Reset" = u32, description = "Seconds until the current minute's window ends and Remaining is back to Limit"), ("Idempotent-Replayed" = String, description = "`true` on a replay"), ("Preference-Applied" = String, description = "`wait=N`"))),
+        (status = 400, description = "`invalid_prefer`, `invalid_idempotency_key`, `invalid_multipart`, `invalid_json`, `invalid_input`, `invalid_input_reference`, `unknown_operation`, `invalid_params`, `unknown_model`, and the other parameter codes", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`idempotency_key_reused`: the key was used for a different request", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body or image is over the byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (request body type) or `unsupported_image` (not JPEG, PNG or WebP)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`empty_image`, `invalid_image`, `image_too_large`, `input_not_found`, `input_fetch_failed`, `url_address_not_allowed`, `too_many_redirects`, `upload_mismatch`, `invalid_webhook_url`, `invalid_email`, `invalid_url`", body = crate::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited` or `too_many_jobs_in_flight`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds until a retry can succeed"), ("X-RateLimit-Limit" = u32, description = "Jobs this owner may create per minute (`MAX_JOBS_PER_MINUTE`)"), ("X-RateLimit-Remaining" = u32, description = "Jobs this owner may still create in the current minute"), ("X-RateLimit-Reset" = u32, description = "Seconds until the current minute's window ends and Remaining is back to Limit"))),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn create_job(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -353,8 +374,30 @@ pub(crate) async fn create_job(
                 .to_owned(),
         ),
     };
-    let submission = read_submission(&state, owner, idempotency_key, req).await?;
-    let (mut job, replayed) = match state.submitter.submit(submission).await? {
+    let submission = read_submission(&state, owner.clone(), idempotency_key, req).await?;
+    let created = match state.submitter.submit(submission).await {
+        Ok(created) => created,
+        Err(e) => {
+            let per_minute = matches!(
+                &e,
+                shared::Error::QuotaExceeded { code, .. } if *code == "rate_limited"
+            );
+            let retry_after = match &e {
+                shared::Error::QuotaExceeded {
+                    retry_after_seconds,
+                    ..
+                } => *retry_after_seconds,
+                _ => 0,
+            };
+            let mut resp = ApiError::from(e).into_response();
+            if per_minute {
+                let limit = state.settings.jobs.max_per_minute;
+                rate_limit_headers(resp.headers_mut(), limit, 0, retry_after);
+            }
+            return Ok(resp);
+        }
+    };
+    let (mut job, replayed) = match created {
         Created::New(job) => (job, false),
         Created::Replayed(job) => (job, true),
     };
@@ -381,7 +424,28 @@ pub(crate) async fn create_job(
             HeaderValue::from_str(&format!("wait={secs}")).expect("ASCII"),
         );
     }
+    let now = time::OffsetDateTime::now_utc();
+    match state.store.created_in_minute(&owner, now).await {
+        Ok(used) => {
+            let limit = state.settings.jobs.max_per_minute;
+            let reset = 60 - now.unix_timestamp().rem_euclid(60) as u64;
+            rate_limit_headers(resp.headers_mut(), limit, limit.saturating_sub(used), reset);
+        }
+        // The job exists; a missing header is better than a failed answer.
+        Err(e) => tracing::warn!(error = %e, "could not read the per-minute job counter"),
+    }
     Ok(resp)
+}
+
+/// Sets `X-RateLimit-Limit` (jobs an owner may create per UTC minute, `MAX_JOBS_PER_MINUTE`),
+/// `X-RateLimit-Remaining` (how many more it may create in the current minute) and
+/// `X-RateLimit-Reset` (seconds until that minute ends and the count starts again). The
+/// separate in-flight quota (`MAX_JOBS_IN_FLIGHT`, queued + processing) is not a window and
+/// shows only as 429 `too_many_jobs_in_flight` with `Retry-After`.
+fn rate_limit_headers(h: &mut HeaderMap, limit: u32, remaining: u32, reset_seconds: u64) {
+    h.insert("x-ratelimit-limit", limit.into());
+    h.insert("x-ratelimit-remaining", remaining.into());
+    h.insert("x-ratelimit-reset", reset_seconds.into());
 }
 
 /// Re-reads `job` until it is terminal or `wait` has passed (`Prefer: wait=N`, and the
@@ -428,10 +492,24 @@ pub(crate) async fn load_job(
         .ok_or_else(|| ApiError::JobNotFound(raw_id.to_owned()))
 }
 
-/// `GET /v1/jobs/{id}`: 200 with the job ([`view`]).
+/// `GET /v1/jobs/{id}`: 200 with the job (the record plus `links`, as [`view`] builds it).
 ///
 /// # Errors
 /// As [`load_job`].
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    security(("api_key" = []), ("jwt" = [])),
+    params(("id" = String, Path, description = "The job's ULID (26 characters)")),
+    responses(
+        (status = 200, description = "The job", body = crate::openapi::JobDoc),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`job_not_found`: unknown id, or another owner's job", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -448,6 +526,23 @@ pub(crate) async fn get_job(
 /// As [`load_job`]; 400 `invalid_params` for an `index` that is not a whole number; 423
 /// `job_not_finished` while unfinished; 409 with the job's own code when it failed,
 /// `job_canceled` when canceled; 404 `result_not_found` for an index past the last output.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/result",
+    tag = "jobs",
+    security(("api_key" = []), ("jwt" = [])),
+    params(("id" = String, Path, description = "The job's ULID (26 characters)"), ("index" = Option<u32>, Query, minimum = 0, description = "0-based output of a multi-output job (default 0)")),
+    responses(
+        (status = 303, description = "See the result: a presigned S3 GET URL (`RESULT_URL_TTL_SECONDS`, default 900 s)", headers(("Location" = String, description = "Presigned URL"))),
+        (status = 400, description = "`invalid_params`: `index` is not a whole number", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`job_not_found`; `result_not_found` for an index past the last output", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The job failed (its own code, e.g. `invalid_image`) or `job_canceled`", body = crate::openapi::ErrorBody),
+        (status = 423, description = "`job_not_finished`: queued or processing (`error.status` says which)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn get_result(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -517,6 +612,20 @@ pub(crate) async fn get_result(
 /// # Errors
 /// 403 `insufficient_scope` without `jobs:read`; 400 `invalid_params` for a bad value or an
 /// unknown parameter; 503 when the store fails.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    security(("api_key" = []), ("jwt" = [])),
+    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Page size, 1–100 (default 20)"), ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"), ("status" = Option<crate::openapi::JobStatusDoc>, Query, description = "Only jobs in this status")),
+    responses(
+        (status = 200, description = "The caller's jobs, newest first", body = crate::openapi::JobListDoc),
+        (status = 400, description = "`invalid_params` (a bad value or an unknown parameter), `invalid_cursor`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     Caller(caller): Caller,

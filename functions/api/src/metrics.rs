@@ -96,6 +96,20 @@ pub(crate) async fn usage(
 ///
 /// # Errors
 /// As [`window_hours`] and [`usage`].
+#[utoipa::path(
+    get,
+    path = "/v1/metrics",
+    tag = "account",
+    security(("api_key" = []), ("jwt" = [])),
+    params(("window_hours" = Option<u32>, Query, minimum = 1, maximum = 720, description = "Window length in hours, 1–720 (default 24)")),
+    responses(
+        (status = 200, description = "The caller's usage over the window (needs `metrics:read`)", body = crate::openapi::UsageMetrics),
+        (status = 400, description = "`invalid_params`: a value out of range or an unknown parameter", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn get_metrics(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -67,6 +67,17 @@ fn entry(spec: &ModelSpec, default_model: &str) -> ModelEntry {
 ///
 /// # Errors
 /// 401 without a valid credential; 403 `insufficient_scope` without `jobs:read`.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "account",
+    security(("api_key" = []), ("jwt" = [])),
+    responses(
+        (status = 200, description = "The models this deployment accepts (needs `jobs:read`)", body = crate::openapi::ModelListDoc),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+    )
+)]
 pub(crate) async fn list_models(
     State(state): State<AppState>,
     Caller(caller): Caller,

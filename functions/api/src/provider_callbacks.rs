@@ -66,12 +66,33 @@ fn rejected(e: WebhookRejection) -> ApiError {
 /// delivery that does not verify (nothing changes); 409 `conflict` when the job has not
 /// recorded this request yet (fal retries, §2.6: 10 times over 2 hours); 503 when fal's keys,
 /// the store or the queue are unavailable.
+#[utoipa::path(
+    post,
+    path = "/v1/providers/fal/webhook",
+    tag = "providers",
+    security(()),
+    params(("owner" = String, Query, description = "The job's owner (set by the processor at submit)"), ("job_id" = String, Query, description = "The job's ULID"), ("x-fal-webhook-request-id" = String, Header, description = "fal's request id"), ("x-fal-webhook-user-id" = String, Header, description = "fal's user id"), ("x-fal-webhook-timestamp" = String, Header, description = "Unix seconds; within 300 s of now"), ("x-fal-webhook-signature" = String, Header, description = "Hex Ed25519 signature (docs/providers.md §2.6)")),
+    request_body(description = "fal's result payload, verified over its raw bytes", content((Object = "application/json"))),
+    responses(
+        (status = 200, description = "Verified: `accepted` says whether a completion was queued", body = crate::openapi::FalWebhookAnswer),
+        (status = 400, description = "`invalid_params`: `owner` or `job_id` missing", body = crate::openapi::ErrorBody),
+        (status = 401, description = "`webhook_headers_missing`, `webhook_stale`, `webhook_signature_invalid`: nothing changes", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`conflict`: the job has not recorded this request yet; fal delivers again", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn receive_fal_webhook(
     State(state): State<AppState>,
-    Query(target): Query<WebhookTarget>,
+    target: Result<Query<WebhookTarget>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let Query(target) = target.map_err(|e| {
+        ApiError::bad_request(
+            "invalid_params",
+            format!("query: {} (expected owner and job_id)", e.body_text()),
+        )
+    })?;
     let signed = SignedHeaders {
         request_id: header(&headers, "x-fal-webhook-request-id")?,
         user_id: header(&headers, "x-fal-webhook-user-id")?,

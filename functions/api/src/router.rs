@@ -3,62 +3,94 @@
 //! the domain → map to a response) and live in modules named after what they serve
 //! ([`crate::jobs`], [`crate::health`]); this is the only module that names them.
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
-use axum::routing::{get, post};
+use axum::{Extension, Router};
+use std::sync::Arc;
 use std::time::Duration;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::{
-    auth, cancel, compat, health, jobs, metrics, models, provider_callbacks, uploads, webhooks,
+    access, auth, cancel, compat, docs, health, jobs, metrics, models, provider_callbacks, uploads,
+    webhooks,
 };
 
 /// Multipart overhead allowed on top of the image byte limit.
 const BODY_OVERHEAD: usize = 64 * 1024;
 
-/// The API's routes: `/v1/…`, `/health`, and the compatibility routes of the services it
-/// replaces (`compat/`).
+/// Every route with its OpenAPI entry: each handler's `#[utoipa::path]` gives both the route
+/// and its documentation, so a route cannot be served undocumented through here (and
+/// `tests/openapi.rs` checks that nothing is routed around it).
+pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
+    let docs = OpenApiRouter::new()
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::redirect))
+        .routes(routes!(docs::index))
+        .routes(routes!(docs::asset))
+        // The one page the API serves: its own scripts and styles, nothing else.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(docs::DOCS_CSP),
+        ));
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(jobs::create_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::get_result))
+        .routes(routes!(cancel::cancel_job))
+        .routes(routes!(auth::issue_token))
+        .routes(routes!(uploads::create_upload))
+        .routes(routes!(provider_callbacks::receive_fal_webhook))
+        .routes(routes!(metrics::get_metrics))
+        .routes(routes!(models::list_models))
+        .routes(routes!(webhooks::get_webhooks, webhooks::put_webhooks))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(health::health))
+        .merge(compat::routes())
+        .merge(docs)
+}
+
+/// The OpenAPI 3.1 document of [`router()`], as served at `GET /openapi.json` (pretty JSON).
+pub fn openapi_json() -> String {
+    api_routes()
+        .into_openapi()
+        .to_pretty_json()
+        .expect("the document serializes")
+}
+
+/// The API's routes: `/v1/…`, `/health`, the compatibility routes of the services it
+/// replaces (`compat/`), and the API's own description (`/openapi.json`, `/docs/`).
 ///
 /// An unknown path is 404 `route_not_found` and a known path with another method 405
 /// `method_not_allowed`, both as [`ApiError`] JSON. Bodies are capped at the image byte limit
 /// plus multipart overhead. Every response carries an `X-Request-Id` (the client's, or a new
-/// ULID) and the security headers set below.
+/// ULID) and the security headers set below; every error body carries it as
+/// `error.request_id`, and every request writes one access-log line ([`crate::access`]).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.limits.max_bytes as usize + BODY_OVERHEAD;
-    Router::new()
-        .route("/v1/jobs", post(jobs::create_job).get(jobs::list_jobs))
-        .route("/v1/jobs/{id}", get(jobs::get_job))
-        .route("/v1/jobs/{id}/result", get(jobs::get_result))
-        .route("/v1/auth/token", post(auth::issue_token))
-        .route("/v1/uploads", post(uploads::create_upload))
-        .route("/v1/jobs/{id}/cancel", post(cancel::cancel_job))
-        .route(
-            "/v1/providers/fal/webhook",
-            post(provider_callbacks::receive_fal_webhook),
-        )
-        .route("/v1/metrics", get(metrics::get_metrics))
-        .route("/v1/models", get(models::list_models))
-        .route(
-            "/v1/webhooks",
-            get(webhooks::get_webhooks).put(webhooks::put_webhooks),
-        )
-        .route("/v1/webhooks/rotate-secret", post(webhooks::rotate_secret))
-        .route("/health", get(health::health))
-        .merge(compat::routes())
+    let (routes, document) = api_routes().split_for_parts();
+    let document = docs::OpenApiJson(Arc::from(
+        document.to_json().expect("the document serializes"),
+    ));
+    routes
+        .route_layer(axum::middleware::from_fn(access::record_route))
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
         })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors(&state.settings.auth.cors_allowed_origins))
-        // Every response: the API serves JSON and redirects only, never pages.
+        // Every response but the docs page's (which sets its own, above): the API serves JSON
+        // and redirects only.
         .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
         .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
@@ -70,6 +102,7 @@ pub fn router(state: AppState) -> Router {
             header::CONTENT_SECURITY_POLICY,
             "default-src 'none'; frame-ancestors 'none'",
         ))
+        .layer(axum::middleware::from_fn(access::observe))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, UlidRequestId))
         .with_state(state)
@@ -112,6 +145,9 @@ fn cors(origins: &[String]) -> CorsLayer {
             header::RETRY_AFTER,
             HeaderName::from_static("idempotent-replayed"),
             HeaderName::from_static("preference-applied"),
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderName::from_static("x-ratelimit-reset"),
             X_REQUEST_ID,
         ])
         .max_age(Duration::from_secs(600))

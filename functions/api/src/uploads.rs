@@ -37,6 +37,22 @@ struct UploadRequest {
 /// 403 `insufficient_scope` without `jobs:write`; 400 `invalid_json`, `invalid_params` (a
 /// zero length); 415 `unsupported_image` for a type other than JPEG, PNG or WebP; 413
 /// `payload_too_large` over the image byte limit; 503 when the store fails.
+#[utoipa::path(
+    post,
+    path = "/v1/uploads",
+    tag = "account",
+    security(("api_key" = []), ("jwt" = [])),
+    request_body(content((crate::openapi::UploadRequest = "application/json"))),
+    responses(
+        (status = 201, description = "A presigned S3 PUT URL and the `input` for `POST /v1/jobs`", body = crate::openapi::UploadResponse),
+        (status = 400, description = "`invalid_json`, `invalid_params` (a zero length)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: `content_length` over the image byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_image`: a type other than JPEG, PNG or WebP", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn create_upload(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -43,6 +43,18 @@ async fn answer(
 ///
 /// # Errors
 /// 403 `insufficient_scope` without `jobs:write`; 503 when the store fails.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    tag = "account",
+    security(("api_key" = []), ("jwt" = [])),
+    responses(
+        (status = 200, description = "The owner's webhook settings (needs `jobs:write`)", body = crate::openapi::WebhookSettings),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn get_webhooks(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -63,6 +75,21 @@ struct PutWebhooks {
 /// # Errors
 /// 403 `insufficient_scope` without `jobs:write`; 400 `invalid_json` for another body; 422
 /// `invalid_webhook_url`; 503 when the store fails.
+#[utoipa::path(
+    put,
+    path = "/v1/webhooks",
+    tag = "account",
+    security(("api_key" = []), ("jwt" = [])),
+    request_body(content((crate::openapi::PutWebhooks = "application/json"))),
+    responses(
+        (status = 200, description = "The owner's webhook settings (needs `jobs:write`)", body = crate::openapi::WebhookSettings),
+        (status = 400, description = "`invalid_json`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`invalid_webhook_url`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn put_webhooks(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -96,6 +123,18 @@ pub(crate) async fn put_webhooks(
 ///
 /// # Errors
 /// 403 `insufficient_scope` without `jobs:write`; 503 when the store fails.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/rotate-secret",
+    tag = "account",
+    security(("api_key" = []), ("jwt" = [])),
+    responses(
+        (status = 200, description = "The owner's webhook settings (needs `jobs:write`)", body = crate::openapi::WebhookSettings),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     Caller(caller): Caller,

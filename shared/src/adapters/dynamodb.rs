@@ -501,6 +501,27 @@ impl JobStore for DynamoJobs {
         self.replay(owner, idem).await
     }
 
+    async fn created_in_minute(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<u32> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, minute_sk(at))))
+            .projection_expression("#count")
+            .expression_attribute_names("#count", "count")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out
+            .item
+            .as_ref()
+            .and_then(|item| item.get("count"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
     async fn get(&self, owner: &OwnerId, id: Ulid) -> Result<Option<Job>> {
         let out = self
             .client

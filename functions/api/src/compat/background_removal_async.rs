@@ -18,15 +18,15 @@
 //! | `GET /download/{processing_id}` | the bytes, `Content-Disposition: attachment; filename="{id}.{ext}"`; 423 while processing | `GET /v1/jobs/{id}/result` |
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use email_address::EmailAddress;
 use serde_json::json;
 use std::str::FromStr;
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use shared::auth::Scope;
 use shared::core::{Capability, Created};
@@ -41,11 +41,11 @@ use crate::identity::Caller;
 use crate::state::AppState;
 
 /// The async background-removal service's routes.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/process", post(process))
-        .route("/status/{processing_id}", get(status))
-        .route("/download/{processing_id}", get(download))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(process))
+        .routes(routes!(status))
+        .routes(routes!(download))
 }
 
 /// The models the service accepts (its `MODEL_NAMES`); `u2net` is its default.
@@ -144,6 +144,24 @@ fn validate(
 /// 401/403 for the key; 422 `missing_input`, `invalid_email`, `unknown_model`,
 /// `invalid_params`; the image codes of `POST /v1/jobs`; 503 when a dependency fails (a job
 /// whose pointer could not be stored is canceled again).
+#[utoipa::path(
+    post,
+    path = "/process",
+    tag = "compat-003-async-removal",
+    security(("api_key" = []), ("jwt" = []), ("basic" = [])),
+    request_body(content((crate::openapi::ProcessForm = "multipart/form-data"))),
+    responses(
+        (status = 202, description = "Started; canonical: `POST /v1/jobs` with `email`", body = crate::openapi::ProcessAccepted),
+        (status = 400, description = "`invalid_multipart`, parameter codes", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body or image is over the byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (request body type) or `unsupported_image` (not JPEG, PNG or WebP)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`missing_input`, `invalid_email`, `unknown_model`, `invalid_params`, the image codes", body = crate::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited` (more than `MAX_JOBS_PER_MINUTE` jobs created this minute) or `too_many_jobs_in_flight` (`MAX_JOBS_IN_FLIGHT` queued + processing)", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds until a retry can succeed"))),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn process(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -243,6 +261,18 @@ pub fn legacy_status(status: JobStatus) -> &'static str {
 ///
 /// # Errors
 /// 404 `processing_not_found`.
+#[utoipa::path(
+    get,
+    path = "/status/{processing_id}",
+    tag = "compat-003-async-removal",
+    security(()),
+    params(("processing_id" = String, Path, description = "The UUID v4 from `POST /process`")),
+    responses(
+        (status = 200, description = "`processing`, `completed` or `failed`", body = crate::openapi::ProcessingStatus),
+        (status = 404, description = "`processing_not_found`: unknown or expired", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn status(
     State(state): State<AppState>,
     Path(processing_id): Path<String>,
@@ -262,6 +292,20 @@ pub(crate) async fn status(
 /// # Errors
 /// 404 `processing_not_found`; 423 `job_not_finished` while processing; 409 with the job's own
 /// code when it failed, `job_canceled` when canceled.
+#[utoipa::path(
+    get,
+    path = "/download/{processing_id}",
+    tag = "compat-003-async-removal",
+    security(()),
+    params(("processing_id" = String, Path, description = "The UUID v4 from `POST /process`")),
+    responses(
+        (status = 200, description = "The result's bytes, `Content-Disposition: attachment; filename=\"{processing_id}.png\"` (`.jpg`)", content((Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"))),
+        (status = 404, description = "`processing_not_found`", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The job failed (its own code) or `job_canceled`", body = crate::openapi::ErrorBody),
+        (status = 423, description = "`job_not_finished`", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn download(
     State(state): State<AppState>,
     Path(processing_id): Path<String>,

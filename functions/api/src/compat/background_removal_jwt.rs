@@ -14,13 +14,13 @@
 //! | `GET /metrics/?window_hours=24` | [`shared::metrics::UsageMetrics`] | `GET /v1/metrics` |
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::json;
 use std::collections::HashMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use shared::auth::Scope;
 use shared::job::{Job, JobStatus, Operation};
@@ -34,11 +34,11 @@ use crate::identity::Caller;
 use crate::state::AppState;
 
 /// The JWT background-removal service's routes.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/auth/token", post(token))
-        .route("/api/remove-background", post(remove_background))
-        .route("/metrics/", get(metrics))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token))
+        .routes(routes!(remove_background))
+        .routes(routes!(metrics))
 }
 
 /// Longest accepted `user_id`, in characters.
@@ -54,6 +54,20 @@ const MAX_USER_ID_CHARS: usize = 128;
 /// # Errors
 /// 422 `invalid_params` for a missing or malformed `user_id`; 400 `api_key_required` when a
 /// token is sent instead of a key; 401 for a bad key or `tokens_disabled`.
+#[utoipa::path(
+    post,
+    path = "/auth/token",
+    tag = "compat-002-jwt-removal",
+    security(("api_key" = [])),
+    params(("user_id" = String, Query, description = "1–128 characters without control characters; logged, not the identity")),
+    responses(
+        (status = 200, description = "A JWT for the key's owner; canonical: `POST /v1/auth/token`", body = crate::openapi::LegacyToken),
+        (status = 400, description = "`api_key_required`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 422, description = "`invalid_params`: `user_id` missing or malformed", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn token(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -133,6 +147,27 @@ fn params(settings: &shared::config::Settings, format: OutputFormat) -> RemoveBa
 /// 401 `token_required` for an API key; 403 `insufficient_scope`; 422 `invalid_params` for a bad
 /// `output_format`, `missing_input` without `file`; the image codes of `POST /v1/jobs`; when the
 /// job fails, its own code ([`crate::error::sync_failure_status`]); 409 `job_canceled`.
+#[utoipa::path(
+    post,
+    path = "/api/remove-background",
+    tag = "compat-002-jwt-removal",
+    security(("jwt" = [])),
+    request_body(content((crate::openapi::RemoveBackgroundForm = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "The cutout's bytes (`X-Job-Id` names the job); canonical: `POST /v1/jobs` + `GET /v1/jobs/{id}/result`", content((Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/webp")), headers(("X-Job-Id" = String, description = "The job's ULID"))),
+        (status = 202, description = "Still running after 25 s: the canonical job routes (not an error)", body = crate::openapi::StillRunning, headers(("Location" = String, description = "`/v1/jobs/{id}`"), ("Retry-After" = u32, description = "Seconds"))),
+        (status = 400, description = "`invalid_input_reference`, `invalid_multipart`, parameter codes", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`job_canceled`: the job was canceled while the request waited", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body or image is over the byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (request body type) or `unsupported_image` (not JPEG, PNG or WebP)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`missing_input`, `invalid_params`, `invalid_json`, the image codes (`empty_image`, `invalid_image`, `image_too_large`, `input_not_found`, `input_fetch_failed`, `too_many_redirects`) and a failed job's own code when the input was at fault", body = crate::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited` (more than `MAX_JOBS_PER_MINUTE` jobs created this minute) or `too_many_jobs_in_flight` (`MAX_JOBS_IN_FLIGHT` queued + processing)", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds until a retry can succeed"))),
+        (status = 502, description = "The job failed in the pipeline: its own code (e.g. `retries_exhausted`, `provider_not_configured`, `provider_error`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn remove_background(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -197,6 +232,20 @@ async fn result_bytes(state: &AppState, job: &Job) -> Result<Response, ApiError>
 ///
 /// # Errors
 /// 401 `token_required` for an API key; 403 `insufficient_scope`; 400 `invalid_params`.
+#[utoipa::path(
+    get,
+    path = "/metrics/",
+    tag = "compat-002-jwt-removal",
+    security(("jwt" = [])),
+    params(("window_hours" = Option<u32>, Query, minimum = 1, maximum = 720, description = "1–720 (default 24)")),
+    responses(
+        (status = 200, description = "The `/v1/metrics` body (JWT with `metrics:read`)", body = crate::openapi::UsageMetrics),
+        (status = 400, description = "`invalid_params`", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential, or `token_required`: an API key where a JWT is needed", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn metrics(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -23,6 +23,17 @@ pub const HEALTHY_MESSAGE: &str = "Image generation service is ready";
 ///
 /// # Errors
 /// 401 without a valid credential.
+#[utoipa::path(
+    get,
+    path = "/health/",
+    tag = "compat-001-generation",
+    security(("api_key" = []), ("jwt" = [])),
+    responses(
+        (status = 200, description = "`healthy` (seeds 001 and 002)", body = crate::openapi::LegacyHealth),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 503, description = "`degraded`, naming the failed checks", body = crate::openapi::LegacyHealth),
+    )
+)]
 pub(crate) async fn legacy_health(State(state): State<AppState>, Caller(_): Caller) -> Response {
     let (healthy, checks) = crate::health::check(&state).await;
     let body = if healthy {

@@ -17,13 +17,13 @@
 //! (`Authorization`/`X-API-Key`, both allowed in preflight) or a JWT.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
 use time::format_description::well_known::Rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use shared::auth::Scope;
 use shared::core::ListQuery;
@@ -40,10 +40,10 @@ use crate::request_id::RequestId;
 use crate::state::AppState;
 
 /// The image-editing service's routes.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs", post(create).get(list))
-        .route("/api/jobs/{job_id}", get(read))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read))
 }
 
 /// Most jobs `GET /api/jobs` returns.
@@ -96,6 +96,27 @@ async fn view(state: &AppState, job: &Job) -> Result<Option<Value>, ApiError> {
 /// 422 `missing_input` without `image`, `invalid_params` without `prompt`; the image codes of
 /// `POST /v1/jobs`; a failed job's own code ([`crate::error::sync_failure_status`]), as the
 /// original answered an error when fal failed; 409 `job_canceled`.
+#[utoipa::path(
+    post,
+    path = "/api/jobs",
+    tag = "compat-004-editing",
+    security(("api_key" = []), ("jwt" = [])),
+    request_body(content((crate::openapi::EditForm = "multipart/form-data"))),
+    responses(
+        (status = 200, description = "The job, `completed`; canonical: `POST /v1/jobs` (`edit`) with `Prefer: wait=25`", body = crate::openapi::LegacyEditJob),
+        (status = 202, description = "The job, still `pending` or `processing` after 25 s", body = crate::openapi::LegacyEditJob),
+        (status = 400, description = "`invalid_input_reference`, `invalid_multipart`, parameter codes", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`job_canceled`: the job was canceled while the request waited", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body or image is over the byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (request body type) or `unsupported_image` (not JPEG, PNG or WebP)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`missing_input`, `invalid_params`, `invalid_json`, the image codes (`empty_image`, `invalid_image`, `image_too_large`, `input_not_found`, `input_fetch_failed`, `too_many_redirects`) and a failed job's own code when the input was at fault", body = crate::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited` (more than `MAX_JOBS_PER_MINUTE` jobs created this minute) or `too_many_jobs_in_flight` (`MAX_JOBS_IN_FLIGHT` queued + processing)", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds until a retry can succeed"))),
+        (status = 502, description = "The job failed in the pipeline: its own code (e.g. `retries_exhausted`, `provider_not_configured`, `provider_error`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -149,6 +170,20 @@ pub(crate) async fn create(
 ///
 /// # Errors
 /// 404 `job_not_found` for an unknown id, another owner's job, or a job of another operation.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{job_id}",
+    tag = "compat-004-editing",
+    security(("api_key" = []), ("jwt" = [])),
+    params(("job_id" = String, Path, description = "The job's ULID")),
+    responses(
+        (status = 200, description = "The job", body = crate::openapi::LegacyEditJob),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 404, description = "`job_not_found`: unknown, another owner's, or not an `edit` job", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn read(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -166,6 +201,18 @@ pub(crate) async fn read(
 ///
 /// # Errors
 /// 403 without `jobs:read`; 503.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    tag = "compat-004-editing",
+    security(("api_key" = []), ("jwt" = [])),
+    responses(
+        (status = 200, description = "The caller's `edit` jobs, newest first, at most 100", body = [crate::openapi::LegacyEditJob]),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,

@@ -30,13 +30,13 @@
 //! `num_inference_steps` (1–150) is accepted and recorded; Seedream has no step count.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use shared::auth::{Principal, Scope};
 use shared::job::{Job, JobStatus, Operation, OwnerId};
@@ -53,12 +53,12 @@ use crate::state::AppState;
 
 /// The image-generation service's routes (its `GET /health/` is
 /// [`super::health::legacy_health`]).
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(root))
-        .route("/v1/images/memory", post(memory))
-        .route("/v1/images/subject", post(subject))
-        .route("/v1/images/generations", post(generations))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(root))
+        .routes(routes!(memory))
+        .routes(routes!(subject))
+        .routes(routes!(generations))
 }
 
 /// Longest accepted `user_id`, in characters.
@@ -86,6 +86,15 @@ struct GenerationsRequest {
 }
 
 /// `GET /` (no credential): a static welcome naming the routes, as the original's root did.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "compat-001-generation",
+    security(()),
+    responses(
+        (status = 200, description = "A static welcome naming the routes", body = crate::openapi::Welcome),
+    )
+)]
 pub(crate) async fn root() -> Response {
     Json(json!({
         "message": "Welcome to the Image Generation API",
@@ -264,6 +273,27 @@ async fn generated_answer(
 /// parse or a field of the wrong type: FastAPI answered 422 for both), `invalid_params`,
 /// `input_not_found` (no avatar); a failed job's own code; 202 is not an error
 /// ([`super::response::still_running`]).
+#[utoipa::path(
+    post,
+    path = "/v1/images/memory",
+    tag = "compat-001-generation",
+    security(("api_key" = []), ("jwt" = [])),
+    request_body(content((crate::openapi::UserImageRequest = "application/json"))),
+    responses(
+        (status = 200, description = "`s3://{bucket}/generated/{owner}/{user_id}/memory_{job_id}.png`; canonical: `POST /v1/jobs` (`generate`, mode `memory`)", body = crate::openapi::GeneratedList),
+        (status = 202, description = "Still running after 25 s: the canonical job routes (not an error)", body = crate::openapi::StillRunning, headers(("Location" = String, description = "`/v1/jobs/{id}`"), ("Retry-After" = u32, description = "Seconds"))),
+        (status = 400, description = "`invalid_input_reference`, `invalid_multipart`, parameter codes", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`job_canceled`: the job was canceled while the request waited", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body or image is over the byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (request body type) or `unsupported_image` (not JPEG, PNG or WebP)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`missing_input`, `invalid_params`, `invalid_json`, the image codes (`empty_image`, `invalid_image`, `image_too_large`, `input_not_found`, `input_fetch_failed`, `too_many_redirects`) and a failed job's own code when the input was at fault", body = crate::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited` (more than `MAX_JOBS_PER_MINUTE` jobs created this minute) or `too_many_jobs_in_flight` (`MAX_JOBS_IN_FLIGHT` queued + processing)", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds until a retry can succeed"))),
+        (status = 502, description = "The job failed in the pipeline: its own code (e.g. `retries_exhausted`, `provider_not_configured`, `provider_error`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn memory(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -288,6 +318,27 @@ pub(crate) async fn memory(
 ///
 /// # Errors
 /// As [`memory`], `input_not_found` naming the missing photo.
+#[utoipa::path(
+    post,
+    path = "/v1/images/subject",
+    tag = "compat-001-generation",
+    security(("api_key" = []), ("jwt" = [])),
+    request_body(content((crate::openapi::UserImageRequest = "application/json"))),
+    responses(
+        (status = 200, description = "`s3://{bucket}/generated/{owner}/{user_id}/subject_{job_id}.png`; canonical: `POST /v1/jobs` (`generate`, mode `subject`)", body = crate::openapi::GeneratedList),
+        (status = 202, description = "Still running after 25 s: the canonical job routes (not an error)", body = crate::openapi::StillRunning, headers(("Location" = String, description = "`/v1/jobs/{id}`"), ("Retry-After" = u32, description = "Seconds"))),
+        (status = 400, description = "`invalid_input_reference`, `invalid_multipart`, parameter codes", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`job_canceled`: the job was canceled while the request waited", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body or image is over the byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (request body type) or `unsupported_image` (not JPEG, PNG or WebP)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`missing_input`, `invalid_params`, `invalid_json`, the image codes (`empty_image`, `invalid_image`, `image_too_large`, `input_not_found`, `input_fetch_failed`, `too_many_redirects`) and a failed job's own code when the input was at fault", body = crate::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited` (more than `MAX_JOBS_PER_MINUTE` jobs created this minute) or `too_many_jobs_in_flight` (`MAX_JOBS_IN_FLIGHT` queued + processing)", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds until a retry can succeed"))),
+        (status = 502, description = "The job failed in the pipeline: its own code (e.g. `retries_exhausted`, `provider_not_configured`, `provider_error`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn subject(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -342,6 +393,27 @@ async fn from_user_image(
 /// # Errors
 /// 422 `invalid_json`, `invalid_params`; 400 `invalid_input_reference`; the input codes of
 /// `POST /v1/jobs`; a failed job's own code.
+#[utoipa::path(
+    post,
+    path = "/v1/images/generations",
+    tag = "compat-001-generation",
+    security(("api_key" = []), ("jwt" = [])),
+    request_body(content((crate::openapi::GenerationsRequest = "application/json"))),
+    responses(
+        (status = 200, description = "A presigned GET URL of the result; canonical: `POST /v1/jobs` (`generate`, mode `text`)", body = crate::openapi::GeneratedList),
+        (status = 202, description = "Still running after 25 s: the canonical job routes (not an error)", body = crate::openapi::StillRunning, headers(("Location" = String, description = "`/v1/jobs/{id}`"), ("Retry-After" = u32, description = "Seconds"))),
+        (status = 400, description = "`invalid_input_reference`, `invalid_multipart`, parameter codes", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`job_canceled`: the job was canceled while the request waited", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body or image is over the byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (request body type) or `unsupported_image` (not JPEG, PNG or WebP)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`missing_input`, `invalid_params`, `invalid_json`, the image codes (`empty_image`, `invalid_image`, `image_too_large`, `input_not_found`, `input_fetch_failed`, `too_many_redirects`) and a failed job's own code when the input was at fault", body = crate::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited` (more than `MAX_JOBS_PER_MINUTE` jobs created this minute) or `too_many_jobs_in_flight` (`MAX_JOBS_IN_FLIGHT` queued + processing)", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds until a retry can succeed"))),
+        (status = 502, description = "The job failed in the pipeline: its own code (e.g. `retries_exhausted`, `provider_not_configured`, `provider_error`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn generations(
     State(state): State<AppState>,
     Caller(caller): Caller,

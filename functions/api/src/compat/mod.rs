@@ -31,15 +31,15 @@ pub(crate) mod relight_service;
 pub(crate) mod request;
 pub(crate) mod response;
 
-use axum::Router;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
-/// Every compatibility route, to merge into the API's router.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/health/", get(health::legacy_health))
+/// Every compatibility route with its OpenAPI entry, to merge into the API's router.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::legacy_health))
         .merge(relight_service::routes())
         .merge(image_generation::routes())
         .merge(background_removal_jwt::routes())

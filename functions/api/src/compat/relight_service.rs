@@ -23,12 +23,12 @@
 //! as the original's was: read it with AWS credentials, or through `GET /v1/jobs/{id}/result`).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use shared::auth::Scope;
 use shared::job::{JobStatus, Operation};
@@ -43,11 +43,8 @@ use crate::identity::Caller;
 use crate::state::AppState;
 
 /// The relight service's route.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route(
-        "/replace-background-relight",
-        post(replace_background_relight),
-    )
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(replace_background_relight))
 }
 
 /// The original's request body (`ReplaceBackgroundRelightInput`).
@@ -170,6 +167,27 @@ fn validate(input: RelightInput) -> Result<RelightRequest, ApiError> {
 /// 422 for both); 400 `invalid_input_reference`; the
 /// input codes of `POST /v1/jobs` (`input_not_found`, `input_fetch_failed`, image codes); a
 /// failed job's own code ([`crate::error::sync_failure_status`]); 409 `job_canceled`.
+#[utoipa::path(
+    post,
+    path = "/replace-background-relight",
+    tag = "compat-000-relight",
+    security(("api_key" = []), ("jwt" = [])),
+    request_body(content((crate::openapi::RelightInput = "application/json"))),
+    responses(
+        (status = 200, description = "The stored result's object URL; canonical: `POST /v1/jobs` (`replace_background_relight`) with `Prefer: wait=25`", body = crate::openapi::RelightAnswer),
+        (status = 202, description = "Still running after 25 s: the canonical job routes (not an error)", body = crate::openapi::StillRunning, headers(("Location" = String, description = "`/v1/jobs/{id}`"), ("Retry-After" = u32, description = "Seconds"))),
+        (status = 400, description = "`invalid_input_reference`, `invalid_multipart`, parameter codes", body = crate::openapi::ErrorBody),
+        (status = 401, description = "No valid credential: `unauthorized`, `invalid_api_key`, `api_key_revoked`, `token_expired`, `token_invalid_signature`, `token_algorithm_not_allowed`, `token_malformed`, `tokens_disabled`", body = crate::openapi::ErrorBody, headers(("WWW-Authenticate" = String, description = "`Bearer error=\"invalid_token\"` with the code"))),
+        (status = 403, description = "`insufficient_scope`: the credential lacks the scope this route needs", body = crate::openapi::ErrorBody),
+        (status = 409, description = "`job_canceled`: the job was canceled while the request waited", body = crate::openapi::ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body or image is over the byte limit (25 MiB)", body = crate::openapi::ErrorBody),
+        (status = 415, description = "`unsupported_media_type` (request body type) or `unsupported_image` (not JPEG, PNG or WebP)", body = crate::openapi::ErrorBody),
+        (status = 422, description = "`missing_input`, `invalid_params`, `invalid_json`, the image codes (`empty_image`, `invalid_image`, `image_too_large`, `input_not_found`, `input_fetch_failed`, `too_many_redirects`) and a failed job's own code when the input was at fault", body = crate::openapi::ErrorBody),
+        (status = 429, description = "`rate_limited` (more than `MAX_JOBS_PER_MINUTE` jobs created this minute) or `too_many_jobs_in_flight` (`MAX_JOBS_IN_FLIGHT` queued + processing)", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds until a retry can succeed"))),
+        (status = 502, description = "The job failed in the pipeline: its own code (e.g. `retries_exhausted`, `provider_not_configured`, `provider_error`)", body = crate::openapi::ErrorBody),
+        (status = 503, description = "`dependency_unavailable` (the table, queue, bucket or a provider's keys): retry after `Retry-After`", body = crate::openapi::ErrorBody, headers(("Retry-After" = u32, description = "Seconds to wait"))),
+    )
+)]
 pub(crate) async fn replace_background_relight(
     State(state): State<AppState>,
     Caller(caller): Caller,
