@@ -2,7 +2,7 @@
 # The README's test command: installs what the tests need, checks formatting, lints, validates
 # template.yaml (cfn-lint + sam validate), then runs every test: unit tests, integration tests
 # against the AWS emulator (each test starts its own moto on a free 127.0.0.1 port), and the
-# end-to-end tests through the public HTTP API.
+# end-to-end tests through the public HTTP API, and the web console in a headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -39,3 +39,5 @@ log "template.yaml: cfn-lint + sam validate"
 bash scripts/validate-template.sh
 log "cargo test"
 cargo test --workspace --locked
+log "web console in headless Chromium"
+bash scripts/console-test.sh

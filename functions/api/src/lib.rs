@@ -6,6 +6,7 @@ mod auth;
 mod body;
 mod cancel;
 mod compat;
+pub mod console;
 mod error;
 mod health;
 mod identity;

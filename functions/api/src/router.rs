@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhooks/rotate-secret", post(webhooks::rotate_secret))
         .route("/health", get(health::health))
         .merge(compat::routes())
+        .merge(crate::console::routes())
         .fallback(|req: Request| async move {
             ApiError::RouteNotFound(format!("{} {}", req.method(), req.uri().path()))
         })
