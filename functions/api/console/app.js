@@ -106,9 +106,9 @@ function fillModels(list) {
   const select = $("opt-model");
   select.replaceChildren();
   for (const m of list.models) {
-    const size = m.input ? `${m.input[0]} px` : "built-in";
-    const label = `${m.name} (${size})${m.default ? " · default" : ""}`;
-    select.append(new Option(label, m.name, m.default, m.default));
+    const option = new Option(`${m.name}${m.default ? " (default)" : ""}`, m.name, m.default, m.default);
+    option.title = m.input ? `${m.kind}, ${m.input[0]}×${m.input[1]} input` : m.kind;
+    select.append(option);
   }
   select.disabled = false;
 }
