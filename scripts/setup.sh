@@ -9,7 +9,10 @@
 #   .venv-sam  aws-sam-cli + cfn-lint (template checks; kept apart: their pydantic clashes with moto's)
 #   .venv-api  schemathesis + openapi-spec-validator (scripts/schemathesis.sh; kept apart so that
 #              their jsonschema/hypothesis pins never move moto's)
-# Pass --no-sam to skip the template tools (the run command does not need them).
+#   .venv-browser + chromium   playwright (driving Debian's chromium, no browser download) and
+#              pillow, for the web console's browser test (scripts/console-test.sh); chromium
+#              comes from apt (scripts/setup-chromium.sh)
+# Pass --no-sam to skip the test-only tools, template and browser (the run command needs neither).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +37,10 @@ pins_sam=(
   "aws-sam-cli==1.170.0"
   "cfn-lint==1.58.0"
 )
+pins_browser=(
+  "playwright==1.65.2"
+  "pillow==12.1.1"
+)
 
 ensure_venv() { # dir stamp pins...
   local dir=$1 stamp=$2; shift 2
@@ -51,9 +58,11 @@ ensure_venv() { # dir stamp pins...
 }
 
 ensure_venv .venv main "${pins_main[@]}"
-ensure_venv .venv-api api "${pins_api[@]}"
 if [ $with_sam = 1 ]; then
+  ensure_venv .venv-api api "${pins_api[@]}"
   ensure_venv .venv-sam sam "${pins_sam[@]}"
+  ensure_venv .venv-browser browser "${pins_browser[@]}"
+  bash scripts/setup-chromium.sh
 fi
 
 # The ONNX Runtime wheel ships only a versioned library name; the segmenter is given the path.

@@ -2,7 +2,7 @@
 # The README's test command: installs what the tests need, checks formatting, lints, validates
 # template.yaml (cfn-lint + sam validate), then runs every test: unit tests, integration tests
 # against the AWS emulator (each test starts its own moto on a free 127.0.0.1 port), and the
-# end-to-end tests through the public HTTP API.
+# end-to-end tests through the public HTTP API, and the web console in a headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -41,3 +41,5 @@ log "cargo test"
 cargo test --workspace --locked
 log "OpenAPI: openapi-spec-validator + Schemathesis against the live local stack"
 bash scripts/schemathesis.sh
+log "web console in headless Chromium"
+bash scripts/console-test.sh

@@ -61,7 +61,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A form field of a compatibility route failed validation (422, as the FastAPI services
     /// they replace answered): `invalid_email`, `invalid_params`, `unknown_model`,
-    /// `missing_input`.
+    /// `missing_input`; and an image too large for the console's byte routes
+    /// (`image_too_large_for_console`, [`crate::console`]).
     #[error("{message}")]
     Unprocessable {
         /// Stable code.

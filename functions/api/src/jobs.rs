@@ -549,6 +549,36 @@ pub(crate) async fn get_result(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let job = load_job(&state, &caller, &id).await?;
+    let image = result_image(job, &query)?;
+    let url = state
+        .blobs
+        .presign_get(&image.key, state.settings.jobs.result_url_ttl)
+        .await?;
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    resp.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&url).map_err(|_| shared::Error::Corrupt {
+            what: "presigned URL",
+            message: "not a valid header value".into(),
+        })?,
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+/// The output a result request (`?index=N`, 0-based, default 0) names: for `GET
+/// /v1/jobs/{id}/result` and the console's byte route, which must refuse alike.
+///
+/// # Errors
+/// 400 `invalid_params` for an `index` that is not a whole number; 423 `job_not_finished`
+/// while unfinished; 409 with the job's own code when it failed, `job_canceled` when
+/// canceled; 404 `result_not_found` for an index past the last output.
+pub(crate) fn result_image(
+    job: Job,
+    query: &HashMap<String, String>,
+) -> Result<shared::job::ResultImage, ApiError> {
     let index: usize = match query.get("index") {
         None => 0,
         Some(v) => v.parse().map_err(|_| {
@@ -558,7 +588,6 @@ pub(crate) async fn get_result(
             )
         })?,
     };
-    let job = load_job(&state, &caller, &id).await?;
     match job.status {
         JobStatus::Queued | JobStatus::Processing => Err(ApiError::NotFinished(job.status)),
         JobStatus::Failed => {
@@ -572,36 +601,22 @@ pub(crate) async fn get_result(
                 what: "job record",
                 message: "succeeded without a result".into(),
             })?;
-            let key = if index == 0 {
-                result.key.clone()
-            } else {
-                result
-                    .images
-                    .get(index)
-                    .map(|i| i.key.clone())
-                    .ok_or_else(|| {
-                        ApiError::ResultNotFound(format!(
-                            "job {} has {} output(s); index {index} is past the last",
-                            job.id,
-                            result.images.len().max(1)
-                        ))
-                    })?
-            };
-            let url = state
-                .blobs
-                .presign_get(&key, state.settings.jobs.result_url_ttl)
-                .await?;
-            let mut resp = StatusCode::SEE_OTHER.into_response();
-            resp.headers_mut().insert(
-                header::LOCATION,
-                HeaderValue::from_str(&url).map_err(|_| shared::Error::Corrupt {
-                    what: "presigned URL",
-                    message: "not a valid header value".into(),
-                })?,
-            );
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(resp)
+            if index == 0 {
+                return Ok(shared::job::ResultImage {
+                    key: result.key,
+                    content_type: result.content_type,
+                    width: result.width,
+                    height: result.height,
+                    bytes: result.bytes,
+                });
+            }
+            let outputs = result.images.len().max(1);
+            result.images.into_iter().nth(index).ok_or_else(|| {
+                ApiError::ResultNotFound(format!(
+                    "job {} has {outputs} output(s); index {index} is past the last",
+                    job.id
+                ))
+            })
         }
     }
 }

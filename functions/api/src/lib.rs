@@ -7,6 +7,7 @@ mod auth;
 mod body;
 mod cancel;
 mod compat;
+pub mod console;
 mod docs;
 mod error;
 mod health;

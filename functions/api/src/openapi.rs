@@ -38,11 +38,12 @@ Credentials: an API key (`Authorization: Bearer ij_live_…`, `X-API-Key: ij_liv
         (name = "providers", description = "Callbacks from model providers"),
         (name = "health", description = "Liveness and dependencies"),
         (name = "docs", description = "This document and its interactive page"),
-        (name = "compat-000-relight", description = "Seed 000: replace background and relight (Stability)"),
-        (name = "compat-001-generation", description = "Seed 001: image generation (fal.ai)"),
-        (name = "compat-002-jwt-removal", description = "Seed 002: background removal with JWT"),
-        (name = "compat-003-async-removal", description = "Seed 003: asynchronous background removal"),
-        (name = "compat-004-editing", description = "Seed 004: image editing (fal.ai)"),
+        (name = "console", description = "The web console: its page, and the image bytes it shows"),
+        (name = "compat-000-relight", description = "Compatibility: the replace-background-and-relight service (Stability)"),
+        (name = "compat-001-generation", description = "Compatibility: the illustration-generation service (fal.ai)"),
+        (name = "compat-002-jwt-removal", description = "Compatibility: the synchronous background-removal service (JWT)"),
+        (name = "compat-003-async-removal", description = "Compatibility: the asynchronous background-removal service (HTTP Basic)"),
+        (name = "compat-004-editing", description = "Compatibility: the prompt-editing service (fal.ai Seedream v4)"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -29,7 +29,7 @@ const BODY_OVERHEAD: usize = 64 * 1024;
 
 /// Every route with its OpenAPI entry: each handler's `#[utoipa::path]` gives both the route
 /// and its documentation, so a route cannot be served undocumented through here (and
-/// `tests/openapi.rs` checks that nothing is routed around it).
+/// `tests/api/openapi.rs` checks that nothing is routed around it).
 pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
     let docs = OpenApiRouter::new()
         .routes(routes!(docs::openapi_json))
@@ -55,6 +55,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::rotate_secret))
         .routes(routes!(health::health))
         .merge(compat::routes())
+        .merge(crate::console::routes())
         .merge(docs)
 }
 
@@ -67,7 +68,8 @@ pub fn openapi_json() -> String {
 }
 
 /// The API's routes: `/v1/…`, `/health`, the compatibility routes of the services it
-/// replaces (`compat/`), and the API's own description (`/openapi.json`, `/docs/`).
+/// replaces (`compat/`), the API's own description (`/openapi.json`, `/docs/`) and the web
+/// console (`/console/`, [`crate::console`]).
 ///
 /// An unknown path is 404 `route_not_found` and a known path with another method 405
 /// `method_not_allowed`, both as [`ApiError`] JSON. Bodies are capped at the image byte limit
@@ -89,7 +91,7 @@ pub fn router(state: AppState) -> Router {
         .layer(Extension(document))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors(&state.settings.auth.cors_allowed_origins))
-        // Every response but the docs page's (which sets its own, above): the API serves JSON
+        // Every response but the docs page's and the console's (which set their own): the API serves JSON
         // and redirects only.
         .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))

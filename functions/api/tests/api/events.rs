@@ -9,8 +9,8 @@ use lambda_http::{Body, Request, RequestExt};
 use shared::job::Operation;
 use shared::operation::remove_background::OutputFormat;
 
-const CREATE_JOB: &str = include_str!("../../../events/apigw-create-job.json");
-const GET_JOB: &str = include_str!("../../../events/apigw-get-job.json");
+const CREATE_JOB: &str = include_str!("../../../../events/apigw-create-job.json");
+const GET_JOB: &str = include_str!("../../../../events/apigw-get-job.json");
 
 /// Parses an event exactly as `lambda_http::run` does: `LambdaRequest`, then `http::Request`.
 fn parse(event: &str) -> Request {
@@ -149,8 +149,8 @@ fn events_use_the_host_header_for_the_uri() {
     }
 }
 
-const CREATE_EDIT_JOB: &str = include_str!("../../../events/apigw-create-edit-job.json");
-const FAL_WEBHOOK: &str = include_str!("../../../events/apigw-fal-webhook.json");
+const CREATE_EDIT_JOB: &str = include_str!("../../../../events/apigw-create-edit-job.json");
+const FAL_WEBHOOK: &str = include_str!("../../../../events/apigw-fal-webhook.json");
 
 #[test]
 fn create_edit_job_event_carries_a_reference_and_fal_params() {
