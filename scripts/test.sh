@@ -10,6 +10,9 @@ source scripts/lib.sh
 # Incremental caches are for edit-compile loops; on a one-shot run they only cost disk (they were
 # most of a 50 GB target/ here, and a CI run once died of "No space left on device" in them).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# Line tables keep file:line in panics and backtraces; full debug info only makes the AWS SDK's
+# test binaries slower to link and several GB larger.
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 
 log "setup"
 bash scripts/setup.sh

@@ -213,6 +213,10 @@ pub(crate) struct JobDoc {
     /// Notification deliveries tried so far, oldest first.
     #[schema(nullable = false)]
     notifications: Option<Vec<NotificationAttemptDoc>>,
+    /// The `X-Request-Id` of the request that created the job (or the S3 event's request id for
+    /// a dropped file), carried into the processor's logs for this job.
+    #[schema(nullable = false, max_length = 128)]
+    request_id: Option<String>,
     links: LinksDoc,
 }
 
