@@ -160,6 +160,24 @@ pub trait JobTransitions: Send + Sync {
         result: &JobResult,
         now: OffsetDateTime,
     ) -> Result<Job>;
+    /// `processing → queued` for the lease holder, giving the claim back without counting it:
+    /// `attempts` goes down by one, the lease is removed, and the `pending` index's due time
+    /// becomes `due` (Unix seconds), so the recovery sweeper sends the job again should the
+    /// caller's own re-send be lost. Used when the job could not start for a reason that is
+    /// not the job's (an overloaded segmenter).
+    ///
+    /// `false` when the lease was lost (taken over, canceled, ended): nothing changed.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`] when the table cannot be written.
+    async fn release(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        due: i64,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
     /// Any non-terminal state `→ failed`. `None` when the job was already terminal or missing.
     async fn fail(
         &self,

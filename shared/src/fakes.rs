@@ -396,6 +396,30 @@ impl JobTransitions for InMemoryJobs {
         Ok(record.job.clone())
     }
 
+    async fn release(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        due: i64,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let mut state = lock(&self.state);
+        let Some(record) = state.jobs.get_mut(&(owner.clone(), id)).filter(|r| {
+            r.job.status == JobStatus::Processing
+                && r.job.attempts > 0
+                && r.lease.as_ref().is_some_and(|l| l.token == lease_token)
+        }) else {
+            return Ok(false);
+        };
+        record.job.status = JobStatus::Queued;
+        record.job.attempts -= 1;
+        record.job.updated_at = now;
+        record.lease = None;
+        record.pending_due = Some(due);
+        Ok(true)
+    }
+
     async fn fail(
         &self,
         owner: &OwnerId,

@@ -15,4 +15,7 @@ pub enum Outcome {
     Retry(String),
     /// Submitted to (or still running at) a provider; a poll message is scheduled.
     Waiting,
+    /// The engine was busy: the job was queued again, its attempt not counted, and this
+    /// message is done with (`Processor::defer`).
+    Deferred(String),
 }

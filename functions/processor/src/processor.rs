@@ -173,7 +173,55 @@ impl Processor {
                 }
             }
             Err(Step::Transient(reason)) => Outcome::Retry(reason),
+            Err(Step::Busy(reason)) => self.defer(message, &job, &lease, reason).await,
         }
+    }
+
+    /// Gives a claimed job back to the queue when its engine was busy: the claim is released
+    /// uncounted ([`JobTransitions::release`]) and the run message sent again after
+    /// [`BUSY_REQUEUE_DELAY`], so overload neither spends one of the message's receives
+    /// (`retries_exhausted` counts failures only) nor waits a whole visibility timeout. The
+    /// release sets the `pending` index's due time past the delay plus the queued grace, so the
+    /// recovery sweeper sends the job should this send be lost.
+    async fn defer(
+        &self,
+        message: &JobMessage,
+        job: &Job,
+        lease: &Lease,
+        reason: String,
+    ) -> Outcome {
+        let now = OffsetDateTime::now_utc();
+        let age = now - job.created_at;
+        if age > BUSY_DEFER_LIMIT {
+            return Outcome::Retry(format!(
+                "{reason} (the job is {} s old, past the {} s it may wait on a busy engine)",
+                age.whole_seconds(),
+                BUSY_DEFER_LIMIT.as_secs()
+            ));
+        }
+        let due = now.unix_timestamp()
+            + BUSY_REQUEUE_DELAY.as_secs() as i64
+            + shared::resources::QUEUED_GRACE_SECONDS;
+        let (owner, job_id) = message.job();
+        match self
+            .transitions
+            .release(owner, job_id, &lease.token, due, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Skipped("lease lost to another processor"),
+            Err(e) => return Outcome::Retry(format!("{reason}; could not release the job: {e}")),
+        }
+        match &self.providers {
+            Some(providers) => {
+                if let Err(e) = providers.queue.send(message, BUSY_REQUEUE_DELAY).await {
+                    tracing::warn!(error = %e, "could not queue the deferred job; the recovery sweeper will");
+                }
+            }
+            None => tracing::info!("no queue wired; the recovery sweeper queues the deferred job"),
+        }
+        tracing::info!(%reason, delay = ?BUSY_REQUEUE_DELAY, "engine busy: job queued again, attempt not counted");
+        Outcome::Deferred(reason)
     }
 
     /// Runs the operation and stores its output; no job state changes here.
@@ -229,4 +277,17 @@ pub(crate) const STABILITY_UNSET: &str = "Stability is not configured: set STABI
 pub(crate) enum Step {
     Permanent(JobError),
     Transient(String),
+    /// The engine is busy (an overloaded segmenter, still so after the in-record backoff):
+    /// nothing is wrong with the job or its attempt. The claim is given back uncounted and the
+    /// job queued again after [`BUSY_REQUEUE_DELAY`] ([`Processor::defer`]).
+    Busy(String),
 }
+
+/// How long a job deferred by a busy engine waits before it is run again: seconds, where a
+/// returned SQS message would wait out the whole visibility timeout.
+pub(crate) const BUSY_REQUEUE_DELAY: Duration = Duration::from_secs(5);
+
+/// How old a job may be and still be deferred by a busy engine (15 minutes). Past it, a busy
+/// engine counts as a transient failure like any other, so a segmenter that stays overloaded
+/// ends the job `retries_exhausted` instead of keeping it queued forever.
+pub(crate) const BUSY_DEFER_LIMIT: Duration = Duration::from_secs(15 * 60);

@@ -14,7 +14,8 @@ use time::OffsetDateTime;
 use imagejobs_processor::{Outcome, Processor};
 use shared::config::Settings;
 use shared::core::{
-    BlobStore, Claim, Created, JobStore, JobTransitions, Lease, SegmenterError, UrlFetcher,
+    BlobStore, Claim, Created, JobStore, JobTransitions, Lease, PendingJobs, SegmenterError,
+    UrlFetcher,
 };
 use shared::fakes::{InMemoryBlobs, InMemoryJobs, InMemoryQueue, ScriptedSegmenter, cutout};
 use shared::job::{Job, JobMessage, JobStatus, Operation, OwnerId};
@@ -607,6 +608,54 @@ async fn an_overloaded_segmenter_is_asked_again_within_the_record_not_through_sq
         .await;
     assert_eq!(outcome, Outcome::Succeeded, "no receive spent on overload");
     assert_eq!(w.segmenter.calls(), 3);
+    let done = w.reload(&job).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.attempts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_segmenter_still_overloaded_after_the_backoff_defers_the_job_without_counting_it() {
+    let overloaded = || {
+        Err(SegmenterError::Overloaded(
+            "HTTP 503 overloaded: the model's queue is full".into(),
+        ))
+    };
+    // The first ask and the backoff's 6 more all find it full; the next run gets a cutout.
+    let mut script: Vec<_> = (0..7).map(|_| overloaded()).collect();
+    script.push(Ok(cutout(cutout_png(), "u2net")));
+    let w = World::new(ScriptedSegmenter::new(script), Duration::from_secs(90));
+    let (job, body) = w.submit().await;
+    let (queue_arn, _) = arns();
+    let mut first = record(Some(&body), 1, &queue_arn);
+    first.message_id = Some("busy".into());
+
+    let response = w.processor.handle(event(vec![first])).await;
+
+    assert!(
+        failed_ids(&response).is_empty(),
+        "the message is done with, not returned to wait out the visibility timeout"
+    );
+    assert_eq!(w.segmenter.calls(), 7);
+    let deferred = w.reload(&job).await;
+    assert_eq!(deferred.status, JobStatus::Queued);
+    assert_eq!(deferred.attempts, 0, "overload is not an attempt");
+    // Without a queue wired, the `pending` index is what sends it again: due after the
+    // requeue delay and the queued grace, not before.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let due_soon = w.jobs.due(now + 5 + 30 + 2, 10).await.unwrap();
+    assert_eq!(due_soon.len(), 1);
+    assert_eq!(
+        (due_soon[0].id, due_soon[0].status),
+        (job.id, JobStatus::Queued)
+    );
+    assert!(w.jobs.due(now + 5 + 30 - 2, 10).await.unwrap().is_empty());
+
+    // The run message again, as a fresh SQS message: the job runs and counts one attempt.
+    let outcome = w
+        .processor
+        .handle_record(&record(Some(&body), 1, &queue_arn))
+        .await;
+    assert_eq!(outcome, Outcome::Succeeded);
     let done = w.reload(&job).await;
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(done.attempts, 1);

@@ -258,6 +258,91 @@ async fn a_claim_whose_response_was_lost_is_recognised_as_ours() {
 }
 
 #[tokio::test]
+async fn a_released_claim_is_queued_again_uncounted_and_a_lost_response_is_still_ours() {
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    let now = OffsetDateTime::now_utc();
+    let lease = Lease {
+        token: "mine".into(),
+        until: now.unix_timestamp() + 65,
+    };
+    let aws = env.aws();
+    assert!(matches!(
+        aws.jobs.claim(&owner, job.id, &lease, now).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    // Not the holder: nothing changes.
+    let due = now.unix_timestamp() + 35;
+    assert!(
+        !aws.jobs
+            .release(&owner, job.id, "theirs", due, now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        aws.jobs
+            .get(&owner, job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        1
+    );
+    // The holder's release commits, its answer is lost and the SDK's retry fails its condition
+    // on the state the release itself wrote: still ours.
+    let jobs = losing_first(&env, "UpdateItem");
+    assert!(
+        jobs.release(&owner, job.id, "mine", due, now)
+            .await
+            .unwrap()
+    );
+    let released = aws.jobs.get(&owner, job.id).await.unwrap().unwrap();
+    assert_eq!(released.status, JobStatus::Queued);
+    assert_eq!(released.attempts, 0, "the released claim does not count");
+    // The pending index holds it for the sweeper from `due`, not before.
+    assert!(
+        aws.jobs
+            .due(due - 1, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.id != job.id)
+    );
+    let pending = aws.jobs.due(due, 100).await.unwrap();
+    let entry = pending
+        .iter()
+        .find(|p| p.id == job.id)
+        .expect("due at `due`");
+    assert_eq!((entry.status, entry.attempts), (JobStatus::Queued, 0));
+    // Asked again with the same token and due time (a retry of the call), it reads back as
+    // ours and changes nothing: attempts never go below what the claims counted.
+    assert!(
+        aws.jobs
+            .release(&owner, job.id, "mine", due, now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        aws.jobs
+            .get(&owner, job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        0
+    );
+    let next = Lease {
+        token: "next".into(),
+        until: now.unix_timestamp() + 65,
+    };
+    let Claim::Claimed(claimed) = aws.jobs.claim(&owner, job.id, &next, now).await.unwrap() else {
+        panic!("a released job is claimable")
+    };
+    assert_eq!(claimed.attempts, 1);
+}
+
+#[tokio::test]
 async fn a_submission_record_whose_response_was_lost_is_recognised_as_ours() {
     let env = TestEnv::new().await;
     let owner = OwnerId::parse("anonymous").unwrap();

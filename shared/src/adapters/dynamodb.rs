@@ -709,6 +709,55 @@ impl JobTransitions for DynamoJobs {
             .ok_or_else(|| Error::Conflict(format!("job {id} is no longer held by this lease")))
     }
 
+    async fn release(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        due: i64,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression(
+                "SET #status = :queued, attempts = attempts - :one, pending_due = :due, \
+                 updated_at = :now REMOVE lease_token, lease_until",
+            )
+            .condition_expression(
+                "#status = :processing AND lease_token = :token AND attempts >= :one",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":token", s(lease_token))
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":due", n(due))
+            .expression_attribute_values(":now", rfc3339(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                    // Our own release, committed but its response lost and sent again by the
+                    // SDK: queued, no lease, and exactly the due time we asked for (a claim or
+                    // a sweeper since would have moved it).
+                    Ok(c.item.is_some_and(|item| {
+                        text_attr(&item, "status") == Some(JobStatus::Queued.as_str())
+                            && !item.contains_key("lease_token")
+                            && item.get(PENDING_DUE).and_then(|v| v.as_n().ok())
+                                == Some(&due.to_string())
+                    }))
+                }
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
     async fn fail(
         &self,
         owner: &OwnerId,

@@ -55,7 +55,8 @@ impl Processor {
         }
         // An overloaded segmenter (its admission queue is full) is asked again after a short,
         // jittered wait inside this record's deadline, instead of returning the message to SQS
-        // for a whole visibility timeout and spending one of its receives.
+        // for a whole visibility timeout and spending one of its receives; still overloaded,
+        // the job is deferred (`Step::Busy`).
         let cutout = (|| self.segmenter.remove_background(image.clone(), params))
             .retry(overload_backoff())
             .when(|e| matches!(e, SegmenterError::Overloaded(_)))
@@ -69,9 +70,8 @@ impl Processor {
                 SegmenterError::Permanent { code, message } => {
                     Step::Permanent(JobError::new(code, message))
                 }
-                SegmenterError::Transient(reason) | SegmenterError::Overloaded(reason) => {
-                    Step::Transient(reason)
-                }
+                SegmenterError::Transient(reason) => Step::Transient(reason),
+                SegmenterError::Overloaded(reason) => Step::Busy(reason),
             })?;
         let key = job::result_key(&job.owner, job.id, params.output_format.extension());
         let bytes = cutout.bytes.len() as u64;
