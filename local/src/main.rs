@@ -57,6 +57,12 @@ enum Command {
         /// Comma-separated origins allowed by CORS (e.g. http://localhost:5173).
         #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
         cors_allowed_origins: Vec<String>,
+        /// Jobs-queue messages taken per receive and run at once (1–10): the processor's
+        /// concurrency, as `ProcessorMaxConcurrency` bounds it on AWS. The default matches the
+        /// segmenter's `QUEUE_DEPTH` (4 per model), so a burst waits in SQS instead of
+        /// overloading it.
+        #[arg(long, env = "PROCESSOR_BATCH_SIZE", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10))]
+        batch_size: i32,
     },
     /// Print the dimensions and alpha statistics of an image file as JSON.
     Inspect {
@@ -130,6 +136,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             allow_private_urls,
             jwt_secret,
             cors_allowed_origins,
+            batch_size,
         } => {
             let default_model = default_model
                 .as_deref()
@@ -189,6 +196,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     settings,
                     provisioned,
                     poll_wait: Duration::from_secs(2),
+                    batch_size,
                     // SweeperFunction runs every minute on AWS; locally a job whose message
                     // was lost is sent again within seconds of its due time.
                     sweep_interval: Some(Duration::from_secs(5)),

@@ -33,6 +33,9 @@ pub struct StackConfig {
     pub provisioned: Provisioned,
     /// Long-poll wait per receive (1–20 s).
     pub poll_wait: Duration,
+    /// Jobs-queue messages per receive, all run at once (1–10; clamped): the processor's
+    /// concurrency bound, the local counterpart of the event source's `MaximumConcurrency`.
+    pub batch_size: i32,
     /// How often the recovery sweeper runs (`SweeperFunction`'s schedule on AWS); `None`: not
     /// at all (tests that drive it by hand).
     pub sweep_interval: Option<Duration>,
@@ -127,6 +130,7 @@ impl Stack {
                 url,
                 arn,
                 wait: config.poll_wait,
+                batch_size: config.batch_size.clamp(1, 10),
             };
             let processor = processor.clone();
             let stop = shutdown.subscribe();
@@ -137,6 +141,7 @@ impl Stack {
             url: p.ingest_queue_url.clone(),
             arn: String::new(),
             wait: config.poll_wait,
+            batch_size: 10,
         };
         let stop = shutdown.subscribe();
         tasks.spawn(async move { worker.run_ingest(ingest, stop).await });
@@ -180,6 +185,7 @@ struct QueueWorker {
     url: String,
     arn: String,
     wait: Duration,
+    batch_size: i32,
 }
 
 impl QueueWorker {
@@ -188,7 +194,7 @@ impl QueueWorker {
             .sqs
             .receive_message()
             .queue_url(&self.url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(self.batch_size)
             .wait_time_seconds(self.wait.as_secs().clamp(1, 20) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send();

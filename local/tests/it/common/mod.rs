@@ -155,6 +155,7 @@ impl TestEnv {
                 settings: self.settings.clone(),
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),
+                batch_size: 10,
                 sweep_interval,
             },
         )

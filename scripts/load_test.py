@@ -1,0 +1,187 @@
+"""The load run of the reliability issue, against a running local stack.
+
+1. The segmenter alone: N requests of the same image straight to `POST /invocations`, with as
+   many in flight as the segmenter admits per model (its QUEUE_DEPTH, default 4): what the
+   engine sustains on this machine, in images per minute.
+2. The whole system: N jobs of that image through `POST /v1/jobs` (multipart) from T client
+   threads. A 429 or 503 is retried after its `Retry-After` with the same Idempotency-Key, as a
+   well-behaved client does. Then every job is read until it ends.
+
+It prints each phase's throughput, the ratio, and every job's end state; it exits 1 when any
+job did not succeed (none may be lost, stuck or failed). Used by `scripts/load-test.sh`.
+"""
+
+import argparse
+import concurrent.futures as cf
+import io
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+
+import requests
+from PIL import Image
+
+
+def sample_png(path, width, height):
+    """The sample photo resized to width × height, as PNG bytes."""
+    with Image.open(path) as im:
+        out = io.BytesIO()
+        im.convert("RGB").resize((width, height), Image.LANCZOS).save(out, "PNG")
+        return out.getvalue()
+
+
+def segmenter_alone(url, model, image, count, in_flight):
+    """Images per minute the segmenter sustains with `in_flight` requests at a time."""
+    def one(_):
+        started = time.monotonic()
+        while True:
+            r = requests.post(
+                f"{url}/invocations",
+                params={"model": model},
+                data=image,
+                headers={"Content-Type": "image/png"},
+                timeout=120,
+            )
+            if r.status_code == 503:
+                time.sleep(0.05)
+                continue
+            r.raise_for_status()
+            return time.monotonic() - started
+
+    started = time.monotonic()
+    with cf.ThreadPoolExecutor(in_flight) as pool:
+        latencies = list(pool.map(one, range(count)))
+    wall = time.monotonic() - started
+    return count / wall * 60, wall, statistics.median(latencies)
+
+
+def submit(api, key, model, image, stats, lock):
+    """Creates one job, retrying 429/503 with the same Idempotency-Key; returns its id."""
+    idem = str(uuid.uuid4())
+    while True:
+        r = requests.post(
+            f"{api}/v1/jobs",
+            headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idem},
+            files={"file": ("photo.png", image, "image/png")},
+            data={"model": model},
+            timeout=60,
+        )
+        if r.status_code in (429, 503):
+            with lock:
+                stats[r.status_code] = stats.get(r.status_code, 0) + 1
+            time.sleep(min(float(r.headers.get("Retry-After", "1")), 5.0))
+            continue
+        if r.status_code not in (200, 201, 202):
+            raise RuntimeError(f"create answered {r.status_code}: {r.text[:300]}")
+        return r.json()["id"]
+
+
+def wait_all(api, key, ids, timeout):
+    """Reads every job until it ends or `timeout` seconds pass; returns {id: job}."""
+    deadline = time.monotonic() + timeout
+    jobs = {}
+    pending = set(ids)
+    while pending and time.monotonic() < deadline:
+        for job_id in list(pending):
+            r = requests.get(
+                f"{api}/v1/jobs/{job_id}",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+            if r.status_code != 200:
+                continue
+            job = r.json()
+            jobs[job_id] = job
+            if job["status"] in ("succeeded", "failed", "canceled"):
+                pending.discard(job_id)
+        if pending:
+            time.sleep(0.5)
+    return jobs, pending
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--api", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--segmenter", required=True)
+    p.add_argument("--photo", required=True)
+    p.add_argument("--model", default="u2netp")
+    p.add_argument("--jobs", type=int, default=120)
+    p.add_argument("--threads", type=int, default=16)
+    p.add_argument("--segmenter-in-flight", type=int, default=4)
+    p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--json", help="write the figures here")
+    a = p.parse_args()
+
+    image = sample_png(a.photo, 400, 328)
+    print(f"image: 400x328 PNG, {len(image)} bytes; model {a.model}")
+
+    alone_per_min, alone_wall, alone_median = segmenter_alone(
+        a.segmenter, a.model, image, a.jobs, a.segmenter_in_flight
+    )
+    print(
+        f"segmenter alone: {a.jobs} images in {alone_wall:.1f} s, {a.segmenter_in_flight} in flight: "
+        f"{alone_per_min:.0f}/min (median latency {alone_median * 1000:.0f} ms)"
+    )
+
+    stats, lock = {}, threading.Lock()
+    started = time.monotonic()
+    with cf.ThreadPoolExecutor(a.threads) as pool:
+        futures = [
+            pool.submit(submit, a.api, a.key, a.model, image, stats, lock)
+            for _ in range(a.jobs)
+        ]
+        ids = [f.result() for f in futures]
+    accepted = time.monotonic() - started
+    jobs, pending = wait_all(a.api, a.key, ids, a.timeout)
+    wall = time.monotonic() - started
+    by_status = {}
+    for job in jobs.values():
+        by_status[job["status"]] = by_status.get(job["status"], 0) + 1
+    attempts = [job.get("attempts", 0) for job in jobs.values()]
+    succeeded = by_status.get("succeeded", 0)
+    per_min = succeeded / wall * 60
+    ratio = per_min / alone_per_min
+    print(
+        f"system: {len(ids)} of {a.jobs} accepted in {accepted:.1f} s "
+        f"(retried: {stats.get(429, 0)}x 429, {stats.get(503, 0)}x 503); all ended after {wall:.1f} s"
+    )
+    print(f"end states: {json.dumps(by_status, sort_keys=True)}; not ended: {len(pending)}")
+    print(f"attempts per job: max {max(attempts, default=0)}, total {sum(attempts)}")
+    print(f"throughput: {per_min:.0f}/min = {ratio:.0%} of the segmenter alone")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(
+                {
+                    "jobs": a.jobs,
+                    "threads": a.threads,
+                    "model": a.model,
+                    "segmenter_alone_per_min": alone_per_min,
+                    "segmenter_alone_median_ms": alone_median * 1000,
+                    "system_per_min": per_min,
+                    "ratio": ratio,
+                    "wall_s": wall,
+                    "end_states": by_status,
+                    "not_ended": len(pending),
+                    "retried_429": stats.get(429, 0),
+                    "retried_503": stats.get(503, 0),
+                    "max_attempts": max(attempts, default=0),
+                },
+                f,
+                indent=2,
+            )
+    ok = succeeded == a.jobs and not pending
+    if not ok:
+        for job_id in sorted(pending):
+            print(f"not ended: {job_id}: {jobs.get(job_id, {}).get('status')}", file=sys.stderr)
+        for job in jobs.values():
+            if job["status"] != "succeeded":
+                print(f"{job['id']}: {job['status']} {job.get('error')}", file=sys.stderr)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
