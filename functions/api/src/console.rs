@@ -98,6 +98,7 @@ fn serve(asset: &Asset) -> Response {
 #[utoipa::path(
     get,
     path = "/console",
+    operation_id = "console_page",
     tag = "console",
     security(()),
     responses((status = 200, description = "The web console's page", content_type = "text/html", body = String))
@@ -110,6 +111,7 @@ async fn page() -> Response {
 #[utoipa::path(
     get,
     path = "/console/",
+    operation_id = "console_page_with_slash",
     tag = "console",
     security(()),
     responses((status = 200, description = "The web console's page", content_type = "text/html", body = String))
@@ -125,6 +127,7 @@ async fn page_with_slash() -> Response {
 #[utoipa::path(
     get,
     path = "/console/{file}",
+    operation_id = "console_asset",
     tag = "console",
     security(()),
     params(("file" = String, Path, description = "`app.js` or `style.css`")),
@@ -187,6 +190,7 @@ async fn bytes_of(
 #[utoipa::path(
     get,
     path = "/console/api/jobs/{id}/result",
+    operation_id = "console_result",
     tag = "console",
     security(("api_key" = []), ("jwt" = [])),
     params(("id" = String, Path, description = "The job's ULID (26 characters)"), ("index" = Option<u32>, Query, minimum = 0, description = "0-based output of a multi-output job (default 0)")),
@@ -226,6 +230,7 @@ async fn result_bytes(
 #[utoipa::path(
     get,
     path = "/console/api/jobs/{id}/input",
+    operation_id = "console_input",
     tag = "console",
     security(("api_key" = []), ("jwt" = [])),
     params(("id" = String, Path, description = "The job's ULID (26 characters)")),
