@@ -32,37 +32,21 @@ enum Command {
         /// Address the API listens on.
         #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:3000")]
         addr: SocketAddr,
-        /// Base URL of the segmenter container.
-        #[arg(long, env = "SEGMENTER_URL", default_value = "http://127.0.0.1:8080")]
-        segmenter_url: String,
-        /// Engine used when a request names none. Unset or empty: `isnet` (ISNet fp16, which
-        /// `scripts/fetch_models.py` installs into the segmenter's MODEL_DIR).
-        #[arg(long, env = "DEFAULT_MODEL")]
-        default_model: Option<String>,
-        /// Engine the compatibility routes run whatever model a legacy client names. Unset or
-        /// empty (the default): the client's model, or the best loaded neural model when the
-        /// segmenter lacks its weights.
-        #[arg(long, env = "COMPAT_MODEL")]
-        compat_model: Option<String>,
-        /// Accept http:// input URLs (never in production).
-        #[arg(long, env = "ALLOW_HTTP_URLS")]
-        allow_http_urls: bool,
-        /// Let input URLs and webhooks reach private and loopback addresses (never in
-        /// production; a webhook receiver on 127.0.0.1 needs it).
-        #[arg(long, env = "ALLOW_PRIVATE_URLS")]
-        allow_private_urls: bool,
         /// HS256 secret for `POST /v1/auth/token` (default: a random one per run).
         #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
         jwt_secret: Option<String>,
         /// Comma-separated origins allowed by CORS (e.g. http://localhost:5173).
         #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
         cors_allowed_origins: Vec<String>,
-        /// Jobs-queue messages taken per receive and run at once (1–10): the processor's
-        /// concurrency, as `ProcessorMaxConcurrency` bounds it on AWS. The default matches the
-        /// segmenter's `QUEUE_DEPTH` (4 per model), so a burst waits in SQS instead of
-        /// overloading it.
-        #[arg(long, env = "PROCESSOR_BATCH_SIZE", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10))]
-        batch_size: i32,
+        #[command(flatten)]
+        stack: StackArgs,
+    },
+    /// Provision (idempotent), then run the processor, ingest and the recovery sweeper without
+    /// the API until Ctrl-C: one more processor process beside `serve`, as Lambda runs several
+    /// (the chaos test kills and restarts these).
+    Worker {
+        #[command(flatten)]
+        stack: StackArgs,
     },
     /// Print the dimensions and alpha statistics of an image file as JSON.
     Inspect {
@@ -129,88 +113,166 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Serve {
             addr,
-            segmenter_url,
-            default_model,
-            compat_model,
-            allow_http_urls,
-            allow_private_urls,
             jwt_secret,
             cors_allowed_origins,
-            batch_size,
+            stack,
         } => {
-            let default_model = default_model
-                .as_deref()
-                .and_then(shared::env::non_empty)
-                .unwrap_or(LOCAL_DEFAULT_MODEL)
-                .to_owned();
-            if !shared::models::is_known(&default_model) {
-                return Err(format!("unknown DEFAULT_MODEL '{default_model}'"));
-            }
-            let compat_model = compat_model
-                .as_deref()
-                .and_then(shared::env::non_empty)
-                .map(str::to_owned);
-            if let Some(m) = compat_model
-                .as_deref()
-                .filter(|m| !shared::models::is_known(m))
-            {
-                return Err(format!("unknown COMPAT_MODEL '{m}'"));
-            }
-            let sdk = emulator_sdk_config().await?;
-            let provisioned = provision(&sdk, &ResourceNames::local())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut settings = Settings::new(
-                &provisioned.names.table,
-                &provisioned.queue_url,
-                &provisioned.names.bucket,
-            );
-            settings.segmenter.url = Some(segmenter_url);
-            settings.models.default_model = default_model;
-            settings.models.compat_model = compat_model;
-            settings.egress.allow_http_urls = allow_http_urls;
-            settings.egress.allow_private_urls = allow_private_urls;
+            let (sdk, provisioned, mut settings, batch_size) = stack_settings(stack).await?;
             settings.auth.cors_allowed_origins = cors_allowed_origins;
             settings.auth.jwt_secret = Some(match jwt_secret {
                 Some(s) => s,
                 None => shared::auth::generate_api_key()?.hash,
             });
-            // The provider and notification sections come from the environment as on Lambda
-            // (the resources come from provisioning, the rest from the flags above). The
-            // sender is verified on the emulator's SES so e-mail notifications are accepted
-            // (read them back at /moto-api/data.json, "ses").
-            let env = shared::env::Env::process();
-            settings.providers =
-                shared::providers::ProviderSettings::load(&env).map_err(|e| e.to_string())?;
-            settings.notifications =
-                shared::config::NotifySettings::load(&env).map_err(|e| e.to_string())?;
-            if let Some(from) = &settings.notifications.from_email {
-                imagejobs_local::provision::verify_email_identity(&sdk, from)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            let stack = Stack::start(
-                &sdk,
-                StackConfig {
-                    api_addr: addr,
-                    settings,
-                    provisioned,
-                    poll_wait: Duration::from_secs(2),
-                    batch_size,
-                    // SweeperFunction runs every minute on AWS; locally a job whose message
-                    // was lost is sent again within seconds of its due time.
-                    sweep_interval: Some(Duration::from_secs(5)),
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            tracing::info!(api = %format!("http://{}", stack.api_addr), "local stack up; Ctrl-C to stop");
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("stopping");
-            stack.shutdown().await;
-            Ok(())
+            let config = StackConfig {
+                api_addr: Some(addr),
+                settings,
+                provisioned,
+                poll_wait: Duration::from_secs(2),
+                batch_size,
+                // SweeperFunction runs every minute on AWS; locally a job whose message was
+                // lost is sent again within seconds of its due time.
+                sweep_interval: Some(Duration::from_secs(5)),
+            };
+            run_until_stopped(&sdk, config).await
+        }
+        Command::Worker { stack } => {
+            let (sdk, provisioned, settings, batch_size) = stack_settings(stack).await?;
+            let config = StackConfig {
+                api_addr: None,
+                settings,
+                provisioned,
+                poll_wait: Duration::from_secs(2),
+                batch_size,
+                sweep_interval: Some(Duration::from_secs(5)),
+            };
+            run_until_stopped(&sdk, config).await
         }
     }
+}
+
+/// What `serve` and `worker` share: the resources, the segmenter, the models, egress, and the
+/// processor's concurrency.
+#[derive(clap::Args)]
+struct StackArgs {
+    /// Base URL of the segmenter container.
+    #[arg(long, env = "SEGMENTER_URL", default_value = "http://127.0.0.1:8080")]
+    segmenter_url: String,
+    /// Engine used when a request names none. Unset or empty: `isnet` (ISNet fp16, which
+    /// `scripts/fetch_models.py` installs into the segmenter's MODEL_DIR).
+    #[arg(long, env = "DEFAULT_MODEL")]
+    default_model: Option<String>,
+    /// Engine the compatibility routes run whatever model a legacy client names. Unset or
+    /// empty (the default): the client's model, or the best loaded neural model when the
+    /// segmenter lacks its weights.
+    #[arg(long, env = "COMPAT_MODEL")]
+    compat_model: Option<String>,
+    /// Accept http:// input URLs (never in production).
+    #[arg(long, env = "ALLOW_HTTP_URLS")]
+    allow_http_urls: bool,
+    /// Let input URLs and webhooks reach private and loopback addresses (never in
+    /// production; a webhook receiver on 127.0.0.1 needs it).
+    #[arg(long, env = "ALLOW_PRIVATE_URLS")]
+    allow_private_urls: bool,
+    /// Jobs-queue messages taken per receive and run at once (1–10): the processor's
+    /// concurrency, as `ProcessorMaxConcurrency` bounds it on AWS. The default matches the
+    /// segmenter's `QUEUE_DEPTH` (4 per model), so a burst waits in SQS instead of
+    /// overloading it.
+    #[arg(long, env = "PROCESSOR_BATCH_SIZE", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10))]
+    batch_size: i32,
+    /// Suffix of the resource names (`imagejobs-jobs-SUFFIX`, …); unset: the local names.
+    /// Processes given the same suffix share one stack.
+    #[arg(long, env = "RESOURCE_SUFFIX")]
+    resource_suffix: Option<String>,
+}
+
+/// The emulator's SDK config, the provisioned resources and the settings of `args` (the
+/// provider and notification sections from the environment, as on Lambda).
+async fn stack_settings(
+    args: StackArgs,
+) -> Result<
+    (
+        aws_config::SdkConfig,
+        imagejobs_local::provision::Provisioned,
+        Settings,
+        i32,
+    ),
+    String,
+> {
+    let default_model = args
+        .default_model
+        .as_deref()
+        .and_then(shared::env::non_empty)
+        .unwrap_or(LOCAL_DEFAULT_MODEL)
+        .to_owned();
+    if !shared::models::is_known(&default_model) {
+        return Err(format!("unknown DEFAULT_MODEL '{default_model}'"));
+    }
+    let compat_model = args
+        .compat_model
+        .as_deref()
+        .and_then(shared::env::non_empty)
+        .map(str::to_owned);
+    if let Some(m) = compat_model
+        .as_deref()
+        .filter(|m| !shared::models::is_known(m))
+    {
+        return Err(format!("unknown COMPAT_MODEL '{m}'"));
+    }
+    let sdk = emulator_sdk_config().await?;
+    let names = match args
+        .resource_suffix
+        .as_deref()
+        .and_then(shared::env::non_empty)
+    {
+        Some(suffix) => ResourceNames::with_suffix(suffix),
+        None => ResourceNames::local(),
+    };
+    let provisioned = provision(&sdk, &names).await.map_err(|e| e.to_string())?;
+    let mut settings = Settings::new(
+        &provisioned.names.table,
+        &provisioned.queue_url,
+        &provisioned.names.bucket,
+    );
+    settings.segmenter.url = Some(args.segmenter_url);
+    settings.models.default_model = default_model;
+    settings.models.compat_model = compat_model;
+    settings.egress.allow_http_urls = args.allow_http_urls;
+    settings.egress.allow_private_urls = args.allow_private_urls;
+    // The provider and notification sections come from the environment as on Lambda (the
+    // resources come from provisioning, the rest from the flags above). The sender is
+    // verified on the emulator's SES so e-mail notifications are accepted (read them back at
+    // /moto-api/data.json, "ses").
+    let env = shared::env::Env::process();
+    settings.providers =
+        shared::providers::ProviderSettings::load(&env).map_err(|e| e.to_string())?;
+    settings.notifications =
+        shared::config::NotifySettings::load(&env).map_err(|e| e.to_string())?;
+    if let Some(from) = &settings.notifications.from_email {
+        imagejobs_local::provision::verify_email_identity(&sdk, from)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((sdk, provisioned, settings, args.batch_size))
+}
+
+/// Runs `config` until Ctrl-C or SIGTERM, then lets in-flight batches finish.
+async fn run_until_stopped(sdk: &aws_config::SdkConfig, config: StackConfig) -> Result<(), String> {
+    let stack = Stack::start(sdk, config).await.map_err(|e| e.to_string())?;
+    match stack.api_addr {
+        Some(addr) => {
+            tracing::info!(api = %format!("http://{addr}"), "local stack up; Ctrl-C to stop")
+        }
+        None => tracing::info!("worker up (processor, ingest, sweeper); Ctrl-C to stop"),
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+    stack.shutdown().await;
+    Ok(())
 }
 
 /// The local runner only ever targets the emulator: refuse to provision real AWS by accident.

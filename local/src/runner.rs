@@ -24,8 +24,9 @@ use crate::provision::Provisioned;
 /// How the local stack is wired.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
-    /// Where the API listens (use port 0 for any free port).
-    pub api_addr: SocketAddr,
+    /// Where the API listens (use port 0 for any free port); `None`: no API, the queue
+    /// workers and the sweeper only (`imagejobs-local worker`).
+    pub api_addr: Option<SocketAddr>,
     /// Function settings (resource names, segmenter URL, default model, limits, providers,
     /// notifications); `jobs.dead_letter_queue_arn` is set from `provisioned`.
     pub settings: Settings,
@@ -43,8 +44,8 @@ pub struct StackConfig {
 
 /// A running local stack; dropping it without [`Stack::shutdown`] aborts its tasks.
 pub struct Stack {
-    /// The API's bound address.
-    pub api_addr: SocketAddr,
+    /// The API's bound address; `None` for a worker-only stack.
+    pub api_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -66,7 +67,7 @@ pub enum StackError {
 }
 
 impl Stack {
-    /// Starts the API and the queue workers.
+    /// Starts the API (unless `config.api_addr` is `None`), the queue workers and the sweeper.
     ///
     /// # Errors
     /// [`StackError`] when a handler cannot be built or the port is taken.
@@ -90,31 +91,32 @@ impl Stack {
         let ingest = Ingest::with_aws(config.settings.clone(), &aws)
             .map_err(|e| StackError::Handler(e.to_string()))?;
 
-        let listener = tokio::net::TcpListener::bind(config.api_addr)
-            .await
-            .map_err(|source| StackError::Bind {
-                addr: config.api_addr,
-                source,
-            })?;
-        let api_addr = listener.local_addr().map_err(|source| StackError::Bind {
-            addr: config.api_addr,
-            source,
-        })?;
         let (shutdown, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
-
-        let mut stop = shutdown.subscribe();
-        let app = imagejobs_api::router(api);
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "API server stopped");
+        let api_addr = match config.api_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StackError::Bind { addr, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| StackError::Bind { addr, source })?;
+                let mut stop = shutdown.subscribe();
+                let app = imagejobs_api::router(api);
+                tasks.spawn(async move {
+                    let served = axum::serve(listener, app)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "API server stopped");
+                    }
+                });
+                Some(bound)
             }
-        });
+            None => None,
+        };
 
         let sqs = aws_sdk_sqs::Client::new(sdk);
         let p = &config.provisioned;
@@ -171,6 +173,15 @@ impl Stack {
             shutdown,
             tasks,
         })
+    }
+
+    /// `http://{api_addr}`.
+    ///
+    /// # Panics
+    /// On a worker-only stack (no API).
+    pub fn api_url(&self) -> String {
+        let addr = self.api_addr.expect("this stack serves no API");
+        format!("http://{addr}")
     }
 
     /// Stops accepting requests and lets in-flight batches finish.

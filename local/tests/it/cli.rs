@@ -63,7 +63,7 @@ impl Setup {
         let mut env = TestEnv::new().await;
         let (segmenter, segmenter_dir) = start_segmenter().await;
         let stack = env.start_stack(&segmenter).await;
-        let base = format!("http://{}", stack.api_addr);
+        let base = stack.api_url();
         let key = env.api_key_with(owner, "jobs:read,jobs:write").await;
         Self {
             env,

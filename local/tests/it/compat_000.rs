@@ -69,7 +69,7 @@ async fn the_readme_example_answers_the_s3_url_of_the_relit_image() {
     let mut env = TestEnv::new().await;
     env.settings.providers = providers(&server);
     let stack = env.start_stack("http://127.0.0.1:9").await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let bucket = env.settings.resources.bucket.clone();
     let client = common::anonymous();
 

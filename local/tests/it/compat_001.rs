@@ -88,7 +88,7 @@ async fn the_readme_endpoints_generate_from_avatar_photo_and_text() {
     let mut env = env_for(&server).await;
     let (segmenter, _models) = start_segmenter().await;
     let stack = env.start_stack(&segmenter).await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
 
     // Health, word for word (plus the checks), with the key.
     let resp = common::anonymous()

@@ -49,7 +49,7 @@ async fn the_readme_curl_sequence_works_on_a_portrait_with_real_weights() {
         .await;
     let (segmenter, _models) = start_segmenter_with(&["u2netp", "isnet-int8"]).await;
     let stack = env.start_stack(&segmenter).await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let dir = tempdir::Dir::new();
     std::fs::create_dir_all(dir.path().join("app/images")).unwrap();
     std::fs::create_dir_all(dir.path().join("app/outputs")).unwrap();

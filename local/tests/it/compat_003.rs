@@ -52,7 +52,7 @@ async fn the_readme_python_client_runs_unchanged_but_for_its_base_url_on_a_portr
     assert_eq!(CLIENT.matches(README_BASE_LINE).count(), 1);
     // `KEY:` (an empty password): `requests` sends Basic auth only when the URL's user
     // information has the colon; `http://KEY@host` would go out without a credential.
-    let base = format!("http://{key}:@{}", stack.api_addr);
+    let base = format!("http://{key}:@{}", stack.api_addr.unwrap());
     let script = CLIENT.replace(README_BASE_LINE, &format!("BASE = \"{base}\""));
     let dir = tempdir::Dir::new();
     std::fs::write(dir.path().join("client.py"), script).unwrap();
@@ -104,7 +104,7 @@ async fn the_readme_python_client_runs_unchanged_but_for_its_base_url_on_a_portr
     // The job behind it is an ordinary job of the key's owner, with the e-mail to notify.
     let c = common::authed(&key);
     let page: Value = c
-        .get(format!("http://{}/v1/jobs", stack.api_addr))
+        .get(format!("{}/v1/jobs", stack.api_url()))
         .send()
         .await
         .unwrap()

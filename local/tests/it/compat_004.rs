@@ -90,7 +90,7 @@ async fn create_get_and_list_newest_first() {
     let mut env = env_for(&server).await;
     env.settings.auth.cors_allowed_origins = vec![ORIGIN.into()];
     let stack = env.start_stack("http://127.0.0.1:9").await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let client = common::anonymous();
 
     // The frontend's preflight is answered for these routes.

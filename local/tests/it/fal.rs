@@ -85,7 +85,7 @@ async fn edit_runs_through_api_queue_runner_and_copies_every_output() {
 
     let mut env = env_for(&server).await;
     let stack = env.start_stack("http://127.0.0.1:9").await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let form = edit_form("make it night, keep the rocket")
         .part(
             "reference_1",

@@ -5,6 +5,7 @@
 mod common;
 
 mod api;
+mod chaos;
 mod cli;
 mod compat_000;
 mod compat_001;

@@ -236,7 +236,7 @@ async fn a_finished_job_is_delivered_once_signed_and_verified_independently() {
     let stack = env
         .start_stack(&segmenter(true, Duration::ZERO).await)
         .await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let c = env.client("acme").await;
 
     let secret = secret_of(&c, &base).await;
@@ -342,7 +342,7 @@ async fn a_failed_delivery_is_retried_and_the_owner_default_url_is_used() {
     let stack = env
         .start_stack(&segmenter(true, Duration::ZERO).await)
         .await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let c = env.client("acme").await;
 
     let resp = c
@@ -417,7 +417,7 @@ async fn a_failed_job_sends_job_failed_and_email_without_a_sender_is_one_failed_
     let stack = env
         .start_stack(&segmenter(false, Duration::ZERO).await)
         .await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let c = env.client("acme").await;
     let secret = secret_of(&c, &base).await;
 
@@ -463,7 +463,7 @@ async fn a_canceled_job_sends_job_canceled_and_nothing_else() {
     let stack = env
         .start_stack(&segmenter(true, Duration::from_secs(2)).await)
         .await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let c = env.client("acme").await;
 
     let job = create(&c, &base, upload(sample_photo()).text("webhook_url", hook)).await;
@@ -496,7 +496,7 @@ async fn a_webhook_host_resolving_to_a_private_address_is_refused_at_delivery() 
     let stack = env
         .start_stack(&segmenter(true, Duration::ZERO).await)
         .await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let c = env.client("acme").await;
     let job = create(&c, &base, upload(sample_photo()).text("webhook_url", hook)).await;
     let id = job["id"].as_str().unwrap().to_owned();
@@ -531,7 +531,7 @@ async fn an_email_names_the_job_and_links_the_result() {
     let stack = env
         .start_stack(&segmenter(true, Duration::ZERO).await)
         .await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let c = env.client("acme").await;
 
     let job = create(
@@ -579,7 +579,7 @@ async fn an_unverified_sender_is_a_failed_attempt_not_a_crash() {
     let stack = env
         .start_stack(&segmenter(true, Duration::ZERO).await)
         .await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let c = env.client("acme").await;
     let job = create(
         &c,

@@ -35,7 +35,7 @@ async fn a_real_photo_goes_through_the_whole_pipeline() {
     let mut env = TestEnv::new().await;
     let (segmenter, _models) = start_segmenter().await;
     let stack = env.start_stack(&segmenter).await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let c = env.client("anonymous").await;
 
     let form = Form::new().part("file", Part::bytes(sample_photo()).file_name("rocket.jpg"));
@@ -123,7 +123,7 @@ async fn uploads_to_the_inbox_become_jobs() {
     let mut env = TestEnv::new().await;
     let (segmenter, _models) = start_segmenter().await;
     let stack = env.start_stack(&segmenter).await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let s3 = env.s3();
     s3.put_object()
         .bucket(&env.settings.resources.bucket)

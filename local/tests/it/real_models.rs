@@ -110,7 +110,7 @@ async fn u2netp_and_isnet_cutouts_of_a_portrait_match_the_onnxruntime_reference(
     let key = env.api_key_with("real", "jobs:read,jobs:write").await;
     let (segmenter, _models) = start_segmenter_with(&["u2netp", "isnet"]).await;
     let stack = env.start_stack(&segmenter).await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let photo_path =
         imagejobs_local::emulator::workspace_root().join("assets/portrait-astronaut.png");
 
@@ -141,7 +141,7 @@ async fn plain_background_refuses_a_cluttered_portrait_and_stores_no_result() {
     let key = env.api_key_with("plain", "jobs:read,jobs:write").await;
     let (segmenter, _dir) = start_segmenter().await;
     let stack = env.start_stack(&segmenter).await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
 
     let (job, bytes) = run_job(&base, &key, portrait_photo(), "plain-background").await;
     assert_eq!(job["status"], "failed", "{job}");

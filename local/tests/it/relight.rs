@@ -74,7 +74,7 @@ async fn relight_runs_through_api_queue_runner_and_polls_until_done() {
     let mut env = TestEnv::new().await;
     env.settings.providers = providers(&server);
     let stack = env.start_stack("http://127.0.0.1:9").await;
-    let base = format!("http://{}", stack.api_addr);
+    let base = stack.api_url();
     let created = create(&base, relight_form(sample_photo())).await;
     assert_eq!(created["operation"], "replace_background_relight");
     assert_eq!(created["params"]["light_source_direction"], "above");

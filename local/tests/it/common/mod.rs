@@ -23,6 +23,8 @@ pub struct TestEnv {
     pub provisioned: Provisioned,
     /// The stack's settings; tests point `settings.providers` at contract servers.
     pub settings: Settings,
+    /// The resource names' suffix (`imagejobs-local --resource-suffix`, for worker processes).
+    pub suffix: String,
 }
 
 impl TestEnv {
@@ -30,7 +32,8 @@ impl TestEnv {
         shared::telemetry::init();
         let emulator = Emulator::start().expect("emulator (run `bash scripts/setup.sh` first)");
         let sdk = emulator::sdk_config(&emulator.endpoint).await;
-        let names = ResourceNames::with_suffix(&ulid::Ulid::new().to_string()[16..]);
+        let suffix = ulid::Ulid::new().to_string()[16..].to_owned();
+        let names = ResourceNames::with_suffix(&suffix);
         let provisioned = provision(&sdk, &names).await.expect("provisioning");
         let mut settings = Settings::new(&names.table, &provisioned.queue_url, &names.bucket);
         settings.models.default_model = shared::models::PLAIN_BACKGROUND.into();
@@ -43,6 +46,7 @@ impl TestEnv {
             sdk,
             provisioned,
             settings,
+            suffix,
         };
         env.put_key(ANONYMOUS_KEY, "anonymous", "jobs:read,jobs:write")
             .await;
@@ -151,7 +155,7 @@ impl TestEnv {
         Stack::start(
             &self.sdk,
             StackConfig {
-                api_addr: "127.0.0.1:0".parse().unwrap(),
+                api_addr: Some("127.0.0.1:0".parse().unwrap()),
                 settings: self.settings.clone(),
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),

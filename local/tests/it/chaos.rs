@@ -1,0 +1,168 @@
+//! Chaos: worker processes killed with SIGKILL mid-job, on the real local stack (moto, the real
+//! segmenter with real u2netp weights, the API, and `imagejobs-local worker` processes beside
+//! the in-process processor). Every accepted job must still succeed, none may run more than
+//! once past the kill, and the interrupted ones must finish within 2 minutes of it with the
+//! production lease (65 s): the recovery sweeper, not the 360 s visibility timeout, brings
+//! them back.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+use crate::common::{TestEnv, sample_photo, start_segmenter_with};
+use shared::core::JobStore;
+use shared::job::{JobStatus, OwnerId};
+
+/// An `imagejobs-local worker` process on `env`'s stack; SIGKILLed when dropped.
+struct Worker(Child);
+
+impl Worker {
+    fn start(env: &TestEnv, segmenter: &str) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_imagejobs-local"))
+            .arg("worker")
+            .env("AWS_ENDPOINT_URL", &env.emulator.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("SEGMENTER_URL", segmenter)
+            .env("RESOURCE_SUFFIX", &env.suffix)
+            .env("PROCESSOR_BATCH_SIZE", "4")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("imagejobs-local worker");
+        let mut child = child;
+        // Wait for "worker up" (its queue workers are polling), then keep draining its log so
+        // a full pipe never blocks it.
+        let (up, ready) = std::sync::mpsc::channel();
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let up = up.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if line.contains("worker up") {
+                        let _ = up.send(());
+                    }
+                }
+            });
+        }
+        ready
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the worker logs \"worker up\" within 60 s");
+        Self(child)
+    }
+
+    /// SIGKILL: no shutdown, no lease given back, in-flight messages left invisible.
+    fn kill(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_loses_nothing_and_its_jobs_finish_within_two_minutes() {
+    const JOBS: usize = 24;
+    let mut env = TestEnv::new().await;
+    let (segmenter, _models) = start_segmenter_with(&["u2netp"]).await;
+    let stack = env
+        .start_stack_sweeping(&segmenter, Some(Duration::from_secs(5)))
+        .await;
+    let base = stack.api_url();
+    let victim = Worker::start(&env, &segmenter);
+    let _other = Worker::start(&env, &segmenter);
+
+    let c = env.client("anonymous").await;
+    let photo = sample_photo();
+    let mut ids = Vec::new();
+    for _ in 0..JOBS {
+        let form = Form::new()
+            .text("model", "u2netp")
+            .part("file", Part::bytes(photo.clone()).file_name("rocket.jpg"));
+        let resp = c
+            .post(format!("{base}/v1/jobs"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202);
+        let job: Value = resp.json().await.unwrap();
+        ids.push(job["id"].as_str().unwrap().parse::<ulid::Ulid>().unwrap());
+    }
+    // Mid-run: the backlog (seconds of work for 2 cores) keeps every worker holding claims.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    victim.kill();
+    let killed = Instant::now();
+    let _restarted = Worker::start(&env, &segmenter);
+
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let jobs = env.aws().jobs;
+    let mut ended = Vec::new();
+    while killed.elapsed() < Duration::from_secs(150) {
+        ended.clear();
+        for id in &ids {
+            let job = jobs.get(&owner, *id).await.unwrap().expect("never lost");
+            if job.status.is_terminal() {
+                ended.push(job);
+            }
+        }
+        if ended.len() == JOBS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let recovered_in = killed.elapsed();
+    assert_eq!(ended.len(), JOBS, "every accepted job ended");
+    for job in &ended {
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+        let result = job.result.as_ref().unwrap();
+        assert!(
+            result.bytes > 0 && result.width == 640 && result.height == 427,
+            "{result:?}"
+        );
+        let foreground = result.foreground_fraction.unwrap();
+        assert!(
+            foreground > 0.005 && foreground < 0.5,
+            "a real cutout: {foreground}"
+        );
+        assert!(
+            job.attempts <= 2,
+            "run at most once more after the kill: {job:?}"
+        );
+    }
+    let interrupted = ended.iter().filter(|j| j.attempts == 2).count();
+    assert!(
+        interrupted > 0,
+        "the kill interrupted no job: nothing was tested"
+    );
+    assert!(
+        recovered_in < Duration::from_secs(120),
+        "the interrupted jobs finished {recovered_in:?} after the kill"
+    );
+    eprintln!(
+        "chaos: {JOBS} jobs succeeded; {interrupted} interrupted by the SIGKILL finished {:.1} s after it",
+        recovered_in.as_secs_f64()
+    );
+}
