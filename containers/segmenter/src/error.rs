@@ -110,7 +110,11 @@ impl ServiceError {
 impl IntoResponse for ServiceError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        if matches!(self, Self::Overloaded { .. }) {
+            // Backpressure working as designed (the caller backs off), not a fault: an error
+            // line here would page an operator for every burst.
+            tracing::warn!(code = self.code(), error = %self, "request shed");
+        } else if status.is_server_error() {
             tracing::error!(code = self.code(), error = %self, "request failed");
         } else {
             tracing::info!(code = self.code(), error = %self, "request refused");
