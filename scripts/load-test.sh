@@ -18,7 +18,7 @@ stack=$!
 trap 'kill "$stack" 2>/dev/null || true; wait "$stack" 2>/dev/null || true' EXIT
 log "waiting for the local stack (log: .local/logs/load-test-stack.log)"
 for ((i = 0; i < 1800; i++)); do
-  grep -q "keeps running\|Ctrl-C" .local/logs/load-test-stack.log 2>/dev/null && [ -s .local/api-key ] && break
+  grep -q "Ctrl-C" .local/logs/load-test-stack.log 2>/dev/null && [ -s .local/api-key ] && break
   kill -0 "$stack" 2>/dev/null || { tail -30 .local/logs/load-test-stack.log >&2; exit 1; }
   sleep 1
 done

@@ -117,34 +117,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             cors_allowed_origins,
             stack,
         } => {
-            let (sdk, provisioned, mut settings, batch_size) = stack_settings(stack).await?;
-            settings.auth.cors_allowed_origins = cors_allowed_origins;
-            settings.auth.jwt_secret = Some(match jwt_secret {
+            let (sdk, mut config) = stack_config(stack).await?;
+            config.api_addr = Some(addr);
+            config.settings.auth.cors_allowed_origins = cors_allowed_origins;
+            config.settings.auth.jwt_secret = Some(match jwt_secret {
                 Some(s) => s,
                 None => shared::auth::generate_api_key()?.hash,
             });
-            let config = StackConfig {
-                api_addr: Some(addr),
-                settings,
-                provisioned,
-                poll_wait: Duration::from_secs(2),
-                batch_size,
-                // SweeperFunction runs every minute on AWS; locally a job whose message was
-                // lost is sent again within seconds of its due time.
-                sweep_interval: Some(Duration::from_secs(5)),
-            };
             run_until_stopped(&sdk, config).await
         }
         Command::Worker { stack } => {
-            let (sdk, provisioned, settings, batch_size) = stack_settings(stack).await?;
-            let config = StackConfig {
-                api_addr: None,
-                settings,
-                provisioned,
-                poll_wait: Duration::from_secs(2),
-                batch_size,
-                sweep_interval: Some(Duration::from_secs(5)),
-            };
+            let (sdk, config) = stack_config(stack).await?;
             run_until_stopped(&sdk, config).await
         }
     }
@@ -185,19 +168,10 @@ struct StackArgs {
     resource_suffix: Option<String>,
 }
 
-/// The emulator's SDK config, the provisioned resources and the settings of `args` (the
-/// provider and notification sections from the environment, as on Lambda).
-async fn stack_settings(
-    args: StackArgs,
-) -> Result<
-    (
-        aws_config::SdkConfig,
-        imagejobs_local::provision::Provisioned,
-        Settings,
-        i32,
-    ),
-    String,
-> {
+/// The emulator's SDK config and the stack `args` describe, without an API (`serve` adds
+/// one): resources provisioned, settings from the flags, the provider and notification
+/// sections from the environment as on Lambda.
+async fn stack_config(args: StackArgs) -> Result<(aws_config::SdkConfig, StackConfig), String> {
     let default_model = args
         .default_model
         .as_deref()
@@ -252,7 +226,17 @@ async fn stack_settings(
             .await
             .map_err(|e| e.to_string())?;
     }
-    Ok((sdk, provisioned, settings, args.batch_size))
+    let config = StackConfig {
+        api_addr: None,
+        settings,
+        provisioned,
+        poll_wait: Duration::from_secs(2),
+        batch_size: args.batch_size,
+        // SweeperFunction runs every minute on AWS; locally a job whose message was lost is
+        // sent again within seconds of its due time.
+        sweep_interval: Some(Duration::from_secs(5)),
+    };
+    Ok((sdk, config))
 }
 
 /// Runs `config` until Ctrl-C or SIGTERM, then lets in-flight batches finish.

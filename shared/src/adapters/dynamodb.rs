@@ -197,11 +197,13 @@ fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn pk(owner: &OwnerId) -> String {
+/// The partition key of everything an owner has: `OWNER#{owner}`.
+pub(super) fn pk(owner: &OwnerId) -> String {
     format!("OWNER#{owner}")
 }
 
-fn job_sk(id: Ulid) -> String {
+/// The sort key of a job item: `JOB#{ulid}`.
+pub(super) fn job_sk(id: Ulid) -> String {
     format!("JOB#{id}")
 }
 

@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use ulid::Ulid;
 
+use super::dynamodb::{job_sk, pk};
 use crate::error::{Error, Result};
 use crate::job::{JobStatus, NotificationAttempt, OwnerId};
 use crate::notification::{NotificationStore, OwnerWebhook, WebhookSecret};
@@ -42,10 +43,7 @@ fn s(v: impl Into<String>) -> AttributeValue {
 }
 
 fn key(owner: &OwnerId, sk: String) -> Item {
-    HashMap::from([
-        (PK.to_owned(), s(format!("OWNER#{owner}"))),
-        (SK.to_owned(), s(sk)),
-    ])
+    HashMap::from([(PK.to_owned(), s(pk(owner))), (SK.to_owned(), s(sk))])
 }
 
 fn now() -> AttributeValue {
@@ -170,7 +168,7 @@ impl NotificationStore for DynamoNotifications {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(owner, format!("JOB#{job_id}"))))
+            .set_key(Some(key(owner, job_sk(job_id))))
             .update_expression("SET #claim = :until")
             .condition_expression(
                 "attribute_exists(#pk) AND (attribute_not_exists(#claim) OR #claim < :now)",
@@ -211,7 +209,7 @@ impl NotificationStore for DynamoNotifications {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(owner, format!("JOB#{job_id}"))))
+            .set_key(Some(key(owner, job_sk(job_id))))
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#claim", claim_attribute(&attempt.channel))
@@ -243,7 +241,7 @@ impl NotificationStore for DynamoNotifications {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(key(owner, format!("JOB#{job_id}"))))
+            .set_key(Some(key(owner, job_sk(job_id))))
             .update_expression("REMOVE #shard, #due")
             // Never take a running job out of the index: that entry is its recovery.
             .condition_expression("#status IN (:succeeded, :failed, :canceled)")
