@@ -9,8 +9,8 @@ use fast_image_resize::{FilterType as FirFilter, PixelType, ResizeAlg, ResizeOpt
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::{
-    DynamicImage, GrayImage, ImageDecoder, ImageEncoder, ImageError, ImageFormat, ImageReader,
-    Limits, RgbImage, RgbaImage,
+    DynamicImage, GenericImageView, GrayImage, ImageDecoder, ImageEncoder, ImageError, ImageFormat,
+    ImageReader, Limits, RgbImage, RgbaImage,
 };
 use rayon::prelude::*;
 use shared::operation::remove_background::{Color, OutputFormat, RemoveBackgroundParams};
@@ -257,46 +257,90 @@ pub fn compose(
 /// Rows per parallel work item of the per-pixel passes (≈ 100–400 KB of pixels on 12 MP).
 const ROWS_PER_TASK: usize = 32;
 
+/// The input's pixels as RGB or RGBA bytes and their channel count (3 or 4): RGB and RGBA
+/// images are borrowed, anything else is converted to RGBA into `converted`.
+fn rgb_or_rgba<'a>(
+    image: &'a DynamicImage,
+    converted: &'a mut Option<RgbaImage>,
+) -> (&'a [u8], usize) {
+    match image {
+        DynamicImage::ImageRgb8(rgb) => (rgb.as_raw(), 3),
+        DynamicImage::ImageRgba8(rgba) => (rgba.as_raw(), 4),
+        other => (converted.insert(other.to_rgba8()).as_raw(), 4),
+    }
+}
+
+/// Cutout pixels: `src` (`channels` = 3 or 4 bytes per pixel) and `mask` (1 byte per pixel) to
+/// RGBA in `dst`: alpha = mask × input alpha / 255, colour zeroed where alpha is 0.
+fn cutout_pixels(src: &[u8], channels: usize, mask: &[u8], dst: &mut [u8]) {
+    for ((d, s), &m) in dst
+        .chunks_exact_mut(4)
+        .zip(src.chunks_exact(channels))
+        .zip(mask)
+    {
+        let a = if channels == 4 {
+            mul_div255(s[3], m)
+        } else {
+            m
+        };
+        let px = if a == 0 {
+            [0, 0, 0, 0]
+        } else {
+            [s[0], s[1], s[2], a]
+        };
+        d.copy_from_slice(&px);
+    }
+}
+
 /// The RGBA cutout: alpha = mask × input alpha / 255, colour zeroed where alpha is 0. An RGB
 /// input (the usual JPEG) is read in place, without an intermediate RGBA copy; rows run in
 /// parallel.
 fn cutout(image: &DynamicImage, mask: &GrayImage) -> RgbaImage {
-    let (w, h) = (image.width() as usize, image.height() as usize);
+    let w = image.width() as usize;
     let mut out = RgbaImage::new(image.width(), image.height());
-    let converted;
-    let (src, channels): (&[u8], usize) = match image {
-        DynamicImage::ImageRgb8(rgb) => (rgb.as_raw(), 3),
-        DynamicImage::ImageRgba8(rgba) => (rgba.as_raw(), 4),
-        other => {
-            converted = other.to_rgba8();
-            (converted.as_raw(), 4)
-        }
-    };
+    let mut converted = None;
+    let (src, channels) = rgb_or_rgba(image, &mut converted);
     let rows = ROWS_PER_TASK;
     out.par_chunks_mut(4 * w * rows)
         .zip(src.par_chunks(channels * w * rows))
         .zip(mask.as_raw().par_chunks(w * rows))
-        .for_each(|((dst, src), m)| {
-            for ((d, s), &m) in dst
-                .chunks_exact_mut(4)
-                .zip(src.chunks_exact(channels))
-                .zip(m)
-            {
-                let a = if channels == 4 {
-                    mul_div255(s[3], m)
-                } else {
-                    m
-                };
-                let px = if a == 0 {
-                    [0, 0, 0, 0]
-                } else {
-                    [s[0], s[1], s[2], a]
-                };
-                d.copy_from_slice(&px);
-            }
-        });
-    debug_assert_eq!(out.len(), 4 * w * h);
+        .for_each(|((dst, src), m)| cutout_pixels(src, channels, m, dst));
     out
+}
+
+/// Whether [`encode_cutout_png`] makes the output `params` ask for: a PNG cutout at full size,
+/// with no background colour and not `only_mask`.
+pub fn is_plain_png_cutout(params: &RemoveBackgroundParams, width: u32, height: u32) -> bool {
+    params.output_format == OutputFormat::Png
+        && !params.only_mask
+        && params.background_color.is_none()
+        && scaled_size(width, height, params.scale) == (width, height)
+}
+
+/// The PNG of the RGBA cutout of `image` by `mask` (the same file as [`compose`] then
+/// [`encode`] give when [`is_plain_png_cutout`]), with each band of the cutout made inside the
+/// encoder's band that filters and deflates it ([`crate::png::encode_rows`]): no whole RGBA
+/// cutout is ever allocated (48 MB at 12 MP), and the composition runs on every core.
+///
+/// # Panics
+/// If `mask` and `image` differ in size.
+pub fn encode_cutout_png(
+    image: &DynamicImage,
+    mask: &GrayImage,
+    png_deflate: crate::png::Deflate,
+) -> Vec<u8> {
+    assert_eq!(image.dimensions(), mask.dimensions());
+    let (w, h) = image.dimensions();
+    let width = w as usize;
+    let mut converted = None;
+    let (src, channels) = rgb_or_rgba(image, &mut converted);
+    let mask = mask.as_raw();
+    crate::png::encode_rows(w, h, 4, png_deflate, |first, rows| {
+        let n = rows.len() / (4 * width);
+        let src = &src[first * width * channels..(first + n) * width * channels];
+        let mask = &mask[first * width..(first + n) * width];
+        cutout_pixels(src, channels, mask, rows);
+    })
 }
 
 /// `a * b / 255`, rounded.
@@ -443,6 +487,72 @@ mod tests {
             Err(ServiceError::InvalidImage(_))
         ));
         assert_eq!(decode(&full, limits).unwrap().width(), 256);
+    }
+
+    #[test]
+    fn the_fused_png_cutout_is_the_file_compose_then_encode_gives() {
+        let (w, h) = (203u32, 157u32);
+        let mask = GrayImage::from_fn(w, h, |x, y| {
+            let d = (x as i32 - 100).pow(2) + (y as i32 - 80).pow(2);
+            image::Luma([if d < 2500 {
+                255
+            } else if d < 4000 {
+                (x * 7 % 256) as u8
+            } else {
+                0
+            }])
+        });
+        let rgb = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 77]));
+        let rgba = image::RgbaImage::from_fn(w, h, |x, y| {
+            image::Rgba([(x * 3) as u8, (y * 5) as u8, 77, ((x + y) % 256) as u8])
+        });
+        let gray = GrayImage::from_fn(w, h, |x, y| image::Luma([((x * y) % 256) as u8]));
+        let params = RemoveBackgroundParams::with_model("u2netp");
+        assert!(is_plain_png_cutout(&params, w, h));
+        for image in [
+            DynamicImage::ImageRgb8(rgb),
+            DynamicImage::ImageRgba8(rgba),
+            DynamicImage::ImageLuma8(gray),
+        ] {
+            let two_steps = encode(
+                &compose(&image, &mask, &params),
+                OutputFormat::Png,
+                90,
+                crate::png::Deflate::Rle,
+            )
+            .unwrap();
+            let fused = encode_cutout_png(&image, &mask, crate::png::Deflate::Rle);
+            assert!(
+                fused == two_steps,
+                "{:?}: the fused file differs",
+                image.color()
+            );
+        }
+        for other in [
+            RemoveBackgroundParams {
+                only_mask: true,
+                ..params.clone()
+            },
+            RemoveBackgroundParams {
+                scale: 0.5,
+                ..params.clone()
+            },
+            RemoveBackgroundParams {
+                output_format: OutputFormat::Webp,
+                ..params.clone()
+            },
+            RemoveBackgroundParams {
+                background_color: Some(Color {
+                    r: 1,
+                    g: 2,
+                    b: 3,
+                    a: 255,
+                }),
+                ..params.clone()
+            },
+        ] {
+            assert!(!is_plain_png_cutout(&other, w, h), "{other:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod imaging;
+pub mod memory;
 pub mod onnx;
 pub mod pipeline;
 pub mod plain_background;
@@ -132,12 +133,14 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-/// The binary's entry point: logging (`RUST_LOG`, default `info`; `LOG_FORMAT=json` for JSON
-/// lines), configuration from flags/environment, then [`serve`]. Start-up errors are printed
-/// and give exit code 1.
+/// The binary's entry point: the allocator's settings ([`memory::keep_freed_memory`]), logging
+/// (`RUST_LOG`, default `info`; `LOG_FORMAT=json` for JSON lines), configuration from
+/// flags/environment, then [`serve`]. Start-up errors are printed and give exit code 1.
 pub fn main_entry() -> ExitCode {
     use clap::Parser;
+    let kept = memory::keep_freed_memory();
     init_tracing();
+    tracing::debug!(kept, "malloc keeps freed memory for the next request");
     let config = Config::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

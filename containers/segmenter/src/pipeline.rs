@@ -45,9 +45,10 @@ pub struct Stages {
     pub inference_ms: f64,
     /// The mask from the network output back to full size.
     pub mask_resize_ms: f64,
-    /// Cutout / background colour / `scale` / `only_mask`.
+    /// Cutout / background colour / `scale` / `only_mask`; 0 for a PNG cutout at full size,
+    /// whose cutout is made inside the encoder's bands and counted in `encode_ms`.
     pub compose_ms: f64,
-    /// PNG / WebP / JPEG encoding.
+    /// PNG / WebP / JPEG encoding (for a PNG cutout at full size, with the cutout itself).
     pub encode_ms: f64,
 }
 
@@ -126,28 +127,38 @@ pub fn remove_background(
         )));
     }
     let t = Instant::now();
-    let out = imaging::compose(&image, &mask, params);
-    drop(image);
-    drop(mask);
-    let compose_ms = ms(t);
-    let t = Instant::now();
-    let encoded = imaging::encode(&out, params.output_format, params.quality, png_deflate)
-        .map_err(|e| {
-            ServiceError::Internal(format!("encoding {}: {e}", params.output_format.as_str()))
-        })?;
+    let (width, height) = (image.width(), image.height());
+    let (encoded, (out_width, out_height), compose_ms) =
+        if imaging::is_plain_png_cutout(params, width, height) {
+            // The common case: the cutout is made band by band inside the PNG writer.
+            let png = imaging::encode_cutout_png(&image, &mask, png_deflate);
+            (png, (width, height), 0.0)
+        } else {
+            let out = imaging::compose(&image, &mask, params);
+            drop(image);
+            let compose_ms = ms(t);
+            let encoded = imaging::encode(&out, params.output_format, params.quality, png_deflate)
+                .map_err(|e| {
+                    ServiceError::Internal(format!(
+                        "encoding {}: {e}",
+                        params.output_format.as_str()
+                    ))
+                })?;
+            (encoded, (out.width(), out.height()), compose_ms)
+        };
     let stages = Stages {
         decode_ms,
         preprocess_ms: timings.preprocess_ms,
         inference_ms: timings.inference_ms,
         mask_resize_ms: timings.mask_resize_ms,
         compose_ms,
-        encode_ms: ms(t),
+        encode_ms: ms(t) - compose_ms,
     };
     Ok(Processed {
         bytes: encoded,
         content_type: params.output_format.content_type(),
-        width: out.width(),
-        height: out.height(),
+        width: out_width,
+        height: out_height,
         foreground_fraction,
         inference_ms,
         total_ms: ms(started),
