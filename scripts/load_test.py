@@ -9,12 +9,18 @@
 
 It prints each phase's throughput, the ratio, and every job's end state; it exits 1 when any
 job did not succeed (none may be lost, stuck or failed). Used by `scripts/load-test.sh`.
+
+For each phase it also prints where the machine's CPU time went, per process name (the
+segmenter, moto, the local runner, this client, everything else), from /proc: the system
+phase shares the same cores between the segmenter and the rest of the stack, so the ratio of
+throughputs is bounded by the share of CPU the segmenter gets.
 """
 
 import argparse
 import concurrent.futures as cf
 import io
 import json
+import os
 import statistics
 import sys
 import threading
@@ -23,6 +29,49 @@ import uuid
 
 import requests
 from PIL import Image
+
+
+def cpu_seconds():
+    """CPU seconds (user + system) used so far by each running process, grouped by a short name,
+    and the machine's total busy seconds (from /proc/stat)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    groups = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        secs = (int(fields[11]) + int(fields[12])) / tick
+        if "moto_server" in cmd:
+            name = "moto"
+        elif "imagejobs-local" in cmd:
+            name = "runner (API, processor, ingest)"
+        elif "segmenter" in cmd.split(" ")[0]:
+            name = "segmenter"
+        elif int(pid) == os.getpid():
+            name = "load client"
+        else:
+            name = "other"
+        groups[name] = groups.get(name, 0.0) + secs
+    with open("/proc/stat") as f:
+        cpu = [int(v) for v in f.readline().split()[1:]]
+    busy = (sum(cpu) - cpu[3] - cpu[4]) / tick  # all but idle and iowait
+    return groups, busy
+
+
+def cpu_report(label, before, after, wall):
+    """Prints the CPU seconds each group used between two `cpu_seconds()` samples, and returns
+    {group: seconds}."""
+    (g0, b0), (g1, b1) = before, after
+    used = {k: g1.get(k, 0.0) - g0.get(k, 0.0) for k in g1}
+    cores = os.cpu_count()
+    print(f"CPU during {label}: {b1 - b0:.1f} s busy of {wall * cores:.1f} s ({cores} cores x {wall:.1f} s); "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(used.items(), key=lambda kv: -kv[1]) if v >= 0.05))
+    return used
 
 
 def sample_png(path, width, height):
@@ -119,6 +168,7 @@ def main():
     image = sample_png(a.photo, 400, 328)
     print(f"image: 400x328 PNG, {len(image)} bytes; model {a.model}")
 
+    cpu0 = cpu_seconds()
     alone_per_min, alone_wall, alone_median = segmenter_alone(
         a.segmenter, a.model, image, a.jobs, a.segmenter_in_flight
     )
@@ -126,6 +176,8 @@ def main():
         f"segmenter alone: {a.jobs} images in {alone_wall:.1f} s, {a.segmenter_in_flight} in flight: "
         f"{alone_per_min:.0f}/min (median latency {alone_median * 1000:.0f} ms)"
     )
+    cpu_alone = cpu_report("the segmenter alone", cpu0, cpu_seconds(), alone_wall)
+    cpu1 = cpu_seconds()
 
     stats, lock = {}, threading.Lock()
     started = time.monotonic()
@@ -138,6 +190,7 @@ def main():
     accepted = time.monotonic() - started
     jobs, pending = wait_all(a.api, a.key, ids, a.timeout)
     wall = time.monotonic() - started
+    cpu_system = cpu_report("the system run", cpu1, cpu_seconds(), wall)
     by_status = {}
     for job in jobs.values():
         by_status[job["status"]] = by_status.get(job["status"], 0) + 1
@@ -169,6 +222,8 @@ def main():
                     "retried_429": stats.get(429, 0),
                     "retried_503": stats.get(503, 0),
                     "max_attempts": max(attempts, default=0),
+                    "cpu_seconds_segmenter_alone": cpu_alone,
+                    "cpu_seconds_system": cpu_system,
                 },
                 f,
                 indent=2,
