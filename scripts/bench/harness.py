@@ -14,10 +14,10 @@ load on the machine hits both alike:
   gives for the segmenter's own pixels, so the encoders are compared on equal pixels;
 * peak memory per request: the server's peak RSS during the request over its idle RSS (the
   kernel's high-water mark, reset through ``/proc/PID/clear_refs`` before each request), and
-  the same for the rembg process (plus its absolute peak). The segmenter keeps freed memory for
-  the next request (its allocator settings), so its idle RSS after a request already holds
-  that request's buffers; its high-water mark over its RSS at start (models loaded, no request
-  yet) is reported beside it, as what one request in flight costs;
+  the same for the rembg process (plus its absolute peak). The segmenter keeps memory freed
+  after a request for the next one (its allocator settings), so from the second request on its
+  figure counts only what a request needs beyond that; the RSS after the run says what the
+  process holds in the end;
 * the segmenter's per-stage breakdown from its ``Server-Timing`` response header;
 * the mask check: the segmenter's ``only_mask`` output against reference masks saved earlier
   (``--save-reference``), as mean and max absolute difference in 1/255 steps;
@@ -313,7 +313,6 @@ def main() -> int:
                      "repeats": args.repeats, "models": {}}
     try:
         server_pid = server.proc.pid
-        start_rss = rss_kb(server_pid, "VmRSS")
         log(f"segmenter pid {server_pid} on 127.0.0.1:{server.port}, models {server.models}")
         can_reset = reset_peak(server_pid) and reset_peak("self")
 
@@ -346,7 +345,7 @@ def main() -> int:
             remove(photo, session=sessions[m])
             call_server(m)
             rembg_ms, ours_ms, stages = [], [], {s: [] for s in STAGES + ["total"]}
-            server_peak, server_over_start, rembg_peak, rembg_abs = [], [], [], []
+            server_peak, rembg_peak, rembg_abs = [], [], []
             rembg_png = ours_png = b""
             for i in range(args.repeats):
                 log(f"  {m} round {i + 1}/{args.repeats}")
@@ -370,9 +369,7 @@ def main() -> int:
                         ours_ms.append((time.perf_counter() - t) * 1e3)
                         if status != 200:
                             sys.exit(f"{m}: {status} {body[:300]!r}")
-                        server_hwm = rss_kb(server_pid, "VmHWM")
-                        server_peak.append((server_hwm - idle) * 1024)
-                        server_over_start.append((server_hwm - start_rss) * 1024)
+                        server_peak.append((rss_kb(server_pid, "VmHWM") - idle) * 1024)
                         ours_png = body
                         timing = server_timing({k.lower(): v for k, v in headers.items()}.get("server-timing", ""))
                         for s in stages:
@@ -394,8 +391,6 @@ def main() -> int:
                               "pil_level6_of_segmenter_pixels": len(pil_buf.getvalue())},
                 "peak_bytes_per_request": {
                     "segmenter": max(server_peak) if can_reset else None,
-                    # Cumulative: the later model's figure includes what the earlier ones left.
-                    "segmenter_over_start": max(server_over_start),
                     "rembg": max(rembg_peak) if can_reset else None,
                 },
                 "rembg_process_peak_bytes": max(rembg_abs),
@@ -420,7 +415,7 @@ def report(r: dict) -> None:
           f"{r['repeats']} interleaved requests per side, {os.cpu_count()} CPUs; "
           f"load average (1 min) {r['load_avg_start']:.2f} at start, {r['load_avg_end']:.2f} at end\n")
     print("| model | rembg median (p90) | segmenter median (p90) | speed-up | "
-          "PNG rembg / ours / PIL-6 of ours | peak per request rembg / ours (ours over start) |")
+          "PNG rembg / ours / PIL-6 of ours | peak per request rembg / ours |")
     print("|---|---|---|---|---|---|")
     for m, x in r["models"].items():
         png = x["png_bytes"]
@@ -430,8 +425,7 @@ def report(r: dict) -> None:
               f"{x['segmenter_median_ms']:,.0f} ms ({x['segmenter_p90_ms']:,.0f}) | "
               f"{x['speedup']:.2f}x | {mb(png['rembg'])} / {mb(png['segmenter'])} / "
               f"{mb(png['pil_level6_of_segmenter_pixels'])} | "
-              f"{fmt_peak(peak['rembg'])} / {fmt_peak(peak['segmenter'])} "
-              f"({fmt_peak(peak.get('segmenter_over_start'))}) |")
+              f"{fmt_peak(peak['rembg'])} / {fmt_peak(peak['segmenter'])} |")
     print("\nsegmenter stages, median ms (Server-Timing):\n")
     print("| model | " + " | ".join(STAGES) + " | all but inference | total |")
     print("|---" * (len(STAGES) + 3) + "|")
