@@ -3,13 +3,16 @@
 //!
 //! glibc's defaults give each allocation over 128 KiB (the threshold rises only as far as
 //! the largest freed block, up to 32 MiB) its own `mmap`, and return freed heap tops over 128 KiB
-//! to the kernel. Every request then faults its ~70 MB of buffers in again, a page at a time,
-//! each page zeroed by the kernel: measured with `perf stat -e page-faults` on 12 MP u2netp
-//! requests, ~18,000 faults per request with the defaults, ~400 with the settings below, and
-//! decode and encode ~30 % faster (`scripts/bench-segmenter.sh`; containers/segmenter/README.md,
-//! "Benchmark"). The price is that memory freed after a request stays in the process
-//! (resident at the high-water mark of the largest request so far, which the request limits
-//! bound), which suits a container that does nothing else.
+//! to the kernel. Every request then faults its buffers in again, a page at a time, each page
+//! zeroed by the kernel. Measured on 12 MP requests (minor faults from `/proc/PID/stat` over 4
+//! warm requests): 33,300 (u2netp) and 26,300 (ISNet) faults per request with the defaults,
+//! 6,000 and 3,900 with the settings below, and decode 44 → 28 ms, encode 115 → 79 ms for
+//! u2netp (`scripts/bench-segmenter.sh`, with the PNG changes of the same commit; see
+//! containers/segmenter/README.md, "Benchmark"; the figures there are the latest run's). The
+//! price: memory freed after a request stays in the process, resident at the high-water mark
+//! of the largest requests so far (bounded by the request limits): +85 MB of steady RSS after
+//! two u2netp and two ISNet requests (2.73 → 2.82 GB, most of it ONNX Runtime's arenas), which
+//! suits a container that does nothing else.
 
 /// Largest allocation served from the heap instead of its own `mmap`, bytes.
 pub const MMAP_THRESHOLD: usize = 1 << 30;
