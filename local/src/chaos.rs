@@ -4,10 +4,10 @@
 //! segmenter and the provider clients) wrapped in a [`Faulty`] that shares one [`Faults`].
 //! `imagejobs-local serve`/`worker` enable it with `FAULTS=seed=N,rate=R` (`--faults`).
 //!
-//! Left unwrapped on purpose: API keys, uploads, capabilities and the owners' notification
-//! records (so "0 duplicate webhooks" is a claim about the job path, not about notify faults),
-//! the webhook and download HTTP clients, and ingest (the chaos suite creates jobs through the
-//! API only).
+//! Left unwrapped on purpose: API keys, uploads, capabilities, ingest (the chaos suite creates
+//! jobs through the API only), the webhook and download HTTP clients, and the whole notify path
+//! (the notifier's job reads, its queue sends, its records): the suite's "exactly one webhook
+//! per job and status, 0 duplicates" is the issue's check with notify faults off.
 
 use std::sync::Arc;
 
@@ -122,10 +122,10 @@ pub fn processor(
         .as_ref()
         .map(|from| Arc::new(SesEmail::from_sdk_config(sdk, from)) as Arc<dyn EmailSender>);
     let notifier = Notifier::new(
-        ports.jobs.clone(),
+        Arc::new(aws.jobs.clone()),
         Arc::new(aws.notifications.clone()),
-        ports.queue.clone(),
-        ports.blobs.clone(),
+        Arc::new(aws.queue.clone()),
+        Arc::new(aws.blobs.clone()),
         email,
         Arc::new(webhook),
         notify,
