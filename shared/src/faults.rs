@@ -738,4 +738,61 @@ mod tests {
         assert!(errors > 30 && lost > 10, "{errors} {lost}");
         assert_eq!(counts[&DuplicateSend], 0);
     }
+
+    /// The decorators do what they say to the port they wrap: a commit-then-error leaves the
+    /// write done, an error before the call leaves nothing, a duplicate sends twice.
+    #[cfg(feature = "fakes")]
+    #[test]
+    fn decorators_fail_around_the_real_call() {
+        use crate::fakes::{InMemoryJobs, InMemoryQueue};
+        use crate::job::Operation;
+        use crate::operation::remove_background::RemoveBackgroundParams;
+        let only = |kind: FaultKind| {
+            let mut plan = FaultPlan::uniform(1, 0.0);
+            plan.rates[kind.index()] = 1.0;
+            std::sync::Arc::new(Faults::new(plan))
+        };
+        let job = || {
+            Job::new(
+                Ulid::new(),
+                OwnerId::parse("team-a").unwrap(),
+                Operation::RemoveBackground(RemoveBackgroundParams::with_model("u2net")),
+                Default::default(),
+                OffsetDateTime::now_utc(),
+                time::Duration::days(1),
+            )
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let lost = Faulty::new(InMemoryJobs::new(), only(CommitThenError));
+                let written = job();
+                assert!(lost.create(&written, None).await.is_err());
+                let stored = lost.inner.get(&written.owner, written.id).await.unwrap();
+                assert!(stored.is_some(), "the write happened, its answer was lost");
+
+                let refused = Faulty::new(InMemoryJobs::new(), only(Fail));
+                let never = job();
+                assert!(refused.create(&never, None).await.is_err());
+                assert_eq!(
+                    refused.inner.get(&never.owner, never.id).await.unwrap(),
+                    None
+                );
+
+                let conflicted = Faulty::new(InMemoryJobs::new(), only(TransactionConflict));
+                let err = conflicted.create(&job(), None).await.unwrap_err();
+                assert!(err.to_string().contains("TransactionConflict"), "{err}");
+                assert_eq!(conflicted.faults.counts()[&TransactionConflict], 1);
+
+                let twice = Faulty::new(InMemoryQueue::new(), only(DuplicateSend));
+                let message = JobMessage::Run {
+                    owner: written.owner.clone(),
+                    job_id: written.id,
+                };
+                twice.send(&message, Duration::ZERO).await.unwrap();
+                assert_eq!(twice.inner.sent().len(), 2);
+                assert_eq!(twice.faults.counts()[&DuplicateSend], 1);
+            });
+    }
 }
