@@ -34,18 +34,19 @@ const CI_JOBS: usize = 300;
 const CI_OWNERS: usize = 3;
 /// The seed CI uses unless `CHAOS_SEED` names another.
 const DEFAULT_SEED: u64 = 1313;
-/// Rate of errors and commit-then-errors per eligible port call. Each one that fails a record
+/// Rate of errors and commit-then-errors per eligible port call (0.5 %). Each one that fails a record
 /// costs its job a lease (65 s) and a sweep before the retry, so a run that is to end within
 /// its budget keeps this low; there are thousands of port calls, so each kind still fires
 /// dozens of times.
-const PORT_FAULT_RATE: f64 = 0.01;
+const PORT_FAULT_RATE: f64 = 0.005;
 /// Rate of transaction conflicts: only creates and terminal writes are transactions.
-const CONFLICT_RATE: f64 = 0.03;
-/// Rate of the fake segmenter's own faults (5xx, 429, hang), each, per request.
-const SEGMENTER_FAULT_RATE: f64 = 0.06;
-/// Rate of the fake providers' own faults (5xx, 429, accept-then-hang), each, per submit: a
-/// refused submit costs its job a lease and a sweep, so lower than the segmenter's.
-const PROVIDER_FAULT_RATE: f64 = 0.04;
+const CONFLICT_RATE: f64 = 0.02;
+/// Each of the fakes' own faults (5xx, 429, hang / accept-then-hang) is dealt this many times
+/// per 100 jobs, shuffled (seeded) into the first requests, a deck per fake family (the
+/// segmenter; the three provider endpoints together). A deck makes "each kind fired ≥ 5
+/// times" hold by construction instead of by luck, and leaves the drain's retries unfaulted,
+/// so a run ends within its budget (each failed record costs its job a lease).
+const FAKE_FAULTS_PER_100_JOBS: usize = 3;
 /// Rate of duplicate sends: the queue sees fewer calls than the tables, so more per call.
 const DUPLICATE_RATE: f64 = 0.05;
 /// How long a job may wait on a provider. Short, because a poll message lost with its worker
@@ -103,30 +104,49 @@ enum Answer {
     Hang,
 }
 
-/// A seeded fault draw shared by the fakes, with a per-(fake, tag) log of what they answered.
+/// The fakes' seeded fault decks, with a per-(fake, tag) log of what they answered.
 struct FakeLog {
-    rng: Mutex<StdRng>,
+    /// Per family (`segmenter`, `provider`): the answers still to deal, last first.
+    decks: Mutex<HashMap<&'static str, Vec<Answer>>>,
     /// `(fake, job tag, answer)` in arrival order.
     log: Mutex<Vec<(&'static str, String, Answer)>>,
 }
 
 impl FakeLog {
+    /// Decks for `jobs` jobs, shuffled by `rng`.
+    fn new(jobs: usize, rng: &mut StdRng) -> Self {
+        let per_kind = (jobs * FAKE_FAULTS_PER_100_JOBS).div_ceil(100).max(6);
+        let mut decks = HashMap::new();
+        for family in ["segmenter", "provider"] {
+            // The faults among the first ~jobs/3 requests of the family.
+            let len = (jobs / 3).max(4 * per_kind);
+            let mut deck = vec![Answer::Ok; len - 3 * per_kind];
+            for kind in [Answer::Status5xx, Answer::TooMany, Answer::Hang] {
+                deck.extend(std::iter::repeat_n(kind, per_kind));
+            }
+            use rand::seq::SliceRandom;
+            deck.shuffle(rng);
+            decks.insert(family, deck);
+        }
+        Self {
+            decks: Mutex::new(decks),
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
     fn draw(&self, fake: &'static str, tag: String) -> Answer {
-        let rate = if fake == "segmenter" {
-            SEGMENTER_FAULT_RATE
+        let family = if fake == "segmenter" {
+            "segmenter"
         } else {
-            PROVIDER_FAULT_RATE
+            "provider"
         };
-        let r: f64 = self.rng.lock().unwrap().random();
-        let answer = if r < rate {
-            Answer::Status5xx
-        } else if r < 2.0 * rate {
-            Answer::TooMany
-        } else if r < 3.0 * rate {
-            Answer::Hang
-        } else {
-            Answer::Ok
-        };
+        let answer = self
+            .decks
+            .lock()
+            .unwrap()
+            .get_mut(family)
+            .and_then(Vec::pop)
+            .unwrap_or(Answer::Ok);
         self.log.lock().unwrap().push((fake, tag, answer));
         answer
     }
@@ -487,10 +507,7 @@ async fn run(jobs: usize, owners: usize) {
     let seed: u64 = env_or("CHAOS_SEED", DEFAULT_SEED);
     eprintln!("chaos: seed {seed} (replay with CHAOS_SEED={seed}), {jobs} jobs, {owners} owners");
     let mut rng = StdRng::seed_from_u64(seed);
-    let fakes = Arc::new(FakeLog {
-        rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x5eed)),
-        log: Mutex::new(Vec::new()),
-    });
+    let fakes = Arc::new(FakeLog::new(jobs, &mut rng));
 
     // The fakes, each on its own 127.0.0.1 port.
     let segmenter = MockServer::start().await;
