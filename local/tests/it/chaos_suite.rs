@@ -380,6 +380,10 @@ struct Submitted {
     ids: Vec<String>,
 }
 
+/// One job of the load: index, operation, owner, Idempotency-Key, POSTed twice at once, and
+/// the seconds after its acceptance at which it is canceled.
+type Planned = (usize, Op, usize, Option<String>, bool, Option<f64>);
+
 /// Which operation a job runs.
 #[derive(Debug, Clone, Copy)]
 enum Op {
@@ -601,6 +605,8 @@ async fn run(jobs: usize, owners: usize) {
     env.settings.providers = providers;
     let port_faults = |seed: u64| {
         let mut plan = FaultPlan::uniform(seed, PORT_FAULT_RATE);
+        // Twice the error rate: lost answers land on writes only.
+        plan.rates[1] = 2.0 * PORT_FAULT_RATE;
         plan.rates[2] = CONFLICT_RATE;
         plan.rates[3] = DUPLICATE_RATE;
         plan
@@ -716,7 +722,7 @@ async fn run(jobs: usize, owners: usize) {
 
     // The load: spread over `submit_window`, 8 clients at a time.
     let submit_window = Duration::from_secs_f64((jobs as f64 * 0.25).max(60.0));
-    let plan: Vec<(usize, Op, usize, Option<String>, bool, Option<f64>)> = (0..jobs)
+    let plan: Vec<Planned> = (0..jobs)
         .map(|i| {
             let op = match rng.random_range(0..10) {
                 0..=4 => Op::Segmenter,
