@@ -56,7 +56,7 @@ dump_logs() {
   for f in segmenter runner; do echo "--- $f" >&2; tail -n 40 "$work/$f.log" >&2; done
 }
 
-.venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" > "$work/moto.log" 2>&1 &
+.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$moto_port" > "$work/moto.log" 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$moto_port/moto-api/" 30 moto "${pids[-1]}" || { dump_logs; exit 1; }
 export AWS_ENDPOINT_URL="http://127.0.0.1:$moto_port"

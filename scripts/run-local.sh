@@ -54,7 +54,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "AWS emulator (moto) on 127.0.0.1:$MOTO_PORT"
-.venv/bin/moto_server -H 127.0.0.1 -p "$MOTO_PORT" > .local/logs/moto.log 2>&1 &
+.venv/bin/python scripts/moto_server.py -H 127.0.0.1 -p "$MOTO_PORT" > .local/logs/moto.log 2>&1 &
 pids+=($!)
 wait_http "http://127.0.0.1:$MOTO_PORT/moto-api/" 30 moto "${pids[-1]}"
 export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT"

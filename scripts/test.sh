@@ -36,6 +36,17 @@ if [[ -n "$leaked" ]]; then
   echo "$leaked" >&2
   exit 1
 fi
+# Fault injection (shared's `faults`, the chaos suite's decorators) and the in-memory fakes are
+# for tests and the local runner only: no deployed function may build them in.
+for crate in imagejobs-api imagejobs-processor imagejobs-ingest; do
+  log "cargo tree -p $crate: no faults, no fakes"
+  test_only=$(cargo tree -p "$crate" -e normal,features --locked \
+    | grep -oE 'imagejobs-shared feature "(faults|fakes)"' | sort -u || true)
+  if [[ -n "$test_only" ]]; then
+    echo "$crate builds in test-only features of imagejobs-shared: $test_only" >&2
+    exit 1
+  fi
+done
 log "cargo check -p imagejobs-segmenter --features cuda (alone)"
 cargo check -p imagejobs-segmenter --features cuda --locked
 log "template.yaml: cfn-lint + sam validate"

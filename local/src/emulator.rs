@@ -29,6 +29,24 @@ pub fn moto_server_path() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join(".venv/bin/moto_server"))
 }
 
+/// How moto is started: `MOTO_SERVER` as given, else the venv's Python running
+/// `scripts/moto_server.py`, which serialises moto's DynamoDB calls (its failed transactions
+/// otherwise undo concurrent writes; the script says how).
+fn moto_command() -> (PathBuf, Vec<String>) {
+    match std::env::var_os("MOTO_SERVER") {
+        Some(exe) => (PathBuf::from(exe), Vec::new()),
+        None => (
+            workspace_root().join(".venv/bin/python"),
+            vec![
+                workspace_root()
+                    .join("scripts/moto_server.py")
+                    .to_string_lossy()
+                    .into_owned(),
+            ],
+        ),
+    }
+}
+
 impl Emulator {
     /// Starts moto and waits until it answers (at most 30 s).
     ///
@@ -37,7 +55,8 @@ impl Emulator {
     /// come up.
     pub fn start() -> Result<Self, String> {
         let exe = moto_server_path();
-        if !exe.exists() {
+        let (program, launcher) = moto_command();
+        if !exe.exists() || !program.exists() {
             return Err(format!(
                 "{} not found: run `bash scripts/setup.sh` first (or set MOTO_SERVER)",
                 exe.display()
@@ -47,7 +66,8 @@ impl Emulator {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
-        let child = Command::new(&exe)
+        let child = Command::new(&program)
+            .args(&launcher)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

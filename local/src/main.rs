@@ -166,6 +166,15 @@ struct StackArgs {
     /// Processes given the same suffix share one stack.
     #[arg(long, env = "RESOURCE_SUFFIX")]
     resource_suffix: Option<String>,
+    /// Fault injection on the job-path ports for chaos runs (never in production):
+    /// `seed=N,rate=R` with optional per-kind rates (`error`, `commit_then_error`, `conflict`,
+    /// `duplicate`), e.g. `seed=42,rate=0.05`. Printed at start so the run can be replayed.
+    #[arg(long, env = "FAULTS")]
+    faults: Option<String>,
+    /// Seconds before a segmenter call gives up (`SEGMENTER_TIMEOUT_SECONDS`, default 40, as on
+    /// Lambda); a chaos run's hanging fake segmenter makes it shorter.
+    #[arg(long, env = "SEGMENTER_TIMEOUT_SECONDS")]
+    segmenter_timeout_seconds: Option<u64>,
 }
 
 /// The emulator's SDK config and the stack `args` describe, without an API (`serve` adds
@@ -208,6 +217,19 @@ async fn stack_config(args: StackArgs) -> Result<(aws_config::SdkConfig, StackCo
         &provisioned.names.bucket,
     );
     settings.segmenter.url = Some(args.segmenter_url);
+    if let Some(seconds) = args.segmenter_timeout_seconds {
+        settings.segmenter.timeout = Duration::from_secs(seconds);
+    }
+    let faults = match args.faults.as_deref().and_then(shared::env::non_empty) {
+        Some(spec) => {
+            let plan = shared::faults::FaultPlan::parse(spec).map_err(|e| e.to_string())?;
+            // On stdout as well as in the log: the line a replay needs.
+            println!("FAULTS={plan}");
+            tracing::warn!(plan = %plan, "fault injection on (replay with FAULTS={plan})");
+            Some(std::sync::Arc::new(shared::faults::Faults::new(plan)))
+        }
+        None => None,
+    };
     settings.models.default_model = default_model;
     settings.models.compat_model = compat_model;
     settings.egress.allow_http_urls = args.allow_http_urls;
@@ -235,6 +257,7 @@ async fn stack_config(args: StackArgs) -> Result<(aws_config::SdkConfig, StackCo
         // SweeperFunction runs every minute on AWS; locally a job whose message was lost is
         // sent again within seconds of its due time.
         sweep_interval: Some(Duration::from_secs(5)),
+        faults,
     };
     Ok((sdk, config))
 }

@@ -9,6 +9,7 @@ use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -18,6 +19,7 @@ use imagejobs_ingest::Ingest;
 use imagejobs_processor::Processor;
 use shared::adapters::Aws;
 use shared::config::Settings;
+use shared::faults::Faults;
 
 use crate::provision::Provisioned;
 
@@ -40,7 +42,12 @@ pub struct StackConfig {
     /// How often the recovery sweeper runs (`SweeperFunction`'s schedule on AWS); `None`: not
     /// at all (tests that drive it by hand).
     pub sweep_interval: Option<Duration>,
+    /// Fault injection on the job-path ports ([`crate::chaos`]); `None`: the plain adapters.
+    pub faults: Option<Arc<Faults>>,
 }
+
+/// How often a stack with faults logs its counts (a SIGKILLed worker cannot log them at exit).
+const FAULT_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A running local stack; dropping it without [`Stack::shutdown`] aborts its tasks.
 pub struct Stack {
@@ -76,18 +83,27 @@ impl Stack {
         config: StackConfig,
     ) -> Result<Self, StackError> {
         let aws = Aws::with_sdk_config(sdk, &config.settings);
-        let api = AppState::new(config.settings.clone(), &aws)
-            .map_err(|e| StackError::Handler(e.to_string()))?;
+        let handler = |e: &dyn std::fmt::Display| StackError::Handler(e.to_string());
         // As template.yaml passes the stack's own dead-letter queue to the processor.
         let mut processor_settings = config.settings.clone();
         processor_settings.jobs.dead_letter_queue_arn =
             Some(config.provisioned.dead_letter_queue_arn.clone());
-        let processor = Processor::with_aws(&processor_settings, &aws)
-            .map_err(|e| StackError::Handler(e.to_string()))?
-            .with_notifier(
-                imagejobs_processor::Notifier::with_aws(sdk, &processor_settings, &aws)
-                    .map_err(|e| StackError::Handler(e.to_string()))?,
-            );
+        let (api, processor) = match &config.faults {
+            Some(faults) => (
+                crate::chaos::api(&config.settings, &aws, faults).map_err(|e| handler(&e))?,
+                crate::chaos::processor(sdk, &processor_settings, &aws, faults)
+                    .map_err(|e| handler(&e))?,
+            ),
+            None => (
+                AppState::new(config.settings.clone(), &aws).map_err(|e| handler(&e))?,
+                Processor::with_aws(&processor_settings, &aws)
+                    .map_err(|e| handler(&e))?
+                    .with_notifier(
+                        imagejobs_processor::Notifier::with_aws(sdk, &processor_settings, &aws)
+                            .map_err(|e| handler(&e))?,
+                    ),
+            ),
+        };
         let ingest = Ingest::with_aws(config.settings.clone(), &aws)
             .map_err(|e| StackError::Handler(e.to_string()))?;
 
@@ -148,8 +164,28 @@ impl Stack {
         let stop = shutdown.subscribe();
         tasks.spawn(async move { worker.run_ingest(ingest, stop).await });
 
+        if let Some(faults) = config.faults.clone() {
+            let mut stop = shutdown.subscribe();
+            tasks.spawn(async move {
+                loop {
+                    let stopping = tokio::select! {
+                        _ = stop.wait_for(|s| *s) => true,
+                        () = tokio::time::sleep(FAULT_REPORT_INTERVAL) => false,
+                    };
+                    // One line a second: the chaos suite adds up the last one of each process.
+                    tracing::info!(faults = %faults.summary(), "fault counts");
+                    if stopping {
+                        break;
+                    }
+                }
+            });
+        }
+
         if let Some(every) = config.sweep_interval {
-            let sweeper = imagejobs_processor::sweeper::with_aws(&config.settings, &aws);
+            let sweeper = match &config.faults {
+                Some(faults) => crate::chaos::sweeper(&config.settings, &aws, faults),
+                None => imagejobs_processor::sweeper::with_aws(&config.settings, &aws),
+            };
             let mut stop = shutdown.subscribe();
             tasks.spawn(async move {
                 loop {

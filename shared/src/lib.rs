@@ -12,6 +12,9 @@
 //!   segmenter, Stability, fal.ai, outbound HTTP) and [`telemetry`].
 //! - Feature `fakes` (implies `ports`, not in `default`): in-memory implementations of the
 //!   ports ([`fakes`]) for in-process tests; never enabled by a deployed function.
+//! - Feature `faults` (implies `ports`, not in `default`): seeded fault-injecting decorators
+//!   on the ports (`faults`) for the chaos suite and the local runner; never enabled by a
+//!   deployed function.
 
 pub mod env;
 pub mod error;
@@ -45,6 +48,8 @@ pub mod service;
 pub mod adapters;
 #[cfg(feature = "fakes")]
 pub mod fakes;
+#[cfg(feature = "faults")]
+pub mod faults;
 #[cfg(feature = "aws")]
 pub mod telemetry;
 

@@ -3,8 +3,11 @@
 //!
 //! Order of work, so that a rejected request leaves nothing behind: validate the parameters
 //! (already typed) → answer an idempotent replay → read and probe the image → store it → write
-//! the job (with its idempotency record, atomically) → enqueue. If the queue refuses, the job
-//! record, the idempotency record and the stored input are removed again.
+//! the job (with its idempotency record, atomically) → enqueue. Once the job is written it is
+//! accepted, whatever happens next: the jobs table is its own outbox (its `pending` index), so
+//! a refused send leaves it to the recovery sweeper (`shared::recovery`) instead of removing it
+//! again. Removing it raced with a concurrent request that had already been answered with the
+//! job by its idempotency key, and lost that accepted job (found by the chaos suite).
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -273,10 +276,21 @@ impl JobSubmitter {
         job.request_id = sub.request_id;
         let created = match self.store.create(&job, idempotency.as_ref()).await {
             Ok(c) => c,
-            Err(e) => {
-                self.forget_inputs(stored_here, &key, &extra_keys).await;
-                return Err(e);
-            }
+            // The write may have committed with only its answer lost. A job with this id is
+            // ours (ULIDs are never reused): it is accepted and keeps its input. Only when the
+            // job is known to be absent is the input removed; if even that cannot be read, the
+            // input stays (an orphaned object costs little, a job without its input fails).
+            Err(e) => match self.store.get(&job.owner, job.id).await {
+                Ok(Some(_)) => {
+                    tracing::warn!(job_id = %job.id, error = %e, "create answered an error but the job was written: accepted");
+                    Created::New(job.clone())
+                }
+                Ok(None) => {
+                    self.forget_inputs(stored_here, &key, &extra_keys).await;
+                    return Err(e);
+                }
+                Err(_) => return Err(e),
+            },
         };
         if let Created::Replayed(_) = created {
             self.forget_inputs(stored_here, &key, &extra_keys).await;
@@ -287,13 +301,12 @@ impl JobSubmitter {
             job_id: job.id,
         };
         if let Err(e) = self.queue.send(&message, Duration::ZERO).await {
-            tracing::error!(job_id = %job.id, error = %e, "enqueue failed; removing the job again");
-            let key_ref = idempotency.as_ref().map(|i| i.key.as_str());
-            if let Err(undo) = self.store.discard(&job.owner, job.id, key_ref).await {
-                tracing::error!(job_id = %job.id, error = %undo, "could not remove the unqueued job");
-            }
-            self.forget_inputs(stored_here, &key, &extra_keys).await;
-            return Err(e);
+            // The job is in the `pending` index: the recovery sweeper sends it once its queued
+            // grace has passed. Never removed again: another request may already have been
+            // answered with it (an idempotent replay), and a lost answer of this send may
+            // have delivered it anyway.
+            tracing::warn!(job_id = %job.id, error = %e, "enqueue failed; the recovery sweeper will send the job");
+            return Ok(created);
         }
         tracing::info!(job_id = %job.id, owner = %job.owner, operation = job.operation.name(), request_id = job.request_id.as_deref(), "job queued");
         Ok(created)

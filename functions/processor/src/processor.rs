@@ -134,7 +134,7 @@ impl Processor {
         if !matches!(job.operation, Operation::RemoveBackground(_)) {
             return self.submit_to_provider(&job, &lease).await;
         }
-        match self.execute(&job).await {
+        match self.execute(&job, &lease).await {
             Ok(result) => {
                 match self
                     .transitions
@@ -225,7 +225,7 @@ impl Processor {
     }
 
     /// Runs the operation and stores its output; no job state changes here.
-    async fn execute(&self, job: &Job) -> Result<JobResult, Step> {
+    async fn execute(&self, job: &Job, lease: &Lease) -> Result<JobResult, Step> {
         match &job.operation {
             Operation::ReplaceBackgroundRelight(_)
             | Operation::Edit(_)
@@ -236,7 +236,7 @@ impl Processor {
                     job.operation.name()
                 ),
             ))),
-            Operation::RemoveBackground(params) => self.remove_background(job, params).await,
+            Operation::RemoveBackground(params) => self.remove_background(job, params, lease).await,
         }
     }
 

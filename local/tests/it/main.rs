@@ -6,6 +6,7 @@ mod common;
 
 mod api;
 mod chaos;
+mod chaos_suite;
 mod cli;
 mod compat_000;
 mod compat_001;

@@ -1065,3 +1065,50 @@ async fn a_failure_before_the_submit_leaves_no_intent_behind() {
         Some(GENERATION_ID)
     );
 }
+
+/// A paid call at most once per job, for the synchronous remove-background too: a call that
+/// times out after Stability accepted it leaves no cutout to find, so the stored-result check
+/// alone let the redelivery call (and pay) again; the chaos suite counted 2 calls for such
+/// jobs. With a submit intent recorded before the call, the job ends `provider_state_unknown`
+/// and the redelivery calls nothing. (Remove the intent in `call_stability` and this fails: 2
+/// calls.)
+#[tokio::test]
+async fn a_remove_background_call_whose_answer_is_lost_is_never_made_again() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/edit/remove-background"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "image/png")
+                .set_body_bytes(png(80, 64, [1, 2, 3]))
+                .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let created = create(
+        &base,
+        Form::new()
+            .part("file", Part::bytes(sample_photo()).file_name("p.jpg"))
+            .text("provider", "stability"),
+    )
+    .await;
+    let job = job_of(&env, &created).await;
+    let run = take_message(&env).await.unwrap();
+    let mut settings = providers(&server);
+    settings.stability_timeout = Duration::from_secs(1);
+    // A lease already over, so the redelivery below may take the job over at once.
+    let p = provider_processor(&env, settings, Duration::ZERO);
+    let first = p.handle_record(&run).await;
+    // The redelivery a retry (or the sweeper) would make.
+    let second = p.handle_record(&run).await;
+    let done = reload(&env, &job).await;
+    let calls = server.received_requests().await.unwrap().len();
+    assert_eq!(
+        calls, 1,
+        "Stability called {calls} times ({first:?}, {second:?})"
+    );
+    assert_eq!(done.status, JobStatus::Failed);
+    assert_eq!(done.error.unwrap().code, "provider_state_unknown");
+}

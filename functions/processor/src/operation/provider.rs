@@ -22,7 +22,7 @@ pub fn poll_delay(base: Duration, attempt: u32) -> Duration {
 }
 
 /// The end of a job whose submit may or may not have reached the provider.
-fn provider_state_unknown(job: &Job) -> JobError {
+pub(crate) fn provider_state_unknown(job: &Job) -> JobError {
     JobError::new(
         "provider_state_unknown",
         format!(

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use shared::core::{ImagePart, SegmenterError};
+use shared::core::{ImagePart, Lease, SegmenterError, SubmitIntent};
 use shared::job::{self, Job, JobError, JobResult};
 use shared::operation::remove_background::{RemovalProvider, RemoveBackgroundParams};
 
 use crate::metrics::Provider;
+use crate::operation::provider::provider_state_unknown;
 use crate::processor::{Processor, STABILITY_UNSET, Step, not_configured};
 
 /// Waits between asks of an overloaded segmenter: jittered, 250 ms doubling to 4 s, at most 6
@@ -39,6 +40,7 @@ impl Processor {
         &self,
         job: &Job,
         params: &RemoveBackgroundParams,
+        lease: &Lease,
     ) -> Result<JobResult, Step> {
         let input = job.inputs.get("image").ok_or_else(|| {
             Step::Permanent(JobError::new("invalid_job", "the job has no input image"))
@@ -51,7 +53,9 @@ impl Processor {
             other => Step::Transient(other.to_string()),
         })?;
         if params.provider == RemovalProvider::Stability {
-            return self.remove_with_stability(job, params, input, image).await;
+            return self
+                .remove_with_stability(job, params, input, image, lease)
+                .await;
         }
         // An overloaded segmenter (its admission queue is full) is asked again after a short,
         // jittered wait inside this record's deadline, instead of returning the message to SQS
@@ -100,6 +104,7 @@ impl Processor {
         params: &RemoveBackgroundParams,
         input: &shared::job::InputImage,
         image: bytes::Bytes,
+        lease: &Lease,
     ) -> Result<JobResult, Step> {
         // A paid call at most once per job: an earlier attempt that got the cutout but died
         // before the completion write left it at this deterministic key; reuse it instead of
@@ -112,7 +117,9 @@ impl Processor {
                 (stored, checked)
             }
             Err(shared::Error::NotFound(_)) => {
-                let fresh = self.call_stability(params, input, image).await?;
+                let fresh = self
+                    .call_stability(job, params, input, image, lease)
+                    .await?;
                 let checked = self.check_cutout(&fresh)?;
                 self.blobs
                     .put(&key, fresh.clone(), checked.0.content_type())
@@ -135,21 +142,43 @@ impl Processor {
         })
     }
 
-    /// The one paid call: Stability's synchronous remove-background (docs/providers.md §1.5).
+    /// The one paid call: Stability's synchronous remove-background (docs/providers.md §1.5),
+    /// under a submit intent as the asynchronous providers' submits are. The stored cutout
+    /// alone does not guard it: a call whose answer is lost (a timeout after Stability
+    /// accepted it, a crash before the S3 put) leaves no cutout, and the redelivery would pay
+    /// again. With the intent, it finds an earlier attempt and fails the job
+    /// `provider_state_unknown` instead.
     async fn call_stability(
         &self,
+        job: &Job,
         params: &RemoveBackgroundParams,
         input: &shared::job::InputImage,
         image: bytes::Bytes,
+        lease: &Lease,
     ) -> Result<bytes::Bytes, Step> {
-        let Some(provider) = self
-            .providers
-            .as_ref()
-            .and_then(|p| p.remove_background.clone())
-        else {
+        let Some(providers) = self.providers.as_ref() else {
             return Err(Step::Permanent(not_configured(STABILITY_UNSET)));
         };
-        let cutout = provider
+        let Some(provider) = providers.remove_background.clone() else {
+            return Err(Step::Permanent(not_configured(STABILITY_UNSET)));
+        };
+        match providers
+            .transitions
+            .record_intent(&job.owner, job.id, &lease.token)
+            .await
+        {
+            Ok(SubmitIntent::Recorded) => {}
+            Ok(SubmitIntent::EarlierAttempt) => {
+                return Err(Step::Permanent(provider_state_unknown(job)));
+            }
+            Ok(SubmitIntent::Refused) => {
+                return Err(Step::Transient(
+                    "lease lost before the Stability call".into(),
+                ));
+            }
+            Err(e) => return Err(Step::Transient(e.to_string())),
+        }
+        let answer = provider
             .remove_background(
                 ImagePart {
                     field: "image".into(),
@@ -158,16 +187,31 @@ impl Processor {
                 },
                 params.output_format.as_str(),
             )
-            .await
-            .map_err(|e| {
+            .await;
+        match answer {
+            Ok(cutout) => Ok(cutout.bytes),
+            Err(e) => {
                 crate::metrics::provider_error(Provider::Stability, e.code);
-                if e.retryable {
-                    Step::Transient(e.to_string())
-                } else {
-                    Step::Permanent(JobError::new(e.code, e.message))
+                if e.outcome_unknown {
+                    // Accepted (and billed) or not: nobody can tell, so never again.
+                    tracing::error!(error = %e, "Stability call outcome unknown; not calling again");
+                    return Err(Step::Permanent(provider_state_unknown(job)));
                 }
-            })?;
-        Ok(cutout.bytes)
+                if !e.retryable {
+                    return Err(Step::Permanent(JobError::new(e.code, e.message)));
+                }
+                // Stability answered (or was never reached): nothing was accepted, so the
+                // next attempt may call.
+                if let Err(clear) = providers
+                    .transitions
+                    .clear_intent(&job.owner, job.id, &lease.token)
+                    .await
+                {
+                    tracing::warn!(error = %clear, "could not withdraw the submit intent");
+                }
+                Err(Step::Transient(e.to_string()))
+            }
+        }
     }
 
     /// The provider's cutout as a user would look at it: a decodable image within the limits,

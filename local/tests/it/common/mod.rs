@@ -151,6 +151,19 @@ impl TestEnv {
         segmenter_url: &str,
         sweep_interval: Option<Duration>,
     ) -> Stack {
+        self.start_stack_with(segmenter_url, sweep_interval, 10, None)
+            .await
+    }
+
+    /// [`Self::start_stack_sweeping`] with `batch_size` records at once and `faults` injected
+    /// on the job-path ports (`imagejobs_local::chaos`).
+    pub async fn start_stack_with(
+        &mut self,
+        segmenter_url: &str,
+        sweep_interval: Option<Duration>,
+        batch_size: i32,
+        faults: Option<std::sync::Arc<shared::faults::Faults>>,
+    ) -> Stack {
         self.settings.segmenter.url = Some(segmenter_url.to_owned());
         Stack::start(
             &self.sdk,
@@ -159,8 +172,9 @@ impl TestEnv {
                 settings: self.settings.clone(),
                 provisioned: self.provisioned.clone(),
                 poll_wait: Duration::from_secs(1),
-                batch_size: 10,
+                batch_size,
                 sweep_interval,
+                faults,
             },
         )
         .await

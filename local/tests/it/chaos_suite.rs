@@ -1,0 +1,1137 @@
+//! The chaos suite (issue #13): a mixed load on the real local stack on moto (the API and an
+//! in-process processor, plus 2 `imagejobs-local worker` processes SIGKILLed every 10–30 s and
+//! restarted), with seeded faults everywhere: the decorators of `shared::faults` on every
+//! job-path port of every process, a fake segmenter that answers 5xx, 429 and hangs, and
+//! wiremock Stability and fal.ai (the contracts of `relight.rs` and `fal.rs`) that answer 429,
+//! 5xx and accept-then-hang. At the end it checks the issue's invariants and prints a table.
+//!
+//! The CI variant runs [`CI_JOBS`] jobs; `CHAOS_JOBS` and `CHAOS_OWNERS` make it a soak
+//! (`scripts/chaos-soak.sh`), and `CHAOS_SEED` replays a run (the default seed is fixed, so CI's
+//! inputs are the same every run; thread scheduling still decides where each fault lands).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::multipart::{Form, Part};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+use crate::common::stability::multipart_parts;
+use crate::common::{TestEnv, fal as fal_contract, stability as stability_contract};
+use shared::core::JobStore;
+use shared::faults::{FaultKind, FaultPlan, Faults};
+use shared::job::{Job, JobStatus, OwnerId};
+
+/// Jobs of the CI variant (the issue asks for ≥ 300 within 6 minutes on 2 cores).
+const CI_JOBS: usize = 300;
+/// Owners of the CI variant.
+const CI_OWNERS: usize = 3;
+/// The seed CI uses unless `CHAOS_SEED` names another.
+const DEFAULT_SEED: u64 = 1313;
+/// Rate of errors and commit-then-errors per eligible port call (0.5 %). Each one that fails a record
+/// costs its job a lease (65 s) and a sweep before the retry, so a run that is to end within
+/// its budget keeps this low; there are thousands of port calls, so each kind still fires
+/// dozens of times.
+const PORT_FAULT_RATE: f64 = 0.005;
+/// Rate of transaction conflicts: only creates and terminal writes are transactions.
+const CONFLICT_RATE: f64 = 0.02;
+/// Each of the fakes' own faults (5xx, 429, hang / accept-then-hang) is dealt this many times
+/// per 100 jobs, shuffled (seeded) into the first requests, a deck per fake family (the
+/// segmenter; the three provider endpoints together). A deck makes "each kind fired ≥ 5
+/// times" hold by construction instead of by luck, and leaves the drain's retries unfaulted,
+/// so a run ends within its budget (each failed record costs its job a lease).
+const FAKE_FAULTS_PER_100_JOBS: usize = 3;
+/// Rate of duplicate sends: the queue sees fewer calls than the tables, so more per call.
+const DUPLICATE_RATE: f64 = 0.05;
+/// How long a job may wait on a provider. Short, because a poll message lost with its worker
+/// is only recovered at the deadline (see README, "Reliability"); the fakes finish at once.
+const PROVIDER_DEADLINE_SECONDS: u64 = 75;
+/// Client-side timeouts the workers get, so a hang costs seconds, not the 40 s defaults.
+const CALL_TIMEOUT_SECONDS: u64 = 3;
+/// How long a hanging fake answers: past [`CALL_TIMEOUT_SECONDS`].
+const HANG: Duration = Duration::from_secs(5);
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A unique small PNG per job: its SHA-256 is how the fakes attribute a request to a job.
+fn job_png(index: usize) -> Vec<u8> {
+    // 72×64: Stability needs each side ≥ 64 px.
+    let img = image::RgbImage::from_fn(72, 64, |x, y| {
+        image::Rgb([
+            (index % 251) as u8,
+            (index / 251) as u8,
+            ((x * 3 + y * 5) % 256) as u8,
+        ])
+    });
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// A cutout with half its pixels kept (what the segmenter and Stability answer).
+fn cutout_png() -> Vec<u8> {
+    let img = image::RgbaImage::from_fn(80, 64, |x, _| {
+        image::Rgba([9, 9, 9, if x < 40 { 255 } else { 0 }])
+    });
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// What a fake did with one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Answer {
+    Ok,
+    Status5xx,
+    TooMany,
+    Hang,
+}
+
+/// The fakes' seeded fault decks, with a per-(fake, tag) log of what they answered.
+struct FakeLog {
+    /// Per family (`segmenter`, `provider`): the answers still to deal, last first.
+    decks: Mutex<HashMap<&'static str, Vec<Answer>>>,
+    /// `(fake, job tag, answer)` in arrival order.
+    log: Mutex<Vec<(&'static str, String, Answer)>>,
+}
+
+impl FakeLog {
+    /// Decks for `jobs` jobs, shuffled by `rng`.
+    fn new(jobs: usize, rng: &mut StdRng) -> Self {
+        let per_kind = (jobs * FAKE_FAULTS_PER_100_JOBS).div_ceil(100).max(6);
+        let mut decks = HashMap::new();
+        for family in ["segmenter", "provider"] {
+            // The faults among the first ~jobs/3 requests of the family.
+            let len = (jobs / 3).max(4 * per_kind);
+            let mut deck = vec![Answer::Ok; len - 3 * per_kind];
+            for kind in [Answer::Status5xx, Answer::TooMany, Answer::Hang] {
+                deck.extend(std::iter::repeat_n(kind, per_kind));
+            }
+            use rand::seq::SliceRandom;
+            deck.shuffle(rng);
+            decks.insert(family, deck);
+        }
+        Self {
+            decks: Mutex::new(decks),
+            log: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn draw(&self, fake: &'static str, tag: String) -> Answer {
+        let family = if fake == "segmenter" {
+            "segmenter"
+        } else {
+            "provider"
+        };
+        let answer = self
+            .decks
+            .lock()
+            .unwrap()
+            .get_mut(family)
+            .and_then(Vec::pop)
+            .unwrap_or(Answer::Ok);
+        self.log.lock().unwrap().push((fake, tag, answer));
+        answer
+    }
+
+    fn count(&self, fake: &str, answer: Answer) -> usize {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|e| e.0 == fake && e.2 == answer).count()
+    }
+
+    /// Requests per job tag that reached `fake` (a hang counts: the provider got it).
+    fn per_tag(&self, fake: &str) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for (f, tag, answer) in self.log.lock().unwrap().iter() {
+            // A 429 or 5xx is a refusal (nothing accepted, not billed); OK and hang are
+            // accepted requests.
+            if *f == fake && matches!(answer, Answer::Ok | Answer::Hang) {
+                *out.entry(tag.clone()).or_default() += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Answers `answer` the way `fake` does (the error bodies of each contract).
+fn refusal(answer: Answer, ok: ResponseTemplate) -> ResponseTemplate {
+    match answer {
+        Answer::Ok => ok,
+        Answer::Hang => ok.set_delay(HANG),
+        Answer::TooMany => ResponseTemplate::new(429)
+            .insert_header("retry-after", "1")
+            .set_body_json(json!({"name": "rate_limit_exceeded", "errors": ["slow down"]})),
+        Answer::Status5xx => ResponseTemplate::new(500)
+            .set_body_json(json!({"name": "internal_error", "errors": ["boom"]})),
+    }
+}
+
+/// The segmenter's `POST /invocations` contract (containers/segmenter/README.md).
+struct FakeSegmenter(Arc<FakeLog>);
+
+impl Respond for FakeSegmenter {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let answer = self.0.draw("segmenter", sha(&req.body));
+        match answer {
+            Answer::TooMany => ResponseTemplate::new(429)
+                .set_body_json(json!({"error": {"code": "overloaded", "message": "queue full"}})),
+            Answer::Status5xx => ResponseTemplate::new(500)
+                .set_body_json(json!({"error": {"code": "internal", "message": "boom"}})),
+            _ => {
+                let ok = ResponseTemplate::new(200)
+                    .insert_header("content-type", "image/png")
+                    .insert_header("x-image-width", "80")
+                    .insert_header("x-image-height", "64")
+                    .insert_header("x-model", "plain-background")
+                    .insert_header("x-foreground-fraction", "0.5000")
+                    .set_body_bytes(cutout_png());
+                if answer == Answer::Hang {
+                    ok.set_delay(HANG)
+                } else {
+                    ok
+                }
+            }
+        }
+    }
+}
+
+/// Stability's relight submit (§1.3): the generation id is the subject image's SHA-256 (64 hex
+/// characters, as the contract's ids are), so polls find their job's result.
+struct StabilitySubmit(Arc<FakeLog>);
+
+impl Respond for StabilitySubmit {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let parts = multipart_parts(req);
+        let subject = parts.iter().find(|p| p.0 == "subject_image").unwrap();
+        let id = sha(&subject.3);
+        let answer = self.0.draw("stability.relight", id.clone());
+        refusal(
+            answer,
+            ResponseTemplate::new(200).set_body_json(json!({ "id": id })),
+        )
+    }
+}
+
+/// Stability's synchronous remove-background (§1.5).
+struct StabilityRemove(Arc<FakeLog>);
+
+impl Respond for StabilityRemove {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let parts = multipart_parts(req);
+        let image = parts.iter().find(|p| p.0 == "image").unwrap();
+        let answer = self.0.draw("stability.remove", sha(&image.3));
+        refusal(
+            answer,
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "image/png")
+                .insert_header("finish-reason", "SUCCESS")
+                .insert_header("seed", "0")
+                .set_body_bytes(cutout_png()),
+        )
+    }
+}
+
+/// fal.ai's queue submit (§2.3): the request id is derived from the prompt, which names the
+/// job, so a second submit for one job shows in the log.
+struct FalSubmit {
+    log: Arc<FakeLog>,
+    base: String,
+}
+
+impl Respond for FalSubmit {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let prompt = body["prompt"].as_str().unwrap_or_default().to_owned();
+        let h = sha(prompt.as_bytes());
+        let id = format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        );
+        let answer = self.log.draw("fal.submit", prompt);
+        let base = format!("{}/fal-ai/bytedance/requests/{id}", self.base);
+        refusal(
+            answer,
+            ResponseTemplate::new(200).set_body_json(json!({
+                "request_id": id, "response_url": base, "status_url": format!("{base}/status"),
+                "cancel_url": format!("{base}/cancel"), "status": "IN_QUEUE", "queue_position": 0
+            })),
+        )
+    }
+}
+
+/// An `imagejobs-local worker` process; its last "fault counts" line is kept, since a SIGKILL
+/// leaves no chance to report at exit.
+struct Worker {
+    child: Child,
+    faults: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+fn parse_counts(line: &str) -> Option<BTreeMap<String, u64>> {
+    let at = line.find("fault counts")?;
+    let mut out = BTreeMap::new();
+    for token in line[at..].split_whitespace() {
+        let token = token.strip_prefix("faults=").unwrap_or(token);
+        if let Some((k, v)) = token.split_once('=')
+            && let Ok(n) = v.parse::<u64>()
+        {
+            out.insert(k.to_owned(), n);
+        }
+    }
+    Some(out)
+}
+
+impl Worker {
+    fn start(env: &TestEnv, vars: &[(String, String)], log: std::path::PathBuf) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imagejobs-local"))
+            .arg("worker")
+            .env("AWS_ENDPOINT_URL", &env.emulator.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("RESOURCE_SUFFIX", &env.suffix)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("imagejobs-local worker");
+        let faults = Arc::new(Mutex::new(BTreeMap::new()));
+        // Each incarnation's log is kept for the post-mortem of a failed run.
+        let file = Arc::new(Mutex::new(std::fs::File::create(&log).unwrap()));
+        let (up, ready) = std::sync::mpsc::channel();
+        for pipe in [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let up = up.clone();
+            let faults = faults.clone();
+            let file = file.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = writeln!(file.lock().unwrap(), "{line}");
+                    if line.contains("worker up") {
+                        let _ = up.send(());
+                    }
+                    if let Some(counts) = parse_counts(&line) {
+                        *faults.lock().unwrap() = counts;
+                    }
+                }
+            });
+        }
+        ready
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the worker logs \"worker up\" within 60 s");
+        Self { child, faults }
+    }
+
+    /// SIGKILL (by this child's own PID): no shutdown, leases kept, messages left invisible.
+    fn kill(mut self) -> BTreeMap<String, u64> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.faults.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the client knows of one submission.
+#[derive(Debug, Clone)]
+struct Submitted {
+    owner: String,
+    key: Option<String>,
+    ids: Vec<String>,
+}
+
+/// One job of the load: index, operation, owner, Idempotency-Key, POSTed twice at once, and
+/// the seconds after its acceptance at which it is canceled.
+type Planned = (usize, Op, usize, Option<String>, bool, Option<f64>);
+
+/// Which operation a job runs.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Segmenter,
+    StabilityRemove,
+    Relight,
+    Generate,
+}
+
+fn request(c: &reqwest::Client, base: &str, op: Op, index: usize) -> reqwest::RequestBuilder {
+    let post = c.post(format!("{base}/v1/jobs"));
+    let file = |field: &str| {
+        Part::bytes(job_png(index))
+            .file_name(format!("{field}.png"))
+            .mime_str("image/png")
+            .unwrap()
+    };
+    match op {
+        Op::Segmenter => post.multipart(Form::new().part("file", file("file"))),
+        Op::StabilityRemove => post.multipart(
+            Form::new()
+                .part("file", file("file"))
+                .text("provider", "stability")
+                .text("output_format", "png"),
+        ),
+        Op::Relight => post.multipart(
+            Form::new()
+                .text("operation", "replace_background_relight")
+                .part("subject_image", file("subject"))
+                .text("background_prompt", "a sunlit beach at golden hour")
+                .text("output_format", "png"),
+        ),
+        Op::Generate => post.json(&json!({
+            "operation": "generate",
+            "params": {"mode": "text", "prompt": format!("chaos job {index}")}
+        })),
+    }
+}
+
+/// POSTs job `index` until it is accepted, retrying 429 and 5xx with the same Idempotency-Key
+/// as a client should. `None` if it never was (reported, and it fails the run).
+async fn submit_one(
+    c: &reqwest::Client,
+    base: &str,
+    op: Op,
+    index: usize,
+    key: Option<&str>,
+) -> Option<String> {
+    for _ in 0..60 {
+        let mut req = request(c, base, op, index);
+        if let Some(key) = key {
+            req = req.header("idempotency-key", key);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                continue;
+            }
+        };
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        match status {
+            202 | 200 => return body["id"].as_str().map(str::to_owned),
+            429 | 500..=599 => tokio::time::sleep(Duration::from_millis(300)).await,
+            // The same key's twin is still being created: ask again (never for
+            // `idempotency_key_reused`, which would be a bug here).
+            409 if body["error"]["code"] == "conflict" => {
+                tokio::time::sleep(Duration::from_millis(300)).await
+            }
+            _ => panic!("job {index} ({op:?}) refused: {status} {body}"),
+        }
+    }
+    None
+}
+
+/// Every job item in the table (the accepted ones and any a lost response left behind).
+async fn all_jobs(env: &TestEnv, owners: &[String]) -> Vec<Job> {
+    let jobs = env.aws().jobs;
+    let mut out = Vec::new();
+    for owner in owners {
+        let owner = OwnerId::parse(owner).unwrap();
+        let mut cursor = None;
+        loop {
+            let page = jobs
+                .list(
+                    &owner,
+                    &shared::core::ListQuery {
+                        limit: 100,
+                        cursor: cursor.clone(),
+                        status: None,
+                    },
+                )
+                .await
+                .unwrap();
+            out.extend(page.jobs);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_ci_mixed_load_with_faults_and_kills_keeps_every_invariant() {
+    run(
+        env_or("CHAOS_JOBS", CI_JOBS),
+        env_or("CHAOS_OWNERS", CI_OWNERS),
+    )
+    .await;
+}
+
+async fn run(jobs: usize, owners: usize) {
+    let started = Instant::now();
+    let seed: u64 = env_or("CHAOS_SEED", DEFAULT_SEED);
+    eprintln!("chaos: seed {seed} (replay with CHAOS_SEED={seed}), {jobs} jobs, {owners} owners");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let fakes = Arc::new(FakeLog::new(jobs, &mut rng));
+
+    // The fakes, each on its own 127.0.0.1 port.
+    let segmenter = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/invocations"))
+        .respond_with(FakeSegmenter(fakes.clone()))
+        .mount(&segmenter)
+        .await;
+    let stability = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(stability_contract::SUBMIT_PATH))
+        .respond_with(StabilitySubmit(fakes.clone()))
+        .mount(&stability)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2beta/stable-image/edit/remove-background"))
+        .respond_with(StabilityRemove(fakes.clone()))
+        .mount(&stability)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/v2beta/results/[0-9a-f]{64}$"))
+        .respond_with(stability_contract::done("SUCCESS"))
+        .mount(&stability)
+        .await;
+    let fal = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{}", fal_contract::TEXT_MODEL)))
+        .respond_with(FalSubmit {
+            log: fakes.clone(),
+            base: fal.uri(),
+        })
+        .mount(&fal)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(
+            "^/fal-ai/bytedance/requests/[0-9a-f-]{36}/status$",
+        ))
+        .respond_with(fal_contract::completed())
+        .mount(&fal)
+        .await;
+    Mock::given(method("PUT"))
+        .and(path_regex(
+            "^/fal-ai/bytedance/requests/[0-9a-f-]{36}/cancel$",
+        ))
+        .respond_with(
+            ResponseTemplate::new(202).set_body_json(json!({"status": "CANCELLATION_REQUESTED"})),
+        )
+        .mount(&fal)
+        .await;
+    let output = fal_contract::outputs(&fal, 1).await;
+    Mock::given(method("GET"))
+        .and(path_regex("^/fal-ai/bytedance/requests/[0-9a-f-]{36}$"))
+        .respond_with(output)
+        .mount(&fal)
+        .await;
+    // The owners' webhook receiver: every delivery's `webhook-id` (`msg_{job}_{status}`).
+    let hooks: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = hooks.clone();
+    let receiver = crate::common::serve_router(axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                seen.lock().unwrap().push(id);
+                axum::http::StatusCode::OK
+            }
+        }),
+    ))
+    .await;
+    let hook_url = format!("http://{receiver}/hook");
+
+    // The stack: settings shared by the in-process API/processor and the worker processes.
+    let mut env = TestEnv::new().await;
+    env.settings.egress.allow_http_urls = true;
+    env.settings.egress.allow_private_urls = true;
+    env.settings.jobs.max_in_flight = 10_000;
+    env.settings.jobs.max_per_minute = 10_000;
+    env.settings.segmenter.timeout = Duration::from_secs(CALL_TIMEOUT_SECONDS);
+    let mut providers = stability_contract::providers(&stability);
+    providers.stability_timeout = Duration::from_secs(CALL_TIMEOUT_SECONDS);
+    providers.fal_key = Some(fal_contract::KEY.into());
+    providers.fal_queue_url = fal.uri();
+    providers.fal_timeout = Duration::from_secs(CALL_TIMEOUT_SECONDS);
+    providers.poll_delay = Duration::from_secs(1);
+    providers.provider_deadline = Duration::from_secs(PROVIDER_DEADLINE_SECONDS);
+    env.settings.providers = providers;
+    let port_faults = |seed: u64| {
+        let mut plan = FaultPlan::uniform(seed, PORT_FAULT_RATE);
+        // Twice the error rate: lost answers land on writes only.
+        plan.rates[1] = 2.0 * PORT_FAULT_RATE;
+        plan.rates[2] = CONFLICT_RATE;
+        plan.rates[3] = DUPLICATE_RATE;
+        plan
+    };
+    let worker_vars = |incarnation: u64| -> Vec<(String, String)> {
+        let plan = port_faults(seed.wrapping_add(incarnation));
+        [
+            ("SEGMENTER_URL", segmenter.uri()),
+            (
+                "SEGMENTER_TIMEOUT_SECONDS",
+                CALL_TIMEOUT_SECONDS.to_string(),
+            ),
+            ("DEFAULT_MODEL", "plain-background".into()),
+            ("STABILITY_API_KEY", stability_contract::KEY.into()),
+            ("STABILITY_BASE_URL", stability.uri()),
+            (
+                "STABILITY_TIMEOUT_SECONDS",
+                CALL_TIMEOUT_SECONDS.to_string(),
+            ),
+            ("FAL_KEY", fal_contract::KEY.into()),
+            ("FAL_QUEUE_URL", fal.uri()),
+            ("FAL_TIMEOUT_SECONDS", CALL_TIMEOUT_SECONDS.to_string()),
+            ("POLL_DELAY_SECONDS", "1".into()),
+            (
+                "PROVIDER_DEADLINE_SECONDS",
+                PROVIDER_DEADLINE_SECONDS.to_string(),
+            ),
+            ("ALLOW_HTTP_URLS", "true".into()),
+            ("ALLOW_PRIVATE_URLS", "true".into()),
+            ("PROCESSOR_BATCH_SIZE", "4".into()),
+            ("FAULTS", plan.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    };
+    let api_faults = Arc::new(Faults::new(port_faults(seed)));
+    let stack = env
+        .start_stack_with(
+            &segmenter.uri(),
+            Some(Duration::from_secs(5)),
+            4,
+            Some(api_faults.clone()),
+        )
+        .await;
+    let base = stack.api_url();
+    let logs = std::env::temp_dir().join(format!("imagejobs-chaos-{seed}-{}", env.suffix));
+    std::fs::create_dir_all(&logs).unwrap();
+    eprintln!("chaos: worker logs in {}", logs.display());
+    let mut incarnation = 1;
+    let mut workers: Vec<Worker> = Vec::new();
+    for _ in 0..2 {
+        workers.push(Worker::start(
+            &env,
+            &worker_vars(incarnation),
+            logs.join(format!("worker-{incarnation}.log")),
+        ));
+        incarnation += 1;
+    }
+
+    // Owners, each with a default webhook.
+    let owner_names: Vec<String> = (0..owners).map(|i| format!("chaos-{i}")).collect();
+    let mut clients = Vec::new();
+    for owner in &owner_names {
+        let c = env.client(owner).await;
+        let resp = c
+            .put(format!("{base}/v1/webhooks"))
+            .json(&json!({"default_url": hook_url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
+        clients.push(c);
+    }
+
+    // Quota sampler: every owner's in-flight counter once a second.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let min_in_flight = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let sampler = {
+        let (sampling, min_in_flight) = (sampling.clone(), min_in_flight.clone());
+        let ddb = env.dynamodb();
+        let table = env.settings.resources.table.clone();
+        let owners = owner_names.clone();
+        tokio::spawn(async move {
+            let mut samples = 0u64;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                for owner in &owners {
+                    use aws_sdk_dynamodb::types::AttributeValue as V;
+                    let Ok(out) = ddb
+                        .get_item()
+                        .table_name(&table)
+                        .key("pk", V::S(format!("OWNER#{owner}")))
+                        .key("sk", V::S("QUOTA#in-flight".into()))
+                        .consistent_read(true)
+                        .send()
+                        .await
+                    else {
+                        continue;
+                    };
+                    let n: i64 = out
+                        .item
+                        .and_then(|i| i.get("count").and_then(|v| v.as_n().ok()).cloned())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    min_in_flight.fetch_min(n, std::sync::atomic::Ordering::Relaxed);
+                }
+                samples += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            samples
+        })
+    };
+
+    // The load: spread over `submit_window`, 8 clients at a time.
+    let submit_window = Duration::from_secs_f64((jobs as f64 * 0.25).max(60.0));
+    let plan: Vec<Planned> = (0..jobs)
+        .map(|i| {
+            let op = match rng.random_range(0..10) {
+                0..=4 => Op::Segmenter,
+                5 => Op::StabilityRemove,
+                6 | 7 => Op::Relight,
+                _ => Op::Generate,
+            };
+            let owner = rng.random_range(0..owners);
+            let key = rng.random_bool(0.4).then(|| format!("chaos-{seed}-{i}"));
+            let twice = key.is_some() && rng.random_bool(0.3);
+            let cancel = rng.random_bool(0.05).then(|| rng.random_range(0.0..2.0));
+            (i, op, owner, key, twice, cancel)
+        })
+        .collect();
+    let submitted: Arc<Mutex<Vec<Submitted>>> = Arc::default();
+    let cancels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = {
+        let (submitted, cancels, base, clients) = (
+            submitted.clone(),
+            cancels.clone(),
+            base.clone(),
+            clients.clone(),
+        );
+        let gap = submit_window.as_secs_f64() / jobs as f64;
+        tokio::spawn(async move {
+            let gate = Arc::new(tokio::sync::Semaphore::new(8));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (i, op, owner, key, twice, cancel) in plan {
+                tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+                let permit = gate.clone().acquire_owned().await.unwrap();
+                let (c, base, submitted, cancels) = (
+                    clients[owner].clone(),
+                    base.clone(),
+                    submitted.clone(),
+                    cancels.clone(),
+                );
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    let ids: Vec<String> = if twice {
+                        // The same key POSTed twice at the same moment.
+                        let (a, b) = tokio::join!(
+                            submit_one(&c, &base, op, i, key.as_deref()),
+                            submit_one(&c, &base, op, i, key.as_deref())
+                        );
+                        a.into_iter().chain(b).collect()
+                    } else {
+                        submit_one(&c, &base, op, i, key.as_deref())
+                            .await
+                            .into_iter()
+                            .collect()
+                    };
+                    if let (Some(after), Some(id)) = (cancel, ids.first()) {
+                        tokio::time::sleep(Duration::from_secs_f64(after)).await;
+                        for _ in 0..20 {
+                            let resp = c.post(format!("{base}/v1/jobs/{id}/cancel")).send().await;
+                            match resp.map(|r| r.status().as_u16()) {
+                                Ok(200 | 202 | 409) => {
+                                    cancels.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    break;
+                                }
+                                _ => tokio::time::sleep(Duration::from_millis(300)).await,
+                            }
+                        }
+                    }
+                    submitted.lock().unwrap().push(Submitted {
+                        owner: format!("chaos-{owner}"),
+                        key,
+                        ids,
+                    });
+                });
+            }
+            // A client task that panicked (an unexpected refusal) fails the run here.
+            while let Some(done) = tasks.join_next().await {
+                done.unwrap();
+            }
+        })
+    };
+
+    // Kills: one worker every 10–30 s, restarted at once, until `kill_until`; each kill
+    // remembers which jobs were processing then, and when the last of them ended.
+    let kill_until = submit_window + Duration::from_secs(15);
+    let mut kills: Vec<(Instant, Vec<(OwnerId, ulid::Ulid)>)> = Vec::new();
+    let mut killed_counts: Vec<BTreeMap<String, u64>> = Vec::new();
+    let mut next_kill = started + Duration::from_secs(rng.random_range(10..=30));
+    while started.elapsed() < kill_until {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if Instant::now() < next_kill {
+            continue;
+        }
+        let processing: Vec<(OwnerId, ulid::Ulid)> = all_jobs(&env, &owner_names)
+            .await
+            .into_iter()
+            .filter(|j| j.status == JobStatus::Processing)
+            .map(|j| (j.owner, j.id))
+            .collect();
+        let victim = workers.remove(rng.random_range(0..workers.len()));
+        killed_counts.push(victim.kill());
+        kills.push((Instant::now(), processing));
+        workers.push(Worker::start(
+            &env,
+            &worker_vars(incarnation),
+            logs.join(format!("worker-{incarnation}.log")),
+        ));
+        incarnation += 1;
+        next_kill = Instant::now() + Duration::from_secs(rng.random_range(10..=30));
+    }
+    load.await.unwrap();
+
+    // Drain: every job terminal and its webhook delivered, within the CI budget.
+    // 345 s for the CI variant (inside its 6 minutes); a soak waits until the last kill's
+    // messages are back from their 360 s visibility timeout, so it checks every webhook.
+    let budget = Duration::from_secs(env_or(
+        "CHAOS_BUDGET_SECONDS",
+        if jobs > CI_JOBS {
+            // The load may outlast its window on a busy machine (moto slows as the table
+            // grows): the drain is counted from the load's end.
+            started.elapsed().max(kill_until).as_secs() + 420
+        } else {
+            345
+        },
+    ));
+    let submitted = submitted.lock().unwrap().clone();
+    let mut recovered: Vec<Option<Duration>> = vec![None; kills.len()];
+    let mut all;
+    loop {
+        all = all_jobs(&env, &owner_names).await;
+        let by_id: HashMap<ulid::Ulid, &Job> = all.iter().map(|j| (j.id, j)).collect();
+        for (k, (at, processing)) in kills.iter().enumerate() {
+            if recovered[k].is_none()
+                && processing
+                    .iter()
+                    .all(|(_, id)| by_id.get(id).is_some_and(|j| j.status.is_terminal()))
+            {
+                recovered[k] = Some(at.elapsed());
+            }
+        }
+        let open = all.iter().filter(|j| !j.status.is_terminal()).count();
+        let delivered: HashSet<String> = hooks.lock().unwrap().iter().cloned().collect();
+        let unnotified = all
+            .iter()
+            .filter(|j| j.status.is_terminal())
+            .filter(|j| !delivered.contains(&format!("msg_{}_{}", j.id, j.status.as_str())))
+            .count();
+        if (open == 0 && unnotified == 0) || started.elapsed() > budget {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let samples = sampler.await.unwrap();
+    let elapsed = started.elapsed();
+
+    // Fault counts: this process's decorators, and the last report of every worker
+    // incarnation (the killed ones' and the ones still running).
+    let mut faults: BTreeMap<String, u64> = BTreeMap::new();
+    for (kind, n) in api_faults.counts() {
+        *faults.entry(kind.name().to_owned()).or_default() += n;
+    }
+    let running: Vec<BTreeMap<String, u64>> = workers
+        .iter()
+        .map(|w| w.faults.lock().unwrap().clone())
+        .collect();
+    for counts in killed_counts.iter().chain(running.iter()) {
+        for (k, n) in counts {
+            *faults.entry(k.clone()).or_default() += n;
+        }
+    }
+    for (name, fake, answer) in [
+        ("segmenter_5xx", "segmenter", Answer::Status5xx),
+        ("segmenter_429", "segmenter", Answer::TooMany),
+        ("segmenter_hang", "segmenter", Answer::Hang),
+    ] {
+        faults.insert(name.into(), fakes.count(fake, answer) as u64);
+    }
+    for (name, answer) in [
+        ("provider_429", Answer::TooMany),
+        ("provider_5xx", Answer::Status5xx),
+        ("provider_accept_then_hang", Answer::Hang),
+    ] {
+        let n: usize = ["stability.relight", "stability.remove", "fal.submit"]
+            .iter()
+            .map(|f| fakes.count(f, answer))
+            .sum();
+        faults.insert(name.into(), n as u64);
+    }
+    faults.insert("worker_sigkill".into(), kills.len() as u64);
+
+    // The invariants.
+    let by_id: HashMap<String, &Job> = all.iter().map(|j| (j.id.to_string(), j)).collect();
+    let accepted: Vec<&String> = submitted.iter().flat_map(|s| s.ids.iter()).collect();
+    let never_accepted: Vec<&Submitted> = submitted.iter().filter(|s| s.ids.is_empty()).collect();
+    let lost: Vec<String> = accepted
+        .iter()
+        .filter(|id| {
+            !by_id
+                .get(id.as_str())
+                .is_some_and(|j| j.status.is_terminal())
+        })
+        .map(|id| id.to_string())
+        .chain(
+            all.iter()
+                .filter(|j| !j.status.is_terminal())
+                .map(|j| j.id.to_string()),
+        )
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut key_jobs: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
+    for s in &submitted {
+        if let Some(key) = &s.key {
+            key_jobs
+                .entry((s.owner.as_str(), key.as_str()))
+                .or_default()
+                .extend(s.ids.iter().map(String::as_str));
+        }
+    }
+    let split_keys: Vec<_> = key_jobs.iter().filter(|(_, ids)| ids.len() > 1).collect();
+    // Paid calls per job from the fakes' logs: the relight and remove ids are the input's
+    // hash, fal's the prompt; each job has its own input or prompt.
+    let mut double_paid: Vec<String> = Vec::new();
+    for fake in ["stability.relight", "stability.remove", "fal.submit"] {
+        for (tag, n) in fakes.per_tag(fake) {
+            if n > 1 {
+                double_paid.push(format!("{fake} {tag}: {n} submits"));
+            }
+        }
+    }
+    let mut leaked = 0i64;
+    for owner in &owner_names {
+        leaked += env.in_flight(owner).await.abs();
+    }
+    let min_seen = min_in_flight.load(std::sync::atomic::Ordering::Relaxed);
+    let s3 = env.aws().blobs;
+    let mut missing_results = Vec::new();
+    for job in all.iter().filter(|j| j.status == JobStatus::Succeeded) {
+        let result = job.result.as_ref().expect("a succeeded job has a result");
+        let mut objects = vec![(result.key.clone(), result.bytes)];
+        objects.extend(result.images.iter().map(|i| (i.key.clone(), i.bytes)));
+        for (key, size) in objects {
+            use shared::core::BlobStore;
+            match s3.head(&key).await.unwrap() {
+                Some(info) if info.size == size => {}
+                other => missing_results.push(format!("{} {key}: {other:?} vs {size}", job.id)),
+            }
+        }
+    }
+    let deliveries = hooks.lock().unwrap().clone();
+    let mut per_webhook: HashMap<&str, usize> = HashMap::new();
+    for id in &deliveries {
+        *per_webhook.entry(id.as_str()).or_default() += 1;
+    }
+    let duplicate_webhooks: usize = per_webhook.values().map(|n| n - 1).sum();
+    let unnotified: Vec<String> = all
+        .iter()
+        .filter(|j| j.status.is_terminal())
+        .filter(|j| {
+            !per_webhook.contains_key(format!("msg_{}_{}", j.id, j.status.as_str()).as_str())
+        })
+        .map(|j| j.id.to_string())
+        .collect();
+    let max_receive = env.settings.jobs.max_receive_count;
+    let over_attempts: Vec<String> = all
+        .iter()
+        .filter(|j| j.attempts > max_receive)
+        .map(|j| format!("{} {}", j.id, j.attempts))
+        .collect();
+    let mut latencies: Vec<f64> = all
+        .iter()
+        .filter_map(|j| j.finished_at.map(|f| (f - j.created_at).as_seconds_f64()))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let recoveries: Vec<f64> = recovered
+        .iter()
+        .map(|r| r.map_or(f64::INFINITY, |d| d.as_secs_f64()))
+        .collect();
+    let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
+    for j in &all {
+        *by_status.entry(j.status.as_str()).or_default() += 1;
+    }
+    let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
+    for j in all.iter().filter_map(|j| j.error.as_ref()) {
+        *codes.entry(j.code.as_str()).or_default() += 1;
+    }
+
+    eprintln!(
+        "\nchaos run: seed {seed} (CHAOS_SEED={seed}), {:.0} s",
+        elapsed.as_secs_f64()
+    );
+    eprintln!("| measure | value |\n|---|---|");
+    eprintln!(
+        "| jobs | {} submitted, {} accepted ids, {} job records ({} owners) |",
+        submitted.len(),
+        accepted.iter().collect::<HashSet<_>>().len(),
+        all.len(),
+        owners
+    );
+    eprintln!("| outcomes | {by_status:?} |");
+    eprintln!("| failure codes | {codes:?} |");
+    eprintln!(
+        "| cancels sent | {} |",
+        cancels.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    for (kind, n) in &faults {
+        eprintln!("| fault {kind} | {n} |");
+    }
+    eprintln!("| kills | {} |", kills.len());
+    eprintln!("| lost jobs | {} |", lost.len());
+    eprintln!("| double-paid jobs | {} |", double_paid.len());
+    eprintln!("| leaked quota | {leaked} (lowest sample {min_seen}, {samples} samples) |");
+    eprintln!(
+        "| duplicate webhooks | {duplicate_webhooks} ({} deliveries) |",
+        deliveries.len()
+    );
+    eprintln!(
+        "| terminal jobs without a webhook at the end | {} |",
+        unnotified.len()
+    );
+    eprintln!(
+        "| job latency p50 / p95 | {:.1} s / {:.1} s |",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.95)
+    );
+    eprintln!(
+        "| recovery after a kill (all jobs processing at the kill ended) | {} |",
+        recoveries
+            .iter()
+            .map(|r| format!("{r:.0} s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Every broken invariant is reported, not only the first.
+    let mut broken: Vec<String> = Vec::new();
+    let mut check = |ok: bool, what: String| {
+        if !ok {
+            broken.push(what);
+        }
+    };
+    check(
+        never_accepted.is_empty(),
+        format!("never accepted: {never_accepted:?}"),
+    );
+    check(lost.is_empty(), format!("not terminal (lost): {lost:?}"));
+    check(
+        split_keys.is_empty(),
+        format!("keys with several jobs: {split_keys:?}"),
+    );
+    check(
+        double_paid.is_empty(),
+        format!("paid twice: {double_paid:?}"),
+    );
+    check(
+        leaked == 0,
+        format!("in-flight counters not back to 0: {leaked}"),
+    );
+    check(
+        min_seen >= 0,
+        format!("an in-flight counter went negative: {min_seen}"),
+    );
+    check(
+        samples >= 10,
+        format!("the quota sampler took {samples} samples"),
+    );
+    check(
+        missing_results.is_empty(),
+        format!("results: {missing_results:?}"),
+    );
+    // A notify message held by a SIGKILLed worker comes back only after the queue's 360 s
+    // visibility timeout (README, "Reliability": not yet recovered through the outbox). A
+    // killed worker holds at most one batch (4 records), so a run whose budget ends before the
+    // last kill's messages are back may miss that many per kill; one that waits past it, none.
+    let late_allowed = match kills.last().map(|(at, _)| at.elapsed()) {
+        Some(since) if since < Duration::from_secs(400) => 4 * kills.len(),
+        _ => 0,
+    };
+    check(
+        unnotified.len() <= late_allowed,
+        format!(
+            "no webhook for {} jobs (at most {late_allowed} may be late): {unnotified:?}",
+            unnotified.len()
+        ),
+    );
+    check(
+        duplicate_webhooks == 0,
+        format!("{duplicate_webhooks} duplicate webhook deliveries"),
+    );
+    check(
+        over_attempts.is_empty(),
+        format!("attempts over {max_receive}: {over_attempts:?}"),
+    );
+    check(
+        !kills.is_empty(),
+        "no worker was killed: nothing was tested".into(),
+    );
+    for kind in FaultKind::ALL {
+        let n = faults.get(kind.name()).copied().unwrap_or(0);
+        check(
+            n >= 5,
+            format!(
+                "fault {} fired {n} times (< 5): the run is void",
+                kind.name()
+            ),
+        );
+    }
+    for (kind, n) in &faults {
+        check(
+            *n >= 5 || kind == "worker_sigkill",
+            format!("fault {kind} fired {n} times (< 5): the run is void"),
+        );
+    }
+    assert!(broken.is_empty(), "seed {seed}: {broken:#?}");
+}

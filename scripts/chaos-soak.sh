@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The reliability issue's soak: the chaos suite (local/tests/it/chaos_suite.rs) at soak size,
+# by default 1,000 jobs across 5 owners, with the same faults, kills and invariants as its CI
+# variant (300 jobs, 3 owners, part of `bash scripts/test.sh`). Prints the seed and the table;
+# exits non-zero when an invariant broke or a fault kind fired fewer than 5 times.
+#
+#   bash scripts/chaos-soak.sh                       # CHAOS_JOBS=1000 CHAOS_OWNERS=5
+#   CHAOS_SEED=1313 bash scripts/chaos-soak.sh       # replay a seed
+# The whole output is kept in .local/logs/chaos-soak.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CHAOS_JOBS="${CHAOS_JOBS:-1000}" CHAOS_OWNERS="${CHAOS_OWNERS:-5}"
+mkdir -p .local/logs
+bash scripts/setup.sh
+log "chaos soak: $CHAOS_JOBS jobs, $CHAOS_OWNERS owners, seed ${CHAOS_SEED:-default}"
+status=0
+cargo test -p imagejobs-local --test it --locked -- chaos_suite --nocapture \
+  > .local/logs/chaos-soak.log 2>&1 || status=$?
+grep -E '^(\| |chaos|test |thread .* panicked)' .local/logs/chaos-soak.log || true
+exit "$status"
