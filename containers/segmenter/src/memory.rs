@@ -6,9 +6,9 @@
 //! to the kernel. Every request then faults its buffers in again, a page at a time, each page
 //! zeroed by the kernel. Measured on 12 MP requests (minor faults from `/proc/PID/stat` over 4
 //! warm requests): 33,300 (u2netp) and 26,300 (ISNet) faults per request with the defaults,
-//! 6,000 and 3,900 with the settings below, and decode 44 → 28 ms, encode 115 → 79 ms for
-//! u2netp (`scripts/bench-segmenter.sh`, with the PNG changes of the same commit; see
-//! containers/segmenter/README.md, "Benchmark"; the figures there are the latest run's). The
+//! 6,000 and 3,900 with the settings below. In the side-by-side run of this code against the
+//! code before (containers/segmenter/README.md, "Benchmark"), u2netp's decode went from 43 to
+//! 29 ms; compose + encode from 108 to 56 ms, with the PNG writer's changes of the same commit. The
 //! price: memory freed after a request stays in the process, resident at the high-water mark
 //! of the largest requests so far (bounded by the request limits): +85 MB of steady RSS after
 //! two u2netp and two ISNet requests (2.73 → 2.82 GB, most of it ONNX Runtime's arenas), which
