@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use imagejobs_api::{AppState, Ports};
 use imagejobs_processor::{Notifier, Processor, Providers};
-use shared::adapters::{Aws, FalClient, HttpSegmenter, PublicHttp, SesEmail, StabilityClient};
+use shared::adapters::{Aws, FalClient, HttpSegmenter, PublicHttp, StabilityClient};
 use shared::config::Settings;
 use shared::core::{
     BlobStore, JobQueue, JobStore, JobTransitions, ModelQueue, PendingJobs, Probe,
@@ -21,7 +21,6 @@ use shared::core::{
 };
 use shared::egress::FetchPolicy;
 use shared::faults::{Faults, Faulty};
-use shared::notification::EmailSender;
 use shared::recovery::Sweeper;
 
 /// The wrapped ports, built once and shared by the handlers of one process.
@@ -111,25 +110,8 @@ pub fn processor(
         )) as Arc<dyn ModelQueue>),
         None => None,
     };
-    let notify = settings.notifications.clone();
-    let webhook = PublicHttp::without_redirects(FetchPolicy::from_settings(
-        settings,
-        0,
-        notify.webhook_timeout,
-    ))?;
-    let email = notify
-        .from_email
-        .as_ref()
-        .map(|from| Arc::new(SesEmail::from_sdk_config(sdk, from)) as Arc<dyn EmailSender>);
-    let notifier = Notifier::new(
-        Arc::new(aws.jobs.clone()),
-        Arc::new(aws.notifications.clone()),
-        Arc::new(aws.queue.clone()),
-        Arc::new(aws.blobs.clone()),
-        email,
-        Arc::new(webhook),
-        notify,
-    );
+    // The notify path stays unfaulted (module docs): the production notifier as it is.
+    let notifier = Notifier::with_aws(sdk, settings, aws)?;
     Ok(Processor::new(
         ports.jobs.clone() as Arc<dyn JobTransitions>,
         ports.blobs.clone(),

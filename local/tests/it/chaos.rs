@@ -5,13 +5,13 @@
 //! production lease (65 s): the recovery sweeper, not the 360 s visibility timeout, brings
 //! them back.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-use crate::common::{TestEnv, sample_photo, start_segmenter_with};
+use crate::common::{TestEnv, sample_photo, spawn_worker, start_segmenter_with};
 use shared::core::JobStore;
 use shared::job::{JobStatus, OwnerId};
 
@@ -20,52 +20,11 @@ struct Worker(Child);
 
 impl Worker {
     fn start(env: &TestEnv, segmenter: &str) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_imagejobs-local"))
-            .arg("worker")
-            .env("AWS_ENDPOINT_URL", &env.emulator.endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("SEGMENTER_URL", segmenter)
-            .env("RESOURCE_SUFFIX", &env.suffix)
-            .env("PROCESSOR_BATCH_SIZE", "4")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("imagejobs-local worker");
-        let mut child = child;
-        // Wait for "worker up" (its queue workers are polling), then keep draining its log so
-        // a full pipe never blocks it.
-        let (up, ready) = std::sync::mpsc::channel();
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let up = up.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if line.contains("worker up") {
-                        let _ = up.send(());
-                    }
-                }
-            });
-        }
-        ready
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the worker logs \"worker up\" within 60 s");
-        Self(child)
+        let vars = [
+            ("SEGMENTER_URL".to_owned(), segmenter.to_owned()),
+            ("PROCESSOR_BATCH_SIZE".to_owned(), "4".to_owned()),
+        ];
+        Self(spawn_worker(env, &vars, |_| {}))
     }
 
     /// SIGKILL: no shutdown, no lease given back, in-flight messages left invisible.

@@ -10,7 +10,7 @@
 //! inputs are the same every run; thread scheduling still decides where each fault lands).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::common::stability::multipart_parts;
-use crate::common::{TestEnv, fal as fal_contract, stability as stability_contract};
+use crate::common::{TestEnv, fal as fal_contract, spawn_worker, stability as stability_contract};
 use shared::core::JobStore;
 use shared::faults::{FaultKind, FaultPlan, Faults};
 use shared::job::{Job, JobStatus, OwnerId};
@@ -303,57 +303,17 @@ fn parse_counts(line: &str) -> Option<BTreeMap<String, u64>> {
 
 impl Worker {
     fn start(env: &TestEnv, vars: &[(String, String)], log: std::path::PathBuf) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imagejobs-local"))
-            .arg("worker")
-            .env("AWS_ENDPOINT_URL", &env.emulator.endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("RESOURCE_SUFFIX", &env.suffix)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .envs(vars.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("imagejobs-local worker");
         let faults = Arc::new(Mutex::new(BTreeMap::new()));
         // Each incarnation's log is kept for the post-mortem of a failed run.
-        let file = Arc::new(Mutex::new(std::fs::File::create(&log).unwrap()));
-        let (up, ready) = std::sync::mpsc::channel();
-        for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let up = up.clone();
-            let faults = faults.clone();
-            let file = file.clone();
-            std::thread::spawn(move || {
-                use std::io::{BufRead, Write};
-                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = writeln!(file.lock().unwrap(), "{line}");
-                    if line.contains("worker up") {
-                        let _ = up.send(());
-                    }
-                    if let Some(counts) = parse_counts(&line) {
-                        *faults.lock().unwrap() = counts;
-                    }
-                }
-            });
-        }
-        ready
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the worker logs \"worker up\" within 60 s");
+        let file = Mutex::new(std::fs::File::create(&log).unwrap());
+        let counts = faults.clone();
+        let child = spawn_worker(env, vars, move |line| {
+            use std::io::Write;
+            let _ = writeln!(file.lock().unwrap(), "{line}");
+            if let Some(c) = parse_counts(line) {
+                *counts.lock().unwrap() = c;
+            }
+        });
         Self { child, faults }
     }
 

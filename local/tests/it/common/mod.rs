@@ -290,6 +290,68 @@ impl TestEnv {
 }
 
 /// The bundled sample photograph (a real JPEG, 640×427).
+/// Starts an `imagejobs-local worker` process on `env`'s stack (its emulator and resource
+/// suffix, `RUST_LOG=info`, no colour), with `vars` added to its environment, and returns once
+/// it logs "worker up" (its queue workers are polling; at most 60 s). Every line it writes to
+/// stdout or stderr is passed to `on_line` from a thread per pipe, which keeps draining the pipe
+/// so a full one never blocks the worker. The caller owns the child (kill it by its own PID).
+///
+/// # Panics
+/// If the process cannot be started or does not come up within 60 s.
+pub fn spawn_worker(
+    env: &TestEnv,
+    vars: &[(String, String)],
+    on_line: impl Fn(&str) + Send + Sync + 'static,
+) -> std::process::Child {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imagejobs-local"))
+        .arg("worker")
+        .env("AWS_ENDPOINT_URL", &env.emulator.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("RESOURCE_SUFFIX", &env.suffix)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .envs(vars.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("imagejobs-local worker");
+    let on_line = std::sync::Arc::new(on_line);
+    let (up, ready) = std::sync::mpsc::channel();
+    for pipe in [
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let up = up.clone();
+        let on_line = on_line.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                on_line(&line);
+                if line.contains("worker up") {
+                    let _ = up.send(());
+                }
+            }
+        });
+    }
+    ready
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the worker logs \"worker up\" within 60 s");
+    child
+}
+
 pub fn sample_photo() -> Vec<u8> {
     std::fs::read(emulator::workspace_root().join("assets/sample-rocket.jpg")).unwrap()
 }
