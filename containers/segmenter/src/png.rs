@@ -224,25 +224,25 @@ fn filter_rows(pixels: &[u8], stride: usize, bpp: usize, first_is_context: bool)
     let zero = vec![0u8; stride];
     let mut candidate = vec![0u8; stride];
     let mut best = vec![0u8; stride];
+    let row_at = |y: usize| &pixels[y * stride..(y + 1) * stride];
+    // Each row's non-zero extent is scanned once and reused as the next row's `prev`.
+    let mut prev_extent = if skip == 1 {
+        nonzero_extent(row_at(0))
+    } else {
+        None
+    };
     for y in skip..rows {
-        let row = &pixels[y * stride..(y + 1) * stride];
-        let prev = if y == 0 {
-            &zero[..]
-        } else {
-            &pixels[(y - 1) * stride..y * stride]
-        };
-        let Some((lo, hi)) = filter_span(row, prev, bpp) else {
-            // Both rows all zero (fully transparent in a cutout): every filter gives zeros.
+        let row = row_at(y);
+        let prev = if y == 0 { &zero[..] } else { row_at(y - 1) };
+        let extent = nonzero_extent(row);
+        let span = filter_span(extent, prev_extent, bpp, stride);
+        prev_extent = extent;
+        let (Some((lo, hi)), Some(_)) = (span, extent) else {
+            // A zero row (fully transparent in a cutout): None costs 0, which no filter beats.
             out.push(0);
             out.extend_from_slice(row);
             continue;
         };
-        if !nonzero(row) {
-            // A zero row under a non-zero one: None costs 0, which no filter beats.
-            out.push(0);
-            out.extend_from_slice(row);
-            continue;
-        }
         let span = hi - lo;
         let mut best_kind = 0u8;
         let mut best_cost = cost(&row[lo..hi]);
@@ -264,20 +264,28 @@ fn filter_rows(pixels: &[u8], stride: usize, bpp: usize, first_is_context: bool)
     out
 }
 
-/// The byte range `lo..hi` outside which every filter's output is 0 for this row: byte `i`'s
-/// output reads `row[i]`, `prev[i]`, `row[i − bpp]` and `prev[i − bpp]`, so it can be non-zero
-/// only from the first non-zero byte of either row to `bpp` past the last. `None` when both
-/// rows are all zero.
-fn filter_span(row: &[u8], prev: &[u8], bpp: usize) -> Option<(usize, usize)> {
-    let lo = match (first_nonzero(row), first_nonzero(prev)) {
+/// The byte range `lo..hi` outside which every filter's output is 0 for a row whose non-zero
+/// extent is `row` under a row whose extent is `prev` ([`nonzero_extent`]; rows of `stride`
+/// bytes): byte `i`'s output reads `row[i]`, `prev[i]`, `row[i − bpp]` and `prev[i − bpp]`, so
+/// it can be non-zero only from the first non-zero byte of either row to `bpp` past the last.
+/// `None` when both rows are all zero.
+fn filter_span(
+    row: Option<(usize, usize)>,
+    prev: Option<(usize, usize)>,
+    bpp: usize,
+    stride: usize,
+) -> Option<(usize, usize)> {
+    let (lo, last) = match (row, prev) {
         (None, None) => return None,
-        (a, b) => a.into_iter().chain(b).min()?,
+        (Some(e), None) | (None, Some(e)) => e,
+        (Some((a, b)), Some((c, d))) => (a.min(c), b.max(d)),
     };
-    let last = last_nonzero(row)
-        .into_iter()
-        .chain(last_nonzero(prev))
-        .max()?;
-    Some((lo, (last + bpp + 1).min(row.len())))
+    Some((lo, (last + bpp + 1).min(stride)))
+}
+
+/// The first and last non-zero byte of `bytes`, or `None` when all are zero.
+fn nonzero_extent(bytes: &[u8]) -> Option<(usize, usize)> {
+    Some((first_nonzero(bytes)?, last_nonzero(bytes)?))
 }
 
 /// Bytes per block of the zero scans: OR-folded 64 at a time, which the compiler vectorises.
@@ -497,6 +505,25 @@ mod tests {
                 "band of {w}x{h}x{bpp}"
             );
         }
+    }
+
+    #[test]
+    fn a_band_reads_the_extent_of_its_context_row() {
+        // Identical wide rows (Up filters them to zeros), but the band's first row is narrower
+        // than the context row above it: its Up output is non-zero where only the row above is.
+        let (w, h, bpp) = (60usize, 6usize, 4usize);
+        let stride = w * bpp;
+        let line: Vec<u8> = (0..stride)
+            .map(|i| ((i * 37 + 11) % 251 + 1) as u8)
+            .collect();
+        let mut px = line.repeat(h);
+        let from = 2;
+        px[(from + 1) * stride..(from + 1) * stride + 10 * bpp].fill(0);
+        px[(from + 2) * stride - 10 * bpp..(from + 2) * stride].fill(0);
+        let want = reference_filtered(&px, stride, bpp);
+        assert_eq!(filter_rows(&px, stride, bpp, false), want);
+        let band = filter_rows(&px[from * stride..], stride, bpp, true);
+        assert_eq!(band, want[(from + 1) * (stride + 1)..]);
     }
 
     #[test]
