@@ -7,14 +7,20 @@ write another thread made to those tables in between is silently undone. Under t
 load of the chaos suite (local/tests/it/chaos_suite.rs) that erased jobs already answered 202,
 idempotency records (so one key got two jobs) and quota decrements (a leaked in-flight slot).
 Real DynamoDB never loses a committed write, so the emulator is made to behave: one DynamoDB
-call at a time (SQS, S3 and SES stay concurrent, so long polls do not block it).
+call at a time (SQS, S3 and SES stay concurrent, so long polls do not block it), and a canceled
+transaction puts back only the items it touched, as DynamoDB's own all-or-nothing does
+(local/tests/it/emulator.rs checks that).
 
 Usage: the same arguments as moto_server (`-H 127.0.0.1 -p PORT`).
 """
 
+import copy
 import sys
 import threading
 
+import moto.dynamodb.models as dynamodb_models
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 
 _lock = threading.Lock()
@@ -27,6 +33,76 @@ def _serialised_call_action(self):
 
 
 DynamoHandler.call_action = _serialised_call_action
+
+
+# TransactWriteItems' snapshot is a deep copy of every table it touches: with 1,000 jobs in the
+# table each transaction took seconds (the soak in scripts/chaos-soak.sh crawled to ~5 s per
+# create). Under the lock above, only the items the transaction touches can change while it
+# runs, so they are all a rollback needs: the tables are no longer copied (moto's own restore
+# becomes a no-op) and the touched items are put back instead.
+class _TableCopyShim:
+    """Stands in for the `copy` module inside moto.dynamodb.models: tables are not copied."""
+
+    @staticmethod
+    def deepcopy(value, memo=None):
+        if isinstance(value, Table):
+            return value
+        return copy.deepcopy(value, memo)
+
+
+def _touched_items(backend, transact_items):
+    """(table, hash key, range key, a deep copy of the item or None) per transaction item."""
+    touched = []
+    for entry in transact_items:
+        try:
+            op_type, op = next(iter(entry.items()))
+            table = backend.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            if op_type == "Put":
+                attrs = op["Item"]
+                key = {table.hash_key_attr: attrs[table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = attrs[table.range_key_attr]
+            else:
+                key = op["Key"]
+            hash_value, range_value = backend.get_keys_value(table, key)
+        except Exception:  # noqa: BLE001  malformed: moto's own validation answers it
+            continue
+        item = table.get_item(hash_value, range_value)
+        touched.append((table, hash_value, range_value, copy.deepcopy(item)))
+    return touched
+
+
+def _restore(touched):
+    # Reversed, so an item named twice (moto rejects that, after writing) ends as it was first.
+    for table, hash_value, range_value, item in reversed(touched):
+        if range_value is not None:
+            rows = table.items[hash_value]
+            if item is None:
+                rows.pop(range_value, None)
+            else:
+                rows[range_value] = item
+        elif item is None:
+            table.items.pop(hash_value, None)
+        else:
+            table.items[hash_value] = item
+
+
+_transact_write_items = DynamoDBBackend.transact_write_items
+
+
+def _item_level_transact_write_items(self, transact_items):
+    touched = _touched_items(self, transact_items)
+    try:
+        return _transact_write_items(self, transact_items)
+    except Exception:
+        _restore(touched)
+        raise
+
+
+dynamodb_models.copy = _TableCopyShim()
+DynamoDBBackend.transact_write_items = _item_level_transact_write_items
 
 from moto.server import main  # noqa: E402  (after the patch, which must precede any request)
 

@@ -13,6 +13,7 @@ mod compat_001;
 mod compat_002;
 mod compat_003;
 mod compat_004;
+mod emulator;
 mod fal;
 mod hostile;
 mod notifications;
