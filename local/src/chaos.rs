@@ -140,7 +140,6 @@ pub fn sweeper(settings: &Settings, aws: &Aws, faults: &Arc<Faults>) -> Sweeper 
         ports.jobs.clone() as Arc<dyn PendingJobs>,
         ports.queue.clone(),
         ports.jobs.clone(),
-        Arc::new(aws.notifications.clone()),
         settings.jobs.max_receive_count,
     )
 }

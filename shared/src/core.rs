@@ -638,6 +638,26 @@ pub trait ProviderTransitions: Send + Sync {
     /// Withdraws this lease's intent after the provider refused the submit outright (an HTTP
     /// answer, or no connection at all): nothing was accepted, so a later attempt may submit.
     async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()>;
+    /// Moves the `pending` due time (Unix seconds) of the `processing` job waiting on
+    /// `request_id` to `due`, before its next poll message is sent: the poll's time plus
+    /// [`crate::resources::POLL_GRACE_SECONDS`], so the recovery sweeper replaces a lost poll
+    /// soon after it was due (docs/ARCHITECTURE.md "Recovery").
+    ///
+    /// With `seen`, only if the due time still is `seen` (the token the handled poll carried):
+    /// `false` when another poll or the sweeper moved it since, and this poll chain must end.
+    /// With `None`, unconditionally (a takeover). Our own write, its answer lost and sent again
+    /// by the SDK, counts as applied. `false` also when the job no longer waits on the request.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`] when the table cannot be written.
+    async fn expect_poll(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        request_id: &str,
+        seen: Option<i64>,
+        due: i64,
+    ) -> Result<bool>;
     /// `processing → succeeded` for the job waiting on `request_id` (no lease: polls and
     /// webhooks do not hold one). `None` when it is no longer processing that request (canceled,
     /// already finished): the result is discarded.

@@ -469,6 +469,26 @@ impl ProviderTransitions for InMemoryJobs {
         Ok(true)
     }
 
+    async fn expect_poll(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        request_id: &str,
+        seen: Option<i64>,
+        due: i64,
+    ) -> Result<bool> {
+        let mut state = lock(&self.state);
+        let Some(record) = state.jobs.get_mut(&(owner.clone(), id)).filter(|r| {
+            r.job.status == JobStatus::Processing
+                && r.job.provider_request_id.as_deref() == Some(request_id)
+                && seen.is_none_or(|seen| r.pending_due == Some(seen))
+        }) else {
+            return Ok(false);
+        };
+        record.pending_due = Some(due);
+        Ok(true)
+    }
+
     async fn record_intent(
         &self,
         owner: &OwnerId,
@@ -982,6 +1002,19 @@ impl NotificationStore for InMemoryJobs {
             .filter(|r| r.job.status.is_terminal())
         {
             record.pending_due = None;
+        }
+        Ok(())
+    }
+
+    /// Moves a terminal job's entry in the `pending` index; a running job, or one whose entry
+    /// is gone, is left alone.
+    async fn defer_outbox(&self, owner: &OwnerId, job_id: Ulid, due: i64) -> Result<()> {
+        if let Some(record) = lock(&self.state)
+            .jobs
+            .get_mut(&(owner.clone(), job_id))
+            .filter(|r| r.job.status.is_terminal() && r.pending_due.is_some())
+        {
+            record.pending_due = Some(due);
         }
         Ok(())
     }

@@ -432,6 +432,22 @@ impl<T: ProviderTransitions> ProviderTransitions for Faulty<T> {
         )
         .await
     }
+    async fn expect_poll(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        request_id: &str,
+        seen: Option<i64>,
+        due: i64,
+    ) -> Result<bool> {
+        self.around(
+            "dynamodb",
+            "jobs.expect_poll",
+            WRITE,
+            self.inner.expect_poll(owner, id, request_id, seen, due),
+        )
+        .await
+    }
     async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()> {
         self.around(
             "dynamodb",

@@ -482,6 +482,12 @@ pub enum JobMessage {
         request_id: String,
         /// 0-based poll number, for the backoff.
         attempt: u32,
+        /// The job's `pending` due time (Unix seconds) when this poll was scheduled: the poll
+        /// chain's token. Only the handler that finds it unchanged schedules the next poll, so
+        /// a duplicate or superseded poll (the sweeper replaced it) ends its chain. `None`
+        /// (one-off polls, messages from before this field) takes the chain over.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        due: Option<i64>,
     },
     /// Tell the job's webhook and/or e-mail recipient that it ended (`{"kind": "notify", …}`).
     /// Sent by whatever ended the job (processor, cancel); handled by the processor, which

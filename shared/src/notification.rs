@@ -341,13 +341,20 @@ pub trait NotificationStore: Send + Sync {
         settled: bool,
     ) -> Result<()>;
     /// Removes an ended job's notification outbox entry (its place in the `pending` index,
-    /// written by the terminal transition; docs/ARCHITECTURE.md "Recovery") once its `notify`
-    /// message is queued, or once it is known nobody is to be told. Does nothing to a job that
-    /// is not terminal or has no entry.
+    /// written by the terminal transition; docs/ARCHITECTURE.md "Recovery") once every channel
+    /// is settled (delivered, refused for good, out of attempts), or once it is known nobody is
+    /// to be told. Does nothing to a job that is not terminal or has no entry.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when the store cannot be reached.
     async fn clear_outbox(&self, owner: &OwnerId, job_id: Ulid) -> Result<()>;
+    /// Moves an ended job's outbox entry to `due` (Unix seconds): a delivery retry is
+    /// scheduled for then, and the sweeper relays the job again only if that retry is lost
+    /// too. Does nothing to a job that is not terminal or whose entry is gone.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the store cannot be reached.
+    async fn defer_outbox(&self, owner: &OwnerId, job_id: Ulid, due: i64) -> Result<()>;
 }
 
 /// How an e-mail send failed.
@@ -392,12 +399,14 @@ pub async fn wants_notification(job: &Job, store: &dyn NotificationStore) -> Res
 }
 
 /// Relays an ended job's notification outbox entry: enqueues its `notify` message when anyone
-/// is to be told, then clears the entry. Returns whether a message was sent.
+/// is to be told, else clears the entry. Returns whether a message was sent.
 ///
-/// Called by whoever wrote the terminal transition, right after it. If this never runs or
-/// fails, the entry stays and the recovery sweeper relays it after
-/// [`crate::resources::OUTBOX_GRACE_SECONDS`]; a crash between the send and the clear only
-/// makes a duplicate `notify` message, which the delivery claim makes harmless.
+/// Called by whoever wrote the terminal transition, right after it. The entry stays until the
+/// `notify` handler has settled every channel and clears it, so a message that is lost — never
+/// sent, or held by a processor that was killed — is relayed again by the recovery sweeper
+/// after [`crate::resources::OUTBOX_GRACE_SECONDS`], not after the queue's visibility timeout.
+/// The duplicate `notify` messages this can make are harmless: each channel is sent under a
+/// delivery claim.
 ///
 /// # Errors
 /// What reading the owner's settings or the queue send fail with; the entry then stays for the
@@ -418,13 +427,14 @@ pub async fn enqueue_for_ended_job(
             attempt: 1,
         };
         queue.send(&message, Duration::ZERO).await?;
+        return Ok(true);
     }
-    // Not an error for the caller: the message is out, and the entry left behind only makes
-    // the sweeper queue a duplicate that the delivery claim absorbs.
+    // Not an error for the caller: an entry left behind only makes the sweeper queue a
+    // `notify` whose handler finds nobody to tell and clears it.
     if let Err(e) = store.clear_outbox(&job.owner, job.id).await {
         tracing::warn!(job_id = %job.id, error = %e, "could not clear the outbox entry; the sweeper will relay it again");
     }
-    Ok(wanted)
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -3,24 +3,26 @@
 //!
 //! The jobs table is its own outbox. Every non-terminal job sits in the sparse `pending` index
 //! with a due time — a new job's grace ([`crate::resources::QUEUED_GRACE_SECONDS`]), a claimed
-//! job's lease end, a provider job's deadline — and leaves it at its terminal write. A job
-//! still in the index after its due time has lost its message somewhere: the SQS send after the
-//! record write failed or never ran (the API or ingest died), or the processor holding it
-//! crashed or was killed. The sweeper (a scheduled function on AWS; a loop in the local runner)
-//! sends such a job to the queue again:
+//! job's lease end, a provider job's next poll plus [`crate::resources::POLL_GRACE_SECONDS`]
+//! (at most its deadline) — and leaves it when its notifications are settled. A job still in
+//! the index after its due time has lost its message somewhere: the SQS send after the record
+//! write failed or never ran (the API or ingest died), or the processor holding it crashed or
+//! was killed. The sweeper (a scheduled function on AWS; a loop in the local runner) sends such
+//! a job to the queue again:
 //!
 //! | found | sent |
 //! |---|---|
 //! | `queued` | `run` (the claim makes duplicates harmless) |
 //! | `processing`, no provider request | `run`: the claim takes the expired lease over; after [`Sweeper::max_attempts`] claims the job fails `retries_exhausted` instead |
-//! | `processing`, waiting on a provider request | `poll`: it collects the result or, past the deadline, fails the job |
-//! | `succeeded`, `failed`, `canceled` (an outbox entry nobody cleared) | `notify`, then the entry is cleared |
+//! | `processing`, waiting on a provider request | `poll`, carrying the new due time, so its chain replaces the lost one: it collects the result or, past the deadline, fails the job |
+//! | `succeeded`, `failed`, `canceled` (notifications not settled) | `notify` |
 //!
 //! The last row is the notification outbox: every terminal transition leaves the job in the
-//! index, due [`crate::resources::OUTBOX_GRACE_SECONDS`] later, in the same write. Whoever wrote
-//! it queues the `notify` message and clears the entry; if it crashed or its send failed, the
-//! sweeper does both. A duplicate `notify` message is harmless: each channel is sent under a
-//! claim ([`crate::notification::NotificationStore::claim_delivery`]).
+//! index, due [`crate::resources::OUTBOX_GRACE_SECONDS`] later, in the same write. Whoever
+//! wrote it queues the `notify` message; the handler clears the entry once every channel is
+//! settled, or moves it to its scheduled retry. A `notify` never sent, or held by a processor
+//! that was killed, is so relayed again here. A duplicate `notify` message is harmless: each
+//! channel is sent under a claim ([`crate::notification::NotificationStore::claim_delivery`]).
 //!
 //! Before sending, it moves the job's due time forward by [`Sweeper::retry_after`] with a
 //! conditional write on the due time it read, so two sweepers never act on the same due time
@@ -34,7 +36,6 @@ use time::OffsetDateTime;
 use crate::core::{JobQueue, JobTransitions, PendingJob, PendingJobs};
 use crate::error::Result;
 use crate::job::{JobError, JobMessage, JobStatus, OwnerId};
-use crate::notification::NotificationStore;
 use ulid::Ulid;
 
 /// What one [`Sweeper::sweep`] did.
@@ -61,7 +62,6 @@ pub struct Sweeper {
     pending: Arc<dyn PendingJobs>,
     queue: Arc<dyn JobQueue>,
     transitions: Arc<dyn JobTransitions>,
-    notifications: Arc<dyn NotificationStore>,
     /// Claims after which a job whose lease expired is failed instead of run again: the jobs
     /// queue's `maxReceiveCount`, so a job that keeps killing its processor ends as it would
     /// through the dead-letter queue.
@@ -78,14 +78,12 @@ impl Sweeper {
         pending: Arc<dyn PendingJobs>,
         queue: Arc<dyn JobQueue>,
         transitions: Arc<dyn JobTransitions>,
-        notifications: Arc<dyn NotificationStore>,
         max_attempts: u32,
     ) -> Self {
         Self {
             pending,
             queue,
             transitions,
-            notifications,
             max_attempts,
             retry_after: Duration::from_secs(60),
         }
@@ -141,11 +139,13 @@ impl Sweeper {
                             job_id,
                             request_id: request_id.clone(),
                             attempt: 0,
+                            // The due time just written: this poll's chain replaces the lost one.
+                            due: Some(until),
                         },
                         Duration::ZERO,
                     )
                     .await?;
-                tracing::info!(owner = %job.owner, %job_id, "provider job past its deadline: poll sent");
+                tracing::info!(owner = %job.owner, %job_id, "provider job whose poll is overdue: poll sent");
                 Ok(Some(Recovered::Polled))
             }
             (JobStatus::Processing, None) if job.attempts >= self.max_attempts => {
@@ -184,7 +184,9 @@ impl Sweeper {
     }
 
     /// Sends the ended job's `notify` message (the handler finds out whether anyone is to be
-    /// told) and clears its outbox entry.
+    /// told, and clears the outbox entry once every channel is settled; until then the entry,
+    /// already moved [`Self::retry_after`] on, brings the job back should this message be lost
+    /// too).
     async fn relay(&self, owner: OwnerId, job_id: Ulid) -> Result<()> {
         self.queue
             .send(
@@ -195,8 +197,7 @@ impl Sweeper {
                 },
                 Duration::ZERO,
             )
-            .await?;
-        self.notifications.clear_outbox(&owner, job_id).await
+            .await
     }
 }
 

@@ -33,6 +33,11 @@ pub const QUEUED_GRACE_SECONDS: i64 = 30;
 /// its `notify` message before the sweeper does it instead (that writer crashed or lost the
 /// send).
 pub const OUTBOX_GRACE_SECONDS: i64 = 60;
+/// Seconds a scheduled `poll` message may be late (queue wait plus one poll's handling, whose
+/// calls time out within the record's deadline) before the sweeper sends another: a provider
+/// job's due time is its next poll plus this, so a poll lost with its processor is replaced
+/// within about a minute, not at the provider deadline.
+pub const POLL_GRACE_SECONDS: i64 = 60;
 /// The processor's lease on a job, in seconds: longer than its Lambda timeout, so a lease can
 /// only expire once the invocation that took it is over (finished, crashed or killed).
 pub const LEASE_SECONDS: u32 = PROCESSOR_TIMEOUT_SECONDS + 5;

@@ -61,6 +61,8 @@ pub(crate) async fn cancel_job(
                     job_id: canceled.id,
                     request_id: request_id.clone(),
                     attempt: 0,
+                    // One-off: takes over the job's poll chain.
+                    due: None,
                 };
                 // The job is canceled either way; a lost message only means fal finishes a
                 // request whose result is then discarded.

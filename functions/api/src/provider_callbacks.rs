@@ -163,6 +163,8 @@ pub(crate) async fn receive_fal_webhook(
                 job_id,
                 request_id: request_id.to_owned(),
                 attempt: 0,
+                // One-off: takes over the job's poll chain.
+                due: None,
             },
             Duration::ZERO,
         )

@@ -119,10 +119,15 @@ impl Processor {
         } else if let JobMessage::Poll {
             request_id,
             attempt,
+            due,
             ..
         } = message
         {
-            match self.poll(owner, job_id, request_id, *attempt).await {
+            let turn = crate::operation::provider::PollTurn {
+                attempt: *attempt,
+                due: *due,
+            };
+            match self.poll(owner, job_id, request_id, turn).await {
                 Outcome::Retry(reason) if receive_count >= self.max_receive_count => {
                     self.exhausted(message, &reason).await
                 }

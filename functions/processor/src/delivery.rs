@@ -13,8 +13,10 @@
 //!   once. Recording the attempt settles the channel (delivered, or no attempt left) or
 //!   releases the claim for the retry.
 //! - The terminal transition left the job in the `pending` index as its outbox entry;
-//!   [`Notifier::job_ended`] queues the message and clears it, and the recovery sweeper does so
-//!   for an entry nobody cleared (`shared::recovery`).
+//!   [`Notifier::job_ended`] queues the message, and the handler clears the entry once every
+//!   channel is settled (or moves it past a scheduled retry). A message never sent, or held by
+//!   a processor that was killed, is relayed again by the recovery sweeper
+//!   (`shared::recovery`) a minute later, not after the queue's visibility timeout.
 //! - A failed attempt (non-2xx, timeout, connection error, SES refusal) is retried by sending
 //!   the message again with `DelaySeconds` = `NOTIFY_RETRY_BASE_SECONDS` × 3^(n−1) (10 s, 30 s,
 //!   90 s, … at most 15 min) until `NOTIFY_MAX_ATTEMPTS` attempts of that channel were made.
@@ -158,6 +160,9 @@ impl Notifier {
         };
         let mut retry_after: Option<Duration> = None;
         let mut sent = 0;
+        // A channel another handler holds is not settled yet: the outbox entry must stay for
+        // it (that handler may have been killed mid-send).
+        let mut held_elsewhere = false;
         let channels = [
             (CHANNEL_WEBHOOK, webhook_url),
             (CHANNEL_EMAIL, job.notify.email.clone()),
@@ -190,6 +195,7 @@ impl Notifier {
                         channel,
                         "another handler holds or settled this channel; not sent"
                     );
+                    held_elsewhere = true;
                     continue;
                 }
                 Err(e) => {
@@ -227,6 +233,9 @@ impl Notifier {
             }
         }
         let Some(delay) = retry_after else {
+            if !held_elsewhere {
+                self.settle_outbox(owner, job_id, None).await;
+            }
             return Outcome::Skipped(if sent == 0 {
                 "nothing left to notify"
             } else {
@@ -239,9 +248,31 @@ impl Notifier {
             attempt: round.saturating_add(1),
         };
         match self.queue.send(&message, delay).await {
-            Ok(()) => Outcome::Skipped("notification retry scheduled"),
+            Ok(()) => {
+                self.settle_outbox(owner, job_id, Some(delay)).await;
+                Outcome::Skipped("notification retry scheduled")
+            }
             // The attempt is recorded; SQS's redelivery of this message is the fallback retry.
             Err(e) => Outcome::Retry(format!("could not schedule the notification retry: {e}")),
+        }
+    }
+
+    /// Ends the job's notification outbox entry once every channel is settled (`retry: None`),
+    /// or moves it past the retry just scheduled, so the sweeper relays the job only if that
+    /// retry is lost. A failure is logged, not returned: the entry left behind only brings a
+    /// `notify` whose handler finds nothing left to send.
+    async fn settle_outbox(&self, owner: &OwnerId, job_id: Ulid, retry: Option<Duration>) {
+        let result = match retry {
+            None => self.notifications.clear_outbox(owner, job_id).await,
+            Some(delay) => {
+                let due = OffsetDateTime::now_utc().unix_timestamp()
+                    + delay.as_secs() as i64
+                    + shared::resources::OUTBOX_GRACE_SECONDS;
+                self.notifications.defer_outbox(owner, job_id, due).await
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not update the outbox entry; the sweeper relays the job again");
         }
     }
 

@@ -208,6 +208,7 @@ mod tests {
             job_id: ulid::Ulid::nil(),
             request_id: "r".into(),
             attempt: 0,
+            due: None,
         };
         assert_eq!(message_kind(&run, false), "run");
         assert_eq!(message_kind(&poll, false), "poll");

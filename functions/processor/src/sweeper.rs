@@ -26,7 +26,6 @@ pub fn with_aws(settings: &Settings, aws: &Aws) -> Sweeper {
         Arc::new(aws.jobs.clone()),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.jobs.clone()),
-        Arc::new(aws.notifications.clone()),
         settings.jobs.max_receive_count,
     )
 }
@@ -74,6 +73,7 @@ mod tests {
     };
     use shared::fakes::{InMemoryJobs, InMemoryQueue};
     use shared::job::{Job, JobMessage, JobStatus, OwnerId};
+    use shared::notification::NotificationStore;
     use time::Duration as Span;
 
     fn job(owner: &OwnerId, created_at: OffsetDateTime) -> Job {
@@ -90,7 +90,7 @@ mod tests {
     }
 
     fn sweeper(jobs: &Arc<InMemoryJobs>, queue: &Arc<InMemoryQueue>) -> Sweeper {
-        Sweeper::new(jobs.clone(), queue.clone(), jobs.clone(), jobs.clone(), 3)
+        Sweeper::new(jobs.clone(), queue.clone(), jobs.clone(), 3)
     }
 
     #[tokio::test]
@@ -132,7 +132,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_expired_lease_is_run_again_and_an_uncleared_outbox_entry_is_relayed_once() {
+    async fn an_expired_lease_is_run_again_and_an_outbox_entry_is_relayed_until_its_handler_clears_it()
+     {
         let (jobs, queue) = (
             Arc::new(InMemoryJobs::new()),
             Arc::new(InMemoryQueue::new()),
@@ -204,9 +205,18 @@ mod tests {
                 }
             ]
         );
-        // The relayed entry is gone; the crashed job stays until it ends.
-        let later = sweeper.sweep(t0 + Span::seconds(600), 100).await.unwrap();
-        assert_eq!((later.due, later.requeued, later.relayed), (1, 1, 0));
+        // Nothing handled those messages (lost too): both jobs, moved 60 s on, come back.
+        let later = sweeper.sweep(t0 + Span::seconds(127), 100).await.unwrap();
+        assert_eq!(
+            (later.due, later.requeued, later.relayed),
+            (2, 1, 1),
+            "{later:?}"
+        );
+        // Once a notify handler has settled the channels and cleared the entry, only the
+        // crashed job stays, until it ends.
+        jobs.clear_outbox(&owner, finished.id).await.unwrap();
+        let last = sweeper.sweep(t0 + Span::seconds(600), 100).await.unwrap();
+        assert_eq!((last.due, last.requeued, last.relayed), (1, 1, 0));
     }
 
     #[tokio::test]
@@ -246,11 +256,14 @@ mod tests {
                 attempt: 1
             }
         );
-        assert!(jobs.due(i64::MAX, 10).await.unwrap().is_empty());
+        // The outbox entry stays, 60 s on, until the notify handler clears it.
+        let due = jobs.due(i64::MAX, 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].due, (t0 + Span::seconds(360)).unix_timestamp());
     }
 
     #[tokio::test]
-    async fn a_provider_job_past_its_deadline_gets_a_poll_not_a_second_submit() {
+    async fn a_provider_job_whose_poll_is_overdue_gets_a_poll_that_takes_its_chain_over() {
         let (jobs, queue) = (
             Arc::new(InMemoryJobs::new()),
             Arc::new(InMemoryQueue::new()),
@@ -275,26 +288,55 @@ mod tests {
                 .await
                 .unwrap()
         );
+        // The processor schedules the first poll for +10 s: due +70 s (POLL_GRACE_SECONDS).
+        let first_due = t0.unix_timestamp() + 70;
+        assert!(
+            jobs.expect_poll(&owner, waiting.id, "req-1", None, first_due)
+                .await
+                .unwrap()
+        );
         let sweeper = sweeper(&jobs, &queue);
-        // The lease ended at +65, but the job now waits on the provider until its deadline.
+        // The lease would have ended at +65, but the job now waits on its poll.
         assert_eq!(
             sweeper
-                .sweep(t0 + Span::seconds(120), 100)
+                .sweep(t0 + Span::seconds(69), 100)
                 .await
                 .unwrap()
                 .due,
             0
         );
-        let report = sweeper.sweep(t0 + Span::seconds(601), 100).await.unwrap();
+        // That poll was lost with its processor: at +71 the sweeper sends one (not a run,
+        // which could submit again), under the due time it moved the job to.
+        let report = sweeper.sweep(t0 + Span::seconds(71), 100).await.unwrap();
         assert_eq!(report.polled, 1);
+        let taken_over = t0.unix_timestamp() + 71 + 60;
         assert_eq!(
             queue.take()[0].message,
             JobMessage::Poll {
                 owner: owner.clone(),
                 job_id: waiting.id,
                 request_id: "req-1".into(),
-                attempt: 0
+                attempt: 0,
+                due: Some(taken_over),
             }
+        );
+        // The lost chain, should its poll turn up after all, ends; the sweeper's continues.
+        assert!(
+            !jobs
+                .expect_poll(&owner, waiting.id, "req-1", Some(first_due), first_due + 20)
+                .await
+                .unwrap()
+        );
+        assert!(
+            jobs.expect_poll(
+                &owner,
+                waiting.id,
+                "req-1",
+                Some(taken_over),
+                taken_over + 20
+            )
+            .await
+            .unwrap()
         );
     }
 

@@ -114,8 +114,16 @@ async fn a_canceled_transaction_undoes_its_own_writes_and_keeps_everyone_elses()
                 .map(|item| item["n"].as_n().unwrap().clone())
         }
     };
-    assert_eq!(n("counter").await.as_deref(), Some("1"), "the update is undone");
-    assert_eq!(n("taken").await.as_deref(), Some("7"), "the failed put wrote nothing");
+    assert_eq!(
+        n("counter").await.as_deref(),
+        Some("1"),
+        "the update is undone"
+    );
+    assert_eq!(
+        n("taken").await.as_deref(),
+        Some("7"),
+        "the failed put wrote nothing"
+    );
     assert_eq!(n("bystander").await.as_deref(), Some("3"));
     let fresh = db
         .get_item()

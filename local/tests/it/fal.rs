@@ -645,6 +645,7 @@ async fn cancel_while_queued_and_while_processing() {
             job_id: running.id,
             request_id: REQUEST_ID.into(),
             attempt: 1,
+            due: None,
         })
         .unwrap(),
         1,

@@ -716,7 +716,6 @@ fn sweeper(env: &TestEnv) -> shared::recovery::Sweeper {
         Arc::new(aws.jobs.clone()),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.jobs.clone()),
-        Arc::new(aws.notifications.clone()),
         env.settings.jobs.max_receive_count,
     )
 }
@@ -727,8 +726,9 @@ fn notifier(env: &TestEnv) -> imagejobs_processor::delivery::Notifier {
 
 /// The terminal transition writes the outbox entry itself, so a job whose ender crashed
 /// before queuing `notify` is still notified: the sweeper relays the entry once its grace is
-/// over, and the entry is gone afterwards. (Fails when the terminal write removes the job from
-/// the `pending` index, as it did before the outbox: nothing is ever sent.)
+/// over, and the handler clears it once the webhook is delivered. (Fails when the terminal
+/// write removes the job from the `pending` index, as it did before the outbox: nothing is
+/// ever sent.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_job_whose_notify_was_never_queued_is_notified_through_the_outbox() {
     let env = dev_env().await;
@@ -751,8 +751,8 @@ async fn an_ended_job_whose_notify_was_never_queued_is_notified_through_the_outb
         .unwrap();
     assert_eq!((report.due, report.relayed), (1, 1), "{report:?}");
     assert!(
-        !in_pending_index(&env, job.id, now + time::Duration::hours(1)).await,
-        "the relayed entry is cleared"
+        in_pending_index(&env, job.id, now + time::Duration::hours(1)).await,
+        "the relayed entry stays until the handler settles it"
     );
     let messages = drain(&env).await;
     assert_eq!(messages.len(), 1, "{messages:?}");
@@ -772,6 +772,10 @@ async fn an_ended_job_whose_notify_was_never_queued_is_notified_through_the_outb
         format!("msg_{}_failed", job.id)
     );
     assert_eq!(sent[0].json()["type"], "job.failed");
+    assert!(
+        !in_pending_index(&env, job.id, now + time::Duration::hours(1)).await,
+        "delivered: the handler cleared the entry"
+    );
     // A second pass finds nothing left to relay.
     let again = sweeper(&env)
         .sweep(now + grace + time::Duration::seconds(120), 100)
@@ -780,23 +784,78 @@ async fn an_ended_job_whose_notify_was_never_queued_is_notified_through_the_outb
     assert_eq!(again.relayed, 0, "{again:?}");
 }
 
-/// The writer of the terminal transition relays its own outbox entry: after
-/// `enqueue_for_ended_job` the job is no longer in the `pending` index, and one `notify` is
-/// queued.
+/// The writer of the terminal transition queues one `notify`, and the outbox entry stays until
+/// that message's handler has delivered: a `notify` held by a processor that is then killed
+/// (here: taken off the queue and dropped) is relayed by the sweeper a minute after the job
+/// ended, not after the queue's 360 s visibility timeout, and the webhook is POSTed once.
+/// (Fails when the entry is cleared at the send, as before: the sweeper finds nothing.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_ender_queues_notify_and_clears_the_outbox_entry() {
+async fn a_notify_lost_with_its_processor_is_relayed_by_the_sweeper_and_posted_once() {
     let env = dev_env().await;
+    let (hook, deliveries) = receiver(vec![200]).await;
     let owner = OwnerId::parse("acme").unwrap();
-    let job = ended_without_notify(&env, &owner, "http://127.0.0.1:9/hook").await;
-    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
-    assert!(in_pending_index(&env, job.id, later).await);
+    let job = ended_without_notify(&env, &owner, &hook).await;
+    let now = time::OffsetDateTime::now_utc();
+    let later = now + time::Duration::hours(1);
     let aws = env.aws();
     let sent = shared::notification::enqueue_for_ended_job(&job, &aws.notifications, &aws.queue)
         .await
         .unwrap();
     assert!(sent);
-    assert!(!in_pending_index(&env, job.id, later).await);
-    assert_eq!(drain(&env).await.len(), 1);
+    assert!(
+        in_pending_index(&env, job.id, later).await,
+        "kept until delivered"
+    );
+    assert_eq!(drain(&env).await.len(), 1, "one notify, now lost");
+
+    let due = now + time::Duration::seconds(shared::resources::OUTBOX_GRACE_SECONDS + 2);
+    let report = sweeper(&env).sweep(due, 100).await.unwrap();
+    assert_eq!(report.relayed, 1, "{report:?}");
+    let messages = drain(&env).await;
+    assert!(
+        matches!(messages.as_slice(), [JobMessage::Notify { job_id, .. }] if *job_id == job.id),
+        "{messages:?}"
+    );
+    notifier(&env).handle(&owner, job.id, 1).await;
+    assert_eq!(deliveries.lock().unwrap().len(), 1);
+    assert!(
+        !in_pending_index(&env, job.id, later).await,
+        "settled: cleared"
+    );
+    // Should the lost message come back after all, it sends nothing.
+    notifier(&env).handle(&owner, job.id, 1).await;
+    assert_eq!(deliveries.lock().unwrap().len(), 1);
+}
+
+/// A failed delivery moves the outbox entry past the retry it scheduled: the sweeper does not
+/// relay the job early (which would retry before the backoff), only once that retry is overdue
+/// too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_delivery_retry_moves_the_outbox_entry_past_it() {
+    let mut env = dev_env().await;
+    // Long enough to tell the moved entry (+30 s + grace) from the first one (+grace).
+    env.settings.notifications.retry_base = Duration::from_secs(30);
+    let (hook, deliveries) = receiver(vec![500, 200]).await;
+    let owner = OwnerId::parse("acme").unwrap();
+    let job = ended_without_notify(&env, &owner, &hook).await;
+    let start = time::OffsetDateTime::now_utc();
+    notifier(&env).handle(&owner, job.id, 1).await;
+    assert_eq!(
+        deliveries.lock().unwrap().len(),
+        1,
+        "the first attempt, answered 500"
+    );
+    assert_eq!(env.queued_messages().await, 1, "the retry, delayed");
+    // The retry is due after NOTIFY_RETRY_BASE_SECONDS; the entry a grace after it.
+    let base = env.settings.notifications.retry_base.as_secs() as i64;
+    let grace = shared::resources::OUTBOX_GRACE_SECONDS;
+    let seconds = |s: i64| start + time::Duration::seconds(s);
+    assert!(!in_pending_index(&env, job.id, seconds(grace + 2)).await);
+    assert!(in_pending_index(&env, job.id, seconds(base + grace + 3)).await);
+    // That retry, handled, delivers and settles the entry.
+    notifier(&env).handle(&owner, job.id, 2).await;
+    assert_eq!(deliveries.lock().unwrap().len(), 2);
+    assert!(!in_pending_index(&env, job.id, seconds(3600)).await);
 }
 
 /// Two (here three) `notify` messages for one job handled at the same moment POST the webhook

@@ -150,7 +150,6 @@ fn sweeper(env: &TestEnv) -> Sweeper {
         Arc::new(aws.jobs.clone()),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.jobs.clone()),
-        Arc::new(aws.notifications.clone()),
         env.settings.jobs.max_receive_count,
     )
 }

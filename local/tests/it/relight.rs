@@ -656,6 +656,7 @@ async fn poll_errors_back_off_and_a_404_fails_the_job() {
             job_id: job.id,
             request_id: GENERATION_ID.into(),
             attempt: 3,
+            due: None,
         })
         .unwrap(),
         1,
@@ -672,6 +673,7 @@ async fn poll_errors_back_off_and_a_404_fails_the_job() {
             job_id: job.id,
             request_id: "someone-else".into(),
             attempt: 0,
+            due: None,
         })
         .unwrap(),
         1,
@@ -1111,4 +1113,67 @@ async fn a_remove_background_call_whose_answer_is_lost_is_never_made_again() {
     );
     assert_eq!(done.status, JobStatus::Failed);
     assert_eq!(done.error.unwrap().code, "provider_state_unknown");
+}
+
+/// A poll lost with its processor (taken off the queue and dropped here, as a SIGKILL leaves it
+/// invisible for the queue's 360 s visibility timeout) is replaced by the recovery sweeper once
+/// it is overdue — its time plus `POLL_GRACE_SECONDS` — not at the provider deadline (600 s
+/// here), and nothing is submitted again. Should the lost poll come back after all, its chain
+/// ends there: one chain of polls per job. (Fails when the job's due time stays the deadline,
+/// as before: the sweep finds nothing; and when the due time is not the chain's token: two
+/// chains poll on.)
+#[tokio::test]
+async fn a_poll_lost_with_its_processor_is_replaced_by_the_sweeper_within_a_minute() {
+    let server = MockServer::start().await;
+    submit_ok().expect(1).mount(&server).await;
+    results().respond_with(pending()).mount(&server).await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    let run = take_message(&env).await.unwrap();
+    let submitted_at = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert_eq!(p.handle_record(&run).await, Outcome::Waiting);
+    let lost = take_message(&env).await.expect("the first poll");
+    let first: JobMessage = serde_json::from_str(lost.body.as_deref().unwrap()).unwrap();
+    let JobMessage::Poll { due: Some(due), .. } = first else {
+        panic!("a poll carrying its due time: {first:?}");
+    };
+    let grace = shared::resources::POLL_GRACE_SECONDS;
+    assert!(
+        (submitted_at + grace..=submitted_at + grace + 2).contains(&due),
+        "due {} s after the submit, not at the deadline",
+        due - submitted_at
+    );
+
+    let aws = env.aws();
+    let sweeper = shared::recovery::Sweeper::new(
+        std::sync::Arc::new(aws.jobs.clone()),
+        std::sync::Arc::new(aws.queue.clone()),
+        std::sync::Arc::new(aws.jobs.clone()),
+        env.settings.jobs.max_receive_count,
+    );
+    let at = |unix: i64| time::OffsetDateTime::from_unix_timestamp(unix).unwrap();
+    assert_eq!(sweeper.sweep(at(due - 1), 100).await.unwrap().polled, 0);
+    let report = sweeper.sweep(at(due + 1), 100).await.unwrap();
+    assert_eq!(report.polled, 1, "{report:?}");
+    let replacement = take_message(&env).await.expect("the sweeper's poll");
+    assert_eq!(p.handle_record(&replacement).await, Outcome::Waiting);
+    assert_eq!(
+        env.queued_messages().await,
+        1,
+        "the replacement chain's next poll"
+    );
+
+    assert_eq!(
+        p.handle_record(&lost).await,
+        Outcome::Skipped("a newer poll of this job is scheduled")
+    );
+    assert_eq!(
+        env.queued_messages().await,
+        1,
+        "the lost chain sent nothing"
+    );
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Processing);
+    assert_eq!(submits(&server).await, 1);
 }

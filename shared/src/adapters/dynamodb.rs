@@ -1051,6 +1051,50 @@ impl ProviderTransitions for DynamoJobs {
         }
     }
 
+    async fn expect_poll(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        request_id: &str,
+        seen: Option<i64>,
+        due: i64,
+    ) -> Result<bool> {
+        let waiting = "#status = :processing AND provider_request_id = :rid";
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression("SET #due = :due")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#due", PENDING_DUE)
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":rid", s(request_id))
+            .expression_attribute_values(":due", n(due))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        update = match seen {
+            Some(seen) => update
+                .condition_expression(format!("{waiting} AND #due = :seen"))
+                .expression_attribute_values(":seen", n(seen)),
+            None => update.condition_expression(waiting),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                    // Our own write, committed and sent again by the SDK, reads back our due
+                    // time on the job still waiting on the request.
+                    let item = c.item.unwrap_or_default();
+                    Ok(text_attr(&item, "status") == Some(JobStatus::Processing.as_str())
+                        && text_attr(&item, "provider_request_id") == Some(request_id)
+                        && item.get(PENDING_DUE).and_then(|v| v.as_n().ok())
+                            == Some(&due.to_string()))
+                }
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
     async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()> {
         let out = self
             .client

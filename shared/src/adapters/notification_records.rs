@@ -265,6 +265,37 @@ impl NotificationStore for DynamoNotifications {
             }
         }
     }
+    async fn defer_outbox(&self, owner: &OwnerId, job_id: Ulid, due: i64) -> Result<()> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(owner, job_sk(job_id))))
+            .update_expression("SET #due = :due")
+            // Only an entry still there: a cleared one stays cleared.
+            .condition_expression(
+                "#status IN (:succeeded, :failed, :canceled) AND attribute_exists(#due)",
+            )
+            .expression_attribute_names("#due", PENDING_DUE_ATTRIBUTE)
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":succeeded", s(JobStatus::Succeeded.as_str()))
+            .expression_attribute_values(":failed", s(JobStatus::Failed.as_str()))
+            .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()))
+            .expression_attribute_values(":due", AttributeValue::N(due.to_string()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = e.into_service_error();
+                if e.is_conditional_check_failed_exception() {
+                    Ok(())
+                } else {
+                    Err(unavailable(e))
+                }
+            }
+        }
+    }
 }
 
 /// The job attribute holding a channel's delivery claim: Unix seconds until which one handler

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use shared::core::{CancelOutcome, Lease, ProviderMark, QueueStatus};
 use shared::job::{self, Job, JobError, JobResult, Operation, ResultImage};
 
+use super::provider::PollTurn;
 use crate::outcome::Outcome;
 use crate::processor::{Processor, Providers, not_configured};
 
@@ -86,7 +87,7 @@ impl Processor {
         providers: &Providers,
         job: &Job,
         request_id: &str,
-        attempt: u32,
+        turn: PollTurn,
     ) -> Outcome {
         let Some(fal) = &providers.models else {
             return self.fail_job(job, not_configured(FAL_UNSET)).await;
@@ -102,22 +103,18 @@ impl Processor {
         match fal.status(links).await {
             Ok(QueueStatus::Pending) => {
                 return self
-                    .schedule_poll(providers, job, request_id, attempt + 1, None)
+                    .schedule_poll(providers, job, request_id, turn.next(), None)
                     .await;
             }
             Ok(QueueStatus::Completed) => {}
             Err(e) => {
-                return self
-                    .poll_failed(providers, job, request_id, attempt, e)
-                    .await;
+                return self.poll_failed(providers, job, request_id, turn, e).await;
             }
         }
         let output = match fal.result(links).await {
             Ok(output) => output,
             Err(e) => {
-                return self
-                    .poll_failed(providers, job, request_id, attempt, e)
-                    .await;
+                return self.poll_failed(providers, job, request_id, turn, e).await;
             }
         };
         if output.images.is_empty() {
@@ -146,7 +143,7 @@ impl Processor {
                 Err(e) => {
                     tracing::warn!(error = %e, index, "output download failed; polling again later");
                     return self
-                        .schedule_poll(providers, job, request_id, attempt + 1, None)
+                        .schedule_poll(providers, job, request_id, turn.next(), None)
                         .await;
                 }
             };

@@ -21,6 +21,33 @@ pub fn poll_delay(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(1u32 << attempt.min(10)).min(max)
 }
 
+/// Where a `poll` message stands in its job's poll chain (docs/ARCHITECTURE.md "Recovery").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollTurn {
+    /// 0-based poll number, for the backoff ([`poll_delay`]).
+    pub attempt: u32,
+    /// The `pending` due time the message was scheduled under (the chain's token); `None`
+    /// takes the chain over.
+    pub due: Option<i64>,
+}
+
+impl PollTurn {
+    /// The first poll of a new chain (after the submit, or a resumed run): a takeover.
+    pub const FIRST: Self = Self {
+        attempt: 0,
+        due: None,
+    };
+
+    /// The poll after this one, scheduled by this one's handler under its token.
+    #[must_use]
+    pub fn next(self) -> Self {
+        Self {
+            attempt: self.attempt.saturating_add(1),
+            due: self.due,
+        }
+    }
+}
+
 /// The end of a job whose submit may or may not have reached the provider.
 pub(crate) fn provider_state_unknown(job: &Job) -> JobError {
     JobError::new(
@@ -38,16 +65,40 @@ impl Processor {
         providers: &Providers,
         job: &Job,
         request_id: &str,
-        attempt: u32,
+        turn: PollTurn,
         at_least: Option<Duration>,
     ) -> Outcome {
-        let delay =
-            poll_delay(providers.settings.poll_delay, attempt).max(at_least.unwrap_or_default());
+        let delay = poll_delay(providers.settings.poll_delay, turn.attempt)
+            .max(at_least.unwrap_or_default());
+        // Due when the poll is overdue, never later than the deadline: the sweeper then sends
+        // the poll that fails the job.
+        let mut due = OffsetDateTime::now_utc().unix_timestamp()
+            + delay.as_secs() as i64
+            + shared::resources::POLL_GRACE_SECONDS;
+        if let Some(deadline) = job.provider_deadline {
+            due = due.min(deadline);
+        }
+        // A token that changes with every turn, even within one second.
+        if let Some(seen) = turn.due {
+            due = due.max(seen + 1);
+        }
+        // The due time is written before the send, so a crash in between leaves a job the
+        // sweeper finds; and only one handler per token continues the chain.
+        match providers
+            .transitions
+            .expect_poll(&job.owner, job.id, request_id, turn.due, due)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return Outcome::Skipped("a newer poll of this job is scheduled"),
+            Err(e) => return Outcome::Retry(format!("could not schedule the poll: {e}")),
+        }
         let message = JobMessage::Poll {
             owner: job.owner.clone(),
             job_id: job.id,
             request_id: request_id.to_owned(),
-            attempt,
+            attempt: turn.attempt,
+            due: Some(due),
         };
         match providers.queue.send(&message, delay).await {
             Ok(()) => Outcome::Waiting,
@@ -69,7 +120,7 @@ impl Processor {
         // be scheduled) resumes polling instead of submitting (and paying) again.
         if let Some(request_id) = &job.provider_request_id {
             return self
-                .schedule_poll(providers, job, request_id, 0, None)
+                .schedule_poll(providers, job, request_id, PollTurn::FIRST, None)
                 .await;
         }
         match &job.operation {
@@ -146,7 +197,7 @@ impl Processor {
             }
         }
         tracing::info!(%request_id, provider, "submitted");
-        self.schedule_poll(providers, job, &request_id, 0, None)
+        self.schedule_poll(providers, job, &request_id, PollTurn::FIRST, None)
             .await
     }
 
@@ -187,13 +238,13 @@ impl Processor {
         providers: &Providers,
         job: &Job,
         request_id: &str,
-        attempt: u32,
+        turn: PollTurn,
         e: ProviderError,
     ) -> Outcome {
         crate::metrics::provider_error(Provider::of(&job.operation), e.code);
         if e.retryable {
             tracing::warn!(error = %e, "poll failed; polling again later");
-            self.schedule_poll(providers, job, request_id, attempt + 1, e.retry_after)
+            self.schedule_poll(providers, job, request_id, turn.next(), e.retry_after)
                 .await
         } else {
             self.fail_job(job, JobError::new(e.code, e.message)).await
@@ -206,7 +257,7 @@ impl Processor {
         owner: &shared::job::OwnerId,
         job_id: ulid::Ulid,
         request_id: &str,
-        attempt: u32,
+        turn: PollTurn,
     ) -> Outcome {
         let Some(providers) = &self.providers else {
             return Outcome::Skipped("no provider support");
@@ -253,11 +304,8 @@ impl Processor {
                 .await;
         }
         match job.provider.as_deref() {
-            Some("fal") => self.poll_fal(providers, &job, request_id, attempt).await,
-            _ => {
-                self.poll_stability(providers, &job, request_id, attempt)
-                    .await
-            }
+            Some("fal") => self.poll_fal(providers, &job, request_id, turn).await,
+            _ => self.poll_stability(providers, &job, request_id, turn).await,
         }
     }
 }

@@ -8,6 +8,7 @@ use shared::core::{ImagePart, Lease, PollStatus};
 use shared::job::{self, Job, JobError, JobResult};
 use shared::operation::relight::RelightParams;
 
+use super::provider::PollTurn;
 use crate::outcome::Outcome;
 use crate::processor::{Processor, Providers, STABILITY_UNSET, not_configured};
 
@@ -72,7 +73,7 @@ impl Processor {
         providers: &Providers,
         job: &Job,
         request_id: &str,
-        attempt: u32,
+        turn: PollTurn,
     ) -> Outcome {
         let (owner, job_id) = (&job.owner, job.id);
         let Some(relight) = &providers.relight else {
@@ -81,14 +82,12 @@ impl Processor {
         let image = match relight.poll(request_id).await {
             Ok(PollStatus::Pending) => {
                 return self
-                    .schedule_poll(providers, job, request_id, attempt + 1, None)
+                    .schedule_poll(providers, job, request_id, turn.next(), None)
                     .await;
             }
             Ok(PollStatus::Done(image)) => image,
             Err(e) => {
-                return self
-                    .poll_failed(providers, job, request_id, attempt, e)
-                    .await;
+                return self.poll_failed(providers, job, request_id, turn, e).await;
             }
         };
         let info = match shared::image_check::probe(
