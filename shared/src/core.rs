@@ -160,11 +160,12 @@ pub trait JobTransitions: Send + Sync {
         result: &JobResult,
         now: OffsetDateTime,
     ) -> Result<Job>;
-    /// `processing → queued` for the lease holder, giving the claim back without counting it:
-    /// `attempts` goes down by one, the lease is removed, and the `pending` index's due time
-    /// becomes `due` (Unix seconds), so the recovery sweeper sends the job again should the
-    /// caller's own re-send be lost. Used when the job could not start for a reason that is
-    /// not the job's (an overloaded segmenter).
+    /// `processing → queued` for the lease holder, giving the claim back: the lease is removed
+    /// and the `pending` index's due time becomes `due` (Unix seconds), so the recovery sweeper
+    /// sends the job again should the caller's own re-send be lost. With `refund_attempt`,
+    /// `attempts` goes down by one: the job could not start for a reason that is not the
+    /// job's (an overloaded segmenter). Without, the attempt stays counted: a transient failure
+    /// retried after a short backoff instead of a lease's expiry.
     ///
     /// `false` when the lease was lost (taken over, canceled, ended): nothing changed.
     ///
@@ -175,6 +176,7 @@ pub trait JobTransitions: Send + Sync {
         owner: &OwnerId,
         id: Ulid,
         lease_token: &str,
+        refund_attempt: bool,
         due: i64,
         now: OffsetDateTime,
     ) -> Result<bool>;
@@ -490,6 +492,16 @@ pub struct ProviderSubmission {
     pub deadline: i64,
     /// The provider's status/result/cancel URLs, when it gives them (fal.ai).
     pub links: Option<crate::job::ProviderLinks>,
+}
+
+impl ProviderSubmission {
+    /// The `pending` due time (Unix seconds) the submission record writes: the first poll,
+    /// sent right after it, plus [`crate::resources::POLL_GRACE_SECONDS`], at most the
+    /// deadline. Should that poll never be sent (the record's answer was lost, the processor
+    /// died), the recovery sweeper sends one a minute later, not at the deadline.
+    pub fn first_poll_due(&self, now: OffsetDateTime) -> i64 {
+        (now.unix_timestamp() + crate::resources::POLL_GRACE_SECONDS).min(self.deadline)
+    }
 }
 
 /// A request accepted by fal.ai's queue (docs/providers.md §2.3).

@@ -401,6 +401,7 @@ impl JobTransitions for InMemoryJobs {
         owner: &OwnerId,
         id: Ulid,
         lease_token: &str,
+        refund_attempt: bool,
         due: i64,
         now: OffsetDateTime,
     ) -> Result<bool> {
@@ -413,7 +414,7 @@ impl JobTransitions for InMemoryJobs {
             return Ok(false);
         };
         record.job.status = JobStatus::Queued;
-        record.job.attempts -= 1;
+        record.job.attempts -= u32::from(refund_attempt);
         record.job.updated_at = now;
         record.lease = None;
         record.pending_due = Some(due);
@@ -465,7 +466,7 @@ impl ProviderTransitions for InMemoryJobs {
         record.job.provider_deadline = Some(submission.deadline);
         record.job.provider_links = submission.links.clone();
         record.job.updated_at = now;
-        record.pending_due = Some(submission.deadline);
+        record.pending_due = Some(submission.first_poll_due(now));
         Ok(true)
     }
 

@@ -371,6 +371,7 @@ impl<T: JobTransitions> JobTransitions for Faulty<T> {
         owner: &OwnerId,
         id: Ulid,
         lease_token: &str,
+        refund_attempt: bool,
         due: i64,
         now: OffsetDateTime,
     ) -> Result<bool> {
@@ -378,7 +379,8 @@ impl<T: JobTransitions> JobTransitions for Faulty<T> {
             "dynamodb",
             "jobs.release",
             WRITE,
-            self.inner.release(owner, id, lease_token, due, now),
+            self.inner
+                .release(owner, id, lease_token, refund_attempt, due, now),
         )
         .await
     }

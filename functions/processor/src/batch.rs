@@ -134,7 +134,7 @@ impl Processor {
                 other => other,
             }
         } else {
-            match self.run(message).await {
+            match self.run(message, receive_count).await {
                 Outcome::Retry(reason) if receive_count >= self.max_receive_count => {
                     self.exhausted(message, &reason).await
                 }
@@ -151,7 +151,9 @@ impl Processor {
         outcome
     }
 
-    async fn exhausted(&self, message: &JobMessage, reason: &str) -> Outcome {
+    /// Fails the job `retries_exhausted` with `reason` (its last receive, its last claim, or
+    /// the dead-letter queue).
+    pub(crate) async fn exhausted(&self, message: &JobMessage, reason: &str) -> Outcome {
         let (owner, job_id) = message.job();
         let error = JobError::new(
             "retries_exhausted",

@@ -18,4 +18,7 @@ pub enum Outcome {
     /// The engine was busy: the job was queued again, its attempt not counted, and this
     /// message is done with (`Processor::defer`).
     Deferred(String),
+    /// A transient failure: the claim was given back (its attempt counted) and the job queued
+    /// again after a short backoff; this message is done with (`Processor::retry_soon`).
+    Requeued(String),
 }

@@ -108,7 +108,9 @@ impl Processor {
         self
     }
 
-    pub(crate) async fn run(&self, message: &JobMessage) -> Outcome {
+    /// Claims and runs the job of a `run` message received `receive_count` times (SQS's
+    /// `ApproximateReceiveCount`).
+    pub(crate) async fn run(&self, message: &JobMessage, receive_count: u32) -> Outcome {
         let (owner, job_id) = message.job();
         let now = OffsetDateTime::now_utc();
         let lease = Lease {
@@ -131,10 +133,28 @@ impl Processor {
             Err(e) => return Outcome::Retry(e.to_string()),
         };
         note_request_id(&job);
-        if !matches!(job.operation, Operation::RemoveBackground(_)) {
-            return self.submit_to_provider(&job, &lease).await;
+        match self.run_claimed(message, &job, &lease).await {
+            // A message on its last receive keeps the old path: the caller ends the job
+            // `retries_exhausted`, as the dead-letter queue would. Provider calls too: a
+            // provider's rate limit (Stability locks a client out for 60 s after a 429) wants
+            // the visibility timeout's wait, not seconds.
+            Outcome::Retry(reason)
+                if receive_count < self.max_receive_count && on_the_segmenter(&job) =>
+            {
+                self.retry_soon(message, &job, &lease, reason).await
+            }
+            other => other,
         }
-        match self.execute(&job, &lease).await {
+    }
+
+    /// The claimed job's run: the operation, then the terminal write (or, for a provider, the
+    /// submit and the first poll).
+    async fn run_claimed(&self, message: &JobMessage, job: &Job, lease: &Lease) -> Outcome {
+        let (owner, job_id) = (&job.owner, job.id);
+        if !matches!(job.operation, Operation::RemoveBackground(_)) {
+            return self.submit_to_provider(job, lease).await;
+        }
+        match self.execute(job, lease).await {
             Ok(result) => {
                 match self
                     .transitions
@@ -173,8 +193,55 @@ impl Processor {
                 }
             }
             Err(Step::Transient(reason)) => Outcome::Retry(reason),
-            Err(Step::Busy(reason)) => self.defer(message, &job, &lease, reason).await,
+            Err(Step::Busy(reason)) => self.defer(message, job, lease, reason).await,
         }
+    }
+
+    /// A transient failure of a claimed job on the segmenter (an AWS error, a segmenter 5xx or
+    /// timeout): the claim is given back, counted
+    /// ([`JobTransitions::release`]), and the run message sent again after
+    /// [`retry_delay`] — seconds, where a returned SQS message waits out the 360 s visibility
+    /// timeout and a kept lease its 65 s. The release sets the `pending` due time past the
+    /// delay plus the queued grace, so the recovery sweeper sends the job should this send be
+    /// lost. A job already claimed `MAX_RECEIVE_COUNT` times is failed `retries_exhausted`
+    /// instead, as its last receive would be; one whose release fails returns to SQS.
+    async fn retry_soon(
+        &self,
+        message: &JobMessage,
+        job: &Job,
+        lease: &Lease,
+        reason: String,
+    ) -> Outcome {
+        if job.attempts >= self.max_receive_count {
+            return self.exhausted(message, &reason).await;
+        }
+        let delay = retry_delay(job.attempts);
+        let now = OffsetDateTime::now_utc();
+        let due =
+            now.unix_timestamp() + delay.as_secs() as i64 + shared::resources::QUEUED_GRACE_SECONDS;
+        match self
+            .transitions
+            .release(&job.owner, job.id, &lease.token, false, due, now)
+            .await
+        {
+            Ok(true) => {}
+            // Ended or taken over meanwhile (a commit whose answer was lost, a cancel): the
+            // message has nothing left to do.
+            Ok(false) => return Outcome::Skipped("the job moved on after a transient failure"),
+            Err(e) => {
+                return Outcome::Retry(format!("{reason}; could not release the job: {e}"));
+            }
+        }
+        match &self.providers {
+            Some(providers) => {
+                if let Err(e) = providers.queue.send(message, delay).await {
+                    tracing::warn!(error = %e, "could not queue the retry; the recovery sweeper will");
+                }
+            }
+            None => tracing::info!("no queue wired; the recovery sweeper queues the retry"),
+        }
+        tracing::warn!(%reason, attempts = job.attempts, ?delay, "transient failure: job queued again");
+        Outcome::Requeued(reason)
     }
 
     /// Gives a claimed job back to the queue when its engine was busy: the claim is released
@@ -205,7 +272,7 @@ impl Processor {
         let (owner, job_id) = message.job();
         match self
             .transitions
-            .release(owner, job_id, &lease.token, due, now)
+            .release(owner, job_id, &lease.token, true, due, now)
             .await
         {
             Ok(true) => {}
@@ -281,6 +348,21 @@ pub(crate) enum Step {
     /// nothing is wrong with the job or its attempt. The claim is given back uncounted and the
     /// job queued again after [`BUSY_REQUEUE_DELAY`] ([`Processor::defer`]).
     Busy(String),
+}
+
+/// Whether the job runs on the segmenter (background removal by our own engine), whose
+/// transient failures are retried after seconds ([`Processor::retry_soon`]).
+fn on_the_segmenter(job: &Job) -> bool {
+    matches!(&job.operation, Operation::RemoveBackground(params)
+        if params.provider == shared::operation::remove_background::RemovalProvider::Segmenter)
+}
+
+/// How long a job waits before its run after a transient failure, by the attempts its claims
+/// have counted so far (1-based): 5 s, doubling, at most 60 s.
+pub(crate) fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1u32 << attempts.saturating_sub(1).min(4))
+        .min(Duration::from_secs(60))
 }
 
 /// How long a job deferred by a busy engine waits before it is run again: seconds, where a

@@ -272,42 +272,56 @@ async fn copies_of_one_message_in_one_batch_run_once() {
 }
 
 #[tokio::test]
-async fn a_transient_error_is_retried_until_the_last_receive_fails_the_job() {
-    // A zero lease expires at once, so each redelivery may take the job over.
-    let w = World::new(ScriptedSegmenter::failing(transient()), Duration::ZERO);
+async fn a_transient_error_is_retried_within_seconds_until_the_attempts_run_out() {
+    use shared::core::PendingJobs;
+    let w = World::new(
+        ScriptedSegmenter::failing(transient()),
+        Duration::from_secs(90),
+    );
     let (job, body) = w.submit().await;
     let (queue_arn, _) = arns();
 
-    let first = record(Some(&body), 1, &queue_arn);
-    let id = first.message_id.clone().unwrap();
-    let response = w.processor.handle(event(vec![first])).await;
-    assert_eq!(failed_ids(&response), [id], "the record goes back to SQS");
-    let waiting = w.reload(&job).await;
-    assert_eq!(
-        (waiting.status, waiting.attempts),
-        (JobStatus::Processing, 1)
-    );
-    assert_eq!(waiting.result, None);
-    assert!(
-        w.jobs.lease(&job.owner, job.id).unwrap().until
-            <= OffsetDateTime::now_utc().unix_timestamp(),
-        "the dead attempt's lease has run out: the job is claimable"
-    );
-
-    for receive in 2..MAX_RECEIVES {
-        let outcome = w
-            .processor
-            .handle_record(&record(Some(&body), receive, &queue_arn))
-            .await;
-        assert!(
-            matches!(&outcome, Outcome::Retry(r) if r.contains("503")),
-            "receive {receive}: {outcome:?}"
+    // Each failed attempt gives its claim back (counted) and the job is due again after a
+    // backoff of seconds (5 s, 10 s, 20 s, 40 s) plus the queued grace: neither the lease
+    // (65 s) nor the message's visibility timeout (360 s) is waited out, and no record goes
+    // back to SQS.
+    for attempt in 1..MAX_RECEIVES {
+        let first = record(Some(&body), 1, &queue_arn);
+        let before = OffsetDateTime::now_utc().unix_timestamp();
+        let response = w.processor.handle(event(vec![first])).await;
+        assert_eq!(
+            failed_ids(&response),
+            Vec::<String>::new(),
+            "attempt {attempt}"
         );
-        assert_eq!(w.reload(&job).await.status, JobStatus::Processing);
+        let waiting = w.reload(&job).await;
+        assert_eq!(
+            (waiting.status, waiting.attempts),
+            (JobStatus::Queued, attempt),
+            "the claim is given back, its attempt counted"
+        );
+        assert_eq!(waiting.result, None);
+        assert_eq!(w.jobs.lease(&job.owner, job.id), None, "claimable at once");
+        let backoff = 5 * (1 << (attempt - 1));
+        let due = w
+            .jobs
+            .due(i64::MAX, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.id == job.id)
+            .expect("in the pending index for the sweeper")
+            .due;
+        let grace = shared::resources::QUEUED_GRACE_SECONDS;
+        assert!(
+            (before + backoff + grace..=before + backoff + grace + 1).contains(&due),
+            "attempt {attempt}: due {} s on",
+            due - before
+        );
     }
 
-    // The last receive before the dead-letter queue fails the job instead of retrying.
-    let last = record(Some(&body), MAX_RECEIVES, &queue_arn);
+    // The claim that reaches MAX_RECEIVE_COUNT fails the job instead of retrying.
+    let last = record(Some(&body), 1, &queue_arn);
     let response = w.processor.handle(event(vec![last.clone()])).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new());
     assert_eq!(w.segmenter.calls(), MAX_RECEIVES as usize);
@@ -562,17 +576,19 @@ async fn a_mixed_batch_reports_exactly_the_records_to_redeliver() {
         record(Some(&body_b), 3, &queue_arn),
         record(Some(&body_finished), 1, &queue_arn),
     ];
-    let expected = vec![
-        records[1].message_id.clone().unwrap(),
-        records[5].message_id.clone().unwrap(),
-    ];
+    // None: every record is settled, failed, skipped or requeued (records past their
+    // deadline do go back: a_record_past_its_deadline_is_returned_for_a_retry_…).
+    let expected: Vec<String> = Vec::new();
 
     let response = w.processor.handle(event(records)).await;
 
     assert_eq!(failed_ids(&response), expected);
     assert_eq!(w.segmenter.calls(), 3, "a, b and the exhausted job ran");
+    // a and b failed transiently: their claims were given back and the jobs queued again
+    // after a backoff of seconds, so nothing waits out a visibility timeout.
     for job in [&retried_a, &retried_b] {
-        assert_eq!(w.reload(job).await.status, JobStatus::Processing);
+        let requeued = w.reload(job).await;
+        assert_eq!((requeued.status, requeued.attempts), (JobStatus::Queued, 1));
     }
     for job in [&exhausted, &dead_lettered] {
         let failed = w.reload(job).await;

@@ -950,16 +950,17 @@ async fn run(jobs: usize, owners: usize) {
     // `finished_at`; a job that never ended counts as infinite).
     let finished: HashMap<ulid::Ulid, Option<time::OffsetDateTime>> =
         all.iter().map(|j| (j.id, j.finished_at)).collect();
-    let recoveries: Vec<f64> = kills
+    // With the slowest job, so a long recovery can be looked up in the logs.
+    let recoveries: Vec<(f64, Option<ulid::Ulid>)> = kills
         .iter()
         .map(|(at, processing)| {
             processing
                 .iter()
                 .map(|(_, id)| match finished.get(id) {
-                    Some(Some(end)) => (*end - *at).as_seconds_f64(),
-                    _ => f64::INFINITY,
+                    Some(Some(end)) => ((*end - *at).as_seconds_f64(), Some(*id)),
+                    _ => (f64::INFINITY, Some(*id)),
                 })
-                .fold(0.0, f64::max)
+                .fold((0.0, None), |a, b| if b.0 > a.0 { b } else { a })
         })
         .collect();
     let mut by_status: BTreeMap<&str, usize> = BTreeMap::new();
@@ -1013,7 +1014,10 @@ async fn run(jobs: usize, owners: usize) {
         "| recovery after a kill (all jobs processing at the kill ended) | {} |",
         recoveries
             .iter()
-            .map(|r| format!("{r:.0} s"))
+            .map(|(r, slowest)| match slowest {
+                Some(id) => format!("{r:.0} s ({id})"),
+                None => format!("{r:.0} s"),
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );

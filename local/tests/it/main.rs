@@ -16,6 +16,7 @@ mod compat_004;
 mod emulator;
 mod fal;
 mod hostile;
+mod load_replay;
 mod notifications;
 mod pipeline;
 mod processor;

@@ -204,32 +204,31 @@ async fn success_stores_the_result_and_a_duplicate_delivery_runs_nothing() {
 }
 
 #[tokio::test]
-async fn transient_failures_are_retried_then_exhausted() {
+async fn transient_failures_are_retried_within_seconds_then_exhausted() {
     let env = TestEnv::new().await;
     // A 500, not a 503 `overloaded`: overload is retried inside the record (in_process.rs).
     let (url, calls) = ScriptedSegmenter::start(vec![(500, "internal_error")]).await;
-    // A zero lease lets each redelivery take the job over at once.
-    let p = processor(&env, &url, Duration::ZERO);
+    let p = processor(&env, &url, Duration::from_secs(90));
     let job = submit(&env).await;
     let arn = &env.provisioned.queue_arn;
 
-    let first = event(&job, 1, arn);
-    let id = first.records[0].message_id.clone().unwrap();
-    let response = p.handle(first).await;
-    assert_eq!(response.batch_item_failures.len(), 1);
-    assert_eq!(response.batch_item_failures[0].item_identifier, id);
+    // The record is not returned to SQS (no 360 s visibility timeout): the claim is given
+    // back, counted, and the job queued again after a backoff of seconds.
+    let response = p.handle(event(&job, 1, arn)).await;
+    assert!(response.batch_item_failures.is_empty());
     let job_now = reload(&env, &job).await;
-    assert_eq!(job_now.status, JobStatus::Processing);
+    assert_eq!((job_now.status, job_now.attempts), (JobStatus::Queued, 1));
 
-    for receive in 2..5 {
-        let outcome = p.handle_record(&event(&job, receive, arn).records[0]).await;
+    for attempt in 2..5 {
+        let outcome = p.handle_record(&event(&job, 1, arn).records[0]).await;
         assert!(
-            matches!(outcome, Outcome::Retry(_)),
-            "receive {receive}: {outcome:?}"
+            matches!(outcome, Outcome::Requeued(_)),
+            "attempt {attempt}: {outcome:?}"
         );
+        assert_eq!(reload(&env, &job).await.attempts, attempt);
     }
-    // The last receive before the dead-letter queue fails the job instead of retrying.
-    let outcome = p.handle_record(&event(&job, 5, arn).records[0]).await;
+    // The claim that reaches MAX_RECEIVE_COUNT fails the job instead of retrying.
+    let outcome = p.handle_record(&event(&job, 1, arn).records[0]).await;
     assert_eq!(outcome, Outcome::Failed("retries_exhausted".into()));
     assert_eq!(calls.load(Ordering::SeqCst), 5);
     let failed = reload(&env, &job).await;
@@ -242,26 +241,34 @@ async fn transient_failures_are_retried_then_exhausted() {
         "{}",
         error.message
     );
+    assert_eq!(env.in_flight("proc-test").await, 0);
 }
 
 #[tokio::test]
 async fn a_live_lease_blocks_a_second_processor() {
+    use shared::core::JobTransitions;
     let env = TestEnv::new().await;
-    let (url, calls) = ScriptedSegmenter::start(vec![(500, "internal"), (200, "")]).await;
+    let (url, calls) = ScriptedSegmenter::start(vec![(200, "")]).await;
     let p = processor(&env, &url, Duration::from_secs(600));
     let job = submit(&env).await;
     let arn = &env.provisioned.queue_arn;
-    assert!(matches!(
-        p.handle_record(&event(&job, 1, arn).records[0]).await,
-        Outcome::Retry(_)
-    ));
-    // The first attempt's lease is still live: a redelivery leaves the job alone.
+    // Another processor claimed the job and is still working on it.
+    let now = time::OffsetDateTime::now_utc();
+    let lease = shared::core::Lease {
+        token: "the-other-processor".into(),
+        until: now.unix_timestamp() + 600,
+    };
+    env.aws()
+        .jobs
+        .claim(&job.owner, job.id, &lease, now)
+        .await
+        .unwrap();
     let outcome = p.handle_record(&event(&job, 2, arn).records[0]).await;
     assert_eq!(
         outcome,
         Outcome::Skipped("another processor holds the lease")
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
     assert_eq!(reload(&env, &job).await.status, JobStatus::Processing);
 }
 

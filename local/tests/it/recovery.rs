@@ -275,7 +275,7 @@ async fn a_released_claim_is_queued_again_uncounted_and_a_lost_response_is_still
     let due = now.unix_timestamp() + 35;
     assert!(
         !aws.jobs
-            .release(&owner, job.id, "theirs", due, now)
+            .release(&owner, job.id, "theirs", true, due, now)
             .await
             .unwrap()
     );
@@ -292,7 +292,7 @@ async fn a_released_claim_is_queued_again_uncounted_and_a_lost_response_is_still
     // on the state the release itself wrote: still ours.
     let jobs = losing_first(&env, "UpdateItem");
     assert!(
-        jobs.release(&owner, job.id, "mine", due, now)
+        jobs.release(&owner, job.id, "mine", true, due, now)
             .await
             .unwrap()
     );
@@ -318,7 +318,7 @@ async fn a_released_claim_is_queued_again_uncounted_and_a_lost_response_is_still
     // ours and changes nothing: attempts never go below what the claims counted.
     assert!(
         aws.jobs
-            .release(&owner, job.id, "mine", due, now)
+            .release(&owner, job.id, "mine", true, due, now)
             .await
             .unwrap()
     );

@@ -1177,3 +1177,70 @@ async fn a_poll_lost_with_its_processor_is_replaced_by_the_sweeper_within_a_minu
     assert_eq!(reload(&env, &job).await.status, JobStatus::Processing);
     assert_eq!(submits(&server).await, 1);
 }
+
+/// A processor that recorded the provider's request id but never sent the first poll (killed
+/// right after, or the record's answer was lost) leaves a job the sweeper polls a minute
+/// later, not at the provider deadline (600 s here), which would fail a job whose result is
+/// ready. (Fails when the submission record's due time is the deadline, as before: the chaos
+/// suite's seed 1313 ended such a job `provider_timeout`.)
+#[tokio::test]
+async fn a_submission_recorded_without_its_first_poll_is_polled_within_a_minute() {
+    use shared::core::{JobTransitions, ProviderSubmission, ProviderTransitions};
+    let server = MockServer::start().await;
+    let env = TestEnv::new().await;
+    let base = env.serve_api().await;
+    let job = job_of(&env, &create(&base, relight_form(sample_photo())).await).await;
+    take_message(&env)
+        .await
+        .expect("the run message, handled by the killed processor");
+    let now = time::OffsetDateTime::now_utc();
+    let jobs = env.aws().jobs;
+    let lease = shared::core::Lease {
+        token: "killed".into(),
+        until: now.unix_timestamp() + 65,
+    };
+    jobs.claim(&job.owner, job.id, &lease, now).await.unwrap();
+    let submission = ProviderSubmission {
+        provider: "stability".into(),
+        request_id: GENERATION_ID.into(),
+        deadline: now.unix_timestamp() + 600,
+        links: None,
+    };
+    assert!(
+        jobs.record_submission(&job.owner, job.id, "killed", &submission, now)
+            .await
+            .unwrap()
+    );
+
+    let sweeper = shared::recovery::Sweeper::new(
+        std::sync::Arc::new(jobs.clone()),
+        std::sync::Arc::new(env.aws().queue),
+        std::sync::Arc::new(jobs.clone()),
+        env.settings.jobs.max_receive_count,
+    );
+    let grace = time::Duration::seconds(shared::resources::POLL_GRACE_SECONDS);
+    let early = sweeper
+        .sweep(now + grace - time::Duration::seconds(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(early.due, 0, "{early:?}");
+    let report = sweeper
+        .sweep(now + grace + time::Duration::seconds(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.polled, 1,
+        "a poll, never a second submit: {report:?}"
+    );
+    let poll = take_message(&env).await.expect("the sweeper's poll");
+    let message: JobMessage = serde_json::from_str(poll.body.as_deref().unwrap()).unwrap();
+    assert!(
+        matches!(&message, JobMessage::Poll { request_id, due: Some(_), .. } if request_id == GENERATION_ID),
+        "{message:?}"
+    );
+    // Stability has the result: the poll completes the job.
+    results().respond_with(done("SUCCESS")).mount(&server).await;
+    let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
+    assert_eq!(p.handle_record(&poll).await, Outcome::Succeeded);
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Succeeded);
+}

@@ -716,6 +716,7 @@ impl JobTransitions for DynamoJobs {
         owner: &OwnerId,
         id: Ulid,
         lease_token: &str,
+        refund_attempt: bool,
         due: i64,
         now: OffsetDateTime,
     ) -> Result<bool> {
@@ -725,7 +726,7 @@ impl JobTransitions for DynamoJobs {
             .table_name(&self.table)
             .set_key(Some(Self::key(owner, job_sk(id))))
             .update_expression(
-                "SET #status = :queued, attempts = attempts - :one, pending_due = :due, \
+                "SET #status = :queued, attempts = attempts - :refund, pending_due = :due, \
                  updated_at = :now REMOVE lease_token, lease_until",
             )
             .condition_expression(
@@ -736,6 +737,7 @@ impl JobTransitions for DynamoJobs {
             .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
             .expression_attribute_values(":token", s(lease_token))
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":refund", n(i64::from(refund_attempt)))
             .expression_attribute_values(":due", n(due))
             .expression_attribute_values(":now", rfc3339(now))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -969,7 +971,7 @@ impl ProviderTransitions for DynamoJobs {
             .update_expression(
                 "SET provider = :provider, provider_request_id = :rid, \
                  provider_deadline = :deadline, provider_links = :links, updated_at = :now, \
-                 pending_due = :deadline",
+                 pending_due = :due",
             )
             // The missing request id is the guard that keeps a redelivered message from
             // submitting (and being billed) twice.
@@ -983,6 +985,7 @@ impl ProviderTransitions for DynamoJobs {
             .expression_attribute_values(":provider", s(&submission.provider))
             .expression_attribute_values(":rid", s(&submission.request_id))
             .expression_attribute_values(":deadline", n(submission.deadline))
+            .expression_attribute_values(":due", n(submission.first_poll_due(now)))
             .expression_attribute_values(
                 ":links",
                 match &submission.links {
