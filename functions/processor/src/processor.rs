@@ -141,7 +141,7 @@ impl Processor {
             Outcome::Retry(reason)
                 if receive_count < self.max_receive_count && on_the_segmenter(&job) =>
             {
-                self.retry_soon(message, &job, &lease, reason).await
+                self.retry_soon(message, &job, &lease, reason, None).await
             }
             other => other,
         }
@@ -203,19 +203,22 @@ impl Processor {
     /// [`retry_delay`] — seconds, where a returned SQS message waits out the 360 s visibility
     /// timeout and a kept lease its 65 s. The release sets the `pending` due time past the
     /// delay plus the queued grace, so the recovery sweeper sends the job should this send be
-    /// lost. A job already claimed `MAX_RECEIVE_COUNT` times is failed `retries_exhausted`
-    /// instead, as its last receive would be; one whose release fails returns to SQS.
-    async fn retry_soon(
+    /// lost. The delay is at least `at_least` (a provider's `Retry-After`, or Stability's
+    /// 60 s lockout after a 429). A job already claimed `MAX_RECEIVE_COUNT` times is failed
+    /// `retries_exhausted` instead, as its last receive would be; one whose release fails
+    /// returns to SQS.
+    pub(crate) async fn retry_soon(
         &self,
         message: &JobMessage,
         job: &Job,
         lease: &Lease,
         reason: String,
+        at_least: Option<Duration>,
     ) -> Outcome {
         if job.attempts >= self.max_receive_count {
             return self.exhausted(message, &reason).await;
         }
-        let delay = retry_delay(job.attempts);
+        let delay = retry_delay(job.attempts).max(at_least.unwrap_or_default());
         let now = OffsetDateTime::now_utc();
         let due =
             now.unix_timestamp() + delay.as_secs() as i64 + shared::resources::QUEUED_GRACE_SECONDS;

@@ -9,6 +9,7 @@ use crate::common;
 use crate::common::fal::*;
 use crate::common::queue::{
     batch, job_of, provider_processor, record, reload, run_record, stored, take_message,
+    take_message_within,
 };
 use crate::common::{TestEnv, assert_error, sample_photo};
 use ed25519_dalek::{Signer, SigningKey};
@@ -320,13 +321,19 @@ async fn duplicate_delivery_submits_once_and_429_is_retried() {
     // A zero lease lets each redelivery take the job over at once.
     let p = processor(&env, Duration::ZERO);
 
+    // The 429 gives the claim back and queues the run again after a backoff (not SQS's
+    // 360 s visibility timeout); nothing was submitted.
     let response = p.handle(batch(vec![run.clone()])).await;
-    assert_eq!(
-        response.batch_item_failures.len(),
-        1,
-        "429 goes back to SQS"
+    assert!(response.batch_item_failures.is_empty());
+    let requeued = reload(&env, &job).await;
+    assert_eq!((requeued.status, requeued.attempts), (JobStatus::Queued, 1));
+    assert!(requeued.provider_request_id.is_none());
+    let retry = take_message_within(&env, Duration::from_secs(15))
+        .await
+        .expect("the run, queued again after its backoff");
+    assert!(
+        matches!(serde_json::from_str(retry.body.as_deref().unwrap()).unwrap(), JobMessage::Run { job_id, .. } if job_id == job.id)
     );
-    assert!(reload(&env, &job).await.provider_request_id.is_none());
 
     let arn = &env.provisioned.queue_arn;
     assert_eq!(
@@ -720,24 +727,17 @@ async fn submit_errors_fail_or_retry_by_kind() {
                 assert_eq!(after.error.unwrap().code, code);
             }
             None => {
-                assert_eq!(
-                    response.batch_item_failures.len(),
-                    1,
-                    "5xx goes back to SQS"
-                );
-                assert_eq!(after.status, JobStatus::Processing);
+                // Not returned to SQS: the claim is given back, counted, and the run queued
+                // again after a backoff; the next attempt submits again.
+                assert!(response.batch_item_failures.is_empty());
+                assert_eq!((after.status, after.attempts), (JobStatus::Queued, 1));
                 assert!(after.provider_request_id.is_none());
-                // The last receive before the dead-letter queue tries once more, then gives up.
-                assert_eq!(
-                    p.handle_record(&run_record(&job, 5, &arn)).await,
-                    Outcome::Failed("retries_exhausted".into())
-                );
-                let error = reload(&env, &job).await.error.unwrap();
+                let again = p.handle_record(&run_record(&job, 1, &arn)).await;
                 assert!(
-                    error.message.contains("runner_scheduling_failure"),
-                    "{}",
-                    error.message
+                    matches!(&again, Outcome::Requeued(r) if r.contains("runner_scheduling_failure")),
+                    "{again:?}"
                 );
+                assert_eq!(reload(&env, &job).await.attempts, 2);
             }
         }
         server.verify().await;

@@ -245,15 +245,36 @@ async fn rate_limited_submit_is_retried_then_succeeds() {
     // A zero lease lets the redelivery take the job over at once.
     let p = provider_processor(&env, providers(&server), Duration::ZERO);
 
+    // Not back to SQS: the claim is given back and the run queued again after Stability's
+    // 60 s lockout (its `retry_after`), not before; nothing was submitted.
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
     let response = p.handle(batch(vec![run.clone()])).await;
-    assert_eq!(
-        response.batch_item_failures.len(),
-        1,
-        "429 goes back to SQS"
-    );
+    assert!(response.batch_item_failures.is_empty());
     let after = reload(&env, &job).await;
-    assert_eq!(after.status, JobStatus::Processing);
+    assert_eq!((after.status, after.attempts), (JobStatus::Queued, 1));
     assert!(after.provider_request_id.is_none());
+    assert_eq!(env.queued_messages().await, 1, "the run, delayed");
+    assert!(
+        take_message(&env).await.is_none(),
+        "not visible during the lockout"
+    );
+    let due = {
+        use shared::core::PendingJobs;
+        env.aws()
+            .jobs
+            .due(i64::MAX, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|p| p.id == job.id)
+            .unwrap()
+            .due
+    };
+    assert!(
+        due >= before + 60 + shared::resources::QUEUED_GRACE_SECONDS,
+        "the sweeper waits out the lockout too: due {} s on",
+        due - before
+    );
 
     let outcome = p
         .handle_record(&run_record(&job, 2, &env.provisioned.queue_arn))
@@ -855,12 +876,12 @@ async fn submit_errors_map_to_stable_job_codes() {
                 );
             }
             None => {
-                // 5xx: back to SQS for another attempt; nothing recorded.
+                // 5xx: queued again for another attempt after a backoff; nothing recorded.
                 assert!(
-                    matches!(outcome, Outcome::Retry(ref r) if r.contains("provider_error")),
+                    matches!(outcome, Outcome::Requeued(ref r) if r.contains("provider_error")),
                     "{outcome:?}"
                 );
-                assert_eq!(after.status, JobStatus::Processing);
+                assert_eq!(after.status, JobStatus::Queued);
                 assert!(after.provider_request_id.is_none());
             }
         }

@@ -201,8 +201,10 @@ impl Processor {
             .await
     }
 
-    /// A provider error: retryable ones go back to SQS (the visibility timeout is longer than
-    /// Stability's 60 s lockout), the rest fail the job with the mapped code.
+    /// A provider error at the submit: a retryable one gives the claim back and runs the job
+    /// again after a backoff of seconds, at least the provider's `Retry-After` (Stability's
+    /// 60 s lockout after a 429) ([`Processor::retry_soon`]); the rest fail the job with the
+    /// mapped code.
     pub(super) async fn provider_failed(
         &self,
         providers: &Providers,
@@ -227,7 +229,12 @@ impl Processor {
         {
             tracing::warn!(error = %clear, "could not withdraw the submit intent");
         }
-        Outcome::Retry(e.to_string())
+        let run = JobMessage::Run {
+            owner: job.owner.clone(),
+            job_id: job.id,
+        };
+        self.retry_soon(&run, job, lease, e.to_string(), e.retry_after)
+            .await
     }
 
     /// A failed status or result call while polling: polls are safe to repeat, so a retryable

@@ -54,6 +54,22 @@ pub async fn take_message(env: &TestEnv) -> Option<aws_lambda_events::event::sqs
     Some(record(m.body.unwrap(), 1, &env.provisioned.queue_arn))
 }
 
+/// [`take_message`], waiting up to `within` for a delayed message to become visible.
+pub async fn take_message_within(
+    env: &TestEnv,
+    within: std::time::Duration,
+) -> Option<aws_lambda_events::event::sqs::SqsMessage> {
+    let until = std::time::Instant::now() + within;
+    loop {
+        if let Some(m) = take_message(env).await {
+            return Some(m);
+        }
+        if std::time::Instant::now() >= until {
+            return None;
+        }
+    }
+}
+
 pub fn record(
     body: String,
     receive_count: u32,
