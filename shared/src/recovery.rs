@@ -129,6 +129,25 @@ impl Sweeper {
         {
             return Ok(None);
         }
+        match self.act(job, now, until).await {
+            Ok(recovered) => Ok(Some(recovered)),
+            Err(e) => {
+                // Due again at once: the next pass (seconds away) tries again, instead of
+                // waiting out `retry_after` for a message that was never sent.
+                if let Err(restore) = self
+                    .pending
+                    .postpone(&job.owner, job.id, until, job.due)
+                    .await
+                {
+                    tracing::warn!(error = %restore, "could not make the job due again");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends what the due job needs, its due time already moved to `until`.
+    async fn act(&self, job: &PendingJob, now: OffsetDateTime, until: i64) -> Result<Recovered> {
         let (owner, job_id) = (job.owner.clone(), job.id);
         match (job.status, &job.provider_request_id) {
             (JobStatus::Processing, Some(request_id)) => {
@@ -146,7 +165,7 @@ impl Sweeper {
                     )
                     .await?;
                 tracing::info!(owner = %job.owner, %job_id, "provider job whose poll is overdue: poll sent");
-                Ok(Some(Recovered::Polled))
+                Ok(Recovered::Polled)
             }
             (JobStatus::Processing, None) if job.attempts >= self.max_attempts => {
                 let error = JobError::new(
@@ -166,19 +185,19 @@ impl Sweeper {
                     self.relay(owner, job_id).await?;
                 }
                 tracing::warn!(owner = %job.owner, %job_id, attempts = job.attempts, "lease expired too often: job failed");
-                Ok(Some(Recovered::Failed))
+                Ok(Recovered::Failed)
             }
             (JobStatus::Queued | JobStatus::Processing, _) => {
                 self.queue
                     .send(&JobMessage::Run { owner, job_id }, Duration::ZERO)
                     .await?;
                 tracing::info!(owner = %job.owner, %job_id, status = job.status.as_str(), "job without a live message: run sent");
-                Ok(Some(Recovered::Requeued))
+                Ok(Recovered::Requeued)
             }
             (JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled, _) => {
                 self.relay(owner, job_id).await?;
                 tracing::info!(owner = %job.owner, %job_id, status = job.status.as_str(), "ended job's outbox entry relayed: notify sent");
-                Ok(Some(Recovered::Relayed))
+                Ok(Recovered::Relayed)
             }
         }
     }

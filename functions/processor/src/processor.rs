@@ -135,11 +135,12 @@ impl Processor {
         note_request_id(&job);
         match self.run_claimed(message, &job, &lease).await {
             // A message on its last receive keeps the old path: the caller ends the job
-            // `retries_exhausted`, as the dead-letter queue would. Provider calls too: a
-            // provider's rate limit (Stability locks a client out for 60 s after a 429) wants
-            // the visibility timeout's wait, not seconds.
+            // `retries_exhausted`, as the dead-letter queue would. Provider jobs retry their
+            // refused submits themselves (`provider_failed`), at the provider's pace; their
+            // other failures go back to SQS and come back through the lease and the sweeper.
             Outcome::Retry(reason)
-                if receive_count < self.max_receive_count && on_the_segmenter(&job) =>
+                if receive_count < self.max_receive_count
+                    && matches!(job.operation, Operation::RemoveBackground(_)) =>
             {
                 self.retry_soon(message, &job, &lease, reason, None).await
             }
@@ -193,12 +194,16 @@ impl Processor {
                 }
             }
             Err(Step::Transient(reason)) => Outcome::Retry(reason),
+            Err(Step::Throttled(reason, after)) => {
+                self.retry_soon(message, job, lease, reason, Some(after))
+                    .await
+            }
             Err(Step::Busy(reason)) => self.defer(message, job, lease, reason).await,
         }
     }
 
-    /// A transient failure of a claimed job on the segmenter (an AWS error, a segmenter 5xx or
-    /// timeout): the claim is given back, counted
+    /// A transient failure of a claimed job (an AWS error, a segmenter 5xx or timeout, a
+    /// provider that refused for now): the claim is given back, counted
     /// ([`JobTransitions::release`]), and the run message sent again after
     /// [`retry_delay`] — seconds, where a returned SQS message waits out the 360 s visibility
     /// timeout and a kept lease its 65 s. The release sets the `pending` due time past the
@@ -347,17 +352,13 @@ pub(crate) const STABILITY_UNSET: &str = "Stability is not configured: set STABI
 pub(crate) enum Step {
     Permanent(JobError),
     Transient(String),
+    /// Transient, and the provider asked us to wait this long first (Stability's 60 s lockout
+    /// after a 429): retried after at least that ([`Processor::retry_soon`]).
+    Throttled(String, Duration),
     /// The engine is busy (an overloaded segmenter, still so after the in-record backoff):
     /// nothing is wrong with the job or its attempt. The claim is given back uncounted and the
     /// job queued again after [`BUSY_REQUEUE_DELAY`] ([`Processor::defer`]).
     Busy(String),
-}
-
-/// Whether the job runs on the segmenter (background removal by our own engine), whose
-/// transient failures are retried after seconds ([`Processor::retry_soon`]).
-fn on_the_segmenter(job: &Job) -> bool {
-    matches!(&job.operation, Operation::RemoveBackground(params)
-        if params.provider == shared::operation::remove_background::RemovalProvider::Segmenter)
 }
 
 /// How long a job waits before its run after a transient failure, by the attempts its claims

@@ -340,6 +340,40 @@ mod tests {
         );
     }
 
+    /// A queue that is down: every send fails.
+    struct DownQueue;
+
+    #[async_trait::async_trait]
+    impl shared::core::JobQueue for DownQueue {
+        async fn send(&self, _: &JobMessage, _: std::time::Duration) -> shared::Result<()> {
+            Err(shared::Error::Unavailable {
+                service: "sqs",
+                message: "down".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recovery_whose_send_fails_is_due_again_at_once() {
+        let jobs = Arc::new(InMemoryJobs::new());
+        let owner = OwnerId::parse("acme").unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        let stuck = job(&owner, t0);
+        jobs.create(&stuck, None).await.unwrap();
+        let down = Sweeper::new(jobs.clone(), Arc::new(DownQueue), jobs.clone(), 3);
+        let at = t0 + Span::seconds(31);
+        let report = down.sweep(at, 100).await.unwrap();
+        assert_eq!((report.due, report.errors), (1, 1), "{report:?}");
+        // Not moved `retry_after` (60 s) on: the next pass, seconds later, sends it.
+        let queue = Arc::new(InMemoryQueue::new());
+        let report = sweeper(&jobs, &queue)
+            .sweep(at + Span::seconds(5), 100)
+            .await
+            .unwrap();
+        assert_eq!(report.requeued, 1, "{report:?}");
+        assert_eq!(queue.sent().len(), 1);
+    }
+
     #[tokio::test]
     async fn two_sweepers_on_one_due_time_send_one_message() {
         let (jobs, queue) = (

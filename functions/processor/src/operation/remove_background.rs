@@ -209,7 +209,10 @@ impl Processor {
                 {
                     tracing::warn!(error = %clear, "could not withdraw the submit intent");
                 }
-                Err(Step::Transient(e.to_string()))
+                Err(match e.retry_after {
+                    Some(after) => Step::Throttled(e.to_string(), after),
+                    None => Step::Transient(e.to_string()),
+                })
             }
         }
     }
