@@ -21,6 +21,9 @@ pub fn poll_delay(base: Duration, attempt: u32) -> Duration {
     base.saturating_mul(1u32 << attempt.min(10)).min(max)
 }
 
+/// How soon a poll that failed on our side (storage, table) is tried again.
+const POLL_RETRY_DELAY: Duration = Duration::from_secs(5);
+
 /// Where a `poll` message stands in its job's poll chain (docs/ARCHITECTURE.md "Recovery").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PollTurn {
@@ -310,9 +313,26 @@ impl Processor {
                 )
                 .await;
         }
-        match job.provider.as_deref() {
+        let outcome = match job.provider.as_deref() {
             Some("fal") => self.poll_fal(providers, &job, request_id, turn).await,
             _ => self.poll_stability(providers, &job, request_id, turn).await,
+        };
+        match outcome {
+            // A failure of ours while collecting (an S3 or DynamoDB error): polls are free to
+            // repeat, so the chain goes on after seconds instead of the message waiting out
+            // the visibility timeout.
+            Outcome::Retry(reason) => {
+                tracing::warn!(%reason, "poll failed; polling again shortly");
+                self.schedule_poll(
+                    providers,
+                    &job,
+                    request_id,
+                    turn.next(),
+                    Some(POLL_RETRY_DELAY),
+                )
+                .await
+            }
+            other => other,
         }
     }
 }
