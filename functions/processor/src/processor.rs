@@ -135,13 +135,10 @@ impl Processor {
         note_request_id(&job);
         match self.run_claimed(message, &job, &lease).await {
             // A message on its last receive keeps the old path: the caller ends the job
-            // `retries_exhausted`, as the dead-letter queue would. Provider jobs retry their
-            // refused submits themselves (`provider_failed`), at the provider's pace; their
-            // other failures go back to SQS and come back through the lease and the sweeper.
-            Outcome::Retry(reason)
-                if receive_count < self.max_receive_count
-                    && matches!(job.operation, Operation::RemoveBackground(_)) =>
-            {
+            // `retries_exhausted`, as the dead-letter queue would. Giving the claim back is a
+            // takeover made early: the next claim finds what this one left (an intent, a
+            // request id) exactly as it would after the lease ran out.
+            Outcome::Retry(reason) if receive_count < self.max_receive_count => {
                 self.retry_soon(message, &job, &lease, reason, None).await
             }
             other => other,

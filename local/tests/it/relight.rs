@@ -1069,13 +1069,12 @@ async fn a_failure_before_the_submit_leaves_no_intent_behind() {
         &shared::adapters::Aws::with_sdk_config(&env.sdk, &unreachable),
     )
     .unwrap();
-    assert!(matches!(
-        broken.handle_record(&run).await,
-        Outcome::Retry(_)
-    ));
+    // Transient: the claim is given back (no lease to wait out) and the run queued again.
+    let outcome = broken.handle_record(&run).await;
+    assert!(matches!(outcome, Outcome::Requeued(_)), "{outcome:?}");
     assert_eq!(submits(&server).await, 0);
+    assert_eq!(reload(&env, &job).await.status, JobStatus::Queued);
 
-    expire_lease(&env, &job).await;
     let p = provider_processor(&env, providers(&server), Duration::from_secs(90));
     assert_eq!(
         p.handle_record(&run_record(&job, 2, &env.provisioned.queue_arn))
