@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-use crate::common::{TestEnv, sample_photo, spawn_worker, start_segmenter_with};
-use shared::core::JobStore;
+use crate::common::{TestEnv, sample_photo, spawn_worker, start_segmenter_with, wait_until_ended};
 use shared::job::{JobStatus, OwnerId};
 
 /// An `imagejobs-local worker` process on `env`'s stack; SIGKILLed when dropped.
@@ -77,21 +76,7 @@ async fn a_worker_killed_mid_job_loses_nothing_and_its_jobs_finish_within_two_mi
     let _restarted = Worker::start(&env, &segmenter);
 
     let owner = OwnerId::parse("anonymous").unwrap();
-    let jobs = env.aws().jobs;
-    let mut ended = Vec::new();
-    while killed.elapsed() < Duration::from_secs(150) {
-        ended.clear();
-        for id in &ids {
-            let job = jobs.get(&owner, *id).await.unwrap().expect("never lost");
-            if job.status.is_terminal() {
-                ended.push(job);
-            }
-        }
-        if ended.len() == JOBS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let ended = wait_until_ended(&env, &owner, &ids, Duration::from_secs(150)).await;
     let recovered_in = killed.elapsed();
     assert_eq!(ended.len(), JOBS, "every accepted job ended");
     for job in &ended {

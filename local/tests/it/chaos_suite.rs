@@ -54,6 +54,8 @@ const DUPLICATE_RATE: f64 = 0.05;
 /// so this leaves room for two such failures; a poll chain lost for good would end its job
 /// `provider_timeout` within the run's budget and show.
 const PROVIDER_DEADLINE_SECONDS: u64 = 180;
+/// The bound: a job interrupted by a crash finishes within 2 minutes of it.
+const RECOVERY_LIMIT_SECONDS: f64 = 120.0;
 /// Client-side timeouts the workers get, so a hang costs seconds, not the 40 s defaults.
 const CALL_TIMEOUT_SECONDS: u64 = 3;
 /// How long a hanging fake answers: past [`CALL_TIMEOUT_SECONDS`].
@@ -1076,6 +1078,22 @@ async fn run(jobs: usize, owners: usize) {
         !kills.is_empty(),
         "no worker was killed: nothing was tested".into(),
     );
+    // Recovery within 2 minutes of each kill. A job a later kill interrupted again is
+    // measured from that kill instead (each kill may cost it a lease).
+    for (k, (recovery, slowest)) in recoveries.iter().enumerate() {
+        let hit_again = slowest.is_some_and(|id| {
+            kills[k + 1..]
+                .iter()
+                .any(|(_, processing)| processing.iter().any(|(_, p)| *p == id))
+        });
+        check(
+            *recovery <= RECOVERY_LIMIT_SECONDS || hit_again,
+            format!(
+                "kill {}: the jobs it interrupted ended {recovery:.0} s after it (slowest {slowest:?}), over {RECOVERY_LIMIT_SECONDS} s",
+                k + 1
+            ),
+        );
+    }
     for kind in FaultKind::ALL {
         let n = faults.get(kind.name()).copied().unwrap_or(0);
         check(

@@ -47,24 +47,23 @@ async fn a_canceled_transaction_undoes_its_own_writes_and_keeps_everyone_elses()
     };
     put("counter", "1").send().await.unwrap();
     put("taken", "7").send().await.unwrap();
+    let increment = TransactWriteItem::builder()
+        .update(
+            Update::builder()
+                .table_name(&table)
+                .set_key(Some(key("counter")))
+                .update_expression("SET n = n + :one")
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .build()
+                .unwrap(),
+        )
+        .build();
     put("bystander", "3").send().await.unwrap();
 
     // An update and a new item are written before the third item's condition fails.
     let canceled = db
         .transact_write_items()
-        .transact_items(
-            TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&table)
-                        .set_key(Some(key("counter")))
-                        .update_expression("SET n = n + :one")
-                        .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
+        .transact_items(increment.clone())
         .transact_items(
             TransactWriteItem::builder()
                 .put(
@@ -137,19 +136,7 @@ async fn a_canceled_transaction_undoes_its_own_writes_and_keeps_everyone_elses()
     // And a transaction that succeeds writes all of its items.
     put("counter", "1").send().await.unwrap();
     db.transact_write_items()
-        .transact_items(
-            TransactWriteItem::builder()
-                .update(
-                    Update::builder()
-                        .table_name(&table)
-                        .set_key(Some(key("counter")))
-                        .update_expression("SET n = n + :one")
-                        .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                        .build()
-                        .unwrap(),
-                )
-                .build(),
-        )
+        .transact_items(increment.clone())
         .send()
         .await
         .unwrap();

@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-use crate::common::{TestEnv, sample_photo, start_segmenter_with};
-use shared::core::JobStore;
+use crate::common::{TestEnv, sample_photo, start_segmenter_with, wait_until_ended};
 use shared::job::{JobStatus, OwnerId};
 
 const JOBS: usize = 120;
@@ -107,25 +106,8 @@ async fn the_reported_120_job_load_run_loses_nothing() {
     assert_eq!(ids.len(), JOBS, "each Idempotency-Key names its own job");
 
     let owner = OwnerId::parse("anonymous").unwrap();
-    let jobs = env.aws().jobs;
-    let mut ended = Vec::new();
-    while started.elapsed() < Duration::from_secs(300) {
-        ended.clear();
-        for id in &ids {
-            let job = jobs
-                .get(&owner, id.parse().unwrap())
-                .await
-                .unwrap()
-                .expect("an accepted job is never lost");
-            if job.status.is_terminal() {
-                ended.push(job);
-            }
-        }
-        if ended.len() == JOBS {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    let ids: Vec<ulid::Ulid> = ids.iter().map(|id| id.parse().unwrap()).collect();
+    let ended = wait_until_ended(&env, &owner, &ids, Duration::from_secs(300)).await;
     let wall = started.elapsed();
     assert_eq!(
         ended.len(),

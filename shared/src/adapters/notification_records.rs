@@ -237,54 +237,65 @@ impl NotificationStore for DynamoNotifications {
     }
 
     async fn clear_outbox(&self, owner: &OwnerId, job_id: Ulid) -> Result<()> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(owner, job_sk(job_id))))
-            .update_expression("REMOVE #shard, #due")
-            // Never take a running job out of the index: that entry is its recovery.
-            .condition_expression("#status IN (:succeeded, :failed, :canceled)")
-            .expression_attribute_names("#shard", PENDING_SHARD_ATTRIBUTE)
-            .expression_attribute_names("#due", PENDING_DUE_ATTRIBUTE)
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":succeeded", s(JobStatus::Succeeded.as_str()))
-            .expression_attribute_values(":failed", s(JobStatus::Failed.as_str()))
-            .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()))
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let e = e.into_service_error();
-                if e.is_conditional_check_failed_exception() {
-                    Ok(())
-                } else {
-                    Err(unavailable(e))
-                }
-            }
-        }
+        self.update_ended_job(
+            owner,
+            job_id,
+            "REMOVE #shard, #due",
+            "",
+            &[("#shard", PENDING_SHARD_ATTRIBUTE)],
+            None,
+        )
+        .await
     }
+
     async fn defer_outbox(&self, owner: &OwnerId, job_id: Ulid, due: i64) -> Result<()> {
-        let out = self
+        // Only an entry still there: a cleared one stays cleared.
+        self.update_ended_job(
+            owner,
+            job_id,
+            "SET #due = :due",
+            " AND attribute_exists(#due)",
+            &[],
+            Some((":due", AttributeValue::N(due.to_string()))),
+        )
+        .await
+    }
+}
+
+impl DynamoNotifications {
+    /// An update of an ended job's outbox entry (`#due` is its due time), only while the job is
+    /// terminal: a running job's entry is its recovery and is never touched here. A failed
+    /// condition (not ended, or no entry) changes nothing and is not an error.
+    async fn update_ended_job(
+        &self,
+        owner: &OwnerId,
+        job_id: Ulid,
+        update: &str,
+        and_condition: &str,
+        names: &[(&str, &str)],
+        value: Option<(&str, AttributeValue)>,
+    ) -> Result<()> {
+        let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(owner, job_sk(job_id))))
-            .update_expression("SET #due = :due")
-            // Only an entry still there: a cleared one stays cleared.
-            .condition_expression(
-                "#status IN (:succeeded, :failed, :canceled) AND attribute_exists(#due)",
-            )
+            .update_expression(update)
+            .condition_expression(format!(
+                "#status IN (:succeeded, :failed, :canceled){and_condition}"
+            ))
             .expression_attribute_names("#due", PENDING_DUE_ATTRIBUTE)
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":succeeded", s(JobStatus::Succeeded.as_str()))
             .expression_attribute_values(":failed", s(JobStatus::Failed.as_str()))
-            .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()))
-            .expression_attribute_values(":due", AttributeValue::N(due.to_string()))
-            .send()
-            .await;
-        match out {
+            .expression_attribute_values(":canceled", s(JobStatus::Canceled.as_str()));
+        for (name, attribute) in names {
+            req = req.expression_attribute_names(*name, *attribute);
+        }
+        if let Some((name, v)) = value {
+            req = req.expression_attribute_values(name, v);
+        }
+        match req.send().await {
             Ok(_) => Ok(()),
             Err(e) => {
                 let e = e.into_service_error();

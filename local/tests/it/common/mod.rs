@@ -352,6 +352,37 @@ pub fn spawn_worker(
     child
 }
 
+/// Polls the jobs table every 500 ms until every job in `ids` (of `owner`) has ended or
+/// `within` has passed; returns the ended ones. Panics when a job is missing: an accepted job
+/// is never lost.
+pub async fn wait_until_ended(
+    env: &TestEnv,
+    owner: &shared::job::OwnerId,
+    ids: &[ulid::Ulid],
+    within: std::time::Duration,
+) -> Vec<shared::job::Job> {
+    use shared::core::JobStore;
+    let jobs = env.aws().jobs;
+    let started = std::time::Instant::now();
+    loop {
+        let mut ended = Vec::new();
+        for id in ids {
+            let job = jobs
+                .get(owner, *id)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("accepted job {id} lost"));
+            if job.status.is_terminal() {
+                ended.push(job);
+            }
+        }
+        if ended.len() == ids.len() || started.elapsed() >= within {
+            return ended;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 pub fn sample_photo() -> Vec<u8> {
     std::fs::read(emulator::workspace_root().join("assets/sample-rocket.jpg")).unwrap()
 }
