@@ -75,6 +75,71 @@ impl Intercept for LoseResponses {
     }
 }
 
+/// Makes the first `TransactWriteItems` fail as DynamoDB cancels a transaction that met a
+/// concurrent one on an item (reason `TransactionConflict`), with nothing written: the request
+/// goes to a table that does not exist (one letter of the name changed, so its length and
+/// signature's content length stay), and its answer becomes the cancellation.
+#[derive(Debug)]
+struct ConflictFirst {
+    table: String,
+    left: AtomicUsize,
+    armed: AtomicUsize,
+}
+
+impl Intercept for ConflictFirst {
+    fn name(&self) -> &'static str {
+        "ConflictFirst"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextMut<
+            '_,
+        >,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let transaction = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .is_some_and(|m| m.name() == "TransactWriteItems");
+        if !transaction
+            || self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        {
+            return Ok(());
+        }
+        let body = std::str::from_utf8(context.request().body().bytes().unwrap_or_default())?;
+        let elsewhere = format!("X{}", &self.table[1..]);
+        let body = body.replace(&self.table, &elsewhere);
+        *context.request_mut().body_mut() = aws_smithy_types::body::SdkBody::from(body);
+        self.armed.store(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if self.armed.swap(0, Ordering::SeqCst) == 1 {
+            let response = context.response_mut();
+            *response.status_mut() = 400.try_into().unwrap();
+            // The error type the table's absence put in the header would win over the body's.
+            response.headers_mut().insert(
+                "x-amzn-ErrorType",
+                "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            );
+            *response.body_mut() = aws_smithy_types::body::SdkBody::from(
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","message":"Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict, None]","CancellationReasons":[{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"},{"Code":"None"}]}"#,
+            );
+        }
+        Ok(())
+    }
+}
+
 /// The jobs table through a client that loses the first response of `operation`.
 fn losing_first(env: &TestEnv, operation: &'static str) -> DynamoJobs {
     let config = aws_sdk_dynamodb::config::Builder::from(&env.sdk)
@@ -414,6 +479,37 @@ async fn a_create_whose_response_was_lost_is_a_new_job_to_enqueue() {
     );
     // Three jobs, three slots: the retries did not count twice.
     assert_eq!(env.in_flight("anonymous").await, 3);
+}
+
+/// Window 4: DynamoDB cancels a create's transaction because a concurrent one holds the
+/// owner's quota item (`TransactionConflict`); the adapter runs it again with jittered backoff,
+/// so the create succeeds and counts once. (Fails when conflicts are not retried: the create
+/// answers `dependency_unavailable`, as it did before.)
+#[tokio::test]
+async fn a_create_cancelled_for_a_transaction_conflict_is_run_again() {
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (first, _) = submit_without_enqueue(&env, &owner).await;
+    let table = env.settings.resources.table.clone();
+    let interceptor = ConflictFirst {
+        table: table.clone(),
+        left: AtomicUsize::new(1),
+        armed: AtomicUsize::new(0),
+    };
+    let config = aws_sdk_dynamodb::config::Builder::from(&env.sdk)
+        .interceptor(interceptor)
+        .build();
+    let jobs = DynamoJobs::new(aws_sdk_dynamodb::Client::from_conf(config), &table);
+    let mut job = first.clone();
+    job.id = ulid::Ulid::new();
+    let created = jobs.create(&job, None).await.unwrap();
+    assert!(
+        matches!(&created, Created::New(j) if j.id == job.id),
+        "{created:?}"
+    );
+    assert!(env.aws().jobs.get(&owner, job.id).await.unwrap().is_some());
+    // Two jobs, two slots: the cancelled try wrote nothing, the retry counted once.
+    assert_eq!(env.in_flight("anonymous").await, 2);
 }
 
 #[tokio::test]
