@@ -221,14 +221,7 @@ impl Processor {
             return self.exhausted(message, &reason).await;
         }
         let delay = retry_delay(job.attempts).max(at_least.unwrap_or_default());
-        let now = OffsetDateTime::now_utc();
-        let due =
-            now.unix_timestamp() + delay.as_secs() as i64 + shared::resources::QUEUED_GRACE_SECONDS;
-        match self
-            .transitions
-            .release(&job.owner, job.id, &lease.token, false, due, now)
-            .await
-        {
+        match self.requeue(message, job, lease, false, delay).await {
             Ok(true) => {}
             // Ended or taken over meanwhile (a commit whose answer was lost, a cancel): the
             // message has nothing left to do.
@@ -236,14 +229,6 @@ impl Processor {
             Err(e) => {
                 return Outcome::Retry(format!("{reason}; could not release the job: {e}"));
             }
-        }
-        match &self.providers {
-            Some(providers) => {
-                if let Err(e) = providers.queue.send(message, delay).await {
-                    tracing::warn!(error = %e, "could not queue the retry; the recovery sweeper will");
-                }
-            }
-            None => tracing::info!("no queue wired; the recovery sweeper queues the retry"),
         }
         tracing::warn!(%reason, attempts = job.attempts, ?delay, "transient failure: job queued again");
         Outcome::Requeued(reason)
@@ -271,29 +256,50 @@ impl Processor {
                 BUSY_DEFER_LIMIT.as_secs()
             ));
         }
-        let due = now.unix_timestamp()
-            + BUSY_REQUEUE_DELAY.as_secs() as i64
-            + shared::resources::QUEUED_GRACE_SECONDS;
-        let (owner, job_id) = message.job();
         match self
-            .transitions
-            .release(owner, job_id, &lease.token, true, due, now)
+            .requeue(message, job, lease, true, BUSY_REQUEUE_DELAY)
             .await
         {
             Ok(true) => {}
             Ok(false) => return Outcome::Skipped("lease lost to another processor"),
             Err(e) => return Outcome::Retry(format!("{reason}; could not release the job: {e}")),
         }
-        match &self.providers {
-            Some(providers) => {
-                if let Err(e) = providers.queue.send(message, BUSY_REQUEUE_DELAY).await {
-                    tracing::warn!(error = %e, "could not queue the deferred job; the recovery sweeper will");
-                }
-            }
-            None => tracing::info!("no queue wired; the recovery sweeper queues the deferred job"),
-        }
         tracing::info!(%reason, delay = ?BUSY_REQUEUE_DELAY, "engine busy: job queued again, attempt not counted");
         Outcome::Deferred(reason)
+    }
+
+    /// Gives the claim back ([`JobTransitions::release`], refunding its attempt or not) and
+    /// sends `message` again after `delay`. The release makes the job due in the `pending`
+    /// index after the delay plus the queued grace, so a send that fails here (only logged)
+    /// is made up by the recovery sweeper. `Ok(false)` when the lease was lost: nothing was
+    /// released or sent.
+    async fn requeue(
+        &self,
+        message: &JobMessage,
+        job: &Job,
+        lease: &Lease,
+        refund_attempt: bool,
+        delay: Duration,
+    ) -> shared::Result<bool> {
+        let now = OffsetDateTime::now_utc();
+        let due =
+            now.unix_timestamp() + delay.as_secs() as i64 + shared::resources::QUEUED_GRACE_SECONDS;
+        if !self
+            .transitions
+            .release(&job.owner, job.id, &lease.token, refund_attempt, due, now)
+            .await?
+        {
+            return Ok(false);
+        }
+        match &self.providers {
+            Some(providers) => {
+                if let Err(e) = providers.queue.send(message, delay).await {
+                    tracing::warn!(error = %e, "could not queue the job again; the recovery sweeper will");
+                }
+            }
+            None => tracing::info!("no queue wired; the recovery sweeper queues the job again"),
+        }
+        Ok(true)
     }
 
     /// Runs the operation and stores its output; no job state changes here.

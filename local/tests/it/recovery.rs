@@ -56,15 +56,7 @@ impl Intercept for LoseResponses {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let this_operation = cfg
-            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
-            .is_some_and(|m| m.name() == self.operation);
-        if this_operation
-            && self
-                .left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-        {
+        if takes_one(cfg, self.operation, &self.left) {
             let response = context.response_mut();
             *response.status_mut() = 500.try_into().unwrap();
             *response.body_mut() = aws_smithy_types::body::SdkBody::from(
@@ -73,6 +65,16 @@ impl Intercept for LoseResponses {
         }
         Ok(())
     }
+}
+
+/// Whether the call `cfg` describes is an `operation` and one of the `left` faults is still to
+/// be injected (taking it).
+fn takes_one(cfg: &ConfigBag, operation: &str, left: &AtomicUsize) -> bool {
+    cfg.load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+        .is_some_and(|m| m.name() == operation)
+        && left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
 }
 
 /// Makes the first `TransactWriteItems` fail as DynamoDB cancels a transaction that met a
@@ -99,15 +101,7 @@ impl Intercept for ConflictFirst {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let transaction = cfg
-            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
-            .is_some_and(|m| m.name() == "TransactWriteItems");
-        if !transaction
-            || self
-                .left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                .is_err()
-        {
+        if !takes_one(cfg, "TransactWriteItems", &self.left) {
             return Ok(());
         }
         let body = std::str::from_utf8(context.request().body().bytes().unwrap_or_default())?;
