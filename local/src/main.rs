@@ -168,7 +168,10 @@ struct StackArgs {
     resource_suffix: Option<String>,
     /// Fault injection on the job-path ports for chaos runs (never in production):
     /// `seed=N,rate=R` with optional per-kind rates (`error`, `commit_then_error`, `conflict`,
-    /// `duplicate`), e.g. `seed=42,rate=0.05`. Printed at start so the run can be replayed.
+    /// `duplicate`), e.g. `seed=42,rate=0.05`, and an optional targeted abort
+    /// (`abort=job_write|provider_submit|s3_put|terminal_write:N`: the process ends with
+    /// SIGABRT right after its Nth successful call there). Printed at start so the run can be
+    /// replayed.
     #[arg(long, env = "FAULTS")]
     faults: Option<String>,
     /// Seconds before a segmenter call gives up (`SEGMENTER_TIMEOUT_SECONDS`, default 40, as on
@@ -178,7 +181,7 @@ struct StackArgs {
 }
 
 /// The emulator's SDK config and the stack `args` describe, without an API (`serve` adds
-/// one): resources provisioned, settings from the flags, the provider and notification
+/// one): resources provisioned, settings from the flags, the provider, notification and job
 /// sections from the environment as on Lambda.
 async fn stack_config(args: StackArgs) -> Result<(aws_config::SdkConfig, StackConfig), String> {
     let default_model = args
@@ -234,7 +237,7 @@ async fn stack_config(args: StackArgs) -> Result<(aws_config::SdkConfig, StackCo
     settings.models.compat_model = compat_model;
     settings.egress.allow_http_urls = args.allow_http_urls;
     settings.egress.allow_private_urls = args.allow_private_urls;
-    // The provider and notification sections come from the environment as on Lambda (the
+    // The provider, notification and job sections come from the environment as on Lambda (the
     // resources come from provisioning, the rest from the flags above). The sender is
     // verified on the emulator's SES so e-mail notifications are accepted (read them back at
     // /moto-api/data.json, "ses").
@@ -243,6 +246,7 @@ async fn stack_config(args: StackArgs) -> Result<(aws_config::SdkConfig, StackCo
         shared::providers::ProviderSettings::load(&env).map_err(|e| e.to_string())?;
     settings.notifications =
         shared::config::NotifySettings::load(&env).map_err(|e| e.to_string())?;
+    settings.jobs = shared::config::JobSettings::load(&env).map_err(|e| e.to_string())?;
     if let Some(from) = &settings.notifications.from_email {
         imagejobs_local::provision::verify_email_identity(&sdk, from)
             .await

@@ -14,6 +14,13 @@
 //!   that raced another on the same quota item, after the adapter's own retries gave up;
 //! - [`FaultKind::DuplicateSend`]: send a queue message twice (SQS's at-least-once delivery).
 //!
+//! A plan may also name one targeted abort ([`AbortPlan`], `abort=provider_submit:7`): the
+//! process ends with `SIGABRT` right after its 7th successful call at that [`AbortPoint`],
+//! inside the window issue #13 names (after the job write, after a paid provider submit, after
+//! the result's S3 put, after the terminal write), where a random SIGKILL rarely lands. It
+//! draws nothing from the seeded stream, so adding one leaves the other faults' sequence as
+//! it was; only the chaos suite's worker and API processes carry one.
+//!
 //! Every fired fault is counted per kind ([`Faults::counts`]) so a run can prove each kind
 //! fired, and a [`FaultPlan`] is printed at start (`FAULTS=seed=42,rate=0.05`) so the run can
 //! be replayed from its seed. Concurrency decides which call gets which draw, so a replay
@@ -79,15 +86,88 @@ impl FaultKind {
     }
 }
 
+/// A window of the job lifecycle a targeted abort lands in: right after a successful call at
+/// one of [`AbortPoint::sites`] (issue #13, "targeted aborts in each window").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AbortPoint {
+    /// After the job record's create (before its queue send): window 1, the lost job.
+    JobWrite,
+    /// After a paid provider call was accepted (before its request id or result is recorded):
+    /// window 2, paid twice.
+    ProviderSubmit,
+    /// After the result's S3 put (before the completion write).
+    ResultPut,
+    /// After the terminal write (before the notify message): window 5, notifications.
+    TerminalWrite,
+}
+
+impl AbortPoint {
+    /// Every point, in the order tables print them.
+    pub const ALL: [AbortPoint; 4] = [
+        Self::JobWrite,
+        Self::ProviderSubmit,
+        Self::ResultPut,
+        Self::TerminalWrite,
+    ];
+
+    /// The point's name in a plan (`abort=<name>:<n>`) and in the abort line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::JobWrite => "job_write",
+            Self::ProviderSubmit => "provider_submit",
+            Self::ResultPut => "s3_put",
+            Self::TerminalWrite => "terminal_write",
+        }
+    }
+
+    /// The decorated call sites (`port.method`, as fault counts name them) after which this
+    /// point aborts.
+    pub fn sites(self) -> &'static [&'static str] {
+        match self {
+            Self::JobWrite => &["jobs.create"],
+            Self::ProviderSubmit => &[
+                "stability.submit",
+                "stability.remove_background",
+                "fal.submit",
+            ],
+            Self::ResultPut => &["blobs.put"],
+            Self::TerminalWrite => &[
+                "jobs.complete",
+                "jobs.complete_provider",
+                "jobs.fail",
+                "jobs.cancel",
+            ],
+        }
+    }
+}
+
+/// One targeted abort: the process ends right after its `after`-th successful call (1-based)
+/// at `point`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortPlan {
+    /// The window.
+    pub point: AbortPoint,
+    /// Which successful call at `point` is the last (≥ 1).
+    pub after: u64,
+}
+
+/// What the process writes to stderr just before a targeted abort, followed by
+/// `point=<name> site=<port.method> call=<n>`: a supervisor reads it to tell a planned abort
+/// from a crash.
+pub const ABORT_LINE: &str = "fault injected: abort";
+
 /// A seed and a rate per kind: what a chaos run injects, written and read as
 /// `seed=42,rate=0.05` (every kind at 5 %) with optional per-kind overrides
-/// (`error=0.02,commit_then_error=0.02,conflict=0.1,duplicate=0.1`).
+/// (`error=0.02,commit_then_error=0.02,conflict=0.1,duplicate=0.1`) and an optional targeted
+/// abort (`abort=s3_put:3`; never implied by `rate`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultPlan {
     /// Seed of the random stream.
     pub seed: u64,
     /// Probability per eligible call, per kind (indexed like [`FaultKind::ALL`]).
     pub rates: [f64; 4],
+    /// The process's targeted abort, if any.
+    pub abort: Option<AbortPlan>,
 }
 
 impl FaultPlan {
@@ -96,6 +176,7 @@ impl FaultPlan {
         Self {
             seed,
             rates: [rate; 4],
+            abort: None,
         }
     }
 
@@ -104,14 +185,16 @@ impl FaultPlan {
         self.rates[kind.index()]
     }
 
-    /// Parses a spec such as `seed=42,rate=0.05,conflict=0.2`. `rate` sets every kind; a kind
-    /// named after it overrides it. A seed is required, so every run names the one it used.
+    /// Parses a spec such as `seed=42,rate=0.05,conflict=0.2,abort=terminal_write:5`. `rate`
+    /// sets every kind; a kind named after it overrides it; `abort=<point>:<n>` (n ≥ 1) plans a
+    /// targeted abort. A seed is required, so every run names the one it used.
     ///
     /// # Errors
     /// [`Error::Config`] naming the offending pair.
     pub fn parse(spec: &str) -> Result<Self> {
         let mut seed = None;
         let mut rates = [0.0; 4];
+        let mut abort = None;
         let mut overrides: Vec<(FaultKind, f64)> = Vec::new();
         for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let bad = || Error::Config(format!("FAULTS: cannot read '{pair}'"));
@@ -119,6 +202,21 @@ impl FaultPlan {
             let (key, value) = (key.trim(), value.trim());
             if key == "seed" {
                 seed = Some(value.parse::<u64>().map_err(|_| bad())?);
+                continue;
+            }
+            if key == "abort" {
+                let (point, after) = value.split_once(':').ok_or_else(bad)?;
+                let point = AbortPoint::ALL
+                    .into_iter()
+                    .find(|p| p.name() == point.trim())
+                    .ok_or_else(bad)?;
+                let after = after
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(bad)?;
+                abort = Some(AbortPlan { point, after });
                 continue;
             }
             let rate = value
@@ -140,7 +238,7 @@ impl FaultPlan {
             rates[kind.index()] = rate;
         }
         let seed = seed.ok_or_else(|| Error::Config("FAULTS: seed=N is required".into()))?;
-        Ok(Self { seed, rates })
+        Ok(Self { seed, rates, abort })
     }
 }
 
@@ -149,6 +247,9 @@ impl std::fmt::Display for FaultPlan {
         write!(f, "seed={}", self.seed)?;
         for kind in FaultKind::ALL {
             write!(f, ",{}={}", kind.name(), self.rate(kind))?;
+        }
+        if let Some(AbortPlan { point, after }) = self.abort {
+            write!(f, ",abort={}:{after}", point.name())?;
         }
         Ok(())
     }
@@ -161,6 +262,8 @@ pub struct Faults {
     counts: [AtomicU64; 4],
     /// Fired faults by `port.method.kind`, for the log line that says where they landed.
     sites: Mutex<BTreeMap<String, u64>>,
+    /// Successful calls so far at the planned abort's point.
+    abort_calls: AtomicU64,
 }
 
 impl std::fmt::Debug for Faults {
@@ -177,6 +280,7 @@ impl Faults {
             plan,
             counts: Default::default(),
             sites: Mutex::new(BTreeMap::new()),
+            abort_calls: AtomicU64::new(0),
         }
     }
 
@@ -205,6 +309,31 @@ impl Faults {
             .map(|(k, n)| format!("{}={n}", k.name()))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// Counts a successful call at `site`; true when it is the planned abort's call.
+    fn abort_due(&self, site: &str) -> bool {
+        let Some(plan) = self.plan.abort else {
+            return false;
+        };
+        plan.point.sites().contains(&site)
+            && self.abort_calls.fetch_add(1, Ordering::SeqCst) + 1 == plan.after
+    }
+
+    /// Ends the process (`SIGABRT`, no unwinding, no shutdown: a crash) when the call that
+    /// just succeeded at `site` is the planned abort's; first says so on stderr
+    /// ([`ABORT_LINE`]).
+    fn after_success(&self, site: &str) {
+        if let Some(plan) = self.plan.abort
+            && self.abort_due(site)
+        {
+            eprintln!(
+                "{ABORT_LINE} point={} site={site} call={}",
+                plan.point.name(),
+                plan.after
+            );
+            std::process::abort();
+        }
     }
 
     /// Draws once among `kinds` (each with its own rate, tried in order); the first that
@@ -268,7 +397,13 @@ impl<T> Faulty<T> {
         F: std::future::Future<Output = Result<R>>,
     {
         match self.faults.draw(site, kinds) {
-            None => call.await,
+            None => {
+                let result = call.await;
+                if result.is_ok() {
+                    self.faults.after_success(site);
+                }
+                result
+            }
             Some(CommitThenError) => {
                 // The write's own outcome is thrown away as a lost response would be.
                 let _ = call.await;
@@ -629,7 +764,13 @@ impl<T> Faulty<T> {
         F: std::future::Future<Output = std::result::Result<R, ProviderError>>,
     {
         match self.faults.draw(site, WRITE) {
-            None => call.await,
+            None => {
+                let result = call.await;
+                if result.is_ok() {
+                    self.faults.after_success(site);
+                }
+                result
+            }
             Some(CommitThenError) => {
                 let _ = call.await;
                 Err(provider_fault(site, CommitThenError))
@@ -732,9 +873,53 @@ mod tests {
             "seed=1,rate=2",
             "seed=1,boom=0.1",
             "seed",
+            "seed=1,abort=s3_put",
+            "seed=1,abort=s3_put:0",
+            "seed=1,abort=somewhere:3",
         ] {
             assert!(FaultPlan::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_abort_is_planned_by_name_only_and_survives_a_round_trip() {
+        assert_eq!(FaultPlan::parse("seed=1,rate=1").unwrap().abort, None);
+        let plan = FaultPlan::parse("seed=3,rate=0.01,abort=provider_submit:7").unwrap();
+        assert_eq!(
+            plan.abort,
+            Some(AbortPlan {
+                point: AbortPoint::ProviderSubmit,
+                after: 7
+            })
+        );
+        assert_eq!(FaultPlan::parse(&plan.to_string()).unwrap(), plan);
+    }
+
+    #[test]
+    fn the_planned_abort_falls_on_its_nth_call_at_its_point_only() {
+        let mut plan = FaultPlan::uniform(5, 0.0);
+        plan.abort = Some(AbortPlan {
+            point: AbortPoint::TerminalWrite,
+            after: 3,
+        });
+        let faults = Faults::new(plan);
+        // Other points' sites never count towards it.
+        for site in ["jobs.create", "blobs.put", "fal.submit", "jobs.claim"] {
+            assert!(!faults.abort_due(site), "{site}");
+        }
+        let due: Vec<bool> = [
+            "jobs.complete",
+            "jobs.fail",
+            "jobs.complete_provider",
+            "jobs.cancel",
+        ]
+        .into_iter()
+        .map(|site| faults.abort_due(site))
+        .collect();
+        assert_eq!(due, [false, false, true, false]);
+        // Without a plan nothing is ever due.
+        let none = Faults::new(FaultPlan::uniform(5, 1.0));
+        assert!((0..10).all(|_| !none.abort_due("jobs.complete")));
     }
 
     #[test]

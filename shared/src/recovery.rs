@@ -122,27 +122,39 @@ impl Sweeper {
 
     async fn recover(&self, job: &PendingJob, now: OffsetDateTime) -> Result<Option<Recovered>> {
         let until = now.unix_timestamp() + self.retry_after.as_secs() as i64;
-        if !self
+        match self
             .pending
             .postpone(&job.owner, job.id, job.due, until)
-            .await?
+            .await
         {
-            return Ok(None);
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => {
+                // The write may have landed with its answer lost; if so, the job would sit
+                // out `retry_after` with nothing sent.
+                self.make_due_again(job, until).await;
+                return Err(e);
+            }
         }
         match self.act(job, now, until).await {
             Ok(recovered) => Ok(Some(recovered)),
             Err(e) => {
-                // Due again at once: the next pass (seconds away) tries again, instead of
-                // waiting out `retry_after` for a message that was never sent.
-                if let Err(restore) = self
-                    .pending
-                    .postpone(&job.owner, job.id, until, job.due)
-                    .await
-                {
-                    tracing::warn!(error = %restore, "could not make the job due again");
-                }
+                self.make_due_again(job, until).await;
                 Err(e)
             }
+        }
+    }
+
+    /// Puts the job's due time back from `until` to what the pass saw (only if `until` is
+    /// still there: ours), so the next pass, seconds away, tries again instead of waiting out
+    /// `retry_after` for a message that was never sent.
+    async fn make_due_again(&self, job: &PendingJob, until: i64) {
+        if let Err(e) = self
+            .pending
+            .postpone(&job.owner, job.id, until, job.due)
+            .await
+        {
+            tracing::warn!(error = %e, "could not make the job due again");
         }
     }
 

@@ -374,6 +374,63 @@ mod tests {
         assert_eq!(queue.sent().len(), 1);
     }
 
+    /// The jobs table, whose first `postpone` is applied and its answer lost.
+    struct LostPostpone {
+        jobs: Arc<InMemoryJobs>,
+        lost: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl shared::core::PendingJobs for LostPostpone {
+        async fn due(
+            &self,
+            now: i64,
+            limit: usize,
+        ) -> shared::Result<Vec<shared::core::PendingJob>> {
+            self.jobs.due(now, limit).await
+        }
+        async fn postpone(
+            &self,
+            owner: &OwnerId,
+            id: ulid::Ulid,
+            seen: i64,
+            until: i64,
+        ) -> shared::Result<bool> {
+            let applied = self.jobs.postpone(owner, id, seen, until).await?;
+            if self.lost.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(shared::Error::Unavailable {
+                    service: "dynamodb",
+                    message: "the answer was lost".into(),
+                });
+            }
+            Ok(applied)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recovery_whose_postpone_answer_was_lost_is_due_again_at_once() {
+        let (jobs, queue) = (
+            Arc::new(InMemoryJobs::new()),
+            Arc::new(InMemoryQueue::new()),
+        );
+        let owner = OwnerId::parse("acme").unwrap();
+        let t0 = OffsetDateTime::now_utc();
+        jobs.create(&job(&owner, t0), None).await.unwrap();
+        let pending = Arc::new(LostPostpone {
+            jobs: jobs.clone(),
+            lost: true.into(),
+        });
+        let lossy = Sweeper::new(pending, queue.clone(), jobs.clone(), 3);
+        let at = t0 + Span::seconds(31);
+        let report = lossy.sweep(at, 100).await.unwrap();
+        assert_eq!((report.due, report.errors), (1, 1), "{report:?}");
+        assert!(queue.sent().is_empty());
+        // Not left `retry_after` (60 s) on with nothing sent: the next pass sends it.
+        let report = lossy.sweep(at + Span::seconds(5), 100).await.unwrap();
+        assert_eq!(report.requeued, 1, "{report:?}");
+        assert_eq!(queue.sent().len(), 1);
+    }
+
     #[tokio::test]
     async fn two_sweepers_on_one_due_time_send_one_message() {
         let (jobs, queue) = (

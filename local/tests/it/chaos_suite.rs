@@ -10,6 +10,7 @@
 //! inputs are the same every run; thread scheduling still decides where each fault lands).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,9 +24,9 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::common::stability::multipart_parts;
-use crate::common::{TestEnv, fal as fal_contract, spawn_worker, stability as stability_contract};
+use crate::common::{TestEnv, fal as fal_contract, spawn_local, stability as stability_contract};
 use shared::core::JobStore;
-use shared::faults::{FaultKind, FaultPlan, Faults};
+use shared::faults::{ABORT_LINE, AbortPlan, AbortPoint, FaultKind, FaultPlan, Faults};
 use shared::job::{Job, JobStatus, OwnerId};
 
 /// Jobs of the CI variant (the issue asks for ≥ 300 within 6 minutes on 2 cores).
@@ -284,11 +285,14 @@ impl Respond for FalSubmit {
     }
 }
 
-/// An `imagejobs-local worker` process; its last "fault counts" line is kept, since a SIGKILL
-/// leaves no chance to report at exit.
+/// An `imagejobs-local` process of the run: a `worker`, or the `serve` process that takes part
+/// of the load's creates. Its last "fault counts" line is kept, since a SIGKILL or an abort
+/// leaves no chance to report at exit, and so is its abort line (the planned point it died at).
 struct Worker {
     child: Child,
     faults: Arc<Mutex<BTreeMap<String, u64>>>,
+    aborted: Arc<Mutex<Option<AbortPoint>>>,
+    log: PathBuf,
 }
 
 fn parse_counts(line: &str) -> Option<BTreeMap<String, u64>> {
@@ -305,20 +309,42 @@ fn parse_counts(line: &str) -> Option<BTreeMap<String, u64>> {
     Some(out)
 }
 
+/// The point named by an [`ABORT_LINE`] (`... point=s3_put site=blobs.put call=7`).
+fn parse_abort(line: &str) -> Option<AbortPoint> {
+    let rest = &line[line.find(ABORT_LINE)? + ABORT_LINE.len()..];
+    let name = rest
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("point="))?;
+    AbortPoint::ALL.into_iter().find(|p| p.name() == name)
+}
+
 impl Worker {
-    fn start(env: &TestEnv, vars: &[(String, String)], log: std::path::PathBuf) -> Self {
+    fn start(env: &TestEnv, role: Role, vars: &[(String, String)], log: PathBuf) -> Self {
         let faults = Arc::new(Mutex::new(BTreeMap::new()));
+        let aborted = Arc::new(Mutex::new(None));
         // Each incarnation's log is kept for the post-mortem of a failed run.
         let file = Mutex::new(std::fs::File::create(&log).unwrap());
-        let counts = faults.clone();
-        let child = spawn_worker(env, vars, move |line| {
+        let (counts, abort) = (faults.clone(), aborted.clone());
+        let subcommand = match role {
+            Role::Worker => "worker",
+            Role::Api => "serve",
+        };
+        let child = spawn_local(env, subcommand, vars, move |line| {
             use std::io::Write;
             let _ = writeln!(file.lock().unwrap(), "{line}");
             if let Some(c) = parse_counts(line) {
                 *counts.lock().unwrap() = c;
             }
+            if let Some(point) = parse_abort(line) {
+                *abort.lock().unwrap() = Some(point);
+            }
         });
-        Self { child, faults }
+        Self {
+            child,
+            faults,
+            aborted,
+            log,
+        }
     }
 
     /// SIGKILL (by this child's own PID): no shutdown, leases kept, messages left invisible.
@@ -327,12 +353,194 @@ impl Worker {
         self.child.wait().unwrap();
         self.faults.lock().unwrap().clone()
     }
+
+    /// How the process ended, if it did: `Ok(point)` for its planned abort (its abort line,
+    /// then SIGABRT), `Err` for anything else (a crash the run did not plan: a failure).
+    fn ended(&mut self) -> Option<Result<AbortPoint, String>> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.try_wait().unwrap()?;
+        // The pipe threads may still be reading the last lines.
+        let mut point = None;
+        for _ in 0..20 {
+            point = *self.aborted.lock().unwrap();
+            if point.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(match point {
+            Some(point) if status.signal() == Some(SIGABRT) => Ok(point),
+            _ => Err(format!(
+                "a process ended unplanned: {status} (its log: {})",
+                self.log.display()
+            )),
+        })
+    }
 }
+
+/// SIGABRT's number on Linux, which `std::process::abort` raises.
+const SIGABRT: i32 = 6;
 
 impl Drop for Worker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What an `imagejobs-local` process of the run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `worker`: queue workers and the sweeper; SIGKILLed now and then, and aborts after a
+    /// provider submit, an S3 put or a terminal write.
+    Worker,
+    /// `serve`: the API that takes the even-numbered keyed creates, with its own queue
+    /// workers (batch 1); aborts after a job write.
+    Api,
+}
+
+/// A crash the run caused: when, what, and the jobs it may have interrupted, with their
+/// attempts then (each must end within [`RECOVERY_LIMIT_SECONDS`]): those processing, and
+/// after a job write also those queued (the one whose send the crash prevented).
+struct Crash {
+    at: time::OffsetDateTime,
+    what: String,
+    interrupted: Vec<(ulid::Ulid, u32)>,
+}
+
+/// The jobs a crash at this moment may interrupt: `processing` ones, and `queued` ones too
+/// when `queued` (a crash after a job write).
+async fn interrupted(env: &TestEnv, owners: &[String], queued: bool) -> Vec<(ulid::Ulid, u32)> {
+    all_jobs(env, owners)
+        .await
+        .into_iter()
+        .filter(|j| j.status == JobStatus::Processing || (queued && j.status == JobStatus::Queued))
+        .map(|j| (j.id, j.attempts))
+        .collect()
+}
+
+/// A process's environment from its role, incarnation and targeted abort.
+type ProcessVars<'a> = dyn Fn(Role, u64, Option<AbortPlan>) -> Vec<(String, String)> + 'a;
+
+/// The run's `imagejobs-local` processes, each restarted when it is killed or aborts.
+struct Fleet<'a> {
+    env: &'a TestEnv,
+    logs: PathBuf,
+    vars: Box<ProcessVars<'a>>,
+    workers: Vec<Worker>,
+    api: Option<Worker>,
+    incarnation: u64,
+    rng: StdRng,
+    /// Whether new incarnations get a targeted abort (until the kills stop, so the drain
+    /// converges).
+    plan_aborts: bool,
+    aborts: BTreeMap<AbortPoint, u64>,
+    /// The last fault counts of every incarnation that was killed or aborted.
+    ended_counts: Vec<BTreeMap<String, u64>>,
+}
+
+/// The points a worker aborts at, in turn.
+const WORKER_POINTS: [AbortPoint; 3] = [
+    AbortPoint::ProviderSubmit,
+    AbortPoint::ResultPut,
+    AbortPoint::TerminalWrite,
+];
+
+impl Fleet<'_> {
+    /// The next incarnation's abort: the API's after its 4th–12th create; a worker's at the
+    /// point that has fired least so far (ties in turn), after its 4th–16th call there.
+    fn abort_plan(&mut self, role: Role) -> Option<AbortPlan> {
+        if !self.plan_aborts {
+            return None;
+        }
+        Some(match role {
+            Role::Api => AbortPlan {
+                point: AbortPoint::JobWrite,
+                after: self.rng.random_range(4..=12),
+            },
+            Role::Worker => {
+                let turn = self.incarnation as usize % WORKER_POINTS.len();
+                let (_, point) = WORKER_POINTS
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(i, p)| {
+                        (
+                            self.aborts.get(p).copied().unwrap_or(0),
+                            (i + WORKER_POINTS.len() - turn) % WORKER_POINTS.len(),
+                        )
+                    })
+                    .unwrap();
+                AbortPlan {
+                    point: *point,
+                    after: self.rng.random_range(4..=16),
+                }
+            }
+        })
+    }
+
+    fn start(&mut self, role: Role) -> Worker {
+        let abort = self.abort_plan(role);
+        let n = self.incarnation;
+        self.incarnation += 1;
+        let name = match role {
+            Role::Worker => format!("worker-{n}.log"),
+            Role::Api => format!("api-{n}.log"),
+        };
+        Worker::start(
+            self.env,
+            role,
+            &(self.vars)(role, n, abort),
+            self.logs.join(name),
+        )
+    }
+
+    /// Restarts every process that ended on its own. A planned abort is counted and returned
+    /// as a crash, with the jobs not yet ended; any other end fails the run at once.
+    async fn supervise(&mut self, owners: &[String]) -> Vec<Crash> {
+        let mut ended: Vec<(Role, AbortPoint, BTreeMap<String, u64>)> = Vec::new();
+        let mut i = 0;
+        while i < self.workers.len() {
+            match self.workers[i].ended() {
+                None => i += 1,
+                Some(how) => {
+                    let point = how.unwrap_or_else(|e| panic!("{e}"));
+                    let gone = self.workers.remove(i);
+                    ended.push((Role::Worker, point, gone.faults.lock().unwrap().clone()));
+                }
+            }
+        }
+        if let Some(api) = self.api.as_mut()
+            && let Some(how) = api.ended()
+        {
+            let point = how.unwrap_or_else(|e| panic!("{e}"));
+            let counts = api.faults.lock().unwrap().clone();
+            self.api = None;
+            ended.push((Role::Api, point, counts));
+        }
+        if ended.is_empty() {
+            return Vec::new();
+        }
+        let at = time::OffsetDateTime::now_utc();
+        let queued = ended.iter().any(|(role, ..)| *role == Role::Api);
+        let interrupted = interrupted(self.env, owners, queued).await;
+        let mut crashes = Vec::new();
+        for (role, point, counts) in ended {
+            *self.aborts.entry(point).or_default() += 1;
+            self.ended_counts.push(counts);
+            match role {
+                Role::Worker => {
+                    let w = self.start(Role::Worker);
+                    self.workers.push(w);
+                }
+                Role::Api => self.api = Some(self.start(Role::Api)),
+            }
+            crashes.push(Crash {
+                at,
+                what: format!("{role:?} abort after {}", point.name()),
+                interrupted: interrupted.clone(),
+            });
+        }
+        crashes
     }
 }
 
@@ -575,38 +783,60 @@ async fn run(jobs: usize, owners: usize) {
         plan.rates[3] = DUPLICATE_RATE;
         plan
     };
-    let worker_vars = |incarnation: u64| -> Vec<(String, String)> {
-        let plan = port_faults(seed.wrapping_add(incarnation));
-        [
-            ("SEGMENTER_URL", segmenter.uri()),
-            (
-                "SEGMENTER_TIMEOUT_SECONDS",
-                CALL_TIMEOUT_SECONDS.to_string(),
-            ),
-            ("DEFAULT_MODEL", "plain-background".into()),
-            ("STABILITY_API_KEY", stability_contract::KEY.into()),
-            ("STABILITY_BASE_URL", stability.uri()),
-            (
-                "STABILITY_TIMEOUT_SECONDS",
-                CALL_TIMEOUT_SECONDS.to_string(),
-            ),
-            ("FAL_KEY", fal_contract::KEY.into()),
-            ("FAL_QUEUE_URL", fal.uri()),
-            ("FAL_TIMEOUT_SECONDS", CALL_TIMEOUT_SECONDS.to_string()),
-            ("POLL_DELAY_SECONDS", "1".into()),
-            (
-                "PROVIDER_DEADLINE_SECONDS",
-                PROVIDER_DEADLINE_SECONDS.to_string(),
-            ),
-            ("ALLOW_HTTP_URLS", "true".into()),
-            ("ALLOW_PRIVATE_URLS", "true".into()),
-            ("PROCESSOR_BATCH_SIZE", "4".into()),
-            ("FAULTS", plan.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    };
+    // The second API's port, fixed for all its incarnations (clients retry through restarts).
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (segmenter_uri, stability_uri, fal_uri) = (segmenter.uri(), stability.uri(), fal.uri());
+    let process_vars =
+        move |role: Role, incarnation: u64, abort: Option<AbortPlan>| -> Vec<(String, String)> {
+            let mut plan = port_faults(seed.wrapping_add(incarnation));
+            plan.abort = abort;
+            let batch = match role {
+                Role::Worker => "4",
+                Role::Api => "1",
+            };
+            let api: &[(&str, String)] = match role {
+                Role::Worker => &[],
+                Role::Api => &[
+                    ("API_ADDR", format!("127.0.0.1:{api_port}")),
+                    ("MAX_JOBS_IN_FLIGHT", "10000".into()),
+                    ("MAX_JOBS_PER_MINUTE", "10000".into()),
+                ],
+            };
+            [
+                ("SEGMENTER_URL", segmenter_uri.clone()),
+                (
+                    "SEGMENTER_TIMEOUT_SECONDS",
+                    CALL_TIMEOUT_SECONDS.to_string(),
+                ),
+                ("DEFAULT_MODEL", "plain-background".into()),
+                ("STABILITY_API_KEY", stability_contract::KEY.into()),
+                ("STABILITY_BASE_URL", stability_uri.clone()),
+                (
+                    "STABILITY_TIMEOUT_SECONDS",
+                    CALL_TIMEOUT_SECONDS.to_string(),
+                ),
+                ("FAL_KEY", fal_contract::KEY.into()),
+                ("FAL_QUEUE_URL", fal_uri.clone()),
+                ("FAL_TIMEOUT_SECONDS", CALL_TIMEOUT_SECONDS.to_string()),
+                ("POLL_DELAY_SECONDS", "1".into()),
+                (
+                    "PROVIDER_DEADLINE_SECONDS",
+                    PROVIDER_DEADLINE_SECONDS.to_string(),
+                ),
+                ("ALLOW_HTTP_URLS", "true".into()),
+                ("ALLOW_PRIVATE_URLS", "true".into()),
+                ("PROCESSOR_BATCH_SIZE", batch.into()),
+                ("FAULTS", plan.to_string()),
+            ]
+            .into_iter()
+            .chain(api.iter().cloned())
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+        };
     let api_faults = Arc::new(Faults::new(port_faults(seed)));
     let stack = env
         .start_stack_with(
@@ -620,16 +850,24 @@ async fn run(jobs: usize, owners: usize) {
     let logs = std::env::temp_dir().join(format!("imagejobs-chaos-{seed}-{}", env.suffix));
     std::fs::create_dir_all(&logs).unwrap();
     eprintln!("chaos: worker logs in {}", logs.display());
-    let mut incarnation = 1;
-    let mut workers: Vec<Worker> = Vec::new();
+    let mut fleet = Fleet {
+        env: &env,
+        logs: logs.clone(),
+        vars: Box::new(process_vars),
+        workers: Vec::new(),
+        api: None,
+        incarnation: 1,
+        rng: StdRng::seed_from_u64(seed ^ 0xab07),
+        plan_aborts: true,
+        aborts: BTreeMap::new(),
+        ended_counts: Vec::new(),
+    };
     for _ in 0..2 {
-        workers.push(Worker::start(
-            &env,
-            &worker_vars(incarnation),
-            logs.join(format!("worker-{incarnation}.log")),
-        ));
-        incarnation += 1;
+        let w = fleet.start(Role::Worker);
+        fleet.workers.push(w);
     }
+    fleet.api = Some(fleet.start(Role::Api));
+    let api_base = format!("http://127.0.0.1:{api_port}");
 
     // Owners, each with a default webhook.
     let owner_names: Vec<String> = (0..owners).map(|i| format!("chaos-{i}")).collect();
@@ -704,12 +942,10 @@ async fn run(jobs: usize, owners: usize) {
     let submitted: Arc<Mutex<Vec<Submitted>>> = Arc::default();
     let cancels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let load = {
-        let (submitted, cancels, base, clients) = (
-            submitted.clone(),
-            cancels.clone(),
-            base.clone(),
-            clients.clone(),
-        );
+        let (submitted, cancels, clients) = (submitted.clone(), cancels.clone(), clients.clone());
+        // Keyed jobs with an even index go to the `serve` process that aborts after job
+        // writes: their retries, with the same key, are safe across its restarts.
+        let bases = [base.clone(), api_base.clone()];
         let gap = submit_window.as_secs_f64() / jobs as f64;
         tokio::spawn(async move {
             let gate = Arc::new(tokio::sync::Semaphore::new(8));
@@ -719,7 +955,7 @@ async fn run(jobs: usize, owners: usize) {
                 let permit = gate.clone().acquire_owned().await.unwrap();
                 let (c, base, submitted, cancels) = (
                     clients[owner].clone(),
-                    base.clone(),
+                    bases[usize::from(key.is_some() && i % 2 == 0)].clone(),
                     submitted.clone(),
                     cancels.clone(),
                 );
@@ -766,33 +1002,39 @@ async fn run(jobs: usize, owners: usize) {
     };
 
     // Kills: one worker every 10–30 s, restarted at once, until `kill_until`; each kill
-    // remembers which jobs were processing then, and when the last of them ended.
+    // remembers which jobs were processing then, and when the last of them ended. Aborts:
+    // every process started until then carries one targeted abort (`Fleet::abort_plan`), and
+    // is restarted when it has aborted; each abort remembers every job not yet ended.
     let kill_until = submit_window + Duration::from_secs(15);
-    let mut kills: Vec<(time::OffsetDateTime, Vec<(OwnerId, ulid::Ulid)>)> = Vec::new();
-    let mut killed_counts: Vec<BTreeMap<String, u64>> = Vec::new();
+    let mut crashes: Vec<Crash> = Vec::new();
+    let mut kills = 0usize;
     let mut next_kill = started + Duration::from_secs(rng.random_range(10..=30));
-    while started.elapsed() < kill_until {
+    while started.elapsed() < kill_until || !load.is_finished() {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        crashes.extend(fleet.supervise(&owner_names).await);
+        if started.elapsed() >= kill_until {
+            fleet.plan_aborts = false;
+            continue;
+        }
         if Instant::now() < next_kill {
             continue;
         }
-        let processing: Vec<(OwnerId, ulid::Ulid)> = all_jobs(&env, &owner_names)
-            .await
-            .into_iter()
-            .filter(|j| j.status == JobStatus::Processing)
-            .map(|j| (j.owner, j.id))
-            .collect();
-        let victim = workers.remove(rng.random_range(0..workers.len()));
-        killed_counts.push(victim.kill());
-        kills.push((time::OffsetDateTime::now_utc(), processing));
-        workers.push(Worker::start(
-            &env,
-            &worker_vars(incarnation),
-            logs.join(format!("worker-{incarnation}.log")),
-        ));
-        incarnation += 1;
+        let processing = interrupted(&env, &owner_names, false).await;
+        let victim = fleet
+            .workers
+            .remove(rng.random_range(0..fleet.workers.len()));
+        fleet.ended_counts.push(victim.kill());
+        kills += 1;
+        crashes.push(Crash {
+            at: time::OffsetDateTime::now_utc(),
+            what: "worker SIGKILL".into(),
+            interrupted: processing,
+        });
+        let w = fleet.start(Role::Worker);
+        fleet.workers.push(w);
         next_kill = Instant::now() + Duration::from_secs(rng.random_range(10..=30));
     }
+    fleet.plan_aborts = false;
     load.await.unwrap();
 
     // Drain: every job terminal and its webhook delivered, within the CI budget.
@@ -824,6 +1066,8 @@ async fn run(jobs: usize, owners: usize) {
             break;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+        // An incarnation started before the kills stopped may still abort.
+        crashes.extend(fleet.supervise(&owner_names).await);
     }
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let samples = sampler.await.unwrap();
@@ -835,11 +1079,13 @@ async fn run(jobs: usize, owners: usize) {
     for (kind, n) in api_faults.counts() {
         *faults.entry(kind.name().to_owned()).or_default() += n;
     }
-    let running: Vec<BTreeMap<String, u64>> = workers
+    let running: Vec<BTreeMap<String, u64>> = fleet
+        .workers
         .iter()
+        .chain(fleet.api.iter())
         .map(|w| w.faults.lock().unwrap().clone())
         .collect();
-    for counts in killed_counts.iter().chain(running.iter()) {
+    for counts in fleet.ended_counts.iter().chain(running.iter()) {
         for (k, n) in counts {
             *faults.entry(k.clone()).or_default() += n;
         }
@@ -862,7 +1108,11 @@ async fn run(jobs: usize, owners: usize) {
             .sum();
         faults.insert(name.into(), n as u64);
     }
-    faults.insert("worker_sigkill".into(), kills.len() as u64);
+    faults.insert("worker_sigkill".into(), kills as u64);
+    for point in AbortPoint::ALL {
+        let n = fleet.aborts.get(&point).copied().unwrap_or(0);
+        faults.insert(format!("abort_after_{}", point.name()), n);
+    }
 
     // The invariants.
     let by_id: HashMap<String, &Job> = all.iter().map(|j| (j.id.to_string(), j)).collect();
@@ -948,18 +1198,20 @@ async fn run(jobs: usize, owners: usize) {
         .filter_map(|j| j.finished_at.map(|f| (f - j.created_at).as_seconds_f64()))
         .collect();
     latencies.sort_by(f64::total_cmp);
-    // Per kill: until the last job processing at that moment ended (from the records'
-    // `finished_at`; a job that never ended counts as infinite).
+    // Per crash: until the last job it interrupted ended (from the records' `finished_at`; a
+    // job that never ended counts as infinite).
     let finished: HashMap<ulid::Ulid, Option<time::OffsetDateTime>> =
         all.iter().map(|j| (j.id, j.finished_at)).collect();
     // With the slowest job, so a long recovery can be looked up in the logs.
-    let recoveries: Vec<(f64, Option<ulid::Ulid>)> = kills
+    crashes.sort_by_key(|c| c.at);
+    let recoveries: Vec<(f64, Option<ulid::Ulid>)> = crashes
         .iter()
-        .map(|(at, processing)| {
-            processing
+        .map(|crash| {
+            crash
+                .interrupted
                 .iter()
-                .map(|(_, id)| match finished.get(id) {
-                    Some(Some(end)) => ((*end - *at).as_seconds_f64(), Some(*id)),
+                .map(|(id, _)| match finished.get(id) {
+                    Some(Some(end)) => ((*end - crash.at).as_seconds_f64(), Some(*id)),
                     _ => (f64::INFINITY, Some(*id)),
                 })
                 .fold((0.0, None), |a, b| if b.0 > a.0 { b } else { a })
@@ -995,7 +1247,7 @@ async fn run(jobs: usize, owners: usize) {
     for (kind, n) in &faults {
         eprintln!("| fault {kind} | {n} |");
     }
-    eprintln!("| kills | {} |", kills.len());
+    eprintln!("| kills | {kills} |");
     eprintln!("| lost jobs | {} |", lost.len());
     eprintln!("| double-paid jobs | {} |", double_paid.len());
     eprintln!("| leaked quota | {leaked} (lowest sample {min_seen}, {samples} samples) |");
@@ -1013,12 +1265,13 @@ async fn run(jobs: usize, owners: usize) {
         percentile(&latencies, 0.95)
     );
     eprintln!(
-        "| recovery after a kill (all jobs processing at the kill ended) | {} |",
+        "| recovery after a crash (every job it interrupted ended) | {} |",
         recoveries
             .iter()
-            .map(|(r, slowest)| match slowest {
-                Some(id) => format!("{r:.0} s ({id})"),
-                None => format!("{r:.0} s"),
+            .zip(&crashes)
+            .map(|((r, slowest), crash)| match slowest {
+                Some(id) => format!("{}: {r:.0} s ({id})", crash.what),
+                None => format!("{}: {r:.0} s", crash.what),
             })
             .collect::<Vec<_>>()
             .join(", ")
@@ -1074,23 +1327,30 @@ async fn run(jobs: usize, owners: usize) {
         over_attempts.is_empty(),
         format!("attempts over {max_receive}: {over_attempts:?}"),
     );
-    check(
-        !kills.is_empty(),
-        "no worker was killed: nothing was tested".into(),
-    );
-    // Recovery within 2 minutes of each kill. A job a later kill interrupted again is
-    // measured from that kill instead (each kill may cost it a lease).
+    check(kills > 0, "no worker was killed: nothing was tested".into());
+    // Recovery within 2 minutes of each crash. A job a later crash interrupted again (in a
+    // later attempt: the same attempt still open is the same interruption) is measured from
+    // that crash instead (each may cost it a lease).
     for (k, (recovery, slowest)) in recoveries.iter().enumerate() {
         let hit_again = slowest.is_some_and(|id| {
-            kills[k + 1..]
+            let then = crashes[k]
+                .interrupted
                 .iter()
-                .any(|(_, processing)| processing.iter().any(|(_, p)| *p == id))
+                .find(|(j, _)| *j == id)
+                .map_or(0, |(_, a)| *a);
+            crashes[k + 1..].iter().any(|later| {
+                later
+                    .interrupted
+                    .iter()
+                    .any(|(j, attempts)| *j == id && *attempts > then)
+            })
         });
         check(
             *recovery <= RECOVERY_LIMIT_SECONDS || hit_again,
             format!(
-                "kill {}: the jobs it interrupted ended {recovery:.0} s after it (slowest {slowest:?}), over {RECOVERY_LIMIT_SECONDS} s",
-                k + 1
+                "crash {} ({}): the jobs it interrupted ended {recovery:.0} s after it (slowest {slowest:?}), over {RECOVERY_LIMIT_SECONDS} s",
+                k + 1,
+                crashes[k].what
             ),
         );
     }
@@ -1104,10 +1364,16 @@ async fn run(jobs: usize, owners: usize) {
             ),
         );
     }
+    // Kills and aborts are fewer by nature; every window still takes at least one abort.
     for (kind, n) in &faults {
+        let least = if kind == "worker_sigkill" || kind.starts_with("abort_after_") {
+            1
+        } else {
+            5
+        };
         check(
-            *n >= 5 || kind == "worker_sigkill",
-            format!("fault {kind} fired {n} times (< 5): the run is void"),
+            *n >= least,
+            format!("fault {kind} fired {n} times (< {least}): the run is void"),
         );
     }
     assert!(broken.is_empty(), "seed {seed}: {broken:#?}");

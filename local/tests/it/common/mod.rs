@@ -289,12 +289,7 @@ impl TestEnv {
     }
 }
 
-/// The bundled sample photograph (a real JPEG, 640×427).
-/// Starts an `imagejobs-local worker` process on `env`'s stack (its emulator and resource
-/// suffix, `RUST_LOG=info`, no colour), with `vars` added to its environment, and returns once
-/// it logs "worker up" (its queue workers are polling; at most 60 s). Every line it writes to
-/// stdout or stderr is passed to `on_line` from a thread per pipe, which keeps draining the pipe
-/// so a full one never blocks the worker. The caller owns the child (kill it by its own PID).
+/// Starts an `imagejobs-local worker` process on `env`'s stack: [`spawn_local`] with `worker`.
 ///
 /// # Panics
 /// If the process cannot be started or does not come up within 60 s.
@@ -303,9 +298,27 @@ pub fn spawn_worker(
     vars: &[(String, String)],
     on_line: impl Fn(&str) + Send + Sync + 'static,
 ) -> std::process::Child {
+    spawn_local(env, "worker", vars, on_line)
+}
+
+/// Starts `imagejobs-local <subcommand>` (`worker`, or `serve` with `API_ADDR` in `vars`) on
+/// `env`'s stack (its emulator and resource suffix, `RUST_LOG=info`, no colour), with `vars`
+/// added to its environment, and returns once it logs that it is up (its queue workers are
+/// polling and, for `serve`, its API listens; at most 60 s). Every line it writes to stdout or
+/// stderr is passed to `on_line` from a thread per pipe, which keeps draining the pipe so a
+/// full one never blocks the process. The caller owns the child (kill it by its own PID).
+///
+/// # Panics
+/// If the process cannot be started or does not come up within 60 s.
+pub fn spawn_local(
+    env: &TestEnv,
+    subcommand: &str,
+    vars: &[(String, String)],
+    on_line: impl Fn(&str) + Send + Sync + 'static,
+) -> std::process::Child {
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_imagejobs-local"))
-        .arg("worker")
+        .arg(subcommand)
         .env("AWS_ENDPOINT_URL", &env.emulator.endpoint)
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "testing")
@@ -318,7 +331,7 @@ pub fn spawn_worker(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("imagejobs-local worker");
+        .unwrap_or_else(|e| panic!("imagejobs-local {subcommand}: {e}"));
     let on_line = std::sync::Arc::new(on_line);
     let (up, ready) = std::sync::mpsc::channel();
     for pipe in [
@@ -340,7 +353,7 @@ pub fn spawn_worker(
             use std::io::BufRead;
             for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
                 on_line(&line);
-                if line.contains("worker up") {
+                if line.contains("worker up") || line.contains("local stack up") {
                     let _ = up.send(());
                 }
             }
@@ -348,7 +361,7 @@ pub fn spawn_worker(
     }
     ready
         .recv_timeout(Duration::from_secs(60))
-        .expect("the worker logs \"worker up\" within 60 s");
+        .unwrap_or_else(|_| panic!("imagejobs-local {subcommand} is up within 60 s"));
     child
 }
 
