@@ -103,6 +103,7 @@ fn benches(c: &mut Criterion) {
         dylib: ort_dylib(),
         intra_threads: None,
         use_cuda: false,
+        spinning: true,
     };
     let onnx: Box<dyn Engine> = Box::new(OnnxEngine::load(spec, &model, &options).unwrap());
 

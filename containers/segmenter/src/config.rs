@@ -54,6 +54,12 @@ pub struct Config {
     /// ONNX Runtime intra-op threads per session (default: ONNX Runtime's choice, one per core).
     #[arg(long, env = "ORT_INTRA_THREADS")]
     pub ort_intra_threads: Option<usize>,
+    /// Whether idle ONNX Runtime intra-op threads spin before blocking (its
+    /// `session.intra_op.allow_spinning`). `false` suits a machine shared with other busy
+    /// processes (the local stack); a dedicated instance keeps the default.
+    #[arg(long, env = "ORT_SPINNING", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub ort_spinning: bool,
     /// Register the CUDA execution provider for every ONNX session (needs the `cuda` cargo feature
     /// and the onnxruntime-gpu library). Registration failure fails start-up.
     #[arg(long, env = "USE_CUDA", default_value_t = false, action = clap::ArgAction::Set,
@@ -83,6 +89,7 @@ impl Config {
             max_side: DEFAULT_MAX_SIDE,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             ort_intra_threads: None,
+            ort_spinning: true,
             use_cuda: false,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             command: None,
@@ -107,12 +114,16 @@ mod tests {
             "false",
             "--queue-depth",
             "2",
+            "--ort-spinning",
+            "false",
         ])
         .unwrap();
         assert_eq!(c.command.as_deref(), Some("serve"));
         assert_eq!(c.port, 9000);
         assert!(!c.use_cuda);
         assert_eq!(c.queue_depth, 2);
+        assert!(!c.ort_spinning);
+        assert!(Config::new("m").ort_spinning, "ONNX Runtime's default unless told");
         assert!(Config::try_parse_from(["segmenter", "train"]).is_err());
         assert!(Config::try_parse_from(["segmenter", "--queue-depth", "0"]).is_err());
     }

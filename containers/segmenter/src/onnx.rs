@@ -39,6 +39,10 @@ pub struct OrtOptions {
     pub intra_threads: Option<usize>,
     /// Register the CUDA execution provider (requires the `cuda` cargo feature).
     pub use_cuda: bool,
+    /// Let idle intra-op threads spin before they block (ONNX Runtime's
+    /// `session.intra_op.allow_spinning`, on by default). Off gives the cores back at once to
+    /// whatever shares the machine, such as the local stack's emulator and runner.
+    pub spinning: bool,
 }
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
@@ -104,6 +108,11 @@ impl OnnxEngine {
         if let Some(n) = options.intra_threads {
             builder = builder
                 .with_intra_threads(n)
+                .map_err(|e| model_err(e.to_string()))?;
+        }
+        if !options.spinning {
+            builder = builder
+                .with_intra_op_spinning(false)
                 .map_err(|e| model_err(e.to_string()))?;
         }
         if options.use_cuda {

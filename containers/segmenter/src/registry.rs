@@ -104,6 +104,7 @@ impl Registry {
                 dylib,
                 intra_threads: config.ort_intra_threads,
                 use_cuda: config.use_cuda,
+                spinning: config.ort_spinning,
             };
             crate::onnx::init_runtime(&options.dylib)?;
             for spec in present {

@@ -26,6 +26,7 @@ fn options() -> OrtOptions {
         dylib: ort_dylib(),
         intra_threads: Some(1),
         use_cuda: false,
+        spinning: true,
     }
 }
 
@@ -53,6 +54,22 @@ fn predictable_model_gives_the_expected_alpha() {
         assert_eq!(mask.dimensions(), (w, h));
         assert_red_blue_mask(&mask);
     }
+}
+
+#[test]
+fn a_session_without_spinning_gives_the_same_mask() {
+    let spec = shared::models::find("u2netp").unwrap();
+    let path = test_models().join("u2netp.onnx");
+    let spinning = OnnxEngine::load(spec, &path, &options()).unwrap();
+    let idle = OrtOptions {
+        spinning: false,
+        ..options()
+    };
+    let blocking = OnnxEngine::load(spec, &path, &idle).unwrap();
+    let image = red_blue(333, 517);
+    let mask = blocking.segment(&image).unwrap();
+    assert_red_blue_mask(&mask);
+    assert_eq!(mask, spinning.segment(&image).unwrap());
 }
 
 #[test]
