@@ -123,7 +123,10 @@ mod tests {
         assert!(!c.use_cuda);
         assert_eq!(c.queue_depth, 2);
         assert!(!c.ort_spinning);
-        assert!(Config::new("m").ort_spinning, "ONNX Runtime's default unless told");
+        assert!(
+            Config::new("m").ort_spinning,
+            "ONNX Runtime's default unless told"
+        );
         assert!(Config::try_parse_from(["segmenter", "train"]).is_err());
         assert!(Config::try_parse_from(["segmenter", "--queue-depth", "0"]).is_err());
     }

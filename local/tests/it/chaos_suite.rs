@@ -293,6 +293,8 @@ struct Worker {
     faults: Arc<Mutex<BTreeMap<String, u64>>>,
     aborted: Arc<Mutex<Option<AbortPoint>>>,
     log: PathBuf,
+    /// The incarnation's targeted abort, if it has one.
+    plan: Option<AbortPlan>,
 }
 
 fn parse_counts(line: &str) -> Option<BTreeMap<String, u64>> {
@@ -319,7 +321,13 @@ fn parse_abort(line: &str) -> Option<AbortPoint> {
 }
 
 impl Worker {
-    fn start(env: &TestEnv, role: Role, vars: &[(String, String)], log: PathBuf) -> Self {
+    fn start(
+        env: &TestEnv,
+        role: Role,
+        plan: Option<AbortPlan>,
+        vars: &[(String, String)],
+        log: PathBuf,
+    ) -> Self {
         let faults = Arc::new(Mutex::new(BTreeMap::new()));
         let aborted = Arc::new(Mutex::new(None));
         // Each incarnation's log is kept for the post-mortem of a failed run.
@@ -344,6 +352,7 @@ impl Worker {
             faults,
             aborted,
             log,
+            plan,
         }
     }
 
@@ -356,7 +365,7 @@ impl Worker {
 
     /// How the process ended, if it did: `Ok(point)` for its planned abort (its abort line,
     /// then SIGABRT), `Err` for anything else (a crash the run did not plan: a failure).
-    fn ended(&mut self) -> Option<Result<AbortPoint, String>> {
+    async fn ended(&mut self) -> Option<Result<AbortPoint, String>> {
         use std::os::unix::process::ExitStatusExt;
         let status = self.child.try_wait().unwrap()?;
         // The pipe threads may still be reading the last lines.
@@ -366,7 +375,7 @@ impl Worker {
             if point.is_some() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         Some(match point {
             Some(point) if status.signal() == Some(SIGABRT) => Ok(point),
@@ -447,8 +456,10 @@ const WORKER_POINTS: [AbortPoint; 3] = [
 ];
 
 impl Fleet<'_> {
-    /// The next incarnation's abort: the API's after its 4th–12th create; a worker's at the
-    /// point that has fired least so far (ties in turn), after its 4th–16th call there.
+    /// The next incarnation's abort: the API's after its 8th–24th create; a worker's, unless
+    /// another live worker still has one (so worker aborts come one at a time, beside the
+    /// kills), at the point that has fired least so far (ties in turn), after its 2nd–8th
+    /// call there.
     fn abort_plan(&mut self, role: Role) -> Option<AbortPlan> {
         if !self.plan_aborts {
             return None;
@@ -456,8 +467,9 @@ impl Fleet<'_> {
         Some(match role {
             Role::Api => AbortPlan {
                 point: AbortPoint::JobWrite,
-                after: self.rng.random_range(4..=12),
+                after: self.rng.random_range(8..=24),
             },
+            Role::Worker if self.workers.iter().any(|w| w.plan.is_some()) => return None,
             Role::Worker => {
                 let turn = self.incarnation as usize % WORKER_POINTS.len();
                 let (_, point) = WORKER_POINTS
@@ -472,7 +484,7 @@ impl Fleet<'_> {
                     .unwrap();
                 AbortPlan {
                     point: *point,
-                    after: self.rng.random_range(4..=16),
+                    after: self.rng.random_range(2..=8),
                 }
             }
         })
@@ -489,6 +501,7 @@ impl Fleet<'_> {
         Worker::start(
             self.env,
             role,
+            abort,
             &(self.vars)(role, n, abort),
             self.logs.join(name),
         )
@@ -500,7 +513,7 @@ impl Fleet<'_> {
         let mut ended: Vec<(Role, AbortPoint, BTreeMap<String, u64>)> = Vec::new();
         let mut i = 0;
         while i < self.workers.len() {
-            match self.workers[i].ended() {
+            match self.workers[i].ended().await {
                 None => i += 1,
                 Some(how) => {
                     let point = how.unwrap_or_else(|e| panic!("{e}"));
@@ -510,7 +523,7 @@ impl Fleet<'_> {
             }
         }
         if let Some(api) = self.api.as_mut()
-            && let Some(how) = api.ended()
+            && let Some(how) = api.ended().await
         {
             let point = how.unwrap_or_else(|e| panic!("{e}"));
             let counts = api.faults.lock().unwrap().clone();
@@ -739,8 +752,9 @@ async fn run(jobs: usize, owners: usize) {
         .respond_with(output)
         .mount(&fal)
         .await;
-    // The owners' webhook receiver: every delivery's `webhook-id` (`msg_{job}_{status}`).
-    let hooks: Arc<Mutex<Vec<String>>> = Arc::default();
+    // The owners' webhook receiver: every delivery's `webhook-id` (`msg_{job}_{status}`) and
+    // when it came.
+    let hooks: Arc<Mutex<Vec<(String, time::OffsetDateTime)>>> = Arc::default();
     let seen = hooks.clone();
     let receiver = crate::common::serve_router(axum::Router::new().route(
         "/hook",
@@ -752,7 +766,9 @@ async fn run(jobs: usize, owners: usize) {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_owned();
-                seen.lock().unwrap().push(id);
+                seen.lock()
+                    .unwrap()
+                    .push((id, time::OffsetDateTime::now_utc()));
                 axum::http::StatusCode::OK
             }
         }),
@@ -1056,7 +1072,12 @@ async fn run(jobs: usize, owners: usize) {
     loop {
         all = all_jobs(&env, &owner_names).await;
         let open = all.iter().filter(|j| !j.status.is_terminal()).count();
-        let delivered: HashSet<String> = hooks.lock().unwrap().iter().cloned().collect();
+        let delivered: HashSet<String> = hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect();
         let unnotified = all
             .iter()
             .filter(|j| j.status.is_terminal())
@@ -1174,11 +1195,24 @@ async fn run(jobs: usize, owners: usize) {
         }
     }
     let deliveries = hooks.lock().unwrap().clone();
-    let mut per_webhook: HashMap<&str, usize> = HashMap::new();
-    for id in &deliveries {
-        *per_webhook.entry(id.as_str()).or_default() += 1;
+    let mut per_webhook: HashMap<&str, Vec<time::OffsetDateTime>> = HashMap::new();
+    for (id, at) in &deliveries {
+        per_webhook.entry(id.as_str()).or_default().push(*at);
     }
-    let duplicate_webhooks: usize = per_webhook.values().map(|n| n - 1).sum();
+    // A repeat is the at-least-once case the issue allows only with a fault on the notify
+    // path: a crash after a POST and before its delivery was recorded. So a repeat counts as
+    // explained only when a crash falls between it and the delivery before it.
+    let mut duplicate_webhooks = 0usize;
+    let mut unexplained_duplicates: Vec<String> = Vec::new();
+    for (id, times) in &mut per_webhook {
+        times.sort();
+        for pair in times.windows(2) {
+            duplicate_webhooks += 1;
+            if !crashes.iter().any(|c| pair[0] <= c.at && c.at <= pair[1]) {
+                unexplained_duplicates.push(format!("{id} at {} and {}", pair[0], pair[1]));
+            }
+        }
+    }
     let unnotified: Vec<String> = all
         .iter()
         .filter(|j| j.status.is_terminal())
@@ -1252,8 +1286,9 @@ async fn run(jobs: usize, owners: usize) {
     eprintln!("| double-paid jobs | {} |", double_paid.len());
     eprintln!("| leaked quota | {leaked} (lowest sample {min_seen}, {samples} samples) |");
     eprintln!(
-        "| duplicate webhooks | {duplicate_webhooks} ({} deliveries) |",
-        deliveries.len()
+        "| duplicate webhooks | {duplicate_webhooks} ({} deliveries; {} with no crash between the two) |",
+        deliveries.len(),
+        unexplained_duplicates.len()
     );
     eprintln!(
         "| terminal jobs without a webhook at the end | {} |",
@@ -1320,8 +1355,10 @@ async fn run(jobs: usize, owners: usize) {
         format!("no webhook for {} jobs: {unnotified:?}", unnotified.len()),
     );
     check(
-        duplicate_webhooks == 0,
-        format!("{duplicate_webhooks} duplicate webhook deliveries"),
+        unexplained_duplicates.is_empty(),
+        format!(
+            "duplicate webhook deliveries with no crash between them: {unexplained_duplicates:?}"
+        ),
     );
     check(
         over_attempts.is_empty(),
