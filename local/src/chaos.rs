@@ -4,7 +4,8 @@
 //! segmenter and the provider clients) wrapped in a [`Faulty`] that shares one [`Faults`].
 //! `imagejobs-local serve`/`worker` enable it with `FAULTS=seed=N,rate=R` (`--faults`).
 //!
-//! Left unwrapped on purpose: API keys, uploads, capabilities, ingest (the chaos suite creates
+//! Left unwrapped on purpose: API keys, uploads, capabilities, the processor's message
+//! visibility changes (a lost one only costs time), ingest (the chaos suite creates
 //! jobs through the API only), the webhook and download HTTP clients, and the whole notify path
 //! (the notifier's job reads, its queue sends, its records): the suite's "exactly one webhook
 //! per job and status, 0 duplicates" is the issue's check with notify faults off.
@@ -130,6 +131,8 @@ pub fn processor(
         ))?),
         settings: p,
     })
+    // Unwrapped, like the notify path: a lost visibility change only costs time.
+    .with_visibility(Arc::new(aws.queue.clone()))
     .with_notifier(notifier))
 }
 

@@ -197,6 +197,20 @@ pub trait JobQueue: Send + Sync {
     async fn send(&self, message: &JobMessage, delay: Duration) -> Result<()>;
 }
 
+/// Shortens a received message's visibility timeout, so a record that failed before anything
+/// was written comes back in seconds (and still counts a receive towards the dead-letter
+/// queue) instead of after the queue's whole visibility timeout (SQS
+/// `ChangeMessageVisibility`).
+#[async_trait]
+pub trait MessageVisibility: Send + Sync {
+    /// Makes the jobs-queue message behind `receipt_handle` visible again after `delay`
+    /// (whole seconds, at most SQS's 12 hours).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the queue refuses (an expired receipt handle included).
+    async fn visible_after(&self, receipt_handle: &str, delay: Duration) -> Result<()>;
+}
+
 /// A non-terminal job that the sparse `pending` index (docs/ARCHITECTURE.md "Recovery") says
 /// is due for a recovery look.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 //!
 //! Failures: permanent ones (undecodable image, unknown model) fail the job at once with the
 //! engine's code; transient ones (segmenter 5xx or timeout, S3 errors) return the message as a
-//! batch item failure so SQS redelivers it after the visibility timeout — except on the last
+//! batch item failure so SQS redelivers it after the visibility timeout (within seconds when
+//! the claim itself failed: [`UNCLAIMED_RETRY_DELAY`]) — except on the last
 //! receive before the dead-letter queue, where the job is failed with `retries_exhausted`.
 //! Messages that reach the dead-letter queue anyway (a crash or timeout on the last receive)
 //! are consumed from it and fail their job the same way, so no job stays `processing` forever.
@@ -16,6 +17,9 @@ use shared::job::{JobError, JobMessage};
 
 use crate::outcome::Outcome;
 use crate::processor::Processor;
+
+/// How soon a record that failed before its claim was written is delivered again.
+pub const UNCLAIMED_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Processor {
     /// Handles a batch; the records that should be redelivered are reported as failures
@@ -48,6 +52,10 @@ impl Processor {
                     match tokio::time::timeout(self.record_deadline, self.handle_record(&records[i]))
                         .await
                     {
+                        Ok(outcome @ Outcome::Unclaimed(_)) => {
+                            self.redeliver_soon(&records[i]).await;
+                            outcome
+                        }
                         Ok(outcome) => outcome,
                         Err(_) => {
                             tracing::warn!(message_id = ?records[i].message_id, deadline = ?self.record_deadline, "record deadline passed; returned for a retry");
@@ -66,13 +74,26 @@ impl Processor {
         outcomes.sort_by_key(|(i, _)| *i);
         let mut response = SqsBatchResponse::default();
         for (record, (_, outcome)) in event.records.iter().zip(outcomes) {
-            if let Outcome::Retry(_) = outcome
+            if let Outcome::Retry(_) | Outcome::Unclaimed(_) = outcome
                 && let Some(id) = &record.message_id
             {
                 response.add_failure(id.clone());
             }
         }
         response
+    }
+
+    /// Makes `record` visible again after [`UNCLAIMED_RETRY_DELAY`], so a run whose claim
+    /// failed before it was written is tried again in seconds, not after the visibility
+    /// timeout (or the recovery sweeper's minute); on failure it simply waits for either.
+    async fn redeliver_soon(&self, record: &SqsMessage) {
+        if let (Some(visibility), Some(handle)) = (&self.visibility, &record.receipt_handle)
+            && let Err(e) = visibility
+                .visible_after(handle, UNCLAIMED_RETRY_DELAY)
+                .await
+        {
+            tracing::warn!(error = %e, "could not shorten the message's visibility");
+        }
     }
 
     /// Handles one record.
@@ -135,7 +156,9 @@ impl Processor {
             }
         } else {
             match self.run(message, receive_count).await {
-                Outcome::Retry(reason) if receive_count >= self.max_receive_count => {
+                Outcome::Retry(reason) | Outcome::Unclaimed(reason)
+                    if receive_count >= self.max_receive_count =>
+                {
                     self.exhausted(message, &reason).await
                 }
                 other => other,

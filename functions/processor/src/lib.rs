@@ -15,6 +15,7 @@ mod processor;
 pub mod sweeper;
 mod wiring;
 
+pub use batch::UNCLAIMED_RETRY_DELAY;
 pub use delivery::Notifier;
 pub use error::ProcessorError;
 pub use operation::provider::poll_delay;

@@ -13,6 +13,10 @@ pub enum Outcome {
     Skipped(&'static str),
     /// Transient failure: SQS should redeliver the message.
     Retry(String),
+    /// A transient failure before the claim was written (nothing changed): SQS should
+    /// redeliver the message within seconds (`Processor::with_visibility`), not after the
+    /// visibility timeout; it still counts a receive.
+    Unclaimed(String),
     /// Submitted to (or still running at) a provider; a poll message is scheduled.
     Waiting,
     /// The engine was busy: the job was queued again, its attempt not counted, and this

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 
 use shared::config::Settings;
 use shared::core::{
-    BlobStore, Claim, JobQueue, JobStore, JobTransitions, Lease, ModelQueue, ProviderTransitions,
-    RelightProvider, RemoveBackgroundProvider, Segmenter, UrlFetcher,
+    BlobStore, Claim, JobQueue, JobStore, JobTransitions, Lease, MessageVisibility, ModelQueue,
+    ProviderTransitions, RelightProvider, RemoveBackgroundProvider, Segmenter, UrlFetcher,
 };
 use shared::job::{Job, JobError, JobMessage, JobResult, JobStatus, Operation};
 use shared::providers::ProviderSettings;
@@ -40,6 +40,9 @@ pub struct Processor {
     pub(crate) providers: Option<Providers>,
     /// Job-end notifications ([`crate::delivery`]); `None` skips `notify` messages.
     pub(crate) notifier: Option<Arc<Notifier>>,
+    /// Brings back in seconds a record that failed before its claim was written
+    /// ([`Outcome::Unclaimed`]); `None`: such a record waits out the visibility timeout.
+    pub(crate) visibility: Option<Arc<dyn MessageVisibility>>,
 }
 
 /// What the provider-backed operations need: the job reads and provider transitions, the queue
@@ -85,6 +88,7 @@ impl Processor {
             )),
             providers: None,
             notifier: None,
+            visibility: None,
         }
     }
 
@@ -98,6 +102,13 @@ impl Processor {
     /// Enables the provider-backed operations.
     pub fn with_providers(mut self, providers: Providers) -> Self {
         self.providers = Some(providers);
+        self
+    }
+
+    /// Makes a record that failed before its claim was written visible again after
+    /// [`crate::UNCLAIMED_RETRY_DELAY`] through `visibility` (the jobs queue).
+    pub fn with_visibility(mut self, visibility: Arc<dyn MessageVisibility>) -> Self {
+        self.visibility = Some(visibility);
         self
     }
 
@@ -130,7 +141,7 @@ impl Processor {
                 return Outcome::Skipped("already finished");
             }
             Ok(Claim::Missing) => return Outcome::Skipped("no such job"),
-            Err(e) => return Outcome::Retry(e.to_string()),
+            Err(e) => return Outcome::Unclaimed(e.to_string()),
         };
         note_request_id(&job);
         match self.run_claimed(message, &job, &lease).await {

@@ -111,7 +111,8 @@ impl Processor {
             models: fal,
             downloads: Arc::new(PublicHttp::new(output_downloads(settings))?),
             settings: provider_settings,
-        }))
+        })
+        .with_visibility(Arc::new(aws.queue.clone())))
     }
 }
 

@@ -584,3 +584,77 @@ async fn the_local_runner_recovers_a_killed_job_on_its_own() {
         recovered_in.as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn a_run_whose_claim_fails_before_it_is_written_comes_back_in_seconds() {
+    use shared::faults::{FaultPlan, Faults, Faulty};
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    let aws = env.aws();
+    aws.queue
+        .send(
+            &JobMessage::Run {
+                owner: owner.clone(),
+                job_id: job.id,
+            },
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    // Every jobs-table call fails before it is made: the claim never happens.
+    let mut plan = FaultPlan::uniform(1, 0.0);
+    plan.rates[0] = 1.0;
+    let failing = Arc::new(Faulty::new(aws.jobs.clone(), Arc::new(Faults::new(plan))));
+    let segmenter = Arc::new(
+        shared::adapters::HttpSegmenter::new("http://127.0.0.1:9", Duration::from_secs(1)).unwrap(),
+    );
+    let processor = imagejobs_processor::Processor::new(
+        failing,
+        Arc::new(aws.blobs.clone()),
+        segmenter,
+        &env.settings,
+    )
+    .with_visibility(Arc::new(aws.queue.clone()));
+    let sqs = env.sqs();
+    let receive = || {
+        sqs.receive_message()
+            .queue_url(&env.settings.resources.queue_url)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .wait_time_seconds(20)
+            .send()
+    };
+    let first = receive().await.unwrap().messages.unwrap_or_default();
+    assert_eq!(first.len(), 1);
+    let event =
+        imagejobs_local::runner::sqs_event(&first, "arn:aws:sqs:us-east-1:123456789012:jobs");
+    let response = processor.handle(event).await;
+    assert_eq!(
+        response.batch_item_failures.len(),
+        1,
+        "returned for a retry"
+    );
+    // Back after the 5 s it was given, not the queue's 360 s visibility timeout.
+    let started = std::time::Instant::now();
+    let again = receive().await.unwrap().messages.unwrap_or_default();
+    let waited = started.elapsed();
+    assert_eq!(
+        again.len(),
+        1,
+        "the message came back within the 20 s receive"
+    );
+    assert_eq!(again[0].message_id, first[0].message_id);
+    assert!(waited >= Duration::from_secs(3), "{waited:?}");
+    let receives = again[0]
+        .attributes
+        .as_ref()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+        })
+        .cloned();
+    assert_eq!(receives.as_deref(), Some("2"), "a receive is still counted");
+    let stored = aws.jobs.get(&owner, job.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.attempts), (JobStatus::Queued, 0));
+}

@@ -5,7 +5,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::time::Duration;
 
-use crate::core::{JobQueue, Probe};
+use crate::core::{JobQueue, MessageVisibility, Probe};
 use crate::error::{Error, Result};
 use crate::job::JobMessage;
 
@@ -41,6 +41,21 @@ impl JobQueue for SqsJobQueue {
             .queue_url(&self.queue_url)
             .message_body(body)
             .delay_seconds(delay.min(MAX_DELAY).as_secs() as i32)
+            .send()
+            .await
+            .map_err(|e| Error::unavailable("sqs", e.into_service_error()))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageVisibility for SqsJobQueue {
+    async fn visible_after(&self, receipt_handle: &str, delay: Duration) -> Result<()> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(delay.as_secs().min(12 * 3600) as i32)
             .send()
             .await
             .map_err(|e| Error::unavailable("sqs", e.into_service_error()))?;
