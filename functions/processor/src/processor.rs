@@ -67,6 +67,9 @@ pub struct Providers {
     pub settings: ProviderSettings,
 }
 
+/// Pause before a failed claim is tried again under the same lease.
+const CLAIM_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 impl Processor {
     /// Builds a processor over the given ports, with the retry, lease and dead-letter settings
     /// of `settings.jobs` (`MAX_RECEIVE_COUNT`, `LEASE_SECONDS`, `DEAD_LETTER_QUEUE_ARN`).
@@ -128,7 +131,7 @@ impl Processor {
             token: ulid::Ulid::new().to_string(),
             until: now.unix_timestamp() + self.lease.as_secs() as i64,
         };
-        let job = match self.transitions.claim(owner, job_id, &lease, now).await {
+        let job = match self.claim(owner, job_id, &lease, now).await {
             Ok(Claim::Claimed(job)) => job,
             Ok(Claim::Leased(_)) => return Outcome::Skipped("another processor holds the lease"),
             Ok(Claim::Terminal(job)) => {
@@ -153,6 +156,29 @@ impl Processor {
                 self.retry_soon(message, &job, &lease, reason, None).await
             }
             other => other,
+        }
+    }
+
+    /// Claims the job under `lease`. A claim that failed may still have been written (its
+    /// answer lost), and then the job would sit under our own lease until it ran out; so it is
+    /// tried once more with the same token, which the store recognises as ours
+    /// ([`Claim::Claimed`]) if the first one landed and takes normally if it did not.
+    async fn claim(
+        &self,
+        owner: &shared::job::OwnerId,
+        job_id: ulid::Ulid,
+        lease: &Lease,
+        now: OffsetDateTime,
+    ) -> shared::Result<Claim> {
+        match self.transitions.claim(owner, job_id, lease, now).await {
+            Err(e) => {
+                tracing::info!(error = %e, "claim failed; trying once more under the same lease");
+                tokio::time::sleep(CLAIM_RETRY_PAUSE).await;
+                self.transitions
+                    .claim(owner, job_id, lease, OffsetDateTime::now_utc())
+                    .await
+            }
+            claimed => claimed,
         }
     }
 

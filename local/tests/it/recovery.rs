@@ -658,3 +658,100 @@ async fn a_run_whose_claim_fails_before_it_is_written_comes_back_in_seconds() {
     let stored = aws.jobs.get(&owner, job.id).await.unwrap().unwrap();
     assert_eq!((stored.status, stored.attempts), (JobStatus::Queued, 0));
 }
+
+/// The jobs table, whose first claim is written and its answer lost.
+struct LoseFirstClaim {
+    jobs: DynamoJobs,
+    lost: AtomicUsize,
+}
+
+#[async_trait]
+impl JobTransitions for LoseFirstClaim {
+    async fn claim(
+        &self,
+        owner: &OwnerId,
+        id: ulid::Ulid,
+        lease: &Lease,
+        now: OffsetDateTime,
+    ) -> shared::Result<Claim> {
+        let claim = self.jobs.claim(owner, id, lease, now).await?;
+        if self.lost.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(shared::Error::unavailable(
+                "dynamodb",
+                "the answer was lost",
+            ));
+        }
+        Ok(claim)
+    }
+    async fn complete(
+        &self,
+        owner: &OwnerId,
+        id: ulid::Ulid,
+        lease_token: &str,
+        result: &shared::job::JobResult,
+        now: OffsetDateTime,
+    ) -> shared::Result<shared::job::Job> {
+        self.jobs
+            .complete(owner, id, lease_token, result, now)
+            .await
+    }
+    async fn release(
+        &self,
+        owner: &OwnerId,
+        id: ulid::Ulid,
+        lease_token: &str,
+        refund_attempt: bool,
+        due: i64,
+        now: OffsetDateTime,
+    ) -> shared::Result<bool> {
+        self.jobs
+            .release(owner, id, lease_token, refund_attempt, due, now)
+            .await
+    }
+    async fn fail(
+        &self,
+        owner: &OwnerId,
+        id: ulid::Ulid,
+        error: &JobError,
+        now: OffsetDateTime,
+    ) -> shared::Result<Option<shared::job::Job>> {
+        self.jobs.fail(owner, id, error, now).await
+    }
+}
+
+#[tokio::test]
+async fn a_claim_written_with_its_answer_lost_is_taken_up_at_once_not_after_its_lease() {
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    let aws = env.aws();
+    let (segmenter_url, _models) = start_segmenter().await;
+    let processor = imagejobs_processor::Processor::new(
+        Arc::new(LoseFirstClaim {
+            jobs: aws.jobs.clone(),
+            lost: AtomicUsize::new(0),
+        }),
+        Arc::new(aws.blobs.clone()),
+        Arc::new(
+            shared::adapters::HttpSegmenter::new(&segmenter_url, Duration::from_secs(30)).unwrap(),
+        ),
+        &env.settings,
+    );
+    let body = serde_json::to_string(&JobMessage::Run {
+        owner: owner.clone(),
+        job_id: job.id,
+    })
+    .unwrap();
+    let outcome = processor
+        .handle_record(&crate::common::queue::record(
+            body,
+            1,
+            "arn:aws:sqs:us-east-1:123456789012:jobs",
+        ))
+        .await;
+    // The same lease, asked again, is recognised as ours: the job runs now, once, instead of
+    // waiting out the 65 s lease it holds itself.
+    assert_eq!(outcome, imagejobs_processor::Outcome::Succeeded);
+    let done = aws.jobs.get(&owner, job.id).await.unwrap().unwrap();
+    assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 1));
+}
