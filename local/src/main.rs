@@ -156,10 +156,10 @@ struct StackArgs {
     /// production; a webhook receiver on 127.0.0.1 needs it).
     #[arg(long, env = "ALLOW_PRIVATE_URLS")]
     allow_private_urls: bool,
-    /// Jobs-queue messages taken per receive and run at once (1–10): the processor's
-    /// concurrency, as `ProcessorMaxConcurrency` bounds it on AWS. The default matches the
-    /// segmenter's `QUEUE_DEPTH` (4 per model), so a burst waits in SQS instead of
-    /// overloading it.
+    /// Jobs-queue records worked on at once (1–10), each freed slot refilled by the next
+    /// receive: the processor's concurrency, as `ProcessorMaxConcurrency` bounds it on AWS.
+    /// The default matches the segmenter's `QUEUE_DEPTH` (4 per model), so a burst waits in
+    /// SQS instead of overloading it.
     #[arg(long, env = "PROCESSOR_BATCH_SIZE", default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=10))]
     batch_size: i32,
     /// Suffix of the resource names (`imagejobs-jobs-SUFFIX`, …); unset: the local names.

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use imagejobs_api::AppState;
@@ -36,8 +36,9 @@ pub struct StackConfig {
     pub provisioned: Provisioned,
     /// Long-poll wait per receive (1–20 s).
     pub poll_wait: Duration,
-    /// Jobs-queue messages per receive, all run at once (1–10; clamped): the processor's
-    /// concurrency bound, the local counterpart of the event source's `MaximumConcurrency`.
+    /// Jobs-queue records worked on at once (1–10; clamped), each its own invocation: the
+    /// processor's concurrency bound, the local counterpart of the event source's
+    /// `MaximumConcurrency`.
     pub batch_size: i32,
     /// How often the recovery sweeper runs (`SweeperFunction`'s schedule on AWS); `None`: not
     /// at all (tests that drive it by hand).
@@ -227,6 +228,7 @@ impl Stack {
     }
 }
 
+#[derive(Clone)]
 struct QueueWorker {
     sqs: aws_sdk_sqs::Client,
     url: String,
@@ -236,12 +238,13 @@ struct QueueWorker {
 }
 
 impl QueueWorker {
-    async fn receive(&self, stop: &mut watch::Receiver<bool>) -> Option<Vec<Message>> {
+    /// Up to `max` messages (1–10), long polling; `None` once the stack is stopping.
+    async fn receive(&self, max: i32, stop: &mut watch::Receiver<bool>) -> Option<Vec<Message>> {
         let request = self
             .sqs
             .receive_message()
             .queue_url(&self.url)
-            .max_number_of_messages(self.batch_size)
+            .max_number_of_messages(max.clamp(1, 10))
             .wait_time_seconds(self.wait.as_secs().clamp(1, 20) as i32)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send();
@@ -272,30 +275,59 @@ impl QueueWorker {
         }
     }
 
-    /// Plays the SQS event source mapping with `ReportBatchItemFailures`.
+    /// Plays the SQS event source mapping with `ReportBatchItemFailures`: each record is an
+    /// invocation of its own (a batch of one), at most `batch_size` run side by side (the
+    /// event source's `MaximumConcurrency`), and a slot that frees is filled by the next
+    /// receive at once, as Lambda's pollers do. Run batch by batch, every batch waited for its
+    /// slowest record while the segmenter sat idle.
     async fn run_processor(self, processor: Processor, mut stop: watch::Receiver<bool>) {
-        while let Some(messages) = self.receive(&mut stop).await {
-            if messages.is_empty() {
-                continue;
+        let slots = Arc::new(Semaphore::new(self.batch_size.max(1) as usize));
+        let mut invocations = JoinSet::new();
+        loop {
+            let first = tokio::select! {
+                _ = stop.changed() => break,
+                permit = slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            let mut permits = vec![first];
+            while let Ok(permit) = slots.clone().try_acquire_owned() {
+                permits.push(permit);
             }
-            let event = sqs_event(&messages, &self.arn);
-            let response = processor.handle(event).await;
-            let failed: HashSet<String> = response
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect();
-            for m in &messages {
-                if !m.message_id.as_ref().is_some_and(|id| failed.contains(id)) {
-                    self.delete(m).await;
-                }
+            let Some(messages) = self.receive(permits.len() as i32, &mut stop).await else {
+                break;
+            };
+            // Slots the receive did not fill are given back as the permits left over drop.
+            for (message, permit) in messages.into_iter().zip(permits) {
+                let (worker, processor) = (self.clone(), processor.clone());
+                invocations.spawn(async move {
+                    worker.invoke(&processor, &[message]).await;
+                    drop(permit);
+                });
+            }
+            while invocations.try_join_next().is_some() {}
+        }
+        // Stopping: the invocations under way finish, as a Lambda's would.
+        while invocations.join_next().await.is_some() {}
+    }
+
+    /// One processor invocation over `messages`; deletes those it did not report as failed.
+    async fn invoke(&self, processor: &Processor, messages: &[Message]) {
+        let event = sqs_event(messages, &self.arn);
+        let response = processor.handle(event).await;
+        let failed: HashSet<String> = response
+            .batch_item_failures
+            .into_iter()
+            .map(|f| f.item_identifier)
+            .collect();
+        for m in messages {
+            if !m.message_id.as_ref().is_some_and(|id| failed.contains(id)) {
+                self.delete(m).await;
             }
         }
     }
 
     /// Plays S3's invocation of the ingest function.
     async fn run_ingest(self, ingest: Ingest, mut stop: watch::Receiver<bool>) {
-        while let Some(messages) = self.receive(&mut stop).await {
+        while let Some(messages) = self.receive(self.batch_size, &mut stop).await {
             for m in &messages {
                 let Some(event) = m.body.as_deref().and_then(s3_event) else {
                     // The s3:TestEvent S3 sends when notifications are configured, or noise.

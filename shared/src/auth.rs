@@ -240,7 +240,7 @@ pub struct ApiKeyRecord {
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    /// Last successful use (updated at most once a minute).
+    /// Last successful use (updated at most once per [`KEY_USE_RESOLUTION`]).
     #[serde(
         default,
         with = "time::serde::rfc3339::option",
@@ -250,6 +250,19 @@ pub struct ApiKeyRecord {
     /// Revoked keys authenticate nothing.
     #[serde(default)]
     pub revoked: bool,
+}
+
+/// How often a key's use is recorded: `last_used_at` is written at most once per this
+/// interval, so authenticating a request costs a read, not a write as well.
+pub const KEY_USE_RESOLUTION: time::Duration = time::Duration::minutes(1);
+
+impl ApiKeyRecord {
+    /// Whether a use at `now` is worth recording: the key was never used, or its
+    /// `last_used_at` is at least [`KEY_USE_RESOLUTION`] old.
+    pub fn use_is_stale(&self, now: OffsetDateTime) -> bool {
+        self.last_used_at
+            .is_none_or(|t| now - t >= KEY_USE_RESOLUTION)
+    }
 }
 
 /// JWT claims.
@@ -358,6 +371,25 @@ mod tests {
 
     fn owner() -> OwnerId {
         OwnerId::parse("team-a").unwrap()
+    }
+
+    #[test]
+    fn a_key_use_is_recorded_once_per_resolution() {
+        let mut record = ApiKeyRecord {
+            key_id: "key_a".into(),
+            hash: "00".into(),
+            owner: owner(),
+            name: "test".into(),
+            scopes: vec![Scope::JobsRead],
+            created_at: now(),
+            last_used_at: None,
+            revoked: false,
+        };
+        assert!(record.use_is_stale(now()), "never used");
+        record.last_used_at = Some(now());
+        assert!(!record.use_is_stale(now()));
+        assert!(!record.use_is_stale(now() + time::Duration::seconds(59)));
+        assert!(record.use_is_stale(now() + KEY_USE_RESOLUTION));
     }
 
     #[test]

@@ -1106,8 +1106,7 @@ impl ApiKeyStore for InMemoryApiKeys {
 
     async fn touch_key(&self, hash: &str, now: OffsetDateTime) -> Result<()> {
         if let Some(k) = lock(&self.keys).get_mut(hash)
-            && k.last_used_at
-                .is_none_or(|t| t < now - time::Duration::minutes(1))
+            && k.use_is_stale(now)
         {
             k.last_used_at = Some(now);
         }

@@ -276,6 +276,14 @@ impl JobSubmitter {
         job.request_id = sub.request_id;
         let created = match self.store.create(&job, idempotency.as_ref()).await {
             Ok(c) => c,
+            // A refusal (quota, a conflicting key) is DynamoDB's answer that nothing was
+            // written: the input goes, with no read to check.
+            Err(
+                e @ (Error::QuotaExceeded { .. } | Error::Conflict(_) | Error::IdempotencyMismatch),
+            ) => {
+                self.forget_inputs(stored_here, &key, &extra_keys).await;
+                return Err(e);
+            }
             // The write may have committed with only its answer lost. A job with this id is
             // ours (ULIDs are never reused): it is accepted and keeps its input. Only when the
             // job is known to be absent is the input removed; if even that cannot be read, the

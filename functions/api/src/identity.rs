@@ -69,7 +69,11 @@ pub(crate) async fn authenticate(
         if record.revoked {
             return Err(AuthError::RevokedApiKey.into());
         }
-        if let Err(e) = state.keys.touch_key(&hash, now).await {
+        // Skipped while the record is fresh: the store's condition would refuse it anyway,
+        // and a refused conditional write still costs a round trip and write capacity.
+        if record.use_is_stale(now)
+            && let Err(e) = state.keys.touch_key(&hash, now).await
+        {
             tracing::warn!(key_id = %record.key_id, error = %e, "could not record key use");
         }
         return Ok(Principal {

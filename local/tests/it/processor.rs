@@ -22,13 +22,23 @@ use shared::service::{InputRef, JobSubmitter, Submission};
 struct ScriptedSegmenter {
     calls: Arc<AtomicUsize>,
     script: Arc<Vec<(u16, &'static str)>>,
+    /// How long the first call takes to answer (the others answer at once).
+    first_call_delay: Duration,
 }
 
 impl ScriptedSegmenter {
     async fn start(script: Vec<(u16, &'static str)>) -> (String, Arc<AtomicUsize>) {
+        Self::start_slow_first(script, Duration::ZERO).await
+    }
+
+    async fn start_slow_first(
+        script: Vec<(u16, &'static str)>,
+        first_call_delay: Duration,
+    ) -> (String, Arc<AtomicUsize>) {
         let s = Self {
             calls: Arc::new(AtomicUsize::new(0)),
             script: Arc::new(script),
+            first_call_delay,
         };
         let calls = s.calls.clone();
         let app = axum::Router::new().route(
@@ -37,6 +47,9 @@ impl ScriptedSegmenter {
                 let s = s.clone();
                 async move {
                     let n = s.calls.fetch_add(1, Ordering::SeqCst);
+                    if n == 0 {
+                        tokio::time::sleep(s.first_call_delay).await;
+                    }
                     let (status, code) = s.script[n.min(s.script.len() - 1)];
                     if status == 200 {
                         assert!(!body.is_empty(), "the processor sends the image");
@@ -358,4 +371,47 @@ async fn the_real_segmenter_fails_a_corrupted_input_permanently() {
     let failed = reload(&env, &job).await;
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.error.unwrap().code, "invalid_image");
+}
+
+/// The local runner plays the event source mapping's concurrency, not a batch barrier: with 2
+/// records at once and one of them slow, the slot the fast one frees takes the next job while
+/// the slow one still runs. (Run batch by batch, the third job waited for the slow one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_runner_refills_a_freed_slot_without_waiting_for_its_batch() {
+    let mut env = TestEnv::new().await;
+    let slow = Duration::from_secs(8);
+    let (url, calls) = ScriptedSegmenter::start_slow_first(vec![(200, "")], slow).await;
+    let jobs = [submit(&env).await, submit(&env).await, submit(&env).await];
+    let started = std::time::Instant::now();
+    let stack = env.start_stack_with(&url, None, 2, None).await;
+    let statuses = || async {
+        let mut out = Vec::new();
+        for job in &jobs {
+            out.push(reload(&env, job).await.status);
+        }
+        out
+    };
+    let mut seen = statuses().await;
+    while seen.iter().filter(|s| **s == JobStatus::Succeeded).count() < 2 {
+        assert!(
+            started.elapsed() < slow,
+            "two jobs did not succeed while the slow one ran: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = statuses().await;
+    }
+    assert_eq!(
+        seen.iter().filter(|s| **s == JobStatus::Processing).count(),
+        1,
+        "the slow job is still running: {seen:?}"
+    );
+    assert!(started.elapsed() < slow);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    stack.shutdown().await;
+    // Shutting down lets the invocation under way finish.
+    let ended = statuses().await;
+    assert!(
+        ended.iter().all(|s| *s == JobStatus::Succeeded),
+        "{ended:?}"
+    );
 }

@@ -143,10 +143,10 @@ impl ApiKeyStore for DynamoApiKeys {
             .set_key(Some(key(hash)))
             .update_expression("SET last_used_at = :now")
             // RFC 3339 UTC strings of equal precision sort like the instants they name.
-            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :minute_ago)")
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(last_used_at) OR last_used_at <= :stale)")
             .expression_attribute_names("#pk", PK)
             .expression_attribute_values(":now", stamp(now))
-            .expression_attribute_values(":minute_ago", stamp(now - time::Duration::minutes(1)))
+            .expression_attribute_values(":stale", stamp(now - crate::auth::KEY_USE_RESOLUTION))
             .send()
             .await;
         match result {
