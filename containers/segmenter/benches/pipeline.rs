@@ -4,7 +4,11 @@
 //!   mask → cutout → PNG), built-in engine vs the predictable ONNX test model (a 320² 1×1
 //!   conv, so this measures our pre/post-processing around ONNX Runtime, not a real network);
 //! * `png_encode_12mp_rgba/{rle,level1,level6}`: encoding the same 12 MP RGBA cutout with the
-//!   parallel PNG writer, `Z_RLE` (the server's choice) against zlib levels 1 and 6.
+//!   parallel PNG writer, `Z_RLE` (the server's choice) against zlib levels 1 and 6;
+//! * `mask_resize_12mp/{whole,tiled}`: a network's 320² mask of the sample photo (real u2netp
+//!   weights from `.local/models` when installed, else the built-in engine's mask shrunk to
+//!   320²) back to 4242×2862, the whole Lanczos3 resize against the tiled one the server uses
+//!   (`imaging::resize_mask`); it also prints how many pixels differ and by how much.
 //!
 //! Needs ONNX Runtime and the test models: `bash scripts/setup.sh`. Run with
 //! `cargo bench -p imagejobs-segmenter` (a few minutes).
@@ -14,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use image::{DynamicImage, RgbImage};
+use image::{DynamicImage, GrayImage, RgbImage};
 use imagejobs_segmenter::engine::Engine;
 use imagejobs_segmenter::imaging::{self, DecodeLimits};
 use imagejobs_segmenter::onnx::{OnnxEngine, OrtOptions};
@@ -159,5 +163,63 @@ fn benches(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(pipeline, benches);
+/// The network-sized (320²) mask of the sample rocket photo: real u2netp output when its
+/// weights are installed, else the built-in engine's mask shrunk to 320².
+fn network_mask(options: &OrtOptions) -> (GrayImage, &'static str) {
+    let photo = image::open(root().join("assets/sample-rocket.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let small = imaging::resize_rgb(&photo, 320, 320, imaging::Filter::Lanczos3);
+    let weights = root().join(".local/models/u2netp.onnx");
+    if weights.is_file() {
+        let spec = shared::models::find("u2netp").unwrap();
+        let engine = OnnxEngine::load(spec, &weights, options).unwrap();
+        return (engine.segment(&small).unwrap(), "u2netp weights");
+    }
+    let mask = PlainBackground::default().segment(&photo).unwrap();
+    (
+        imaging::resize_gray(&mask, 320, 320, imaging::Filter::Lanczos3),
+        "plain-background (no weights installed)",
+    )
+}
+
+fn mask_resize(c: &mut Criterion) {
+    let options = OrtOptions {
+        dylib: ort_dylib(),
+        intra_threads: None,
+        use_cuda: false,
+        spinning: true,
+    };
+    let (small, source) = network_mask(&options);
+    let (w, h) = (4242, 2862);
+    let whole = imaging::resize_gray(&small, w, h, imaging::Filter::Lanczos3);
+    let tiled = imaging::resize_mask(&small, w, h);
+    let diffs: Vec<u8> = whole
+        .as_raw()
+        .iter()
+        .zip(tiled.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .filter(|&d| d > 0)
+        .collect();
+    eprintln!(
+        "mask from {source}: tiled vs whole: {} of {} px differ, max {}, mean {:.5} levels",
+        diffs.len(),
+        w * h,
+        diffs.iter().max().unwrap_or(&0),
+        diffs.iter().map(|&d| f64::from(d)).sum::<f64>() / f64::from(w * h)
+    );
+    let mut g = c.benchmark_group("mask_resize_12mp");
+    g.sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    g.bench_function("whole", |b| {
+        b.iter(|| imaging::resize_gray(black_box(&small), w, h, imaging::Filter::Lanczos3))
+    });
+    g.bench_function("tiled", |b| {
+        b.iter(|| imaging::resize_mask(black_box(&small), w, h))
+    });
+    g.finish();
+}
+
+criterion_group!(pipeline, benches, mask_resize);
 criterion_main!(pipeline);

@@ -14,7 +14,7 @@
 //!   0) → `(x − mean) / std` per channel → `[1, 3, H, W]` f32, NCHW;
 //! * output: output 0, batch 0, channel 0 (`[1, 1, h, w]`, any `h × w`) → sigmoid if the catalog
 //!   says so → min-max normalise to 0..1 (a constant output becomes all 0) → ×255, rounded → L8
-//!   → Lanczos3 resize back to the original size.
+//!   → Lanczos3 resize back to the original size (tiled: [`crate::imaging::resize_mask`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -28,7 +28,7 @@ use shared::models::ModelSpec;
 
 use crate::engine::{Engine, EngineError, EngineTimings};
 use crate::error::StartupError;
-use crate::imaging::{Filter, resize_gray, resize_rgb};
+use crate::imaging::{Filter, resize_mask, resize_rgb};
 
 /// How sessions are created.
 #[derive(Debug, Clone)]
@@ -186,7 +186,7 @@ pub fn postprocess(
     height: u32,
 ) -> Result<GrayImage, EngineError> {
     let small = output_mask(spec, shape, data)?;
-    Ok(resize_gray(&small, width, height, Filter::Lanczos3))
+    Ok(resize_mask(&small, width, height))
 }
 
 /// [`postprocess`] before the resize: the mask at the network's output size.
@@ -265,7 +265,7 @@ impl Engine for OnnxEngine {
         drop(session);
         let inference_ms = ms(t);
         let t = Instant::now();
-        let mask = resize_gray(&small, image.width(), image.height(), Filter::Lanczos3);
+        let mask = resize_mask(&small, image.width(), image.height());
         let timings = EngineTimings {
             preprocess_ms,
             inference_ms,
