@@ -50,6 +50,17 @@ fn ort_dylib() -> PathBuf {
     PathBuf::from(p.trim())
 }
 
+/// The server's default session settings, on the setup's ONNX Runtime.
+fn ort_options() -> OrtOptions {
+    OrtOptions {
+        dylib: ort_dylib(),
+        intra_threads: None,
+        use_cuda: false,
+        spinning: true,
+        spinning_stop: true,
+    }
+}
+
 /// A product-shot-like picture: a textured, shaded object on a graded light background with
 /// sensor noise.
 fn photo() -> RgbImage {
@@ -103,12 +114,7 @@ fn benches(c: &mut Criterion) {
         "{} missing: run `bash scripts/setup.sh`",
         model.display()
     );
-    let options = OrtOptions {
-        dylib: ort_dylib(),
-        intra_threads: None,
-        use_cuda: false,
-        spinning: true,
-    };
+    let options = ort_options();
     let onnx: Box<dyn Engine> = Box::new(OnnxEngine::load(spec, &model, &options).unwrap());
 
     let mut g = c.benchmark_group("remove_background_12mp");
@@ -184,12 +190,7 @@ fn network_mask(options: &OrtOptions) -> (GrayImage, &'static str) {
 }
 
 fn mask_resize(c: &mut Criterion) {
-    let options = OrtOptions {
-        dylib: ort_dylib(),
-        intra_threads: None,
-        use_cuda: false,
-        spinning: true,
-    };
+    let options = ort_options();
     let (small, source) = network_mask(&options);
     let (w, h) = (4242, 2862);
     let whole = imaging::resize_gray(&small, w, h, imaging::Filter::Lanczos3);

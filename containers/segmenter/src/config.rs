@@ -60,6 +60,12 @@ pub struct Config {
     #[arg(long, env = "ORT_SPINNING", default_value_t = true, action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
     pub ort_spinning: bool,
+    /// Whether spinning intra-op threads stop as soon as a run returns (ONNX Runtime's
+    /// `session.force_spinning_stop`), so the mask resize and the encode after inference get
+    /// the cores (measured: containers/segmenter/README.md, "Benchmark").
+    #[arg(long, env = "ORT_SPINNING_STOP", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub ort_spinning_stop: bool,
     /// Register the CUDA execution provider for every ONNX session (needs the `cuda` cargo feature
     /// and the onnxruntime-gpu library). Registration failure fails start-up.
     #[arg(long, env = "USE_CUDA", default_value_t = false, action = clap::ArgAction::Set,
@@ -90,6 +96,7 @@ impl Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             ort_intra_threads: None,
             ort_spinning: true,
+            ort_spinning_stop: true,
             use_cuda: false,
             queue_depth: DEFAULT_QUEUE_DEPTH,
             command: None,
@@ -116,6 +123,8 @@ mod tests {
             "2",
             "--ort-spinning",
             "false",
+            "--ort-spinning-stop",
+            "false",
         ])
         .unwrap();
         assert_eq!(c.command.as_deref(), Some("serve"));
@@ -123,6 +132,8 @@ mod tests {
         assert!(!c.use_cuda);
         assert_eq!(c.queue_depth, 2);
         assert!(!c.ort_spinning);
+        assert!(!c.ort_spinning_stop);
+        assert!(Config::new("m").ort_spinning_stop);
         assert!(
             Config::new("m").ort_spinning,
             "ONNX Runtime's default unless told"

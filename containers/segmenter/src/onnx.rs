@@ -43,6 +43,10 @@ pub struct OrtOptions {
     /// `session.intra_op.allow_spinning`, on by default). Off gives the cores back at once to
     /// whatever shares the machine, such as the local stack's emulator and runner.
     pub spinning: bool,
+    /// Stop the spinning as soon as a run returns (ONNX Runtime's
+    /// `session.force_spinning_stop`): threads spin while a network runs, where it pays, but
+    /// not into the resize and encode that follow, which need the same cores.
+    pub spinning_stop: bool,
 }
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
@@ -113,6 +117,11 @@ impl OnnxEngine {
         if !options.spinning {
             builder = builder
                 .with_intra_op_spinning(false)
+                .map_err(|e| model_err(e.to_string()))?;
+        }
+        if options.spinning_stop {
+            builder = builder
+                .with_config_entry("session.force_spinning_stop", "1")
                 .map_err(|e| model_err(e.to_string()))?;
         }
         if options.use_cuda {

@@ -105,6 +105,7 @@ impl Registry {
                 intra_threads: config.ort_intra_threads,
                 use_cuda: config.use_cuda,
                 spinning: config.ort_spinning,
+                spinning_stop: config.ort_spinning_stop,
             };
             crate::onnx::init_runtime(&options.dylib)?;
             for spec in present {

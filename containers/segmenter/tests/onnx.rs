@@ -27,6 +27,7 @@ fn options() -> OrtOptions {
         intra_threads: Some(1),
         use_cuda: false,
         spinning: true,
+        spinning_stop: false,
     }
 }
 
@@ -57,7 +58,7 @@ fn predictable_model_gives_the_expected_alpha() {
 }
 
 #[test]
-fn a_session_without_spinning_gives_the_same_mask() {
+fn sessions_without_spinning_or_stopping_it_after_a_run_give_the_same_mask() {
     let spec = shared::models::find("u2netp").unwrap();
     let path = test_models().join("u2netp.onnx");
     let spinning = OnnxEngine::load(spec, &path, &options()).unwrap();
@@ -70,6 +71,16 @@ fn a_session_without_spinning_gives_the_same_mask() {
     let mask = blocking.segment(&image).unwrap();
     assert_red_blue_mask(&mask);
     assert_eq!(mask, spinning.segment(&image).unwrap());
+    let stopping = OnnxEngine::load(
+        spec,
+        &path,
+        &OrtOptions {
+            spinning_stop: true,
+            ..options()
+        },
+    )
+    .unwrap();
+    assert_eq!(mask, stopping.segment(&image).unwrap());
 }
 
 #[test]
