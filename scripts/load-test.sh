@@ -4,6 +4,11 @@
 # same Idempotency-Key), every job read until it ends (scripts/load_test.py). Exits 1 when any
 # job did not succeed. Starts its own stack with scripts/run-local.sh and stops it by PID.
 #
+# The stack runs optimised binaries (BUILD_PROFILE=stack, Cargo.toml), as it runs when
+# deployed: the debug build's runner spent about three times the CPU for the same work, on the
+# cores the segmenter shares with it here. The first run builds them (BUILD_PROFILE=dev reuses
+# the debug build instead).
+#
 #   bash scripts/load-test.sh                 # JOBS=120 THREADS=16 MODEL=u2netp
 # Ports: API_PORT=3300, SEGMENTER_PORT=8300, MOTO_PORT=5300. Figures: .local/logs/load-test.json.
 set -euo pipefail
@@ -13,7 +18,7 @@ source scripts/lib.sh
 export API_PORT=${API_PORT:-3300} SEGMENTER_PORT=${SEGMENTER_PORT:-8300} MOTO_PORT=${MOTO_PORT:-5300}
 mkdir -p .local/logs
 rm -f .local/api-key
-MODEL=u2netp bash scripts/run-local.sh > .local/logs/load-test-stack.log 2>&1 &
+BUILD_PROFILE=${BUILD_PROFILE:-stack} MODEL=u2netp bash scripts/run-local.sh > .local/logs/load-test-stack.log 2>&1 &
 stack=$!
 trap 'kill "$stack" 2>/dev/null || true; wait "$stack" 2>/dev/null || true' EXIT
 log "waiting for the local stack (log: .local/logs/load-test-stack.log)"

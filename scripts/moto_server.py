@@ -15,13 +15,18 @@ Usage: the same arguments as moto_server (`-H 127.0.0.1 -p PORT`).
 """
 
 import copy
+import functools
+import logging
 import sys
 import threading
+
+import moto.backends as moto_backends
 
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
 _lock = threading.Lock()
 _call_action = DynamoHandler.call_action
@@ -103,6 +108,30 @@ def _item_level_transact_write_items(self, transact_items):
 
 dynamodb_models.copy = _TableCopyShim()
 DynamoDBBackend.transact_write_items = _item_level_transact_write_items
+
+# Routing a request to its service: moto's dispatcher lists its own package folder (a listdir
+# and ~200 isdir calls) and tries every backend's URL patterns, for every request, under one
+# global lock; `py-spy` put that at a fifth of the emulator's CPU in the load run
+# (scripts/load-test.sh), CPU the segmenter shares on a small machine. The folder does not
+# change while the server runs, and a host always maps to the same backend, so both are
+# computed once.
+_moto_modules = frozenset(moto_backends.list_of_moto_modules())
+moto_backends.list_of_moto_modules = lambda: _moto_modules
+DomainDispatcherApplication.get_backend_for_host = functools.lru_cache(maxsize=256)(
+    DomainDispatcherApplication.get_backend_for_host
+)
+
+
+class _QuietSuccesses(logging.Filter):
+    """Drops werkzeug's line for each 1xx-3xx request (one per call: "POST / 200", another
+    ~6 % of the emulator's CPU under load); 4xx and 5xx lines stay in the log."""
+
+    def filter(self, record):
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (len(args) >= 2 and str(args[1])[:1] in "123")
+
+
+logging.getLogger("werkzeug").addFilter(_QuietSuccesses())
 
 from moto.server import main  # noqa: E402  (after the patch, which must precede any request)
 

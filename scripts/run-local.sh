@@ -12,6 +12,8 @@
 # MODEL_DIR (default .local/models) holds the weights setup installs (isnet, isnet-int8, u2netp);
 # other catalog files (u2net.onnx, birefnet-general.onnx, ...) placed there are served too.
 # MODEL=u2netp picks the model of the sample job (default: the segmenter's, ISNet fp16).
+# BUILD_PROFILE=stack builds optimised binaries (Cargo.toml's `stack` profile; scripts/load-test.sh
+# uses it) instead of the default debug ones (`dev`, which shares the tests' build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -24,6 +26,7 @@ MOTO_PORT=${MOTO_PORT:-5055}
 MODEL_DIR=${MODEL_DIR:-.local/models}
 SAMPLE=${SAMPLE:-assets/sample-rocket.jpg}
 MODEL=${MODEL:-}
+BUILD_PROFILE=${BUILD_PROFILE:-dev}
 
 for cmd in cargo curl python3; do
   command -v "$cmd" >/dev/null || { echo "error: $cmd is required" >&2; exit 1; }
@@ -35,10 +38,11 @@ done
 log "setup (Python tools in .venv, model weights in .local/models; the first run fetches them)"
 MODEL_DIR="$MODEL_DIR" bash scripts/setup.sh --no-sam
 
-log "build (debug profile; image crates optimised)"
-cargo build -p imagejobs-local -p imagejobs-segmenter -p imagejobs-admin -p imagejobs-cli
-# Where cargo put them: the workspace's target/ unless CARGO_TARGET_DIR moves it.
-bin="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+log "build (profile $BUILD_PROFILE)"
+cargo build --profile "$BUILD_PROFILE" -p imagejobs-local -p imagejobs-segmenter -p imagejobs-admin -p imagejobs-cli
+# Where cargo put them: the workspace's target/ unless CARGO_TARGET_DIR moves it; the dev
+# profile's folder is named debug.
+bin="${CARGO_TARGET_DIR:-$PWD/target}/$([ "$BUILD_PROFILE" = dev ] && echo debug || echo "$BUILD_PROFILE")"
 
 mkdir -p .local/logs "$MODEL_DIR" out
 pids=()
