@@ -24,8 +24,9 @@
 //! that was killed, is so relayed again here. A duplicate `notify` message is harmless: each
 //! channel is sent under a claim ([`crate::notification::NotificationStore::claim_delivery`]).
 //!
-//! Before sending, it moves the job's due time forward by [`Sweeper::retry_after`] with a
-//! conditional write on the due time it read, so two sweepers never act on the same due time
+//! Before sending, it moves the job's due time forward by [`Sweeper::retry_after`]
+//! ([`Sweeper::takeover_retry_after`] for an expired lease) with a conditional write on the
+//! due time it read, so two sweepers never act on the same due time
 //! and a job whose message is lost again is looked at again.
 
 use std::sync::Arc;
@@ -69,11 +70,19 @@ pub struct Sweeper {
     /// How far a recovered job's due time moves (seconds), i.e. how soon it is looked at again
     /// if this message is lost too.
     pub retry_after: Duration,
+    /// The same for a job taken back from an expired lease (`processing`, no provider
+    /// request): shorter, because such a job has already waited out a lease since its
+    /// processor died, and a second loss (the processor that received the `run` dying before
+    /// its claim, the message then held for the whole visibility timeout) would otherwise add
+    /// a full [`Self::retry_after`]. Lease (65 s) + this + a sweep interval stays within the
+    /// two minutes a crashed job has to finish (docs/ARCHITECTURE.md "Recovery"). Only crashed
+    /// jobs pay for it: a duplicate `run` every 30 s while one waits in the queue.
+    pub takeover_retry_after: Duration,
 }
 
 impl Sweeper {
-    /// A sweeper over these ports, with `max_attempts` from the queue's redrive policy and a
-    /// 60 s `retry_after`.
+    /// A sweeper over these ports, with `max_attempts` from the queue's redrive policy, a 60 s
+    /// `retry_after` and a 30 s `takeover_retry_after`.
     pub fn new(
         pending: Arc<dyn PendingJobs>,
         queue: Arc<dyn JobQueue>,
@@ -86,6 +95,7 @@ impl Sweeper {
             transitions,
             max_attempts,
             retry_after: Duration::from_secs(60),
+            takeover_retry_after: Duration::from_secs(30),
         }
     }
 
@@ -121,7 +131,11 @@ impl Sweeper {
     }
 
     async fn recover(&self, job: &PendingJob, now: OffsetDateTime) -> Result<Option<Recovered>> {
-        let until = now.unix_timestamp() + self.retry_after.as_secs() as i64;
+        let again = match (job.status, &job.provider_request_id) {
+            (JobStatus::Processing, None) => self.takeover_retry_after,
+            _ => self.retry_after,
+        };
+        let until = now.unix_timestamp() + again.as_secs() as i64;
         match self
             .pending
             .postpone(&job.owner, job.id, job.due, until)

@@ -205,7 +205,14 @@ mod tests {
                 }
             ]
         );
-        // Nothing handled those messages (lost too): both jobs, moved 60 s on, come back.
+        // Nothing handled those messages (lost too). The crashed job, taken back from its
+        // lease, is moved 30 s on and comes back first; the outbox entry 60 s on.
+        let takeover = sweeper.sweep(t0 + Span::seconds(97), 100).await.unwrap();
+        assert_eq!(
+            (takeover.due, takeover.requeued, takeover.relayed),
+            (1, 1, 0),
+            "{takeover:?}"
+        );
         let later = sweeper.sweep(t0 + Span::seconds(127), 100).await.unwrap();
         assert_eq!(
             (later.due, later.requeued, later.relayed),
