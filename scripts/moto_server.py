@@ -21,6 +21,7 @@ import sys
 import threading
 
 import moto.backends as moto_backends
+import werkzeug.serving as werkzeug_serving
 
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
@@ -132,6 +133,11 @@ class _QuietSuccesses(logging.Filter):
 
 
 logging.getLogger("werkzeug").addFilter(_QuietSuccesses())
+
+# werkzeug writes a response's headers and its body in two sends; with Nagle's algorithm on,
+# the body waits for the client's (delayed) ACK of the headers. AWS's endpoints answer without
+# such a stall, so the emulator's sockets send at once.
+werkzeug_serving.WSGIRequestHandler.disable_nagle_algorithm = True
 
 from moto.server import main  # noqa: E402  (after the patch, which must precede any request)
 
