@@ -21,9 +21,8 @@ import sys
 import threading
 
 import moto.backends as moto_backends
-import werkzeug.serving as werkzeug_serving
-
 import moto.dynamodb.models as dynamodb_models
+import werkzeug.serving as werkzeug_serving
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler

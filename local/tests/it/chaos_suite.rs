@@ -6,8 +6,9 @@
 //! 5xx and accept-then-hang. At the end it checks the invariants and prints a table.
 //!
 //! The CI variant runs [`CI_JOBS`] jobs; `CHAOS_JOBS`, `CHAOS_OWNERS` and
-//! `CHAOS_JOBS_PER_MINUTE` make it a soak (`scripts/chaos-soak.sh`), and `CHAOS_SEED` replays a run (the default seed is fixed, so CI's
-//! inputs are the same every run; thread scheduling still decides where each fault lands).
+//! `CHAOS_JOBS_PER_MINUTE` make it a soak (`scripts/chaos-soak.sh`), and `CHAOS_SEED` replays a
+//! run (the default seed is fixed, so CI's inputs are the same every run; thread scheduling
+//! still decides where each fault lands).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
