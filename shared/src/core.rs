@@ -113,6 +113,16 @@ pub trait JobStore: Send + Sync {
     /// # Errors
     /// [`crate::Error::Unavailable`] when the store cannot be read.
     async fn created_in_minute(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<u32>;
+    /// Refuses a create before anything is stored or fetched when the owner's quota is already
+    /// spent: the [`crate::Error::QuotaExceeded`] that [`JobStore::create`] would answer
+    /// (`too_many_jobs_in_flight`, or `rate_limited` for the UTC minute that contains `at`),
+    /// from the two counters read together. Advisory: a slot freed or taken meanwhile is
+    /// settled by `create`'s own conditions, which stay the guarantee.
+    ///
+    /// # Errors
+    /// [`crate::Error::QuotaExceeded`] as above; [`crate::Error::Unavailable`] when the
+    /// counters cannot be read (the caller goes on to `create`, which decides).
+    async fn check_quota(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<()>;
 }
 
 /// A processor's exclusive, time-bounded right to run a job.

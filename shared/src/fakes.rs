@@ -239,6 +239,11 @@ impl JobStore for InMemoryJobs {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
+    /// Never refuses: the fake models no quotas (see the type's docs).
+    async fn check_quota(&self, _owner: &OwnerId, _at: OffsetDateTime) -> Result<()> {
+        Ok(())
+    }
+
     async fn get(&self, owner: &OwnerId, id: Ulid) -> Result<Option<Job>> {
         Ok(lock(&self.state)
             .jobs

@@ -466,6 +466,10 @@ impl<T: JobStore> JobStore for Faulty<T> {
     async fn created_in_minute(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<u32> {
         self.inner.created_in_minute(owner, at).await
     }
+
+    async fn check_quota(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<()> {
+        self.inner.check_quota(owner, at).await
+    }
 }
 
 #[async_trait]

@@ -203,6 +203,18 @@ impl JobSubmitter {
                 ),
             });
         }
+        // Refused before the input is fetched or stored, when the counters already say so: a
+        // client retrying into a full quota costs one read, not a put, a cancelled transaction
+        // and a delete. If they cannot be read, `create` decides as before.
+        match self
+            .store
+            .check_quota(&sub.owner, OffsetDateTime::now_utc())
+            .await
+        {
+            Err(e @ Error::QuotaExceeded { .. }) => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "quota read failed; the create decides"),
+            Ok(()) => {}
+        }
         let id = Ulid::new();
         let main = match &sub.input {
             Some(input) => {

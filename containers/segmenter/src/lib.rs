@@ -56,6 +56,9 @@ pub fn app(config: &Config) -> Result<Router, StartupError> {
     tracing::info!(
         models = ?registry.available(),
         default_model = registry.default_model(),
+        ort_intra_threads = ?config.ort_intra_threads,
+        ort_spinning = config.ort_spinning,
+        ort_spinning_stop = config.ort_spinning_stop,
         "engines ready"
     );
     Ok(router(AppState::new(registry, config)))

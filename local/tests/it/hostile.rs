@@ -667,3 +667,78 @@ async fn cors_request_ids_and_security_headers() {
     let generated = resp.headers()["x-request-id"].to_str().unwrap();
     assert!(ulid::Ulid::from_string(generated).is_ok(), "{generated}");
 }
+
+/// A create over a spent quota is refused from the counters alone, before its input is stored:
+/// the blob store here fails every put, so a refusal that still tried to store first (and
+/// deleted after) would answer 503 `dependency_unavailable` instead of the 429.
+#[tokio::test]
+async fn a_create_over_a_spent_quota_is_refused_before_its_input_is_stored() {
+    use shared::core::Created;
+    use shared::faults::{FaultPlan, Faults, Faulty};
+    use shared::service::{InputRef, JobSubmitter, Submission};
+    use std::sync::Arc;
+
+    let submission = |owner: &OwnerId| Submission {
+        owner: owner.clone(),
+        operation: shared::job::Operation::RemoveBackground(
+            shared::operation::remove_background::RemoveBackgroundParams::with_model(
+                shared::models::PLAIN_BACKGROUND,
+            ),
+        ),
+        input: Some(InputRef::Upload(sample_photo().into())),
+        extra_inputs: Vec::new(),
+        idempotency_key: None,
+        notify: Default::default(),
+        request_id: None,
+    };
+    for (code, in_flight, per_minute) in [
+        ("too_many_jobs_in_flight", 1, 100),
+        ("rate_limited", 100, 1),
+    ] {
+        // The per-minute counter must not roll over between the two creates.
+        let second = time::OffsetDateTime::now_utc().second();
+        if second >= 50 {
+            tokio::time::sleep(std::time::Duration::from_secs(u64::from(61 - second))).await;
+        }
+        let mut env = TestEnv::new().await;
+        env.settings.jobs.max_in_flight = in_flight;
+        env.settings.jobs.max_per_minute = per_minute;
+        let aws = env.aws();
+        let owner = OwnerId::parse("busy").unwrap();
+        let fetcher = Arc::new(
+            shared::adapters::PublicHttp::new(shared::egress::FetchPolicy::from_settings(
+                &env.settings,
+                1 << 20,
+                std::time::Duration::from_secs(5),
+            ))
+            .unwrap(),
+        );
+        let submitter = |blobs: Arc<dyn shared::core::BlobStore>| {
+            JobSubmitter::new(
+                Arc::new(aws.jobs.clone()),
+                Arc::new(aws.queue.clone()),
+                blobs,
+                Arc::new(env.settings.clone()),
+                fetcher.clone(),
+            )
+        };
+        let first = submitter(Arc::new(aws.blobs.clone()))
+            .submit(submission(&owner))
+            .await
+            .unwrap();
+        assert!(matches!(first, Created::New(_)), "{first:?}");
+        let mut plan = FaultPlan::uniform(7, 0.0);
+        plan.rates[0] = 1.0; // FaultKind::Error: every put fails before it is made
+        let failing_puts = Arc::new(Faulty::new(aws.blobs.clone(), Arc::new(Faults::new(plan))));
+        match submitter(failing_puts).submit(submission(&owner)).await {
+            Err(shared::Error::QuotaExceeded { code: got, .. }) => assert_eq!(got, code),
+            other => panic!("{code}: expected a refusal before the put, got {other:?}"),
+        }
+        assert_eq!(env.table_items().await, 1, "{code}: only the first job");
+        assert_eq!(
+            env.objects().await.len(),
+            1,
+            "{code}: only the first job's input"
+        );
+    }
+}

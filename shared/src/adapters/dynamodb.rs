@@ -19,8 +19,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::{
     TransactWriteItemsError, TransactWriteItemsOutput,
 };
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Delete, Put, ReturnValue, ReturnValuesOnConditionCheckFailure,
-    TransactWriteItem, Update,
+    AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use backon::{ExponentialBuilder, Retryable};
 use std::collections::HashMap;
@@ -380,6 +380,32 @@ impl DynamoJobs {
         }
     }
 
+    /// The refusal when the owner's in-flight counter stands at `MAX_JOBS_IN_FLIGHT`.
+    fn in_flight_refusal(&self) -> Error {
+        Error::QuotaExceeded {
+            code: "too_many_jobs_in_flight",
+            message: format!(
+                "{} jobs are already queued or processing for this owner (the limit); retry when some finish",
+                self.quotas.max_in_flight
+            ),
+            retry_after_seconds: 10,
+        }
+    }
+
+    /// The refusal when this minute's counter stands at `MAX_JOBS_PER_MINUTE`; `minute_ends` is
+    /// the Unix second the minute ends (the `Retry-After`, 1–60 s).
+    fn rate_refusal(&self, minute_ends: i64) -> Error {
+        let wait = (minute_ends - OffsetDateTime::now_utc().unix_timestamp()).clamp(1, 60);
+        Error::QuotaExceeded {
+            code: "rate_limited",
+            message: format!(
+                "at most {} jobs a minute may be created for this owner",
+                self.quotas.max_per_minute
+            ),
+            retry_after_seconds: wait as u64,
+        }
+    }
+
     /// Resolves an idempotency key already stored: the same request gets its job back.
     async fn replay(&self, owner: &OwnerId, idem: &Idempotency) -> Result<Option<Job>> {
         let Some((hash, id)) = self.idempotency_record(owner, &idem.key).await? else {
@@ -476,25 +502,10 @@ impl JobStore for DynamoJobs {
             return Err(Error::Conflict(format!("job {} already exists", job.id)));
         }
         if failed.contains(&1) {
-            return Err(Error::QuotaExceeded {
-                code: "too_many_jobs_in_flight",
-                message: format!(
-                    "{} jobs are already queued or processing for this owner (the limit); retry when some finish",
-                    self.quotas.max_in_flight
-                ),
-                retry_after_seconds: 10,
-            });
+            return Err(self.in_flight_refusal());
         }
         if failed.contains(&2) {
-            let wait = (minute_ends - OffsetDateTime::now_utc().unix_timestamp()).clamp(1, 60);
-            return Err(Error::QuotaExceeded {
-                code: "rate_limited",
-                message: format!(
-                    "at most {} jobs a minute may be created for this owner",
-                    self.quotas.max_per_minute
-                ),
-                retry_after_seconds: wait as u64,
-            });
+            return Err(self.rate_refusal(minute_ends));
         }
         Err(unavailable(e))
     }
@@ -522,6 +533,53 @@ impl JobStore for DynamoJobs {
             .and_then(|v| v.as_n().ok())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0))
+    }
+
+    async fn check_quota(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<()> {
+        let keys = KeysAndAttributes::builder()
+            .keys(Self::key(owner, IN_FLIGHT_SK.into()))
+            .keys(Self::key(owner, minute_sk(at)))
+            .projection_expression("#sk, #count")
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_names("#count", "count")
+            .consistent_read(true)
+            .build()
+            .map_err(unavailable)?;
+        let out = self
+            .client
+            .batch_get_item()
+            .request_items(&self.table, keys)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        // An item DynamoDB left unprocessed counts as absent: `create` still checks it.
+        let minute = minute_sk(at);
+        let (mut in_flight, mut this_minute) = (0u32, 0u32);
+        for item in out
+            .responses
+            .unwrap_or_default()
+            .remove(&self.table)
+            .unwrap_or_default()
+        {
+            let count = item
+                .get("count")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            match item.get(SK).and_then(|v| v.as_s().ok()) {
+                Some(sk) if sk == IN_FLIGHT_SK => in_flight = count,
+                Some(sk) if *sk == minute => this_minute = count,
+                _ => {}
+            }
+        }
+        // In `create`'s order: the in-flight refusal first.
+        if in_flight >= self.quotas.max_in_flight {
+            return Err(self.in_flight_refusal());
+        }
+        if this_minute >= self.quotas.max_per_minute {
+            return Err(self.rate_refusal((at.unix_timestamp() / 60 + 1) * 60));
+        }
+        Ok(())
     }
 
     async fn get(&self, owner: &OwnerId, id: Ulid) -> Result<Option<Job>> {
