@@ -675,22 +675,9 @@ async fn cors_request_ids_and_security_headers() {
 async fn a_create_over_a_spent_quota_is_refused_before_its_input_is_stored() {
     use shared::core::Created;
     use shared::faults::{FaultPlan, Faults, Faulty};
-    use shared::service::{InputRef, JobSubmitter, Submission};
+    use shared::service::JobSubmitter;
     use std::sync::Arc;
 
-    let submission = |owner: &OwnerId| Submission {
-        owner: owner.clone(),
-        operation: shared::job::Operation::RemoveBackground(
-            shared::operation::remove_background::RemoveBackgroundParams::with_model(
-                shared::models::PLAIN_BACKGROUND,
-            ),
-        ),
-        input: Some(InputRef::Upload(sample_photo().into())),
-        extra_inputs: Vec::new(),
-        idempotency_key: None,
-        notify: Default::default(),
-        request_id: None,
-    };
     for (code, in_flight, per_minute) in [
         ("too_many_jobs_in_flight", 1, 100),
         ("rate_limited", 100, 1),
@@ -723,14 +710,17 @@ async fn a_create_over_a_spent_quota_is_refused_before_its_input_is_stored() {
             )
         };
         let first = submitter(Arc::new(aws.blobs.clone()))
-            .submit(submission(&owner))
+            .submit(common::photo_submission(&owner, None))
             .await
             .unwrap();
         assert!(matches!(first, Created::New(_)), "{first:?}");
         let mut plan = FaultPlan::uniform(7, 0.0);
         plan.rates[0] = 1.0; // FaultKind::Error: every put fails before it is made
         let failing_puts = Arc::new(Faulty::new(aws.blobs.clone(), Arc::new(Faults::new(plan))));
-        match submitter(failing_puts).submit(submission(&owner)).await {
+        match submitter(failing_puts)
+            .submit(common::photo_submission(&owner, None))
+            .await
+        {
             Err(shared::Error::QuotaExceeded { code: got, .. }) => assert_eq!(got, code),
             other => panic!("{code}: expected a refusal before the put, got {other:?}"),
         }

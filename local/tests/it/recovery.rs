@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorCont
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use time::OffsetDateTime;
 
-use crate::common::{TestEnv, sample_photo, start_segmenter};
+use crate::common::{TestEnv, start_segmenter};
 use shared::adapters::DynamoJobs;
 use shared::core::{
     Claim, Created, JobQueue, JobStore, JobTransitions, Lease, PendingJobs, ProviderSubmission,
@@ -19,7 +19,7 @@ use shared::core::{
 };
 use shared::job::{JobError, JobMessage, JobStatus, OwnerId};
 use shared::recovery::Sweeper;
-use shared::service::{InputRef, JobSubmitter, Submission};
+use shared::service::JobSubmitter;
 
 /// A queue whose sends never arrive: the API or ingest died right after the job's record was
 /// written (window 1 of the reliability issue).
@@ -169,19 +169,7 @@ async fn submit_without_enqueue(
         ),
     );
     let created = submitter
-        .submit(Submission {
-            owner: owner.clone(),
-            operation: shared::job::Operation::RemoveBackground(
-                shared::operation::remove_background::RemoveBackgroundParams::with_model(
-                    shared::models::PLAIN_BACKGROUND,
-                ),
-            ),
-            input: Some(InputRef::Upload(sample_photo().into())),
-            extra_inputs: Vec::new(),
-            idempotency_key: Some("lost-1".into()),
-            notify: Default::default(),
-            request_id: None,
-        })
+        .submit(crate::common::photo_submission(owner, Some("lost-1")))
         .await
         .unwrap();
     let Created::New(job) = created else {

@@ -400,6 +400,27 @@ pub fn sample_photo() -> Vec<u8> {
     std::fs::read(emulator::workspace_root().join("assets/sample-rocket.jpg")).unwrap()
 }
 
+/// A `remove_background` job of [`sample_photo`] (uploaded) with `plain-background`, as the
+/// API's `POST /v1/jobs` would submit it.
+pub fn photo_submission(
+    owner: &shared::job::OwnerId,
+    idempotency_key: Option<&str>,
+) -> shared::service::Submission {
+    shared::service::Submission {
+        owner: owner.clone(),
+        operation: shared::job::Operation::RemoveBackground(
+            shared::operation::remove_background::RemoveBackgroundParams::with_model(
+                shared::models::PLAIN_BACKGROUND,
+            ),
+        ),
+        input: Some(shared::service::InputRef::Upload(sample_photo().into())),
+        extra_inputs: Vec::new(),
+        idempotency_key: idempotency_key.map(str::to_owned),
+        notify: Default::default(),
+        request_id: None,
+    }
+}
+
 /// Starts the real segmenter in-process with no weights (plain-background only).
 pub async fn start_segmenter() -> (String, tempdir::Dir) {
     let dir = tempdir::Dir::new();
