@@ -79,6 +79,19 @@ fn minute_sk(now: OffsetDateTime) -> String {
     format!("QUOTA#minute#{}", now.unix_timestamp() / 60)
 }
 
+/// When the rate window holding `now` ends: the next whole minute, Unix seconds.
+fn minute_ends(now: OffsetDateTime) -> i64 {
+    (now.unix_timestamp() / 60 + 1) * 60
+}
+
+/// A quota counter item's `count` (0 when the item or the attribute is absent).
+fn counter_value(item: &HashMap<String, AttributeValue>) -> u32 {
+    item.get("count")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `count = count + 1` on a quota counter, only while below `limit` (the release is
 /// [`DynamoJobs::release_slot`]).
 fn take_slot(
@@ -431,7 +444,7 @@ impl JobStore for DynamoJobs {
             .expression_attribute_names("#pk", PK)
             .build()
             .map_err(unavailable)?;
-        let minute_ends = (job.created_at.unix_timestamp() / 60 + 1) * 60;
+        let minute_ends = minute_ends(job.created_at);
         let mut tx = self
             .client
             .transact_write_items()
@@ -526,13 +539,7 @@ impl JobStore for DynamoJobs {
             .send()
             .await
             .map_err(unavailable)?;
-        Ok(out
-            .item
-            .as_ref()
-            .and_then(|item| item.get("count"))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0))
+        Ok(out.item.as_ref().map_or(0, counter_value))
     }
 
     async fn check_quota(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<()> {
@@ -561,11 +568,7 @@ impl JobStore for DynamoJobs {
             .remove(&self.table)
             .unwrap_or_default()
         {
-            let count = item
-                .get("count")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
+            let count = counter_value(&item);
             match item.get(SK).and_then(|v| v.as_s().ok()) {
                 Some(sk) if sk == IN_FLIGHT_SK => in_flight = count,
                 Some(sk) if *sk == minute => this_minute = count,
@@ -577,7 +580,7 @@ impl JobStore for DynamoJobs {
             return Err(self.in_flight_refusal());
         }
         if this_minute >= self.quotas.max_per_minute {
-            return Err(self.rate_refusal((at.unix_timestamp() / 60 + 1) * 60));
+            return Err(self.rate_refusal(minute_ends(at)));
         }
         Ok(())
     }
