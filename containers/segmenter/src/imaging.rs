@@ -136,10 +136,31 @@ pub enum Filter {
 
 fn fir_options(filter: Filter) -> ResizeOptions {
     let f = match filter {
-        Filter::Lanczos3 => FirFilter::Lanczos3,
+        Filter::Lanczos3 => FirFilter::Custom(
+            fast_image_resize::Filter::new("Lanczos3", lanczos3, 3.0)
+                .expect("3 is a finite, positive support"),
+        ),
         Filter::Bilinear => FirFilter::Bilinear,
     };
     ResizeOptions::new().resize_alg(ResizeAlg::Convolution(f))
+}
+
+/// The Lanczos3 kernel, sinc(x)·sinc(x/3) for −3 ≤ x < 3 and 0 elsewhere, as
+/// fast_image_resize's own `Lanczos3` defines it, with one `sin` where it calls two:
+/// for θ = πx/3, sin(πx) = sin 3θ = sin θ · (3 − 4 sin² θ), so the product is
+/// sin 3θ · sin θ / (3θ²). The resizer evaluates the kernel for every weight of every
+/// resize, and [`resize_mask`] resizes tile by tile (~4,000 weights per tile): `sin` was ~1 % of
+/// the server's CPU time on the 12 MP u2netp benchmark. The two forms agree to ~1e-15.
+fn lanczos3(x: f64) -> f64 {
+    if x == 0.0 {
+        return 1.0;
+    }
+    if !(-3.0..3.0).contains(&x) {
+        return 0.0;
+    }
+    let theta = std::f64::consts::PI * x / 3.0;
+    let s = theta.sin();
+    s * (3.0 - 4.0 * s * s) * s / (3.0 * theta * theta)
 }
 
 fn resize_raw(
@@ -600,6 +621,28 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_sin_lanczos3_is_sinc_times_sinc() {
+        let sinc = |x: f64| {
+            if x == 0.0 {
+                1.0
+            } else {
+                (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+            }
+        };
+        for i in -4000..=4000 {
+            let x = f64::from(i) / 1000.0 + 1e-4;
+            let want = if (-3.0..3.0).contains(&x) {
+                sinc(x) * sinc(x / 3.0)
+            } else {
+                0.0
+            };
+            assert!((lanczos3(x) - want).abs() < 1e-12, "x = {x}");
+        }
+        assert_eq!(lanczos3(0.0), 1.0);
+        assert_eq!(lanczos3(3.0), 0.0);
+    }
 
     fn jpeg(w: u32, h: u32) -> Vec<u8> {
         let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 77]));
