@@ -296,9 +296,22 @@ fn deflate_into(
         unsafe { out.set_len(out.len() + written) };
         input = &input[taken..];
         let done = match flush {
-            DeflateFlush::Finish => status == Status::StreamEnd,
-            // Output room left over means the flush is complete.
-            _ => input.is_empty() && (flush == DeflateFlush::NoFlush || written < room),
+            DeflateFlush::Finish => {
+                assert_ne!(
+                    status,
+                    Status::BufError,
+                    "deflate finishes with output room"
+                );
+                status == Status::StreamEnd
+            }
+            // Output room left over means the flush is complete; so does `BufError` on a
+            // repeated flush (zlib had nothing left to write when the last call filled `out`).
+            _ => {
+                input.is_empty()
+                    && (flush == DeflateFlush::NoFlush
+                        || written < room
+                        || status == Status::BufError)
+            }
         };
         if done {
             return;
@@ -737,6 +750,38 @@ mod tests {
             "valid zlib stream, checksum included"
         );
         assert_eq!(out.len(), h as usize * (w as usize * 4 + 1));
+    }
+
+    #[test]
+    fn deflate_into_takes_all_input_and_completes_each_flush() {
+        // Incompressible bytes, so each call's output outgrows the room first reserved.
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let data: Vec<u8> = (0..300_000)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s as u8
+            })
+            .collect();
+        let config = DeflateConfig {
+            window_bits: -15,
+            ..DeflateConfig::new(6)
+        };
+        let mut z = zlib_rs::Deflate::new_with_config(config);
+        let mut out = Vec::new();
+        deflate_into(&mut z, &mut out, &data[..200_000], DeflateFlush::NoFlush);
+        deflate_into(&mut z, &mut out, &[], DeflateFlush::SyncFlush);
+        // A repeated flush with nothing to write (zlib answers `BufError`) returns at once.
+        deflate_into(&mut z, &mut out, &[], DeflateFlush::SyncFlush);
+        deflate_into(&mut z, &mut out, &data[200_000..], DeflateFlush::NoFlush);
+        deflate_into(&mut z, &mut out, &[], DeflateFlush::Finish);
+        assert!(out.len() > 1 << 16, "more than one reservation's worth");
+        let mut back = vec![0u8; data.len()];
+        let (inflated, code) =
+            zlib_rs::decompress_slice(&mut back, &out, zlib_rs::InflateConfig { window_bits: -15 });
+        assert_eq!(code, zlib_rs::ReturnCode::Ok);
+        assert_eq!(inflated, &data[..]);
     }
 
     #[test]
