@@ -543,9 +543,10 @@ impl JobStore for DynamoJobs {
     }
 
     async fn check_quota(&self, owner: &OwnerId, at: OffsetDateTime) -> Result<()> {
+        let minute = minute_sk(at);
         let keys = KeysAndAttributes::builder()
             .keys(Self::key(owner, IN_FLIGHT_SK.into()))
-            .keys(Self::key(owner, minute_sk(at)))
+            .keys(Self::key(owner, minute.clone()))
             .projection_expression("#sk, #count")
             .expression_attribute_names("#sk", SK)
             .expression_attribute_names("#count", "count")
@@ -560,7 +561,6 @@ impl JobStore for DynamoJobs {
             .await
             .map_err(unavailable)?;
         // An item DynamoDB left unprocessed counts as absent: `create` still checks it.
-        let minute = minute_sk(at);
         let (mut in_flight, mut this_minute) = (0u32, 0u32);
         for item in out
             .responses
