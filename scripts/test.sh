@@ -51,8 +51,14 @@ log "cargo check -p imagejobs-segmenter --features cuda (alone)"
 cargo check -p imagejobs-segmenter --features cuda --locked
 log "template.yaml: cfn-lint + sam validate"
 bash scripts/validate-template.sh
-log "cargo test"
-cargo test --workspace --locked
+log "cargo test (everything but the chaos suite)"
+cargo test --workspace --locked -- --skip chaos_suite::
+# The chaos suite's CI variant gets the machine to itself, as the reliability issue sizes it (300
+# jobs within 6 minutes on 2 cores). Beside the other integration tests, each with its own moto,
+# its recovery times measured the queue behind a starved CPU: one CI run of 2026-12-07 had a job
+# latency p50 of 45 s instead of ~1 s, and 10 crashes over the 2-minute recovery bound.
+log "cargo test: the chaos suite's CI variant, alone"
+cargo test -p imagejobs-local --test it --locked -- chaos_suite::
 log "OpenAPI: openapi-spec-validator + Schemathesis against the live local stack"
 bash scripts/schemathesis.sh
 log "web console in headless Chromium"

@@ -2,6 +2,7 @@
 //! local runner that hosts the Lambda handlers, and result inspection.
 
 pub mod chaos;
+pub mod connection;
 pub mod emulator;
 pub mod inspect;
 pub mod preview;

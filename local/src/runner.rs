@@ -119,7 +119,7 @@ impl Stack {
                     .local_addr()
                     .map_err(|source| StackError::Bind { addr, source })?;
                 let mut stop = shutdown.subscribe();
-                let app = imagejobs_api::router(api);
+                let app = crate::connection::api_app(api);
                 tasks.spawn(async move {
                     let served = axum::serve(listener, app)
                         .with_graceful_shutdown(async move {

@@ -276,6 +276,13 @@ async fn tokens_keys_and_bad_requests_get_json_errors() {
         .send()
         .await
         .unwrap();
+    // Refused before its upload was read: the server will not read the rest, so it says it
+    // closes the connection, and the pooled client does not send the next request on it
+    // (which once failed this test with reqwest's `IncompleteMessage`).
+    assert_eq!(
+        resp.headers().get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     assert_error(resp, 401, "unauthorized").await;
     let resp = with_key
         .post(format!("{base}/api/remove-background"))

@@ -134,7 +134,9 @@ async fn serve(state: imagejobs_api::AppState) -> String {
     {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, imagejobs_api::router(state)).await });
+        tokio::spawn(async move {
+            axum::serve(listener, imagejobs_local::connection::api_app(state)).await
+        });
         format!("http://{addr}")
     }
 }
