@@ -110,10 +110,10 @@ pub struct JobSettings {
     pub ttl: time::Duration,
     /// `RESULT_URL_TTL_SECONDS`: lifetime of presigned result URLs (default 900).
     pub result_url_ttl: Duration,
-    /// `LEASE_SECONDS` (default [`crate::resources::LEASE_SECONDS`], 65): how long a
-    /// processor's claim is exclusive — longer than one Lambda run, so it only ends once the
-    /// invocation holding it is over, and shorter than the queue's visibility timeout; then the
-    /// recovery sweeper ([`crate::recovery`]) hands the job on.
+    /// `LEASE_SECONDS` (default [`crate::resources::LEASE_SECONDS`], 30): how long a
+    /// processor's claim is exclusive without a renewal. The running claim renews it every
+    /// third of it, so it ends about this long after the invocation holding it stopped; then
+    /// the recovery sweeper ([`crate::recovery`]) hands the job on.
     pub lease: Duration,
     /// `DEAD_LETTER_QUEUE_ARN`: records from this queue fail their job (processor; unset: none
     /// is recognised).
@@ -672,7 +672,7 @@ mod tests {
         assert_eq!(s.jobs.max_receive_count, 5);
         assert_eq!(s.jobs.ttl, time::Duration::days(30));
         assert_eq!(s.jobs.result_url_ttl, Duration::from_secs(900));
-        assert_eq!(s.jobs.lease, Duration::from_secs(65));
+        assert_eq!(s.jobs.lease, Duration::from_secs(30));
         assert_eq!(s.jobs.dead_letter_queue_arn, None);
         assert_eq!((s.jobs.max_in_flight, s.jobs.max_per_minute), (50, 120));
         assert_eq!(s.limits, ImageLimits::default());

@@ -158,6 +158,24 @@ pub trait JobTransitions: Send + Sync {
         lease: &Lease,
         now: OffsetDateTime,
     ) -> Result<Claim>;
+    /// Extends the lease holder's lease, the heartbeat of a running claim: `lease_until` and
+    /// the `pending` due time move from `seen` to `until` (Unix seconds) together, so a
+    /// processor that dies stops renewing and its job is due for takeover a short lease later
+    /// (docs/ARCHITECTURE.md "Recovery"). Only while the job is `processing` under
+    /// `lease_token` with no provider request and its due time still `seen`: a submission
+    /// record, a release or a terminal write moves the due time, and then the renewal answers
+    /// `false`, changes nothing, and the caller stops renewing.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unavailable`] when the table cannot be written.
+    async fn renew(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        seen: i64,
+        until: i64,
+    ) -> Result<bool>;
     /// `processing → succeeded`, only for the lease holder.
     ///
     /// # Errors

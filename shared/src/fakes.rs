@@ -379,6 +379,30 @@ impl JobTransitions for InMemoryJobs {
         Ok(Claim::Claimed(record.job.clone()))
     }
 
+    async fn renew(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        seen: i64,
+        until: i64,
+    ) -> Result<bool> {
+        let mut state = lock(&self.state);
+        let Some(record) = state.jobs.get_mut(&(owner.clone(), id)).filter(|r| {
+            r.job.status == JobStatus::Processing
+                && r.job.provider_request_id.is_none()
+                && r.pending_due == Some(seen)
+                && r.lease.as_ref().is_some_and(|l| l.token == lease_token)
+        }) else {
+            return Ok(false);
+        };
+        record.pending_due = Some(until);
+        if let Some(lease) = record.lease.as_mut() {
+            lease.until = until;
+        }
+        Ok(true)
+    }
+
     async fn complete(
         &self,
         owner: &OwnerId,

@@ -489,6 +489,22 @@ impl<T: JobTransitions> JobTransitions for Faulty<T> {
         )
         .await
     }
+    async fn renew(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        seen: i64,
+        until: i64,
+    ) -> Result<bool> {
+        self.around(
+            "dynamodb",
+            "jobs.renew",
+            WRITE,
+            self.inner.renew(owner, id, lease_token, seen, until),
+        )
+        .await
+    }
     async fn complete(
         &self,
         owner: &OwnerId,

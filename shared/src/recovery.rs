@@ -58,6 +58,10 @@ pub struct SweepReport {
     pub errors: usize,
 }
 
+/// [`Sweeper::takeover_retry_after`]'s default: how soon a job taken back from an expired
+/// lease is looked at again should its `run` be lost too.
+pub const TAKEOVER_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// Finds jobs whose message was lost and sends them to the queue again.
 pub struct Sweeper {
     pending: Arc<dyn PendingJobs>,
@@ -74,7 +78,7 @@ pub struct Sweeper {
     /// request): shorter, because such a job has already waited out a lease since its
     /// processor died, and a second loss (the processor that received the `run` dying before
     /// its claim, the message then held for the whole visibility timeout) would otherwise add
-    /// a full [`Self::retry_after`]. Lease (65 s) + this + a sweep interval stays within the
+    /// a full [`Self::retry_after`]. Lease (30 s) + this + a sweep interval stays within the
     /// two minutes a crashed job has to finish (docs/ARCHITECTURE.md "Recovery"). Only crashed
     /// jobs pay for it: a duplicate `run` every 30 s while one waits in the queue.
     pub takeover_retry_after: Duration,
@@ -82,7 +86,7 @@ pub struct Sweeper {
 
 impl Sweeper {
     /// A sweeper over these ports, with `max_attempts` from the queue's redrive policy, a 60 s
-    /// `retry_after` and a 30 s `takeover_retry_after`.
+    /// `retry_after` and a [`TAKEOVER_RETRY_AFTER`] `takeover_retry_after`.
     pub fn new(
         pending: Arc<dyn PendingJobs>,
         queue: Arc<dyn JobQueue>,
@@ -95,7 +99,7 @@ impl Sweeper {
             transitions,
             max_attempts,
             retry_after: Duration::from_secs(60),
-            takeover_retry_after: Duration::from_secs(30),
+            takeover_retry_after: TAKEOVER_RETRY_AFTER,
         }
     }
 

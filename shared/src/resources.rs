@@ -38,9 +38,13 @@ pub const OUTBOX_GRACE_SECONDS: i64 = 60;
 /// job's due time is its next poll plus this, so a poll lost with its processor is replaced
 /// within about a minute, not at the provider deadline.
 pub const POLL_GRACE_SECONDS: i64 = 60;
-/// The processor's lease on a job, in seconds: longer than its Lambda timeout, so a lease can
-/// only expire once the invocation that took it is over (finished, crashed or killed).
-pub const LEASE_SECONDS: u32 = PROCESSOR_TIMEOUT_SECONDS + 5;
+/// The processor's lease on a job, in seconds. A running claim renews it every third of it
+/// (its heartbeat, [`crate::core::JobTransitions::renew`]), so it need not outlast the Lambda
+/// timeout: it runs out at most this long after the invocation holding it stopped (finished,
+/// crashed, killed, or cut at its record deadline), and the sweeper then takes the job over.
+/// Shorter than the 65 s it was before heartbeats: a crashed job waits half a minute, not more
+/// than a minute, before it runs again (docs/ARCHITECTURE.md "Recovery").
+pub const LEASE_SECONDS: u32 = 30;
 /// Each record's deadline in the processor, in seconds: below the Lambda timeout, so a slow call
 /// ends that record (as a retry) instead of getting the whole invocation, and its batch-mates'
 /// receives, killed. Provider and segmenter call timeouts sit below it.

@@ -147,7 +147,13 @@ impl Processor {
             Err(e) => return Outcome::Unclaimed(e.to_string()),
         };
         note_request_id(&job);
-        match self.run_claimed(message, &job, &lease).await {
+        // The run and the claim's heartbeat together: the heartbeat never ends on its own, so
+        // the run's outcome is what comes out, and the heartbeat stops with it.
+        let outcome = tokio::select! {
+            outcome = self.run_claimed(message, &job, &lease) => outcome,
+            never = self.keep_lease(&job, &lease) => match never {},
+        };
+        match outcome {
             // A message on its last receive keeps the old path: the caller ends the job
             // `retries_exhausted`, as the dead-letter queue would. Giving the claim back is a
             // takeover made early: the next claim finds what this one left (an intent, a
@@ -156,6 +162,41 @@ impl Processor {
                 self.retry_soon(message, &job, &lease, reason, None).await
             }
             other => other,
+        }
+    }
+
+    /// The claim's heartbeat: renews the lease every third of [`Self::lease`] while the run
+    /// goes on ([`JobTransitions::renew`]), so the lease can be short (a dead processor's job
+    /// is due for takeover at most one lease after its last beat) while a run may last its
+    /// whole record deadline. Ends renewing, and waits forever, once a renewal answers `false`:
+    /// the run moved the job on (a provider request recorded, the claim given back, the job
+    /// ended) or lost it. A renewal that failed may have been written with its answer lost;
+    /// the next beat then tries from each due time it may have left.
+    async fn keep_lease(&self, job: &Job, lease: &Lease) -> std::convert::Infallible {
+        let every = (self.lease / 3).max(Duration::from_secs(1));
+        // The due time our last renewal certainly left, then those a failed one may have.
+        let mut maybe = vec![lease.until];
+        loop {
+            tokio::time::sleep(every).await;
+            let until = OffsetDateTime::now_utc().unix_timestamp() + self.lease.as_secs() as i64;
+            let mut renewed = Ok(false);
+            for &seen in maybe.iter().rev() {
+                renewed = self
+                    .transitions
+                    .renew(&job.owner, job.id, &lease.token, seen, until)
+                    .await;
+                if !matches!(renewed, Ok(false)) {
+                    break;
+                }
+            }
+            match renewed {
+                Ok(true) => maybe = vec![until],
+                Ok(false) => return std::future::pending().await,
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease renewal failed; trying again at the next beat");
+                    maybe.push(until);
+                }
+            }
         }
     }
 
@@ -240,7 +281,7 @@ impl Processor {
     /// provider that refused for now): the claim is given back, counted
     /// ([`JobTransitions::release`]), and the run message sent again after
     /// [`retry_delay`] — seconds, where a returned SQS message waits out the 360 s visibility
-    /// timeout and a kept lease its 65 s. The release sets the `pending` due time past the
+    /// timeout and a kept lease its 30 s. The release sets the `pending` due time past the
     /// delay plus the queued grace, so the recovery sweeper sends the job should this send be
     /// lost. The delay is at least `at_least` (a provider's `Retry-After`, or Stability's
     /// 60 s lockout after a 429). A job already claimed `MAX_RECEIVE_COUNT` times is failed

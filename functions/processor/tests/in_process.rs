@@ -283,7 +283,7 @@ async fn a_transient_error_is_retried_within_seconds_until_the_attempts_run_out(
 
     // Each failed attempt gives its claim back (counted) and the job is due again after a
     // backoff of seconds (5 s, 10 s, 20 s, 40 s) plus the queued grace: neither the lease
-    // (65 s) nor the message's visibility timeout (360 s) is waited out, and no record goes
+    // (30 s) nor the message's visibility timeout (360 s) is waited out, and no record goes
     // back to SQS.
     for attempt in 1..MAX_RECEIVES {
         let first = record(Some(&body), 1, &queue_arn);
@@ -723,4 +723,95 @@ async fn a_record_past_its_deadline_is_returned_for_a_retry_not_left_to_the_lamb
         "ended at the deadline, not after the slow call"
     );
     assert_eq!(w.reload(&job).await.status, JobStatus::Processing);
+}
+
+/// A copy of `body`'s message delivered to another processor, `after` into the first one's run.
+async fn deliver_again_after(processor: &Processor, body: &str, after: Duration) -> Outcome {
+    tokio::time::sleep(after).await;
+    let (queue_arn, _) = arns();
+    let mut copy = record(Some(body), 2, &queue_arn);
+    copy.message_id = Some("copy".into());
+    processor.handle_record(&copy).await
+}
+
+#[tokio::test]
+async fn a_run_longer_than_its_lease_renews_it_and_keeps_a_second_delivery_out() {
+    // A 3 s lease, renewed every second, and a segmenter call of 4.5 s: without the heartbeat
+    // the copy delivered at 3.5 s would find the lease run out and run the job a second time.
+    let w = World::new(
+        ScriptedSegmenter::succeeding(cutout(cutout_png(), "u2net")),
+        Duration::from_secs(3),
+    );
+    let (job, body) = w.submit().await;
+    let (queue_arn, _) = arns();
+    let slow = Processor::new(
+        w.jobs.clone(),
+        w.blobs.clone(),
+        Arc::new(SlowSegmenter {
+            inner: w.segmenter.clone(),
+            delay: Duration::from_millis(4500),
+        }),
+        &w.settings,
+    );
+    let first = record(Some(&body), 1, &queue_arn);
+    let (outcome, copy) = tokio::join!(
+        slow.handle_record(&first),
+        deliver_again_after(&slow, &body, Duration::from_millis(3500))
+    );
+    assert_eq!(copy, Outcome::Skipped("another processor holds the lease"));
+    assert_eq!(outcome, Outcome::Succeeded);
+    let done = w.reload(&job).await;
+    assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 1));
+    assert_eq!(w.segmenter.calls(), 1, "run once");
+    assert_eq!(
+        w.jobs.lease(&job.owner, job.id),
+        None,
+        "the end removed the lease"
+    );
+}
+
+#[tokio::test]
+async fn a_run_cut_at_its_deadline_stops_renewing_and_its_job_is_taken_over_a_lease_later() {
+    let w = World::new(
+        ScriptedSegmenter::succeeding(cutout(cutout_png(), "u2net")),
+        Duration::from_secs(2),
+    );
+    let (job, body) = w.submit().await;
+    let (queue_arn, _) = arns();
+    let stuck = Processor::new(
+        w.jobs.clone(),
+        w.blobs.clone(),
+        Arc::new(SlowSegmenter {
+            inner: w.segmenter.clone(),
+            delay: Duration::from_secs(60),
+        }),
+        &w.settings,
+    )
+    .with_record_deadline(Duration::from_millis(2500));
+    // Past its lease already: only renewals kept the claim until the deadline.
+    let mut cut = record(Some(&body), 1, &queue_arn);
+    cut.message_id = Some("cut".into());
+    let response = stuck.handle(event(vec![cut])).await;
+    assert_eq!(failed_ids(&response), ["cut"]);
+    let held = w
+        .jobs
+        .lease(&job.owner, job.id)
+        .expect("the claim is still there");
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    assert!(
+        held.until > now,
+        "renewed past the first lease: {} <= {now}",
+        held.until
+    );
+    assert!(held.until <= now + 2, "no renewal after the run ended");
+
+    // A lease later, the job is another processor's.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let outcome = w
+        .processor
+        .handle_record(&record(Some(&body), 2, &queue_arn))
+        .await;
+    assert_eq!(outcome, Outcome::Succeeded);
+    let done = w.reload(&job).await;
+    assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 2));
 }

@@ -2,7 +2,7 @@
 //! segmenter with real u2netp weights, the API, and `imagejobs-local worker` processes beside
 //! the in-process processor). Every accepted job must still succeed, none may run more than
 //! once past the kill, and the interrupted ones must finish within 2 minutes of it with the
-//! production lease (65 s): the recovery sweeper, not the 360 s visibility timeout, brings
+//! production lease (30 s): the recovery sweeper, not the 360 s visibility timeout, brings
 //! them back.
 
 use std::process::Child;

@@ -37,7 +37,7 @@ const CI_OWNERS: usize = 3;
 /// The seed CI uses unless `CHAOS_SEED` names another.
 const DEFAULT_SEED: u64 = 1313;
 /// Rate of errors and commit-then-errors per eligible port call (0.5 %). Each one that fails a record
-/// costs its job a lease (65 s) and a sweep before the retry, so a run that is to end within
+/// costs its job a lease (30 s) and a sweep before the retry, so a run that is to end within
 /// its budget keeps this low; there are thousands of port calls, so each kind still fires
 /// dozens of times.
 const PORT_FAULT_RATE: f64 = 0.005;
@@ -1154,7 +1154,7 @@ async fn run(jobs: usize, owners: usize) {
 
     // Drain: every job terminal and its webhook delivered, within the CI budget.
     // 345 s for the CI variant (inside its 6 minutes). A message held by a killed worker
-    // (run, poll or notify) is replaced by the sweeper within about a lease or a grace (65 s,
+    // (run, poll or notify) is replaced by the sweeper within about a lease or a grace (30 s,
     // 60 s), so the drain needs no wait for the 360 s visibility timeout.
     let budget = Duration::from_secs(env_or(
         "CHAOS_BUDGET_SECONDS",

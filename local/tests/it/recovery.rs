@@ -388,6 +388,80 @@ async fn a_released_claim_is_queued_again_uncounted_and_a_lost_response_is_still
     assert_eq!(claimed.attempts, 1);
 }
 
+/// Where the `pending` index has the job due, if it is in it.
+async fn due_of(env: &TestEnv, id: ulid::Ulid) -> Option<i64> {
+    let pending = env.aws().jobs.due(i64::MAX, 1000).await.unwrap();
+    pending.iter().find(|p| p.id == id).map(|p| p.due)
+}
+
+#[tokio::test]
+async fn a_renewal_moves_the_holders_lease_and_due_time_and_nothing_else_does() {
+    let env = TestEnv::new().await;
+    let owner = OwnerId::parse("anonymous").unwrap();
+    let (job, _) = submit_without_enqueue(&env, &owner).await;
+    let now = OffsetDateTime::now_utc();
+    let first = now.unix_timestamp() + 30;
+    let lease = Lease {
+        token: "mine".into(),
+        until: first,
+    };
+    let aws = env.aws();
+    assert!(matches!(
+        aws.jobs.claim(&owner, job.id, &lease, now).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    // Another token, or a due time that is not the one the holder left, changes nothing.
+    assert!(
+        !aws.jobs
+            .renew(&owner, job.id, "theirs", first, first + 10)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !aws.jobs
+            .renew(&owner, job.id, "mine", first - 1, first + 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(due_of(&env, job.id).await, Some(first));
+
+    // The holder's renewal commits, its answer is lost and the SDK's retry fails its condition
+    // on the state the renewal itself wrote: still ours.
+    let jobs = losing_first(&env, "UpdateItem");
+    assert!(
+        jobs.renew(&owner, job.id, "mine", first, first + 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(due_of(&env, job.id).await, Some(first + 10));
+    // The lease moved with it: a claim just after the first lease's end finds it held.
+    let later = now + time::Duration::seconds(31);
+    let next = Lease {
+        token: "next".into(),
+        until: later.unix_timestamp() + 30,
+    };
+    assert!(matches!(
+        aws.jobs.claim(&owner, job.id, &next, later).await.unwrap(),
+        Claim::Leased(_)
+    ));
+
+    // Once the run moved the job on (here: gave the claim back), renewing stops.
+    let released_due = now.unix_timestamp() + 35;
+    assert!(
+        aws.jobs
+            .release(&owner, job.id, "mine", false, released_due, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !aws.jobs
+            .renew(&owner, job.id, "mine", first + 10, first + 20)
+            .await
+            .unwrap()
+    );
+    assert_eq!(due_of(&env, job.id).await, Some(released_due));
+}
+
 #[tokio::test]
 async fn a_submission_record_whose_response_was_lost_is_recognised_as_ours() {
     let env = TestEnv::new().await;
@@ -546,7 +620,7 @@ async fn the_local_runner_recovers_a_killed_job_on_its_own() {
     let _stack = env
         .start_stack_sweeping(&segmenter, Some(Duration::from_secs(1)))
         .await;
-    // Killed right after its claim, with a 3 s lease (65 s on AWS).
+    // Killed right after its claim, with a 3 s lease (30 s on AWS).
     let killed_at = OffsetDateTime::now_utc();
     let lease = Lease {
         token: "killed-processor".into(),
@@ -671,6 +745,16 @@ impl JobTransitions for LoseFirstClaim {
         }
         Ok(claim)
     }
+    async fn renew(
+        &self,
+        owner: &OwnerId,
+        id: ulid::Ulid,
+        lease_token: &str,
+        seen: i64,
+        until: i64,
+    ) -> shared::Result<bool> {
+        self.jobs.renew(owner, id, lease_token, seen, until).await
+    }
     async fn complete(
         &self,
         owner: &OwnerId,
@@ -738,7 +822,7 @@ async fn a_claim_written_with_its_answer_lost_is_taken_up_at_once_not_after_its_
         ))
         .await;
     // The same lease, asked again, is recognised as ours: the job runs now, once, instead of
-    // waiting out the 65 s lease it holds itself.
+    // waiting out the 30 s lease it holds itself.
     assert_eq!(outcome, imagejobs_processor::Outcome::Succeeded);
     let done = aws.jobs.get(&owner, job.id).await.unwrap().unwrap();
     assert_eq!((done.status, done.attempts), (JobStatus::Succeeded, 1));

@@ -764,7 +764,7 @@ fn segmenter_calls_give_up_before_the_processor_and_within_sagemakers_limit() {
 }
 
 #[test]
-fn the_sweeper_runs_every_minute_and_leases_outlive_an_invocation() {
+fn the_sweeper_runs_every_minute_and_deadlines_nest() {
     let t = template();
     let sweeper = resource(&t, "SweeperFunction");
     assert_eq!(
@@ -785,18 +785,33 @@ fn the_sweeper_runs_every_minute_and_leases_outlive_an_invocation() {
     assert!(policies.contains("/index/pending"), "{policies}");
     assert!(policies.contains("SQSSendMessagePolicy"), "{policies}");
 
-    // Deadlines nest: record deadline < Lambda timeout < lease < visibility timeout.
+    // Deadlines nest: record deadline < Lambda timeout < visibility timeout.
     let processor = resource(&t, "ProcessorFunction");
     let timeout = num(&processor["Timeout"]);
     assert_eq!(timeout, u64::from(r::PROCESSOR_TIMEOUT_SECONDS));
-    let lease = num(&processor["Environment"]["Variables"]["LEASE_SECONDS"]);
-    assert_eq!(lease, u64::from(r::LEASE_SECONDS));
     let visibility = num(&resource(&t, "JobsQueue")["VisibilityTimeout"]);
     assert!(
-        u64::from(r::RECORD_DEADLINE_SECONDS) < timeout && timeout < lease && lease < visibility,
-        "record deadline {} < timeout {timeout} < lease {lease} < visibility {visibility}",
+        u64::from(r::RECORD_DEADLINE_SECONDS) < timeout && timeout < visibility,
+        "record deadline {} < timeout {timeout} < visibility {visibility}",
         r::RECORD_DEADLINE_SECONDS
     );
+    // The lease is renewed every third of it while a record runs, so it may be shorter than
+    // the Lambda timeout; what it must allow is the 2-minute recovery of a crashed job: the
+    // lease, a sweeper pass to find it, and the takeover retry (to the next pass after it)
+    // should that `run` be lost too, with time left for the job itself.
+    let lease = num(&processor["Environment"]["Variables"]["LEASE_SECONDS"]);
+    assert_eq!(lease, u64::from(r::LEASE_SECONDS));
+    let pass = imagejobs_processor::sweeper::SWEEP_INTERVAL.as_secs();
+    let retry = shared::recovery::TAKEOVER_RETRY_AFTER
+        .as_secs()
+        .div_ceil(pass)
+        * pass;
+    let takeover = lease + pass + retry;
+    assert!(
+        takeover <= 90,
+        "a crashed job runs again {takeover} s after the crash"
+    );
+    assert!(lease >= 3, "renewed every {} s", lease / 3);
     for call in [
         "SEGMENTER_TIMEOUT_SECONDS",
         "STABILITY_TIMEOUT_SECONDS",

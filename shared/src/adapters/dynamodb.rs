@@ -772,6 +772,51 @@ impl JobTransitions for DynamoJobs {
             .ok_or_else(|| Error::Conflict(format!("job {id} is no longer held by this lease")))
     }
 
+    async fn renew(
+        &self,
+        owner: &OwnerId,
+        id: Ulid,
+        lease_token: &str,
+        seen: i64,
+        until: i64,
+    ) -> Result<bool> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(owner, job_sk(id))))
+            .update_expression("SET lease_until = :until, #due = :until")
+            .condition_expression(
+                "#status = :processing AND lease_token = :token AND #due = :seen AND \
+                 attribute_not_exists(provider_request_id)",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#due", PENDING_DUE)
+            .expression_attribute_values(":processing", s(JobStatus::Processing.as_str()))
+            .expression_attribute_values(":token", s(lease_token))
+            .expression_attribute_values(":seen", n(seen))
+            .expression_attribute_values(":until", n(until))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                    // Our own renewal, committed but its response lost and sent again by the
+                    // SDK: still our lease, with exactly the due time we asked for.
+                    Ok(c.item.is_some_and(|item| {
+                        text_attr(&item, "status") == Some(JobStatus::Processing.as_str())
+                            && text_attr(&item, "lease_token") == Some(lease_token)
+                            && item.get(PENDING_DUE).and_then(|v| v.as_n().ok())
+                                == Some(&until.to_string())
+                    }))
+                }
+                other => Err(unavailable(other)),
+            },
+        }
+    }
+
     async fn release(
         &self,
         owner: &OwnerId,
