@@ -58,7 +58,9 @@ cargo test --workspace --locked -- --skip chaos_suite::
 # its recovery times measured the queue behind a starved CPU: one CI run of 2026-12-07 had a job
 # latency p50 of 45 s instead of ~1 s, and 10 crashes over the 2-minute recovery bound.
 log "cargo test: the chaos suite's CI variant, alone"
-cargo test -p imagejobs-local --test it --locked -- chaos_suite::
+# `--workspace --test it`, not `-p imagejobs-local`: the same feature set as the run above, so
+# nothing is compiled again (with `-p`, a fresh CI run rebuilt ~60 crates for it).
+cargo test --workspace --test it --locked -- chaos_suite::
 log "OpenAPI: openapi-spec-validator + Schemathesis against the live local stack"
 bash scripts/schemathesis.sh
 log "web console in headless Chromium"
