@@ -695,6 +695,15 @@ impl shared::core::Segmenter for SlowSegmenter {
     }
 }
 
+/// A processor over `w`'s ports whose segmenter answers after `delay`.
+fn slow_processor(w: &World, delay: Duration) -> Processor {
+    let segmenter = Arc::new(SlowSegmenter {
+        inner: w.segmenter.clone(),
+        delay,
+    });
+    Processor::new(w.jobs.clone(), w.blobs.clone(), segmenter, &w.settings)
+}
+
 #[tokio::test]
 async fn a_record_past_its_deadline_is_returned_for_a_retry_not_left_to_the_lambda_timeout() {
     let w = World::new(
@@ -703,16 +712,8 @@ async fn a_record_past_its_deadline_is_returned_for_a_retry_not_left_to_the_lamb
     );
     let (job, body) = w.submit().await;
     let (queue_arn, _) = arns();
-    let slow = Processor::new(
-        w.jobs.clone(),
-        w.blobs.clone(),
-        Arc::new(SlowSegmenter {
-            inner: w.segmenter.clone(),
-            delay: Duration::from_secs(5),
-        }),
-        &w.settings,
-    )
-    .with_record_deadline(Duration::from_millis(200));
+    let slow =
+        slow_processor(&w, Duration::from_secs(5)).with_record_deadline(Duration::from_millis(200));
     let mut late = record(Some(&body), 1, &queue_arn);
     late.message_id = Some("late".into());
     let started = std::time::Instant::now();
@@ -744,15 +745,7 @@ async fn a_run_longer_than_its_lease_renews_it_and_keeps_a_second_delivery_out()
     );
     let (job, body) = w.submit().await;
     let (queue_arn, _) = arns();
-    let slow = Processor::new(
-        w.jobs.clone(),
-        w.blobs.clone(),
-        Arc::new(SlowSegmenter {
-            inner: w.segmenter.clone(),
-            delay: Duration::from_millis(4500),
-        }),
-        &w.settings,
-    );
+    let slow = slow_processor(&w, Duration::from_millis(4500));
     let first = record(Some(&body), 1, &queue_arn);
     let (outcome, copy) = tokio::join!(
         slow.handle_record(&first),
@@ -778,16 +771,8 @@ async fn a_run_cut_at_its_deadline_stops_renewing_and_its_job_is_taken_over_a_le
     );
     let (job, body) = w.submit().await;
     let (queue_arn, _) = arns();
-    let stuck = Processor::new(
-        w.jobs.clone(),
-        w.blobs.clone(),
-        Arc::new(SlowSegmenter {
-            inner: w.segmenter.clone(),
-            delay: Duration::from_secs(60),
-        }),
-        &w.settings,
-    )
-    .with_record_deadline(Duration::from_millis(2500));
+    let stuck = slow_processor(&w, Duration::from_secs(60))
+        .with_record_deadline(Duration::from_millis(2500));
     // Past its lease already: only renewals kept the claim until the deadline.
     let mut cut = record(Some(&body), 1, &queue_arn);
     cut.message_id = Some("cut".into());

@@ -799,22 +799,12 @@ impl JobTransitions for DynamoJobs {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                    // Our own renewal, committed but its response lost and sent again by the
-                    // SDK: still our lease, with exactly the due time we asked for.
-                    Ok(c.item.is_some_and(|item| {
-                        text_attr(&item, "status") == Some(JobStatus::Processing.as_str())
-                            && text_attr(&item, "lease_token") == Some(lease_token)
-                            && item.get(PENDING_DUE).and_then(|v| v.as_n().ok())
-                                == Some(&until.to_string())
-                    }))
-                }
-                other => Err(unavailable(other)),
-            },
-        }
+        // Our own renewal, sent again: still our lease, with exactly the due time we asked for.
+        applied_or_ours(out, |item| {
+            text_attr(item, "status") == Some(JobStatus::Processing.as_str())
+                && text_attr(item, "lease_token") == Some(lease_token)
+                && due_is(item, until)
+        })
     }
 
     async fn release(
@@ -849,23 +839,13 @@ impl JobTransitions for DynamoJobs {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                    // Our own release, committed but its response lost and sent again by the
-                    // SDK: queued, no lease, and exactly the due time we asked for (a claim or
-                    // a sweeper since would have moved it).
-                    Ok(c.item.is_some_and(|item| {
-                        text_attr(&item, "status") == Some(JobStatus::Queued.as_str())
-                            && !item.contains_key("lease_token")
-                            && item.get(PENDING_DUE).and_then(|v| v.as_n().ok())
-                                == Some(&due.to_string())
-                    }))
-                }
-                other => Err(unavailable(other)),
-            },
-        }
+        // Our own release, sent again: queued, no lease, and exactly the due time we asked for
+        // (a claim or a sweeper since would have moved it).
+        applied_or_ours(out, |item| {
+            text_attr(item, "status") == Some(JobStatus::Queued.as_str())
+                && !item.contains_key("lease_token")
+                && due_is(item, due)
+        })
     }
 
     async fn fail(
@@ -1059,6 +1039,32 @@ fn applied(
     }
 }
 
+/// [`applied`] for a write whose failed condition may be our own write: committed, its answer
+/// lost, and sent again by the SDK. `ours` reads the item the condition found (the request's
+/// `ReturnValuesOnConditionCheckFailure::AllOld`) and says whether it is what we wrote.
+fn applied_or_ours(
+    out: std::result::Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+    >,
+    ours: impl FnOnce(&Item) -> bool,
+) -> Result<bool> {
+    match out {
+        Ok(_) => Ok(true),
+        Err(e) => match e.into_service_error() {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                Ok(c.item.as_ref().is_some_and(ours))
+            }
+            other => Err(unavailable(other)),
+        },
+    }
+}
+
+/// Whether the item's `pending` due time is `due` (Unix seconds).
+fn due_is(item: &Item, due: i64) -> bool {
+    item.get(PENDING_DUE).and_then(|v| v.as_n().ok()) == Some(&due.to_string())
+}
+
 #[async_trait]
 impl ProviderTransitions for DynamoJobs {
     async fn record_submission(
@@ -1103,21 +1109,12 @@ impl ProviderTransitions for DynamoJobs {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                    // Our own record, committed but its response lost and sent again by the SDK,
-                    // reads back our request id under our lease: it is recorded, not someone
-                    // else's.
-                    let item = c.item.unwrap_or_default();
-                    Ok(text_attr(&item, "provider_request_id")
-                        == Some(submission.request_id.as_str())
-                        && text_attr(&item, "lease_token") == Some(lease_token))
-                }
-                other => Err(unavailable(other)),
-            },
-        }
+        // Our own record, sent again, reads back our request id under our lease: it is
+        // recorded, not someone else's.
+        applied_or_ours(out, |item| {
+            text_attr(item, "provider_request_id") == Some(submission.request_id.as_str())
+                && text_attr(item, "lease_token") == Some(lease_token)
+        })
     }
 
     async fn record_intent(
@@ -1187,21 +1184,13 @@ impl ProviderTransitions for DynamoJobs {
                 .expression_attribute_values(":seen", n(seen)),
             None => update.condition_expression(waiting),
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e) => match e.into_service_error() {
-                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                    // Our own write, committed and sent again by the SDK, reads back our due
-                    // time on the job still waiting on the request.
-                    let item = c.item.unwrap_or_default();
-                    Ok(text_attr(&item, "status") == Some(JobStatus::Processing.as_str())
-                        && text_attr(&item, "provider_request_id") == Some(request_id)
-                        && item.get(PENDING_DUE).and_then(|v| v.as_n().ok())
-                            == Some(&due.to_string()))
-                }
-                other => Err(unavailable(other)),
-            },
-        }
+        // Our own write, sent again, reads back our due time on the job still waiting on the
+        // request.
+        applied_or_ours(update.send().await, |item| {
+            text_attr(item, "status") == Some(JobStatus::Processing.as_str())
+                && text_attr(item, "provider_request_id") == Some(request_id)
+                && due_is(item, due)
+        })
     }
 
     async fn clear_intent(&self, owner: &OwnerId, id: Ulid, lease_token: &str) -> Result<()> {
