@@ -25,7 +25,9 @@ use wiremock::matchers::{method, path, path_regex};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::common::stability::multipart_parts;
-use crate::common::{TestEnv, fal as fal_contract, spawn_local, stability as stability_contract};
+use crate::common::{
+    TestEnv, fal as fal_contract, retry_after, spawn_local, stability as stability_contract,
+};
 use shared::core::{JobStore, PendingJobs};
 use shared::faults::{ABORT_LINE, AbortPlan, AbortPoint, FaultKind, FaultPlan, Faults};
 use shared::job::{Job, JobStatus, OwnerId};
@@ -714,17 +716,12 @@ async fn submit_one(
             }
         };
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let wait_asked = retry_after(&resp);
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         match status {
             202 | 200 => return body["id"].as_str().map(str::to_owned),
             429 => {
-                let wait = retry_after.unwrap_or(QUOTA_RETRY_CAP).min(QUOTA_RETRY_CAP);
+                let wait = wait_asked.unwrap_or(QUOTA_RETRY_CAP).min(QUOTA_RETRY_CAP);
                 tokio::time::sleep(wait).await
             }
             500..=599 => tokio::time::sleep(Duration::from_millis(300)).await,

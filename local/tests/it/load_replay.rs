@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
-use crate::common::{TestEnv, sample_photo, start_segmenter_with, wait_until_ended};
+use crate::common::{TestEnv, retry_after, sample_photo, start_segmenter_with, wait_until_ended};
 use shared::job::{JobStatus, OwnerId};
 
 const JOBS: usize = 120;
@@ -75,14 +75,10 @@ async fn the_reported_120_job_load_run_loses_nothing() {
                         let status = resp.status().as_u16();
                         if status == 429 || status == 503 {
                             *refusals.lock().unwrap().entry(status).or_default() += 1;
-                            let wait = resp
-                                .headers()
-                                .get("retry-after")
-                                .and_then(|v| v.to_str().ok())
-                                .and_then(|v| v.parse::<f64>().ok())
-                                .unwrap_or(1.0)
-                                .min(5.0);
-                            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                            let wait = retry_after(&resp)
+                                .unwrap_or(Duration::from_secs(1))
+                                .min(Duration::from_secs(5));
+                            tokio::time::sleep(wait).await;
                             continue;
                         }
                         assert_eq!(status, 202, "{:?}", resp.text().await);

@@ -580,6 +580,13 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) -> s
     body
 }
 
+/// A response's `Retry-After` in delay-seconds (RFC 9110 §10.2.3, the form the API sends), or
+/// `None` when it is absent or not a whole number of seconds.
+pub fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let value = resp.headers().get("retry-after")?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 /// Serves `app` on 127.0.0.1 (a stand-in for a remote host) and returns its address.
 pub async fn serve_router(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
