@@ -17,14 +17,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
+# The test command's build settings (scripts/test.sh), so a soak after it compiles nothing.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}"
 export CHAOS_JOBS="${CHAOS_JOBS:-1000}" CHAOS_OWNERS="${CHAOS_OWNERS:-5}"
 export CHAOS_JOBS_PER_MINUTE="${CHAOS_JOBS_PER_MINUTE:-100}"
 mkdir -p .local/logs
 bash scripts/setup.sh
 log "chaos soak: $CHAOS_JOBS jobs, $CHAOS_OWNERS owners, $CHAOS_JOBS_PER_MINUTE jobs/min, seed ${CHAOS_SEED:-default}"
 status=0
-cargo test -p imagejobs-local --test it --locked -- chaos_suite --nocapture \
+cargo test --workspace --test it --locked -- chaos_suite:: --nocapture \
   > .local/logs/chaos-soak.log 2>&1 || status=$?
 grep -E '^(\| |chaos|test |thread .* panicked)' .local/logs/chaos-soak.log || true
 exit "$status"
