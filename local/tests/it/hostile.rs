@@ -728,3 +728,99 @@ async fn a_create_over_a_spent_quota_is_refused_before_its_input_is_stored() {
         );
     }
 }
+
+/// The quota pre-check is advisory: when its read fails, the create goes on and the
+/// transaction's conditions decide, both ways. A job with room is created; one over a spent
+/// in-flight quota is still refused, and the input it stored is deleted again.
+#[tokio::test]
+async fn a_create_whose_quota_read_fails_is_decided_by_the_transaction() {
+    use async_trait::async_trait;
+    use shared::core::{Created, Idempotency, JobPage, JobStore, ListQuery};
+    use shared::job::Job;
+    use shared::service::JobSubmitter;
+    use std::sync::Arc;
+    use time::OffsetDateTime;
+    use ulid::Ulid;
+
+    /// The emulator's store, but every quota pre-check read fails.
+    struct QuotaReadFails<T>(T);
+    #[async_trait]
+    impl<T: JobStore> JobStore for QuotaReadFails<T> {
+        async fn create(
+            &self,
+            job: &Job,
+            idempotency: Option<&Idempotency>,
+        ) -> shared::Result<Created> {
+            self.0.create(job, idempotency).await
+        }
+        async fn find_idempotent(
+            &self,
+            owner: &OwnerId,
+            idempotency: &Idempotency,
+        ) -> shared::Result<Option<Job>> {
+            self.0.find_idempotent(owner, idempotency).await
+        }
+        async fn get(&self, owner: &OwnerId, id: Ulid) -> shared::Result<Option<Job>> {
+            self.0.get(owner, id).await
+        }
+        async fn list(&self, owner: &OwnerId, query: &ListQuery) -> shared::Result<JobPage> {
+            self.0.list(owner, query).await
+        }
+        async fn discard(
+            &self,
+            owner: &OwnerId,
+            id: Ulid,
+            idempotency_key: Option<&str>,
+        ) -> shared::Result<()> {
+            self.0.discard(owner, id, idempotency_key).await
+        }
+        async fn created_in_minute(
+            &self,
+            owner: &OwnerId,
+            at: OffsetDateTime,
+        ) -> shared::Result<u32> {
+            self.0.created_in_minute(owner, at).await
+        }
+        async fn check_quota(&self, _: &OwnerId, _: OffsetDateTime) -> shared::Result<()> {
+            Err(shared::Error::unavailable(
+                "dynamodb",
+                "injected: the counters cannot be read",
+            ))
+        }
+    }
+
+    let mut env = TestEnv::new().await;
+    env.settings.jobs.max_in_flight = 1;
+    let aws = env.aws();
+    let owner = OwnerId::parse("busy").unwrap();
+    let submitter = JobSubmitter::new(
+        Arc::new(QuotaReadFails(aws.jobs.clone())),
+        Arc::new(aws.queue.clone()),
+        Arc::new(aws.blobs.clone()),
+        Arc::new(env.settings.clone()),
+        Arc::new(
+            shared::adapters::PublicHttp::new(shared::egress::FetchPolicy::from_settings(
+                &env.settings,
+                1 << 20,
+                std::time::Duration::from_secs(5),
+            ))
+            .unwrap(),
+        ),
+    );
+    let first = submitter
+        .submit(common::photo_submission(&owner, None))
+        .await
+        .unwrap();
+    assert!(matches!(first, Created::New(_)), "{first:?}");
+    match submitter
+        .submit(common::photo_submission(&owner, None))
+        .await
+    {
+        Err(shared::Error::QuotaExceeded { code, .. }) => {
+            assert_eq!(code, "too_many_jobs_in_flight")
+        }
+        other => panic!("expected the transaction's refusal, got {other:?}"),
+    }
+    assert_eq!(env.table_items().await, 1, "only the first job");
+    assert_eq!(env.objects().await.len(), 1, "only the first job's input");
+}
