@@ -671,7 +671,6 @@ async fn cors_request_ids_and_security_headers() {
 async fn a_create_over_a_spent_quota_is_refused_before_its_input_is_stored() {
     use shared::core::Created;
     use shared::faults::{FaultPlan, Faults, Faulty};
-    use shared::service::JobSubmitter;
     use std::sync::Arc;
 
     for (code, in_flight, per_minute) in [
@@ -688,21 +687,11 @@ async fn a_create_over_a_spent_quota_is_refused_before_its_input_is_stored() {
         env.settings.jobs.max_per_minute = per_minute;
         let aws = env.aws();
         let owner = OwnerId::parse("busy").unwrap();
-        let fetcher = Arc::new(
-            shared::adapters::PublicHttp::new(shared::egress::FetchPolicy::from_settings(
-                &env.settings,
-                1 << 20,
-                std::time::Duration::from_secs(5),
-            ))
-            .unwrap(),
-        );
         let submitter = |blobs: Arc<dyn shared::core::BlobStore>| {
-            JobSubmitter::new(
+            env.submitter(
                 Arc::new(aws.jobs.clone()),
                 Arc::new(aws.queue.clone()),
                 blobs,
-                Arc::new(env.settings.clone()),
-                fetcher.clone(),
             )
         };
         let first = submitter(Arc::new(aws.blobs.clone()))
@@ -737,7 +726,6 @@ async fn a_create_whose_quota_read_fails_is_decided_by_the_transaction() {
     use async_trait::async_trait;
     use shared::core::{Created, Idempotency, JobPage, JobStore, ListQuery};
     use shared::job::Job;
-    use shared::service::JobSubmitter;
     use std::sync::Arc;
     use time::OffsetDateTime;
     use ulid::Ulid;
@@ -793,19 +781,10 @@ async fn a_create_whose_quota_read_fails_is_decided_by_the_transaction() {
     env.settings.jobs.max_in_flight = 1;
     let aws = env.aws();
     let owner = OwnerId::parse("busy").unwrap();
-    let submitter = JobSubmitter::new(
+    let submitter = env.submitter(
         Arc::new(QuotaReadFails(aws.jobs.clone())),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.blobs.clone()),
-        Arc::new(env.settings.clone()),
-        Arc::new(
-            shared::adapters::PublicHttp::new(shared::egress::FetchPolicy::from_settings(
-                &env.settings,
-                1 << 20,
-                std::time::Duration::from_secs(5),
-            ))
-            .unwrap(),
-        ),
     );
     let first = submitter
         .submit(common::photo_submission(&owner, None))

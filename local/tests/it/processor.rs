@@ -15,7 +15,7 @@ use std::time::Duration;
 use imagejobs_processor::{Outcome, Processor};
 use shared::core::{Created, JobStore};
 use shared::job::{Job, JobStatus};
-use shared::service::{InputRef, JobSubmitter, Submission};
+use shared::service::{InputRef, Submission};
 
 /// A segmenter that answers each call with the next scripted response (the last one repeats).
 #[derive(Clone)]
@@ -90,17 +90,10 @@ fn tiny_png() -> Vec<u8> {
 /// A job created through the real submitter (stored input, record, queue message).
 async fn submit(env: &TestEnv) -> Job {
     let aws = env.aws();
-    let submitter = JobSubmitter::new(
+    let submitter = env.submitter(
         Arc::new(aws.jobs.clone()),
         Arc::new(aws.queue.clone()),
         Arc::new(aws.blobs.clone()),
-        Arc::new(env.settings.clone()),
-        Arc::new(
-            shared::adapters::PublicHttp::new(shared::egress::FetchPolicy::for_inputs(
-                &env.settings,
-            ))
-            .unwrap(),
-        ),
     );
     let created = submitter
         .submit(Submission {

@@ -19,7 +19,6 @@ use shared::core::{
 };
 use shared::job::{JobError, JobMessage, JobStatus, OwnerId};
 use shared::recovery::Sweeper;
-use shared::service::JobSubmitter;
 
 /// A queue whose sends never arrive: the API or ingest died right after the job's record was
 /// written (window 1 of the reliability issue).
@@ -154,19 +153,10 @@ async fn submit_without_enqueue(
 ) -> (shared::job::Job, Arc<LostQueue>) {
     let aws = env.aws();
     let lost = Arc::new(LostQueue::default());
-    let submitter = JobSubmitter::new(
+    let submitter = env.submitter(
         Arc::new(aws.jobs.clone()),
         lost.clone(),
         Arc::new(aws.blobs.clone()),
-        Arc::new(env.settings.clone()),
-        Arc::new(
-            shared::adapters::PublicHttp::new(shared::egress::FetchPolicy::from_settings(
-                &env.settings,
-                1 << 20,
-                Duration::from_secs(5),
-            ))
-            .unwrap(),
-        ),
     );
     let created = submitter
         .submit(crate::common::photo_submission(owner, Some("lost-1")))

@@ -8,6 +8,7 @@ pub mod stability;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use imagejobs_local::emulator::{self, Emulator};
@@ -71,6 +72,24 @@ impl TestEnv {
 
     pub fn aws(&self) -> Aws {
         Aws::with_sdk_config(&self.sdk, &self.settings)
+    }
+
+    /// The API's submitter over `jobs`, `queue` and `blobs` (the emulator's, or a test's
+    /// wrappers of them), with this environment's settings and the inputs' URL fetch policy.
+    pub fn submitter(
+        &self,
+        jobs: Arc<dyn shared::core::JobStore>,
+        queue: Arc<dyn shared::core::JobQueue>,
+        blobs: Arc<dyn shared::core::BlobStore>,
+    ) -> shared::service::JobSubmitter {
+        let fetch = shared::egress::FetchPolicy::for_inputs(&self.settings);
+        shared::service::JobSubmitter::new(
+            jobs,
+            queue,
+            blobs,
+            Arc::new(self.settings.clone()),
+            Arc::new(shared::adapters::PublicHttp::new(fetch).expect("an HTTP client")),
+        )
     }
 
     pub fn s3(&self) -> aws_sdk_s3::Client {
