@@ -1026,17 +1026,7 @@ fn applied(
         SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
     >,
 ) -> Result<bool> {
-    match out {
-        Ok(_) => Ok(true),
-        Err(e) => {
-            let e = e.into_service_error();
-            if e.is_conditional_check_failed_exception() {
-                Ok(false)
-            } else {
-                Err(unavailable(e))
-            }
-        }
-    }
+    applied_or_ours(out, |_| false)
 }
 
 /// [`applied`] for a write whose failed condition may be our own write: committed, its answer
